@@ -1,0 +1,68 @@
+// memcg/detail/mutex.hpp: the control-path lock.
+//
+// absl::Mutex everywhere but under ThreadSanitizer: Debian's libabsl is not instrumented, so TSan
+// cannot see its happens-before edges and reports false races on the data it guards. TSan builds
+// use std::shared_mutex (pthread, which TSan intercepts). Same interface, same annotations.
+#pragma once
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define MEMCG_TSAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MEMCG_TSAN_BUILD 1
+#endif
+#endif
+
+#ifdef MEMCG_TSAN_BUILD
+#include <shared_mutex>
+#endif
+
+namespace memcg::detail {
+
+class ABSL_LOCKABLE mutex {
+ public:
+#ifdef MEMCG_TSAN_BUILD
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
+  void lock_shared() ABSL_SHARED_LOCK_FUNCTION() { mu_.lock_shared(); }
+  void unlock_shared() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
+
+ private:
+  std::shared_mutex mu_;
+#else
+  void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.Lock(); }
+  void unlock() ABSL_UNLOCK_FUNCTION() { mu_.Unlock(); }
+  void lock_shared() ABSL_SHARED_LOCK_FUNCTION() { mu_.ReaderLock(); }
+  void unlock_shared() ABSL_UNLOCK_FUNCTION() { mu_.ReaderUnlock(); }
+
+ private:
+  absl::Mutex mu_;
+#endif
+};
+
+class ABSL_SCOPED_LOCKABLE mutex_lock {
+ public:
+  explicit mutex_lock(mutex* mu) ABSL_EXCLUSIVE_LOCK_FUNCTION(mu) : mu_(mu) { mu_->lock(); }
+  ~mutex_lock() ABSL_UNLOCK_FUNCTION() { mu_->unlock(); }
+  mutex_lock(const mutex_lock&) = delete;
+  mutex_lock& operator=(const mutex_lock&) = delete;
+
+ private:
+  mutex* mu_;
+};
+
+class ABSL_SCOPED_LOCKABLE reader_lock {
+ public:
+  explicit reader_lock(mutex* mu) ABSL_SHARED_LOCK_FUNCTION(mu) : mu_(mu) { mu_->lock_shared(); }
+  ~reader_lock() ABSL_UNLOCK_FUNCTION() { mu_->unlock_shared(); }
+  reader_lock(const reader_lock&) = delete;
+  reader_lock& operator=(const reader_lock&) = delete;
+
+ private:
+  mutex* mu_;
+};
+
+}  // namespace memcg::detail

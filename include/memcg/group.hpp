@@ -1,0 +1,230 @@
+// memcg/group.hpp: one memory cgroup: its counters, statistics, events and place in the tree.
+//
+// Contents:
+//   kind, kind_name(), parse_kind()     the seven kinds of charge (scenario.md)
+//   event, event_name()                 memory.events keys: low high max oom oom_kill
+//   counter_id                          memory, kmem, tcp
+//   basic_group<Sync>                   counters memory/kmem/tcp, kmem soft limit, per-kind
+//                                       statistics, events, children, the obj_cgroup handle
+//   basic_objcg<Sync>                   the handle objects and charges point to; rmdir redirects
+//                                       it to the parent (obj_cgroup, kernel-model.md §3.5)
+//
+// A group is created and removed by basic_hierarchy (memcg/hierarchy.hpp). Groups are never freed
+// before their hierarchy: a removed group stays as a zombie whose handle points to its parent, so
+// a pointer to a group taken by a charge in flight is always valid.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "memcg/charge.hpp"
+#include "memcg/config.hpp"
+#include "memcg/counter.hpp"
+#include "memcg/sync.hpp"
+
+namespace memcg {
+
+enum class kind : std::uint8_t {
+  anon,
+  file,
+  kmem,
+  pagetables,
+  slab_reclaimable,
+  slab_unreclaimable,
+  sock,
+};
+inline constexpr int nr_kinds = 7;
+inline constexpr std::array<kind, nr_kinds> all_kinds = {
+    kind::anon,          kind::file,
+    kind::kmem,          kind::pagetables,
+    kind::slab_reclaimable, kind::slab_unreclaimable,
+    kind::sock};
+
+constexpr std::string_view kind_name(kind k) noexcept {
+  constexpr std::string_view names[] = {"anon",          "file",
+                                        "kmem",          "pagetables",
+                                        "slab_reclaimable", "slab_unreclaimable",
+                                        "sock"};
+  return names[static_cast<int>(k)];
+}
+constexpr std::optional<kind> parse_kind(std::string_view s) noexcept {
+  for (kind k : all_kinds)
+    if (kind_name(k) == s) return k;
+  return std::nullopt;
+}
+// Kernel kinds are also charged to the kmem counter.
+constexpr bool is_kernel_kind(kind k) noexcept {
+  return k == kind::kmem || k == kind::pagetables || k == kind::slab_reclaimable ||
+         k == kind::slab_unreclaimable;
+}
+// Reclaimable kinds: page cache and kernel objects with a shrinker.
+constexpr bool is_reclaimable_kind(kind k) noexcept {
+  return k == kind::file || k == kind::slab_reclaimable;
+}
+
+enum class event : std::uint8_t { low, high, max, oom, oom_kill };
+inline constexpr int nr_events = 5;
+constexpr std::string_view event_name(event e) noexcept {
+  constexpr std::string_view names[] = {"low", "high", "max", "oom", "oom_kill"};
+  return names[static_cast<int>(e)];
+}
+
+enum class counter_id : std::uint8_t { memory, kmem, tcp };
+constexpr std::string_view counter_name(counter_id c) noexcept {
+  constexpr std::string_view names[] = {"memory", "kmem", "tcp"};
+  return names[static_cast<int>(c)];
+}
+
+template <sync_policy Sync>
+class basic_group;
+template <sync_policy Sync>
+class basic_hierarchy;
+template <sync_policy Sync>
+class basic_reclaimer;
+template <sync_policy Sync>
+class basic_oom_handler;
+
+// The obj_cgroup: what long-lived charges point to instead of the group itself, so that a
+// removed group's charges can be redirected to its parent without touching the objects.
+template <sync_policy Sync>
+class basic_objcg {
+ public:
+  explicit basic_objcg(basic_group<Sync>* g) noexcept : memcg_(g) {}
+  // The group charges through this handle reach now.
+  // acquire: pairs with the release in redirect(): the new group is fully built.
+  basic_group<Sync>* memcg() const noexcept { return memcg_.load(std::memory_order_acquire); }
+  void redirect(basic_group<Sync>* g) noexcept { memcg_.store(g, std::memory_order_release); }
+  // Gives back nr_pages of k through whatever group the handle points to (used by guards).
+  std::errc uncharge(kind k, std::int64_t nr_pages) noexcept;
+
+ private:
+  std::atomic<basic_group<Sync>*> memcg_;
+};
+
+template <sync_policy Sync>
+using group_charge = basic_charge<basic_objcg<Sync>, kind>;
+
+// One memory cgroup.
+// Invariants (single-thread, or at rest):
+//   memory.usage() == sum over kinds of stat(k) in the subtree + pages parked in stocks
+//   kmem.usage()   == sum of the kernel kinds in the subtree
+//   tcp.usage()    == sock in the subtree
+template <sync_policy Sync>
+class basic_group {
+ public:
+  using counter_type = basic_counter<Sync>;
+  using cell = typename Sync::template cell<std::int64_t>;
+
+  basic_group(basic_hierarchy<Sync>* h, basic_group* parent, std::string name, std::string path,
+              std::uint64_t id)
+      : memory(parent ? &parent->memory : nullptr, /*protection_support=*/true),
+        kmem(parent ? &parent->kmem : nullptr),
+        tcp(parent ? &parent->tcp : nullptr),
+        hierarchy_(h),
+        parent_(parent),
+        name_(std::move(name)),
+        path_(std::move(path)),
+        id_(id),
+        objcg_(this),
+        kmem_soft_limit_(page_counter_max) {}
+  basic_group(const basic_group&) = delete;
+  basic_group& operator=(const basic_group&) = delete;
+
+  // The three counters. kmem and tcp are sub-limits: their pages are also in memory.
+  counter_type memory;
+  counter_type kmem;
+  counter_type tcp;
+
+  basic_hierarchy<Sync>& hierarchy() const noexcept { return *hierarchy_; }
+  basic_group* parent() const noexcept { return parent_; }
+  const std::string& name() const noexcept { return name_; }
+  // "A/B/C"; the root's path is "/".
+  const std::string& path() const noexcept { return path_; }
+  // Creation order; pre-order walks visit children in this order.
+  std::uint64_t id() const noexcept { return id_; }
+  bool is_root() const noexcept { return parent_ == nullptr; }
+  // acquire: pairs with the release in set_dead(): a reader that sees a dead group sees its
+  // redirected handle.
+  bool dead() const noexcept { return dead_.load_acquire() != 0; }
+  basic_objcg<Sync>* objcg() noexcept { return &objcg_; }
+
+  // The live group that now owns what this one held (itself while alive).
+  basic_group* live() noexcept {
+    basic_group* g = this;
+    while (g->dead() && g->parent_) g = g->parent_;
+    return g;
+  }
+  bool is_descendant_of(const basic_group* ancestor) const noexcept {
+    for (const basic_group* g = this; g; g = g->parent_)
+      if (g == ancestor) return true;
+    return false;
+  }
+
+  // Children in creation order. Requires: the hierarchy's tree lock (held by every tree walk).
+  const std::vector<basic_group*>& children() const noexcept { return children_; }
+
+  // Folded statistics of this group's own charges, in pages. Threads' unflushed deltas are not
+  // included: basic_hierarchy::stat_local() flushes first.
+  std::int64_t stat_folded(kind k) const noexcept { return stat_[static_cast<int>(k)].load_relaxed(); }
+  void stat_add(kind k, std::int64_t nr_pages) noexcept {
+    stat_[static_cast<int>(k)].fetch_add_relaxed(nr_pages);  // a statistic: relaxed
+  }
+
+  std::int64_t events(event e) const noexcept { return events_[static_cast<int>(e)].load_relaxed(); }
+  std::int64_t events_local(event e) const noexcept {
+    return events_local_[static_cast<int>(e)].load_relaxed();
+  }
+  // memcg_memory_event(): local count here; hierarchical count here and in every ancestor up
+  // to, not including, the root.
+  void memory_event(event e) noexcept {
+    int i = static_cast<int>(e);
+    events_local_[i].fetch_add_relaxed(1);  // statistics: relaxed
+    basic_group* g = this;
+    do {
+      g->events_[i].fetch_add_relaxed(1);
+      g = g->parent_;
+    } while (g && g->parent_);
+  }
+
+  // v1 memory.kmem.tcp pressure flag: set by a refused tcp charge, cleared by a successful one.
+  bool tcp_pressure() const noexcept { return tcp_pressure_.load_relaxed() != 0; }
+  void set_tcp_pressure(bool on) noexcept {
+    if (tcp_pressure() != on) tcp_pressure_.store_relaxed(on ? 1 : 0);
+  }
+  std::int64_t kmem_soft_limit() const noexcept { return kmem_soft_limit_.load_relaxed(); }
+  void set_kmem_soft_limit(std::int64_t nr_pages) noexcept { kmem_soft_limit_.store_relaxed(nr_pages); }
+
+  // memory.peak as an open file (one per group): -1 until written.
+  std::int64_t peak_file_value() const noexcept { return peak_file_.load_relaxed(); }
+  void set_peak_file_value(std::int64_t v) noexcept { peak_file_.store_relaxed(v); }
+
+ private:
+  friend class basic_hierarchy<Sync>;
+
+  basic_hierarchy<Sync>* hierarchy_;
+  basic_group* parent_;
+  std::string name_;
+  std::string path_;
+  std::uint64_t id_;
+  std::vector<basic_group*> children_;
+  basic_objcg<Sync> objcg_;
+  cell dead_;
+  cell tcp_pressure_;
+  cell kmem_soft_limit_;
+  cell peak_file_{-1};
+  std::array<cell, nr_kinds> stat_{};
+  std::array<cell, nr_events> events_{};
+  std::array<cell, nr_events> events_local_{};
+  // Registered reclaimers (intrusive list); guarded by the hierarchy's reclaimer lock.
+  basic_reclaimer<Sync>* reclaimers_ = nullptr;
+  // The OOM handler (owned by the program); acquire/release through the hierarchy.
+  std::atomic<basic_oom_handler<Sync>*> oom_handler_{nullptr};
+  // Handles redirected here by the rmdir of descendants (obj_cgroup list); tree lock.
+  std::vector<basic_objcg<Sync>*> reparented_objcgs_;
+};
+
+}  // namespace memcg

@@ -1,0 +1,845 @@
+// memcg/hierarchy.hpp: the tree of groups and the charge path through it.
+//
+// Contents:
+//   basic_hierarchy<Sync>     the root, path lookup, mkdir/rmdir with reparenting, options; the
+//                             charge path of kernel-model.md §2.4 (stock, batch then exact,
+//                             reclaim of the refusing ancestor, drain once, 16 retries, OOM
+//                             handler, forced charges), the kmem and tcp sub-limits, uncharge
+//                             through the stock, memory.high accounting, limit writes
+//   basic_oom_handler<Sync>   the callback that replaces the OOM killer (model.md, "No killing")
+//   charge_tracer<Sync>       sees every step of the charge path (memcg-sim --trace)
+//   charge_status<Sync>       what a charge answered: ok, or ENOMEM with the refusing group
+//   hierarchy                 basic_hierarchy<sync::atomic>
+//
+// Threads: charge and uncharge are lock-free (the stock's owner side carries no lock prefix).
+// Tree changes take the tree lock; limit writes take the limits lock; neither is held while
+// reclaimers, OOM handlers, tracers or observers run.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_split.h"
+#include "memcg/charge.hpp"
+#include "memcg/config.hpp"
+#include "memcg/context.hpp"
+#include "memcg/counter.hpp"
+#include "memcg/detail/mutex.hpp"
+#include "memcg/group.hpp"
+#include "memcg/reclaim.hpp"
+#include "memcg/stock.hpp"
+
+namespace memcg {
+
+// Called when a charge of at most 8 pages still fails after reclaim and retries. It may free
+// memory (drop a cache, reset the largest connection) and returns true if it did something that
+// should let the charge succeed (counted as oom_kill); the charge then retries.
+// Threads: runs on the charging thread with no library lock held; it may uncharge, and must not
+// charge the group it handles.
+template <sync_policy Sync>
+class basic_oom_handler {
+ public:
+  virtual ~basic_oom_handler() = default;
+  virtual bool out_of_memory(basic_group<Sync>& g, std::int64_t nr_pages) = 0;
+};
+
+enum class trace_point : std::uint8_t {
+  stock_hit,     // served from the thread's stock
+  try_counters,  // a counter walk of `nr_pages` (the batch, then the exact size)
+  refused,       // the counter of `over` refused
+  reclaim,       // a reclaim round asked `nr_pages`, freed `value`
+  drain,         // every thread's stock for the subtree of `over` was returned
+  retry,         // going round again; `value` retries left
+  oom,           // the OOM handler of `over` was called; `value` 1 if it reported success
+  forced,        // a must-not-fail charge went over the limit
+  nomem,         // the charge failed
+  charged,       // the counters took it; `value` pages went to the stock
+  over_high,     // usage above high somewhere: `value` pages added to the thread's over-high
+  high_reclaim,  // reclaim above memory.high of `over`: asked nr_pages, freed `value`
+  high_penalty,  // the penalty in milliseconds (`value`) for `nr_pages` over-high pages
+  sub_refused,   // the kmem or tcp counter of `over` refused
+  uncharge,      // pages given back (value: pages that went to the counters at once)
+};
+
+template <sync_policy Sync>
+struct trace_record {
+  trace_point point;
+  basic_group<Sync>* group;  // the charging group
+  basic_group<Sync>* over;   // the group whose counter is concerned (may be null)
+  counter_id counter;
+  kind k;
+  std::int64_t nr_pages;
+  std::int64_t value;
+};
+
+template <sync_policy Sync>
+class charge_tracer {
+ public:
+  virtual ~charge_tracer() = default;
+  virtual void trace(const trace_record<Sync>& r) noexcept = 0;
+};
+
+template <sync_policy Sync>
+struct [[nodiscard]] charge_status {
+  std::errc error{};
+  basic_group<Sync>* over_limit = nullptr;  // the group whose counter refused (ENOMEM)
+  counter_id counter = counter_id::memory;  // which of its counters
+  explicit operator bool() const noexcept { return error == std::errc{}; }
+};
+
+template <sync_policy Sync = sync::atomic>
+class basic_hierarchy {
+ public:
+  using group = basic_group<Sync>;
+  using objcg = basic_objcg<Sync>;
+  using reclaimer = basic_reclaimer<Sync>;
+  using oom_handler = basic_oom_handler<Sync>;
+  using status = charge_status<Sync>;
+  using guard = group_charge<Sync>;
+
+  struct options {
+    std::int64_t charge_batch = default_charge_batch;
+    bool recursive_protection = false;  // memory_recursiveprot
+  };
+
+  basic_hierarchy() : basic_hierarchy(options{}) {}
+  explicit basic_hierarchy(options o) : batch_(o.charge_batch), recursive_(o.recursive_protection) {
+    mutex_lock l(&tree_mu_);
+    auto r = std::make_unique<group>(this, nullptr, "", "/", next_id_++);
+    root_ = r.get();
+    all_.push_back(std::move(r));
+    paths_.emplace("/", root_);
+  }
+  basic_hierarchy(const basic_hierarchy&) = delete;
+  basic_hierarchy& operator=(const basic_hierarchy&) = delete;
+  ~basic_hierarchy() {
+    detail::stock_registry<Sync>::instance().drain_if(
+        [this](group* g) { return &g->hierarchy() == this; });
+    auto* ts = detail::thread_stock<Sync>::local();
+    if (ts->over_high_group && &ts->over_high_group->hierarchy() == this) {
+      ts->over_high_group = nullptr;
+      ts->over_high_pages = 0;
+    }
+  }
+
+  // ---- the tree ----
+
+  group& root() noexcept { return *root_; }
+
+  // The live group at `path` ("/" or "A/B"), or nullptr.
+  group* find(std::string_view path) const ABSL_LOCKS_EXCLUDED(tree_mu_) {
+    reader_lock l(&tree_mu_);
+    auto it = paths_.find(normalize(path));
+    return it == paths_.end() ? nullptr : it->second;
+  }
+
+  struct mkdir_result {
+    group* g = nullptr;
+    std::errc error{};
+    explicit operator bool() const noexcept { return error == std::errc{}; }
+  };
+  // Creates a group. ENOENT: the parent does not exist; EEXIST: the name is taken; EINVAL: an
+  // empty path or component, ".", "..", or the root.
+  mkdir_result mkdir(std::string_view path) ABSL_LOCKS_EXCLUDED(tree_mu_) {
+    std::string p = normalize(path);
+    if (p == "/" || !valid_path(p)) return {nullptr, std::errc::invalid_argument};
+    std::size_t slash = p.rfind('/');
+    std::string parent_path = slash == std::string::npos ? "/" : p.substr(0, slash);
+    std::string name = slash == std::string::npos ? p : p.substr(slash + 1);
+    mutex_lock l(&tree_mu_);
+    auto pit = paths_.find(parent_path);
+    if (pit == paths_.end()) return {nullptr, std::errc::no_such_file_or_directory};
+    if (paths_.contains(p)) return {nullptr, std::errc::file_exists};
+    group* parent = pit->second;
+    auto g = std::make_unique<group>(this, parent, name, p, next_id_++);
+    group* raw = g.get();
+    all_.push_back(std::move(g));
+    parent->children_.push_back(raw);
+    paths_.emplace(p, raw);
+    return {raw, {}};
+  }
+
+  // Removes a group without children. Its charges, statistics, reclaimers and handles become the
+  // parent's (model.md, "Reparenting"). EBUSY: it has children; EINVAL: the root; ENOENT.
+  std::errc rmdir(std::string_view path) ABSL_LOCKS_EXCLUDED(tree_mu_, reclaimers_mu_) {
+    std::string p = normalize(path);
+    if (p == "/") return std::errc::invalid_argument;
+    if (!valid_path(p)) return std::errc::invalid_argument;
+    group* g = nullptr;
+    group* parent = nullptr;
+    {
+      mutex_lock l(&tree_mu_);
+      auto it = paths_.find(p);
+      if (it == paths_.end()) return std::errc::no_such_file_or_directory;
+      g = it->second;
+      if (!g->children_.empty()) return std::errc::device_or_resource_busy;
+      parent = g->parent_;
+      // Offline groups lose their protection (mem_cgroup_css_offline).
+      (void)g->memory.set_min(0);
+      (void)g->memory.set_low(0);
+      g->dead_.store_release(1);  // release: pairs with group::dead()
+      auto& siblings = parent->children_;
+      siblings.erase(std::find(siblings.begin(), siblings.end(), g));
+      paths_.erase(it);
+      // Redirect this group's handle and those it had adopted (memcg_reparent_objcgs).
+      g->objcg_.redirect(parent);
+      parent->reparented_objcgs_.push_back(&g->objcg_);
+      for (objcg* o : g->reparented_objcgs_) {
+        o->redirect(parent);
+        parent->reparented_objcgs_.push_back(o);
+      }
+      g->reparented_objcgs_.clear();
+    }
+    // Reclaimable pages become the parent's (list_lru reparenting).
+    {
+      mutex_lock l(&reclaimers_mu_);
+      while (reclaimer* r = g->reclaimers_) {
+        unlink_reclaimer(*r);
+        link_reclaimer(*parent, *r);
+      }
+    }
+    auto& reg = detail::stock_registry<Sync>::instance();
+    reg.drain(g);       // pre-charged pages back; deltas fold into the live parent
+    reg.flush_stats();  // every other delta of g too
+    for (kind k : all_kinds) {
+      std::int64_t v = g->stat_[static_cast<int>(k)].exchange_acq_rel(0);
+      if (v) parent->stat_add(k, v);
+    }
+    return {};
+  }
+
+  // The live subtree of r in pre-order (creation order), r first. A snapshot.
+  std::vector<group*> preorder(group& r) const ABSL_LOCKS_EXCLUDED(tree_mu_) {
+    std::vector<group*> out;
+    reader_lock l(&tree_mu_);
+    preorder_locked(&r, out);
+    return out;
+  }
+  // Every live group, root first.
+  std::vector<group*> groups() const { return preorder(*root_); }
+
+  // ---- options ----
+  std::int64_t charge_batch() const noexcept { return batch_.load(std::memory_order_relaxed); }
+  // 1 turns the stock off (nothing is ever parked). Drains every stock of this hierarchy.
+  std::errc set_charge_batch(std::int64_t nr_pages) {
+    if (nr_pages < 1 || nr_pages > 1024) return std::errc::invalid_argument;
+    batch_.store(nr_pages, std::memory_order_relaxed);  // a tunable; stocks re-check per refill
+    drain_stocks(nullptr);
+    return {};
+  }
+  bool recursive_protection() const noexcept { return recursive_.load(std::memory_order_relaxed); }
+  void set_recursive_protection(bool on) noexcept {
+    recursive_.store(on, std::memory_order_relaxed);
+  }
+
+  // ---- hooks ----
+  void set_tracer(charge_tracer<Sync>* t) noexcept { tracer_.store(t, std::memory_order_release); }
+  void set_reclaim_observer(reclaim_observer<Sync>* o) noexcept {
+    observer_.store(o, std::memory_order_release);
+  }
+  // The OOM handler of g (nullptr: none). Returns the previous one.
+  oom_handler* set_oom_handler(group& g, oom_handler* h) noexcept {
+    // acq_rel: the charge path's acquire load sees a fully built handler.
+    return g.oom_handler_.exchange(h, std::memory_order_acq_rel);
+  }
+
+  void register_reclaimer(group& g, reclaimer& r) ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
+    mutex_lock l(&reclaimers_mu_);
+    if (r.group_) unlink_reclaimer(r);
+    link_reclaimer(*g.live(), r);
+  }
+  // Safe to call twice (the second call does nothing).
+  void unregister_reclaimer(reclaimer& r) ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
+    mutex_lock l(&reclaimers_mu_);
+    if (r.group_) unlink_reclaimer(r);
+  }
+  // Failures of reclaimers (exceptions) and OOM handlers seen so far.
+  std::int64_t callback_failures() const noexcept {
+    return callback_failures_.load(std::memory_order_relaxed);
+  }
+
+  // ---- the charge path ----
+
+  // Charges nr_pages of kind k to g (kernel-model.md §2.4 and model.md).
+  // Guarantees: on success the pages are charged to g's memory counter (from the stock or the
+  // counters) and to the kind's sub-counter, and recorded in g's statistics. On failure nothing
+  // is charged; failcnt, events, reclaim and drains that happened stay, as in the kernel.
+  // nr_pages == 0 is a no-op; negative or beyond the counter's range is EINVAL.
+  MEMCG_ALWAYS_INLINE status try_charge(group& g, kind k, std::int64_t nr_pages,
+                                        gfp flags = gfp::none) noexcept {
+    if constexpr (!Sync::accounting) return {};
+    // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds and
+    // traced hierarchies take the slow path.
+    if (MEMCG_LIKELY((k == kind::anon || k == kind::file) && nr_pages > 0 &&
+                     !tracer_.load(std::memory_order_relaxed)) &&
+        MEMCG_LIKELY(detail::thread_stock<Sync>::local()->consume(&g, nr_pages,
+                                                                   static_cast<int>(k))))
+      return {};
+    return try_charge_slow(g, k, nr_pages, flags);
+  }
+
+  // try_charge() that returns a guard owning the pages (through g's handle).
+  charge_result<guard, group> charge(group& g, kind k, std::int64_t nr_pages,
+                                     gfp flags = gfp::none) noexcept {
+    status s = try_charge(g, k, nr_pages, flags);
+    if (!s) return {s.error, s.over_limit};
+    return guard(g.objcg(), nr_pages, k);
+  }
+
+  // Gives back nr_pages of k charged to g, without checking what g holds (guards and objects
+  // that know what they own). Through the stock, except inside reclaim.
+  MEMCG_ALWAYS_INLINE void uncharge_unchecked(group& g, kind k, std::int64_t nr_pages) noexcept {
+    if constexpr (!Sync::accounting) return;
+    if (MEMCG_UNLIKELY(nr_pages <= 0)) return;
+    auto* ts = detail::thread_stock<Sync>::local();
+    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock && ts->reclaim_depth == 0 &&
+                     !tracer_.load(std::memory_order_relaxed))) {
+      ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, charge_batch());
+      return;
+    }
+    uncharge_slow(g, k, nr_pages, ts);
+  }
+
+  // Gives back nr_pages of k charged to g, checking first that g holds that much of k as its
+  // own (after a statistics flush): EINVAL and nothing changes otherwise.
+  std::errc uncharge(group& g0, kind k, std::int64_t nr_pages) {
+    if (nr_pages == 0) return {};
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    group& g = *g0.live();
+    if (stat_local(g, k) < nr_pages) return std::errc::invalid_argument;
+    uncharge_unchecked(g, k, nr_pages);
+    return {};
+  }
+
+  // ---- statistics ----
+
+  // g's own pages of k (folds every thread's deltas first).
+  std::int64_t stat_local(group& g, kind k) {
+    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats();
+    else flush_local_stats();
+    return g.stat_folded(k);
+  }
+  // Pages of k in g's subtree.
+  std::int64_t stat(group& g, kind k) {
+    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats();
+    else flush_local_stats();
+    std::int64_t sum = 0;
+    for (group* m : preorder(g)) sum += m->stat_folded(k);
+    return sum;
+  }
+  // Pages of g parked in every thread's stock.
+  std::int64_t parked(group& g) { return detail::stock_registry<Sync>::instance().parked(&g); }
+  // drain_all_stock(): every thread's stock for the subtree of root (all groups if null).
+  void drain_stocks(group* root) {
+    detail::stock_registry<Sync>::instance().drain_if([this, root](group* g) {
+      return &g->hierarchy() == this && (!root || g->is_descendant_of(root));
+    });
+    if (root) trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
+  }
+
+  // ---- reclaim ----
+
+  // Reclaims up to target pages from the subtree of root (model.md's walk).
+  reclaim_result reclaim(group& root, std::int64_t target, reclaim_filter filter)
+      ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
+    std::vector<group*> gs = preorder(root);
+    reader_lock l(&reclaimers_mu_);
+    auto count = [&](group* g, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      std::int64_t n = 0;
+      for (reclaimer* r = g->reclaimers_; r; r = r->next_) n += r->count(f);
+      return n;
+    };
+    auto free = [&](group* g, std::int64_t nr, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return free_pages(g, nr, f);
+    };
+    return detail::reclaim_walk<Sync>(root, gs, target, filter, recursive_protection(),
+                                      observer_.load(std::memory_order_acquire), count, free);
+  }
+
+  // ---- memory.high ----
+
+  // The thread's throttle point (__mem_cgroup_handle_over_high): reclaims above memory.high for
+  // the pages this thread charged while over high, and returns the penalty in milliseconds the
+  // caller should sleep (0 when it is 10 ms or less; at most 2000).
+  std::int64_t handle_over_high() {
+    auto* ts = detail::thread_stock<Sync>::local();
+    std::int64_t nr = ts->over_high_pages;
+    group* g0 = ts->over_high_group;
+    ts->over_high_pages = 0;
+    ts->over_high_group = nullptr;
+    if (!nr || !g0 || &g0->hierarchy() != this) return 0;
+    group* g = g0->live();
+    int retries = max_reclaim_retries;
+    bool in_retry = false;
+    for (;;) {
+      std::int64_t reclaimed = reclaim_high(*g, in_retry ? swap_cluster_max : nr);
+      std::int64_t penalty = high_delay(*g, nr);
+      if (penalty <= 10) {
+        trace({trace_point::high_penalty, g, nullptr, counter_id::memory, kind::anon, nr, 0});
+        return 0;
+      }
+      if (reclaimed || retries-- > 0) {
+        in_retry = true;
+        continue;
+      }
+      trace({trace_point::high_penalty, g, nullptr, counter_id::memory, kind::anon, nr, penalty});
+      return penalty;
+    }
+  }
+  // Pages this thread charged over high since its last throttle point.
+  std::int64_t over_high_pages() const noexcept {
+    return detail::thread_stock<Sync>::local()->over_high_pages;
+  }
+
+  // The kernel's penalty (§5.2) in milliseconds (HZ = 1000) for nr_pages charged over high,
+  // from the largest overage of g and its ancestors; capped at 2 s.
+  static std::int64_t high_delay(group& g, std::int64_t nr_pages) noexcept {
+    std::int64_t overage = 0;
+    for (group* m = &g; m; m = m->parent_) {
+      std::int64_t usage = m->memory.usage(), high = m->memory.high();
+      if (usage <= high) continue;
+      std::int64_t ov = static_cast<std::int64_t>(
+          (static_cast<detail::wide_int>(usage - high) << 20) / std::max<std::int64_t>(high, 1));
+      overage = std::max(overage, ov);
+    }
+    if (!overage) return 0;
+    detail::wide_int p = static_cast<detail::wide_int>(overage) * overage * 1000;
+    p >>= 20;
+    p >>= 14;
+    p = p * nr_pages / default_charge_batch;  // the divisor is 64 whatever the batch (model.md)
+    return p > 2000 ? 2000 : static_cast<std::int64_t>(p);
+  }
+
+  // ---- limit writes (control path) ----
+
+  // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims and calls the
+  // OOM handler. Never fails on a valid value.
+  std::errc write_max(group& g, std::int64_t nr_pages) {
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    {
+      mutex_lock l(&limits_mu_);
+      g.memory.xchg_max(nr_pages);
+    }
+    bool drained = false;
+    int nr_reclaims = max_reclaim_retries;
+    for (;;) {
+      std::int64_t usage = g.memory.usage();
+      if (usage <= g.memory.max()) break;
+      if (!drained) {
+        drain_stocks(&g);
+        drained = true;
+        continue;
+      }
+      if (nr_reclaims) {
+        if (!reclaim(g, usage - g.memory.max(), reclaim_filter::all).reclaimed) --nr_reclaims;
+        continue;
+      }
+      g.memory_event(event::oom);
+      if (!call_oom_handler(g, usage - g.memory.max())) break;
+    }
+    return {};
+  }
+
+  // v1 memory.limit_in_bytes: drains and reclaims; EBUSY (limit unchanged) if usage stays above.
+  std::errc write_limit_in_bytes(group& g, std::int64_t nr_pages) {
+    return write_v1_limit(g, g.memory, nr_pages, reclaim_filter::all, true);
+  }
+  // v1 memory.kmem.limit_in_bytes: reclaims kernel reclaimables, then EBUSY.
+  std::errc write_kmem_limit(group& g, std::int64_t nr_pages) {
+    return write_v1_limit(g, g.kmem, nr_pages, reclaim_filter::kernel, false);
+  }
+  // v1 memory.kmem.tcp.limit_in_bytes: EBUSY at once below usage.
+  std::errc write_tcp_limit(group& g, std::int64_t nr_pages) {
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    mutex_lock l(&limits_mu_);
+    return g.tcp.set_max(nr_pages);
+  }
+  // v2 memory.high: sets, then reclaims above it (never fails, never OOMs).
+  std::errc write_high(group& g, std::int64_t nr_pages) {
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    {
+      mutex_lock l(&limits_mu_);
+      (void)g.memory.set_high(nr_pages);
+    }
+    bool drained = false;
+    int nr_retries = max_reclaim_retries;
+    for (;;) {
+      std::int64_t usage = g.memory.usage(), high = g.memory.high();
+      if (usage <= high) break;
+      if (!drained) {
+        drain_stocks(&g);
+        drained = true;
+        continue;
+      }
+      std::int64_t got = reclaim(g, usage - high, reclaim_filter::all).reclaimed;
+      if (!got && !nr_retries--) break;
+    }
+    return {};
+  }
+  std::errc write_min(group& g, std::int64_t nr_pages) {
+    mutex_lock l(&limits_mu_);
+    return g.memory.set_min(nr_pages);
+  }
+  std::errc write_low(group& g, std::int64_t nr_pages) {
+    mutex_lock l(&limits_mu_);
+    return g.memory.set_low(nr_pages);
+  }
+  std::errc write_soft_limit(group& g, std::int64_t nr_pages) {
+    mutex_lock l(&limits_mu_);
+    return g.memory.set_soft_limit(nr_pages);
+  }
+  std::errc write_kmem_soft_limit(group& g, std::int64_t nr_pages) {
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    g.set_kmem_soft_limit(nr_pages);
+    return {};
+  }
+
+ private:
+  using mutex = detail::mutex;
+  using mutex_lock = detail::mutex_lock;
+  using reader_lock = detail::reader_lock;
+  using stock = detail::thread_stock<Sync>;
+
+  static std::string normalize(std::string_view path) {
+    if (path.empty()) return std::string();
+    if (path == "/") return "/";
+    if (path.front() == '/') path.remove_prefix(1);
+    return std::string(path);
+  }
+  static bool valid_path(const std::string& p) {
+    if (p.empty()) return false;
+    if (p == "/") return true;
+    for (absl::string_view c : absl::StrSplit(p, '/'))
+      if (c.empty() || c == "." || c == "..") return false;
+    return true;
+  }
+  void preorder_locked(group* g, std::vector<group*>& out) const
+      ABSL_SHARED_LOCKS_REQUIRED(tree_mu_) {
+    out.push_back(g);
+    for (group* c : g->children_) preorder_locked(c, out);
+  }
+
+  void link_reclaimer(group& g, reclaimer& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(reclaimers_mu_) {
+    // Appended: reclaimers are asked in registration order (the oldest pages first).
+    r.group_ = &g;
+    r.next_ = nullptr;
+    r.prev_ = nullptr;
+    if (!g.reclaimers_) {
+      g.reclaimers_ = &r;
+      return;
+    }
+    reclaimer* t = g.reclaimers_;
+    while (t->next_) t = t->next_;
+    t->next_ = &r;
+    r.prev_ = t;
+  }
+  void unlink_reclaimer(reclaimer& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(reclaimers_mu_) {
+    if (r.prev_) r.prev_->next_ = r.next_;
+    else r.group_->reclaimers_ = r.next_;
+    if (r.next_) r.next_->prev_ = r.prev_;
+    r.group_ = nullptr;
+    r.next_ = r.prev_ = nullptr;
+  }
+
+  void trace(const trace_record<Sync>& r) noexcept {
+    if (auto* t = tracer_.load(std::memory_order_acquire)) t->trace(r);
+  }
+  void report_callback_failure(const char* what, group& g) noexcept {
+    callback_failures_.fetch_add(1, std::memory_order_relaxed);
+    std::fprintf(stderr, "memcg: %s of group %s failed (exception); counted as no progress\n", what,
+                 g.path().c_str());
+  }
+
+  // The reclaimers of g free up to nr pages; returns the pages really uncharged meanwhile.
+  std::int64_t free_pages(group* g, std::int64_t nr, reclaim_filter f)
+      ABSL_SHARED_LOCKS_REQUIRED(reclaimers_mu_) {
+    stock* ts = stock::local();
+    ++ts->reclaim_depth;
+    std::int64_t before = ts->reclaimed_pages;
+    for (reclaimer* r = g->reclaimers_; r; r = r->next_) {
+      std::int64_t got = ts->reclaimed_pages - before;
+      if (got >= nr) break;
+#if defined(__cpp_exceptions)
+      try {
+        (void)r->scan(nr - got, f);
+      } catch (...) {
+        report_callback_failure("a reclaimer", *g);
+      }
+#else
+      (void)r->scan(nr - got, f);
+#endif
+    }
+    --ts->reclaim_depth;
+    return ts->reclaimed_pages - before;
+  }
+
+  bool call_oom_handler(group& over, std::int64_t nr_pages) noexcept {
+    // acquire: pairs with set_oom_handler().
+    oom_handler* h = over.oom_handler_.load(std::memory_order_acquire);
+    bool ok = false;
+    if (h) {
+#if defined(__cpp_exceptions)
+      try {
+        ok = h->out_of_memory(over, nr_pages);
+      } catch (...) {
+        report_callback_failure("the OOM handler", over);
+      }
+#else
+      ok = h->out_of_memory(over, nr_pages);
+#endif
+    }
+    if (ok) over.memory_event(event::oom_kill);
+    return ok;
+  }
+
+  // reclaim_high(): every level from g up whose usage is above its high gets a `high` event
+  // and a reclaim of nr pages. The root is a group like any other here.
+  std::int64_t reclaim_high(group& g, std::int64_t nr) {
+    std::int64_t total = 0;
+    for (group* m = &g; m; m = m->parent_) {
+      if (m->memory.usage() <= m->memory.high()) continue;
+      m->memory_event(event::high);
+      std::int64_t got = reclaim(*m, nr, reclaim_filter::all).reclaimed;
+      trace({trace_point::high_reclaim, &g, m, counter_id::memory, kind::anon, nr, got});
+      total += got;
+    }
+    return total;
+  }
+
+  static group* owner_of(group& g, const basic_counter<Sync>* c, counter_id id) noexcept {
+    for (group* m = &g; m; m = m->parent_) {
+      const basic_counter<Sync>* mc =
+          id == counter_id::memory ? &m->memory : id == counter_id::kmem ? &m->kmem : &m->tcp;
+      if (mc == c) return m;
+    }
+    return &g;
+  }
+
+  MEMCG_NOINLINE status try_charge_slow(group& g, kind k, std::int64_t nr_pages,
+                                        gfp flags) noexcept {
+    if (nr_pages == 0) return {};
+    if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
+    stock* ts = stock::local();
+    bool sub = is_kernel_kind(k) || k == kind::sock;
+    bool from_stock = ts->consume(&g, nr_pages, -1);
+    if (from_stock) {
+      trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+    } else {
+      status s = charge_memory(g, k, nr_pages, flags, ts);
+      if (!s) return s;
+    }
+    if (sub) {
+      status s = k == kind::sock ? charge_tcp(g, nr_pages, flags) : charge_kmem(g, k, nr_pages, flags);
+      if (!s) {
+        (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
+        return s;
+      }
+    }
+    ts->stat_only(&g, static_cast<int>(k), nr_pages, charge_batch());
+    return {};
+  }
+
+  // try_charge_memcg() on the memory counter.
+  status charge_memory(group& g, kind k, std::int64_t nr_pages, gfp flags, stock* ts) noexcept {
+    std::int64_t batch = std::max(charge_batch(), nr_pages);
+    int nr_retries = max_reclaim_retries;
+    bool passed_oom = false, drained = false, raised_max_event = false, oom_helped = true;
+    group* over = nullptr;
+    for (bool first = true;; first = false) {
+      if (!first && ts->consume(&g, nr_pages, -1)) {
+        trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+        return {};
+      }
+      basic_counter<Sync>* fail = nullptr;
+      trace({trace_point::try_counters, &g, nullptr, counter_id::memory, k, batch, 0});
+      std::errc err = g.memory.try_charge(batch, &fail);
+      if (err == std::errc{}) {
+        std::int64_t rest = batch - nr_pages;
+        if (rest > 0) ts->refill(&g, rest, -1, 0, charge_batch());
+        trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
+        for (group* m = &g; m; m = m->parent_) {
+          if (m->memory.usage() > m->memory.high()) {
+            ts->over_high_pages += batch;
+            ts->over_high_group = &g;
+            trace({trace_point::over_high, &g, m, counter_id::memory, k, nr_pages, batch});
+            break;
+          }
+        }
+        return {};
+      }
+      if (err != std::errc::not_enough_memory) return {err};
+      over = owner_of(g, fail, counter_id::memory);
+      trace({trace_point::refused, &g, over, counter_id::memory, k, batch, 0});
+      if (batch > nr_pages) {  // retry the exact size before anything else
+        batch = nr_pages;
+        continue;
+      }
+      if (ts->reclaim_depth > 0) break;  // PF_MEMALLOC: a reclaimer allocating is forced
+      if (has(flags, gfp::noreclaim)) goto nomem;
+      over->memory_event(event::max);
+      raised_max_event = true;
+      {
+        std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::all).reclaimed;
+        trace({trace_point::reclaim, &g, over, counter_id::memory, k, nr_pages, reclaimed});
+        if (over->memory.margin() >= nr_pages) continue;
+        if (!drained) {
+          drain_stocks(over);
+          drained = true;
+          continue;
+        }
+        if (has(flags, gfp::noretry)) goto nomem;
+        if (reclaimed && nr_pages <= oom_max_pages) continue;
+      }
+      if (nr_retries-- > 0) {
+        trace({trace_point::retry, &g, over, counter_id::memory, k, nr_pages, nr_retries});
+        continue;
+      }
+      if (has(flags, gfp::retry_mayfail)) goto nomem;
+      if (nr_pages > oom_max_pages) goto nomem;  // costly: no OOM, no event
+      if (passed_oom && !oom_helped) goto nomem;
+      {
+        over->memory_event(event::oom);
+        std::int64_t margin_before = over->memory.margin();
+        bool ok = call_oom_handler(*over, nr_pages);
+        trace({trace_point::oom, &g, over, counter_id::memory, k, nr_pages, ok ? 1 : 0});
+        if (!ok) goto nomem;
+        oom_helped = over->memory.margin() > margin_before;
+        passed_oom = true;
+        nr_retries = max_reclaim_retries;
+        continue;
+      }
+    nomem:
+      if (!has(flags, gfp::nofail) && !has(flags, gfp::high) && ts->reclaim_depth == 0) {
+        trace({trace_point::nomem, &g, over, counter_id::memory, k, nr_pages, 0});
+        return {std::errc::not_enough_memory, over, counter_id::memory};
+      }
+      break;
+    }
+    // force:
+    if (!raised_max_event && over) over->memory_event(event::max);
+    if (g.memory.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
+    trace({trace_point::forced, &g, over, counter_id::memory, k, nr_pages, 0});
+    return {};
+  }
+
+  // The kmem sub-limit (model.md, "The kernel-memory sub-limit reclaims"): §2.4's loop without
+  // batch, events or OOM, reclaiming kernel reclaimables only.
+  status charge_kmem(group& g, kind k, std::int64_t nr_pages, gfp flags) noexcept {
+    int nr_retries = max_reclaim_retries;
+    group* over = nullptr;
+    for (;;) {
+      basic_counter<Sync>* fail = nullptr;
+      std::errc err = g.kmem.try_charge(nr_pages, &fail);
+      if (err == std::errc{}) return {};
+      if (err != std::errc::not_enough_memory) return {err};
+      over = owner_of(g, fail, counter_id::kmem);
+      trace({trace_point::sub_refused, &g, over, counter_id::kmem, k, nr_pages, 0});
+      if (has(flags, gfp::noreclaim) || stock::local()->reclaim_depth > 0) break;
+      std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::kernel).reclaimed;
+      trace({trace_point::reclaim, &g, over, counter_id::kmem, k, nr_pages, reclaimed});
+      if (over->kmem.margin() >= nr_pages) continue;
+      if (has(flags, gfp::noretry)) break;
+      if (reclaimed && nr_pages <= oom_max_pages) continue;
+      if (nr_retries-- > 0) continue;
+      break;
+    }
+    if (has(flags, gfp::nofail)) {
+      if (g.kmem.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
+      trace({trace_point::forced, &g, over, counter_id::kmem, k, nr_pages, 0});
+      return {};
+    }
+    trace({trace_point::nomem, &g, over, counter_id::kmem, k, nr_pages, 0});
+    return {std::errc::not_enough_memory, over, counter_id::kmem};
+  }
+
+  // The tcp sub-limit refuses without reclaim and sets the group's tcp pressure flag.
+  status charge_tcp(group& g, std::int64_t nr_pages, gfp flags) noexcept {
+    basic_counter<Sync>* fail = nullptr;
+    std::errc err = g.tcp.try_charge(nr_pages, &fail);
+    if (err == std::errc{}) {
+      g.set_tcp_pressure(false);
+      return {};
+    }
+    if (err != std::errc::not_enough_memory) return {err};
+    group* over = owner_of(g, fail, counter_id::tcp);
+    g.set_tcp_pressure(true);
+    trace({trace_point::sub_refused, &g, over, counter_id::tcp, kind::sock, nr_pages, 0});
+    if (has(flags, gfp::nofail)) {
+      if (g.tcp.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
+      return {};
+    }
+    return {std::errc::not_enough_memory, over, counter_id::tcp};
+  }
+
+  MEMCG_NOINLINE void uncharge_slow(group& g, kind k, std::int64_t nr_pages, stock* ts) noexcept {
+    if (is_kernel_kind(k)) (void)g.kmem.uncharge(nr_pages);
+    else if (k == kind::sock) (void)g.tcp.uncharge(nr_pages);
+    if (ts->reclaim_depth > 0) {
+      // Reclaimed pages leave the counters at once, and count as the walk's progress.
+      (void)g.memory.uncharge(nr_pages);
+      g.live()->stat_add(k, -nr_pages);
+      ts->reclaimed_pages += nr_pages;
+      trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
+      return;
+    }
+    ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, charge_batch());
+    trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+  }
+
+  std::errc write_v1_limit(group& g, basic_counter<Sync>& c, std::int64_t nr_pages,
+                           reclaim_filter filter, bool drain) {
+    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    bool drained = !drain;
+    int nr_retries = max_reclaim_retries;
+    for (;;) {
+      std::errc err;
+      {
+        mutex_lock l(&limits_mu_);
+        err = c.set_max(nr_pages);
+      }
+      if (err != std::errc::device_or_resource_busy) return err;
+      if (!drained) {
+        drain_stocks(&g);
+        drained = true;
+        continue;
+      }
+      std::int64_t need = c.usage() - nr_pages;
+      if (need <= 0) continue;
+      if (!reclaim(g, need, filter).reclaimed && !nr_retries--) return err;
+    }
+  }
+
+  void flush_local_stats() { detail::stock_registry<Sync>::instance().flush_stats(); }
+
+  group* root_ = nullptr;
+  mutable mutex tree_mu_;
+  // Every group ever made, zombies included: freed with the hierarchy.
+  std::vector<std::unique_ptr<group>> all_ ABSL_GUARDED_BY(tree_mu_);
+  std::uint64_t next_id_ ABSL_GUARDED_BY(tree_mu_) = 0;
+  absl::flat_hash_map<std::string, group*> paths_ ABSL_GUARDED_BY(tree_mu_);
+  mutex reclaimers_mu_;
+  mutex limits_mu_;
+  std::atomic<std::int64_t> batch_;
+  std::atomic<bool> recursive_;
+  std::atomic<charge_tracer<Sync>*> tracer_{nullptr};
+  std::atomic<reclaim_observer<Sync>*> observer_{nullptr};
+  std::atomic<std::int64_t> callback_failures_{0};
+};
+
+template <sync_policy Sync>
+std::errc basic_objcg<Sync>::uncharge(kind k, std::int64_t nr_pages) noexcept {
+  basic_group<Sync>* g = memcg();
+  g->hierarchy().uncharge_unchecked(*g, k, nr_pages);
+  return {};
+}
+
+using hierarchy = basic_hierarchy<sync::atomic>;
+using group = basic_group<sync::atomic>;
+
+}  // namespace memcg

@@ -1,0 +1,18 @@
+// memcg/memcg.hpp: the umbrella header: every layer but the slab (which needs mimalloc).
+//
+// Layers, bottom to top (each includes only those below it):
+//   config, sync, counter, charge       memcg::core: no dependency at all
+//   group, stock, context, reclaim      memcg::memcg: Abseil
+//   hierarchy (the charge path), control
+#pragma once
+
+#include "memcg/config.hpp"
+#include "memcg/sync.hpp"
+#include "memcg/counter.hpp"
+#include "memcg/charge.hpp"
+#include "memcg/group.hpp"
+#include "memcg/stock.hpp"
+#include "memcg/context.hpp"
+#include "memcg/reclaim.hpp"
+#include "memcg/hierarchy.hpp"
+#include "memcg/control.hpp"

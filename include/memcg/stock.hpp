@@ -1,0 +1,331 @@
+// memcg/stock.hpp: the per-thread stock of pre-charged pages and unflushed statistics.
+//
+// Contents:
+//   detail::thread_stock<Sync>    one thread's slots: (group, pre-charged pages, stat deltas)
+//   detail::stock_registry<Sync>  every live thread's stock, for synchronous drains and flushes
+//
+// The kernel keeps one stock per CPU (kernel-model.md §2.3) and drains the others
+// asynchronously. A program may have thousands of mostly idle threads, so here a charge that
+// would fail drains every thread's stock for the refusing subtree *synchronously* before giving
+// up, and readers fold every thread's statistics deltas when they read.
+//
+// The owner's fast path has no lock-prefixed instruction. It pairs with the drainer through an
+// asymmetric fence (DESIGN.md, "Stocks across threads"):
+//   owner:   busy = 1; compiler barrier; if pending: back off ... work ...; busy = 0 (release)
+//   drainer: pending = 1; membarrier(); wait until busy == 0 (acquire); ... drain ...; pending = 0
+// Either the owner sees `pending` and leaves its stock alone, or the drainer sees `busy` and
+// waits for the owner to finish. The membarrier turns the owner's compiler barrier into a full
+// fence whenever it matters.
+//
+// Invariant: a slot's pages are charged to slot.cached's memory counter (and ancestors) and
+// belong to nobody; at most `batch` pages per slot after every refill.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+#include "absl/base/thread_annotations.h"
+#include "memcg/config.hpp"
+#include "memcg/detail/mutex.hpp"
+#include "memcg/group.hpp"
+#include "memcg/sync.hpp"
+
+namespace memcg::detail {
+
+template <sync_policy Sync>
+class stock_registry;
+template <sync_policy Sync>
+struct thread_stock_holder;
+
+template <sync_policy Sync>
+class thread_stock {
+ public:
+  using group = basic_group<Sync>;
+  using cell = typename Sync::template cell<std::int64_t>;
+  using group_cell = typename Sync::template cell<group*>;
+  static constexpr int nr_slots = Sync::stock_slots;
+  // Statistics deltas past this many pages are folded into the group at once.
+  static constexpr std::int64_t stat_fold_bound = 1024;
+
+  struct slot {
+    group_cell cached;
+    cell nr_pages;
+    std::array<cell, nr_kinds> stat{};
+  };
+
+  // The calling thread's stock; created (and registered) on first use.
+  static thread_stock* local() noexcept {
+    thread_stock* s = tls_stock_;
+    if (MEMCG_LIKELY(s)) return s;
+    return create_local();
+  }
+
+  // consume_stock(): takes nr_pages of g's pre-charged pages; stat_kind >= 0 also records the
+  // charge in that statistic. False when the stock can't serve it (the caller charges counters).
+  MEMCG_ALWAYS_INLINE bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    if (!enter()) return false;
+    bool hit = false;
+    for (slot& s : slots_) {
+      if (s.cached.load_relaxed() != g) continue;
+      std::int64_t have = s.nr_pages.load_relaxed();
+      if (have >= nr_pages) {
+        s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
+        if (stat_kind >= 0) stat_add(s, stat_kind, nr_pages);
+        hit = true;
+      }
+      break;
+    }
+    leave();
+    return hit;
+  }
+
+  // refill_stock(): parks nr_pages charged to g (an uncharge, or the rest of a batch) and
+  // records stat_delta in statistic stat_kind (if >= 0). Pages beyond `batch` in the slot go
+  // back to the counters. With batch <= 1 nothing is parked.
+  MEMCG_ALWAYS_INLINE void refill(group* g, std::int64_t nr_pages, int stat_kind,
+                                  std::int64_t stat_delta, std::int64_t batch) noexcept {
+    if (enter()) {
+      for (slot& s : slots_) {
+        if (s.cached.load_relaxed() != g) continue;
+        std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+        if (MEMCG_LIKELY(have <= batch)) {
+          s.nr_pages.store_relaxed(have);
+          if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);
+          leave();
+          return;
+        }
+        break;
+      }
+      refill_slow(g, nr_pages, stat_kind, stat_delta, batch);
+      leave();
+      return;
+    }
+    // A drainer owns the stock right now: bypass it.
+    if (nr_pages) (void)g->memory.uncharge(nr_pages);
+    if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
+  }
+
+  // Records a statistic delta without touching pages (charges that took the counters).
+  void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch) noexcept {
+    refill(g, 0, stat_kind, delta, batch);
+  }
+
+  // Pages parked for g in this thread's stock (for tests and traces; owner thread only).
+  std::int64_t parked(const group* g) const noexcept {
+    for (const slot& s : slots_)
+      if (s.cached.load_relaxed() == g) return s.nr_pages.load_relaxed();
+    return 0;
+  }
+
+  // memory.high: pages charged above high since the last throttle point, and the group.
+  std::int64_t over_high_pages = 0;
+  group* over_high_group = nullptr;
+  // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages.
+  int reclaim_depth = 0;
+  std::int64_t reclaimed_pages = 0;
+
+ private:
+  friend class stock_registry<Sync>;
+  friend struct thread_stock_holder<Sync>;
+
+  // Owner side of the asymmetric fence. Returns false if a drainer holds the stock.
+  MEMCG_ALWAYS_INLINE bool enter() noexcept {
+    if constexpr (Sync::concurrent) {
+      busy_.store_relaxed(1);
+      asymmetric_fence_light();  // orders the store above before the load below; pairs with
+                                 // asymmetric_fence_heavy() in stock_registry::quiesce()
+      if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with release()
+        busy_.store_release(0);
+        return false;
+      }
+    }
+    return true;
+  }
+  MEMCG_ALWAYS_INLINE void leave() noexcept {
+    // release: our slot writes are visible to a drainer that sees busy == 0.
+    if constexpr (Sync::concurrent) busy_.store_release(0);
+  }
+
+  MEMCG_ALWAYS_INLINE void stat_add(slot& s, int k, std::int64_t delta) noexcept {
+    std::int64_t d = s.stat[k].load_relaxed() + delta;
+    if (MEMCG_UNLIKELY(d > stat_fold_bound || d < -stat_fold_bound)) {
+      s.cached.load_relaxed()->live()->stat_add(static_cast<kind>(k), d);
+      d = 0;
+    }
+    s.stat[k].store_relaxed(d);
+  }
+
+  // Drains one slot: pages back to the counters, stat deltas into the (live) group.
+  static void drain_slot(slot& s, bool forget_group) noexcept {
+    group* g = s.cached.load_relaxed();
+    if (!g) return;
+    std::int64_t nr = s.nr_pages.load_relaxed();
+    if (nr) (void)g->memory.uncharge(nr);
+    s.nr_pages.store_relaxed(0);
+    for (int k = 0; k < nr_kinds; ++k) {
+      std::int64_t d = s.stat[k].load_relaxed();
+      if (d) g->live()->stat_add(static_cast<kind>(k), d);
+      s.stat[k].store_relaxed(0);
+    }
+    if (forget_group) s.cached.store_relaxed(nullptr);
+  }
+
+  MEMCG_NOINLINE void refill_slow(group* g, std::int64_t nr_pages, int stat_kind,
+                                  std::int64_t stat_delta, std::int64_t batch) noexcept {
+    slot* target = nullptr;
+    for (slot& s : slots_)
+      if (s.cached.load_relaxed() == g) target = &s;
+    if (!target) {
+      for (slot& s : slots_)
+        if (!s.cached.load_relaxed()) {
+          target = &s;
+          break;
+        }
+    }
+    if (!target) {  // evict round-robin, as the multi-slot kernel stock
+      target = &slots_[drain_idx_++ % nr_slots];
+      drain_slot(*target, true);
+    }
+    target->cached.store_relaxed(g);
+    std::int64_t have = target->nr_pages.load_relaxed() + nr_pages;
+    if (have > batch) {
+      // Over one batch: the kernel drains the whole slot.
+      (void)g->memory.uncharge(have);
+      have = 0;
+    }
+    target->nr_pages.store_relaxed(have);
+    if (stat_kind >= 0) stat_add(*target, stat_kind, stat_delta);
+  }
+
+  static thread_stock* create_local() noexcept;
+
+  alignas(64) cell busy_;
+  cell pending_;
+  std::array<slot, nr_slots> slots_{};
+  unsigned drain_idx_ = 0;
+  thread_stock* next_ = nullptr;
+  thread_stock* prev_ = nullptr;
+
+  static thread_local thread_stock* tls_stock_;
+};
+
+template <sync_policy Sync>
+thread_local thread_stock<Sync>* thread_stock<Sync>::tls_stock_ = nullptr;
+
+// Every live thread's stock. Drains and flushes take the registry mutex and quiesce the owners
+// with the asymmetric fence; owners never take the mutex except at thread start and exit.
+template <sync_policy Sync>
+class stock_registry {
+ public:
+  using stock = thread_stock<Sync>;
+  using slot = typename stock::slot;
+  using group = basic_group<Sync>;
+
+  static stock_registry& instance() noexcept {
+    // Never destroyed: threads may exit after static destructors ran.
+    static stock_registry* r = new stock_registry();
+    return *r;
+  }
+
+  void add(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
+    mutex_lock l(&mu_);
+    s->next_ = head_;
+    if (head_) head_->prev_ = s;
+    head_ = s;
+  }
+  // Thread exit: the stock's pages and statistics go back, then it leaves the registry.
+  void remove(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
+    mutex_lock l(&mu_);  // no drainer runs while we hold it
+    for (slot& sl : s->slots_) stock::drain_slot(sl, true);
+    if (s->prev_) s->prev_->next_ = s->next_;
+    else head_ = s->next_;
+    if (s->next_) s->next_->prev_ = s->prev_;
+  }
+
+  // drain_all_stock(): every slot caching a group of the subtree of `root` (or of any group
+  // when root is null) gives its pages back and folds its statistics. Synchronous.
+  void drain(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
+    quiesce([&](slot& s) {
+      group* g = s.cached.load_relaxed();
+      if (g && (!root || g->is_descendant_of(root))) stock::drain_slot(s, true);
+    });
+  }
+  // Drains the slots of groups of one hierarchy (hierarchy destruction).
+  template <class Pred>
+  void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
+    quiesce([&](slot& s) {
+      group* g = s.cached.load_relaxed();
+      if (g && pred(g)) stock::drain_slot(s, true);
+    });
+  }
+  // The rstat flush: every thread's statistics deltas folded into their groups.
+  void flush_stats() ABSL_LOCKS_EXCLUDED(mu_) {
+    quiesce([&](slot& s) {
+      group* g = s.cached.load_relaxed();
+      if (!g) return;
+      for (int k = 0; k < nr_kinds; ++k) {
+        std::int64_t d = s.stat[k].load_relaxed();
+        if (d) g->live()->stat_add(static_cast<kind>(k), d);
+        s.stat[k].store_relaxed(0);
+      }
+    });
+  }
+  // Pages parked in all stocks for g (a snapshot under quiescence).
+  std::int64_t parked(const group* g) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::int64_t n = 0;
+    quiesce([&](slot& s) {
+      if (s.cached.load_relaxed() == g) n += s.nr_pages.load_relaxed();
+    });
+    return n;
+  }
+
+ private:
+  template <class Fn>
+  void quiesce(Fn fn) ABSL_LOCKS_EXCLUDED(mu_) {
+    mutex_lock l(&mu_);
+    if constexpr (Sync::concurrent) {
+      // seq_cst with the heavy fence below: pairs with enter()'s light fence on each owner.
+      for (stock* s = head_; s; s = s->next_) s->pending_.store_release(1);
+      asymmetric_fence_heavy();
+      for (stock* s = head_; s; s = s->next_) {
+        // acquire: pairs with leave(); the owner's slot writes are visible after this.
+        while (s->busy_.load_acquire() != 0) {
+        }
+      }
+    }
+    for (stock* s = head_; s; s = s->next_)
+      for (slot& sl : s->slots_) fn(sl);
+    if constexpr (Sync::concurrent) {
+      // release: our slot writes are visible to the owner once it sees pending == 0.
+      for (stock* s = head_; s; s = s->next_) s->pending_.store_release(0);
+    }
+  }
+
+  mutex mu_;
+  stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+template <sync_policy Sync>
+struct thread_stock_holder {
+  thread_stock<Sync>* stock = nullptr;
+  ~thread_stock_holder() {
+    if (!stock) return;
+    stock_registry<Sync>::instance().remove(stock);
+    thread_stock<Sync>::tls_stock_ = nullptr;
+    delete stock;
+  }
+};
+
+template <sync_policy Sync>
+thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
+  membarrier_init();  // before the first stock exists, so the fast path's choice is fixed
+  static thread_local thread_stock_holder<Sync> holder;
+  if (!holder.stock) {
+    holder.stock = new thread_stock<Sync>();
+    stock_registry<Sync>::instance().add(holder.stock);
+  }
+  tls_stock_ = holder.stock;
+  return holder.stock;
+}
+
+}  // namespace memcg::detail

@@ -1,0 +1,259 @@
+// memcg/sync.hpp: the sync policies a counter (and everything above it) is templated over.
+//
+// Contents:
+//   sync::single_thread  plain integers: deterministic, the teaching policy and the test oracle
+//   sync::atomic         lock-free atomics (the default): page_counter since v3.19
+//   sync::spinlocked     a spinlock per counter level, as the 2011 res_counter had
+//   sync::null           accounting off: every charge succeeds and costs nothing (!CONFIG_MEMCG)
+//   sync_policy          the concept a policy satisfies
+//   detail::asymmetric_fence_light / _heavy
+//                        the two sides of an asymmetric fence (membarrier(2)), used by stocks
+//
+// Every shared word goes through a named operation of the policy's `cell` (load_relaxed,
+// add_return_acq_rel, store_release, ...) so that a grep for `_release` lists every publishing
+// point, as mimalloc's atomic.h does.
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <cstdint>
+#include <type_traits>
+
+#include "memcg/config.hpp"
+
+#if defined(__linux__)
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace memcg {
+namespace detail {
+
+// A word touched by one thread only (or under an external lock). Same interface as atomic_cell.
+template <class T>
+class plain_cell {
+ public:
+  constexpr plain_cell() noexcept = default;
+  constexpr explicit plain_cell(T v) noexcept : v_(v) {}
+  T load_relaxed() const noexcept { return v_; }
+  T load_acquire() const noexcept { return v_; }
+  void store_relaxed(T v) noexcept { v_ = v; }
+  void store_release(T v) noexcept { v_ = v; }
+  T add_return_acq_rel(T d) noexcept { return v_ += d; }
+  T sub_return_acq_rel(T d) noexcept { return v_ -= d; }
+  T fetch_add_relaxed(T d) noexcept { T old = v_; v_ += d; return old; }
+  T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
+  T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
+  bool cas_acq_rel(T& expected, T desired) noexcept {
+    if (v_ != expected) { expected = v_; return false; }
+    v_ = desired;
+    return true;
+  }
+
+ private:
+  T v_{};
+};
+
+// A word shared between threads. The caller names the order at every use site.
+template <class T>
+class atomic_cell {
+ public:
+  constexpr atomic_cell() noexcept = default;
+  constexpr explicit atomic_cell(T v) noexcept : v_(v) {}
+  T load_relaxed() const noexcept { return v_.load(std::memory_order_relaxed); }
+  T load_acquire() const noexcept { return v_.load(std::memory_order_acquire); }
+  void store_relaxed(T v) noexcept { v_.store(v, std::memory_order_relaxed); }
+  void store_release(T v) noexcept { v_.store(v, std::memory_order_release); }
+  T add_return_acq_rel(T d) noexcept { return v_.fetch_add(d, std::memory_order_acq_rel) + d; }
+  T sub_return_acq_rel(T d) noexcept { return v_.fetch_sub(d, std::memory_order_acq_rel) - d; }
+  T fetch_add_relaxed(T d) noexcept { return v_.fetch_add(d, std::memory_order_relaxed); }
+  T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
+  T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
+  bool cas_acq_rel(T& expected, T desired) noexcept {
+    return v_.compare_exchange_strong(expected, desired, std::memory_order_acq_rel,
+                                      std::memory_order_relaxed);
+  }
+
+ private:
+  std::atomic<T> v_{};
+};
+
+struct no_lock {
+  void lock() noexcept {}
+  void unlock() noexcept {}
+};
+
+// Test-and-test-and-set lock, as the 2011 res_counter's spinlock_t (without IRQ masking).
+class spinlock {
+ public:
+  void lock() noexcept {
+    // Acquire pairs with the release in unlock(): the holder's writes are visible to us.
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) cpu_relax();
+    }
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+  std::atomic<bool> locked_{false};
+};
+
+template <class Lock>
+class lock_guard {
+ public:
+  explicit lock_guard(Lock& l) noexcept : l_(l) { l_.lock(); }
+  ~lock_guard() { l_.unlock(); }
+  lock_guard(const lock_guard&) = delete;
+  lock_guard& operator=(const lock_guard&) = delete;
+
+ private:
+  Lock& l_;
+};
+
+// The asymmetric fence. The frequent side (a thread touching its own stock) issues only a
+// compiler barrier; the rare side (a thread draining other threads' stocks) issues membarrier(2),
+// which runs a full barrier on every CPU running a thread of this process. Where membarrier is
+// not available the frequent side falls back to a full fence (slower, still correct).
+enum class membarrier_state : int { unknown = 0, available = 1, unavailable = 2 };
+
+inline std::atomic<int>& membarrier_state_word() noexcept {
+  static std::atomic<int> state{static_cast<int>(membarrier_state::unknown)};
+  return state;
+}
+
+inline bool membarrier_init() noexcept {
+  auto& s = membarrier_state_word();
+  // Relaxed: the state only ever moves unknown -> final value, and both final values are safe.
+  int cur = s.load(std::memory_order_relaxed);
+  if (cur != static_cast<int>(membarrier_state::unknown))
+    return cur == static_cast<int>(membarrier_state::available);
+  bool ok = false;
+#if defined(__linux__) && defined(SYS_membarrier)
+  long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+  if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+    ok = true;
+#endif
+  // seq_cst: every thread that reads "available" afterwards may rely on the registration.
+  s.store(static_cast<int>(ok ? membarrier_state::available : membarrier_state::unavailable));
+  return ok;
+}
+
+// The owner's side: a compiler barrier when membarrier works, a full fence otherwise.
+MEMCG_ALWAYS_INLINE void asymmetric_fence_light() noexcept {
+  // Relaxed: see membarrier_init(); the value is fixed before any stock exists.
+  if (MEMCG_LIKELY(membarrier_state_word().load(std::memory_order_relaxed) ==
+                   static_cast<int>(membarrier_state::available)))
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  else
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// The drainer's side: pairs with asymmetric_fence_light() on every other thread.
+inline void asymmetric_fence_heavy() noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#if defined(__linux__) && defined(SYS_membarrier)
+  if (membarrier_state_word().load(std::memory_order_relaxed) ==
+      static_cast<int>(membarrier_state::available))
+    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+#endif
+}
+
+}  // namespace detail
+
+namespace sync {
+
+// Deterministic, no atomics at all: one thread at a time.
+struct single_thread {
+  template <class T>
+  using cell = detail::plain_cell<T>;
+  using lock_type = detail::no_lock;
+  static constexpr const char* name = "single_thread";
+  static constexpr bool concurrent = false;
+  static constexpr bool locked = false;
+  static constexpr bool accounting = true;
+  static constexpr int stock_slots = 1;  // the kernel's single-slot stock (until 2025)
+};
+
+// Lock-free: speculative add per level, as page_counter_try_charge().
+struct atomic {
+  template <class T>
+  using cell = detail::atomic_cell<T>;
+  using lock_type = detail::no_lock;
+  static constexpr const char* name = "atomic";
+  static constexpr bool concurrent = true;
+  static constexpr bool locked = false;
+  static constexpr bool accounting = true;
+  static constexpr int stock_slots = 4;
+};
+
+// One spinlock per counter level; the check and the add happen under it (res_counter, 2011).
+// Words stay atomic so that readers need no lock, as res_counter_read_u64() on 64-bit.
+struct spinlocked {
+  template <class T>
+  using cell = detail::atomic_cell<T>;
+  using lock_type = detail::spinlock;
+  static constexpr const char* name = "spinlocked";
+  static constexpr bool concurrent = true;
+  static constexpr bool locked = true;
+  static constexpr bool accounting = true;
+  static constexpr int stock_slots = 4;
+};
+
+// Accounting compiled out: the baseline that shows what accounting costs.
+struct null {
+  template <class T>
+  using cell = detail::plain_cell<T>;
+  using lock_type = detail::no_lock;
+  static constexpr const char* name = "null";
+  static constexpr bool concurrent = true;
+  static constexpr bool locked = false;
+  static constexpr bool accounting = false;
+  static constexpr int stock_slots = 1;
+};
+
+}  // namespace sync
+
+template <class C>
+concept sync_cell = requires(C c, const C cc, std::int64_t v, std::int64_t& e) {
+  { cc.load_relaxed() } -> std::same_as<std::int64_t>;
+  { cc.load_acquire() } -> std::same_as<std::int64_t>;
+  c.store_relaxed(v);
+  c.store_release(v);
+  { c.add_return_acq_rel(v) } -> std::same_as<std::int64_t>;
+  { c.sub_return_acq_rel(v) } -> std::same_as<std::int64_t>;
+  { c.fetch_add_relaxed(v) } -> std::same_as<std::int64_t>;
+  { c.exchange_acq_rel(v) } -> std::same_as<std::int64_t>;
+  { c.cas_acq_rel(e, v) } -> std::same_as<bool>;
+};
+
+template <class L>
+concept sync_lock = requires(L l) {
+  l.lock();
+  l.unlock();
+};
+
+template <class P>
+concept sync_policy = sync_cell<typename P::template cell<std::int64_t>> &&
+                      sync_lock<typename P::lock_type> && requires {
+                        { P::name } -> std::convertible_to<const char*>;
+                        { P::concurrent } -> std::convertible_to<bool>;
+                        { P::locked } -> std::convertible_to<bool>;
+                        { P::accounting } -> std::convertible_to<bool>;
+                        { P::stock_slots } -> std::convertible_to<int>;
+                      };
+
+static_assert(sync_policy<sync::single_thread>);
+static_assert(sync_policy<sync::atomic>);
+static_assert(sync_policy<sync::spinlocked>);
+static_assert(sync_policy<sync::null>);
+
+}  // namespace memcg

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# THE test command: installs dependencies, then configures, builds and tests each preset.
+#   scripts/test.sh                          presets default, asan, tsan
+#   MEMCG_PRESETS="default" scripts/test.sh  a subset (space-separated)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/install-deps.sh
+
+presets=${MEMCG_PRESETS:-"default asan tsan"}
+passed=()
+failed=()
+
+run_preset() {
+  local p=$1
+  echo "=== preset $p: configure"
+  cmake --preset "$p" || return 1
+  echo "=== preset $p: build"
+  cmake --build --preset "$p" -j2 || return 1
+  echo "=== preset $p: test"
+  ctest --preset "$p" --output-on-failure -j2 || return 1
+}
+
+start=$SECONDS
+for p in $presets; do
+  if run_preset "$p"; then passed+=("$p"); else failed+=("$p"); fi
+done
+
+elapsed=$((SECONDS - start))
+if [[ ${#failed[@]} -eq 0 ]]; then
+  echo "memcg test.sh: PASS (${passed[*]}) in ${elapsed}s"
+else
+  echo "memcg test.sh: FAIL (failed: ${failed[*]}; passed: ${passed[*]:-none}) in ${elapsed}s"
+  exit 1
+fi

@@ -1,0 +1,3 @@
+// The one main() of memcg_tests; every tests/*_test.cpp is linked into this executable.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
