@@ -72,5 +72,21 @@ if [[ -f include/memcg/memcg.h ]]; then
   done
 fi
 
+# Templates are only checked when instantiated: compile the hot paths of every policy too,
+# without exceptions and RTTI (and with clang's thread-safety analysis).
+for cxx in "${cxx_compilers[@]}"; do
+  extra=()
+  [[ "$cxx" == clang++ ]] && extra=(-Wthread-safety)
+  checked=$((checked + 1))
+  if "$cxx" -x c++ "${cxx_flags[@]}" -fno-exceptions -fno-rtti "${extra[@]}" tests/hot_paths.cpp \
+      >"$log" 2>&1; then
+    printf 'OK   %-28s %-8s %s\n' "hot_paths.cpp" "$cxx" "instantiated, -fno-exceptions -fno-rtti"
+  else
+    printf 'FAIL %-28s %-8s %s\n' "hot_paths.cpp" "$cxx" "instantiated, -fno-exceptions -fno-rtti"
+    sed 's/^/     /' "$log" | head -n 40
+    failures=$((failures + 1))
+  fi
+done
+
 echo "headers_standalone: $((checked - failures))/$checked passed"
 [[ $failures -eq 0 ]]
