@@ -84,6 +84,7 @@ class thread_stock {
   // back to the counters. With batch <= 1 nothing is parked.
   MEMCG_ALWAYS_INLINE void refill(group* g, std::int64_t nr_pages, int stat_kind,
                                   std::int64_t stat_delta, std::int64_t batch) noexcept {
+    if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
     if (enter()) {
       for (slot& s : slots_) {
         if (s.cached.load_relaxed() != g) continue;
