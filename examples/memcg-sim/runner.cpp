@@ -1,0 +1,607 @@
+// memcg-sim: running checked commands against a single-thread hierarchy (scenario.md).
+//
+// Contents:
+//   page_cache     the simulator's reclaimable memory of one group: one FIFO of file and
+//                  slab_reclaimable charges, freed oldest first when reclaim asks
+//   tracer         --trace: every step of the charge path and of reclaim, as teaching text
+//   runner_state   the hierarchy, page caches, virtual clock, and the command table
+//
+// Sockets and pressure are not in the library yet: their commands parse (parser.cpp) and answer
+// `EINVAL (not supported yet)` here. To add them, replace `unsupported` in the table below.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sim.hpp"
+
+namespace sim {
+namespace {
+
+using memcg::kind;
+using memcg::reclaim_filter;
+
+// ---- formatting ----
+
+std::string errno_name(std::errc e) {
+  switch (e) {
+    case std::errc::not_enough_memory: return "ENOMEM";
+    case std::errc::device_or_resource_busy: return "EBUSY";
+    case std::errc::no_such_file_or_directory: return "ENOENT";
+    case std::errc::file_exists: return "EEXIST";
+    default: return "EINVAL";
+  }
+}
+
+std::string path_of(const group* g) { return g ? g->path() : std::string("?"); }
+
+// "12800 pages (50M)": pages with a readable size beside them, for traces.
+std::string pages_str(std::int64_t n) {
+  std::int64_t b = n * memcg::page_size;
+  std::string s = std::to_string(n) + (n == 1 ? " page" : " pages");
+  if (b >= (1 << 20) && b % (1 << 20) == 0) return s + " (" + std::to_string(b >> 20) + "M)";
+  if (b >= 1024 && b % 1024 == 0 && n != 0) return s + " (" + std::to_string(b >> 10) + "K)";
+  return s;
+}
+
+// ---- the page cache ----
+
+// One group's reclaimable memory: file pages and slab_reclaimable objects in charge order.
+// Invariant: the pages of kind k in the queue == the group's own stat of k (memory.stat.local),
+// because every charge, uncharge, reclaim and rmdir of those kinds goes through this queue.
+class page_cache final : public memcg::basic_reclaimer<policy> {
+ public:
+  struct entry {
+    std::uint64_t seq;  // global charge order, to merge queues on rmdir
+    kind k;
+    std::int64_t pages;
+  };
+
+  explicit page_cache(hierarchy& h) : h_(h) {}
+
+  void add(std::uint64_t seq, kind k, std::int64_t pages) { q_.push_back({seq, k, pages}); }
+
+  // `uncharge PATH file SIZE` gives back the OLDEST pages of that kind first, as reclaim would:
+  // a program dropping cache drops what it has held longest.
+  void remove(kind k, std::int64_t pages) {
+    for (auto it = q_.begin(); it != q_.end() && pages > 0;) {
+      if (it->k != k) {
+        ++it;
+        continue;
+      }
+      std::int64_t n = std::min(pages, it->pages);
+      it->pages -= n;
+      pages -= n;
+      it = it->pages == 0 ? q_.erase(it) : it + 1;
+    }
+  }
+
+  // rmdir: the removed group's pages become ours, merged in charge order so that reclaim still
+  // takes the oldest first.
+  void adopt(page_cache& child) {
+    std::deque<entry> merged;
+    std::merge(q_.begin(), q_.end(), child.q_.begin(), child.q_.end(), std::back_inserter(merged),
+               [](const entry& a, const entry& b) { return a.seq < b.seq; });
+    q_ = std::move(merged);
+    child.q_.clear();
+  }
+
+  std::int64_t count(reclaim_filter f) noexcept override {
+    std::int64_t n = 0;
+    for (const entry& e : q_)
+      if (memcg::filter_allows(f, e.k)) n += e.pages;
+    return n;
+  }
+
+  std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override {
+    sim::group* g = basic_reclaimer::group();  // the group we are registered on (rmdir re-homes us, see adopt)
+    std::int64_t freed = 0;
+    for (auto it = q_.begin(); it != q_.end() && freed < nr_pages;) {
+      if (!memcg::filter_allows(f, it->k)) {
+        ++it;
+        continue;
+      }
+      std::int64_t n = std::min(nr_pages - freed, it->pages);
+      h_.uncharge_unchecked(*g, it->k, n);  // inside reclaim: straight to the counters
+      it->pages -= n;
+      freed += n;
+      it = it->pages == 0 ? q_.erase(it) : it + 1;
+    }
+    return freed;
+  }
+
+ private:
+  hierarchy& h_;
+  std::deque<entry> q_;
+};
+
+// ---- --trace ----
+
+class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_observer<policy> {
+ public:
+  std::int64_t request = 0;  // pages the current charge asked for
+
+  void trace(const memcg::trace_record<policy>& r) noexcept override {
+    using tp = memcg::trace_point;
+    std::string g = path_of(r.group), over = path_of(r.over);
+    std::string cname(memcg::counter_name(r.counter));
+    switch (r.point) {
+      case tp::stock_hit:
+        line(g + ": " + pages_str(r.nr_pages) + " of " + std::string(memcg::kind_name(r.k)) +
+             " taken from the stock (pre-charged earlier; no counter touched)");
+        break;
+      case tp::try_counters:
+        if (r.nr_pages > request)
+          line(g + ": charge a batch of " + pages_str(r.nr_pages) + " (" + pages_str(request) +
+               " asked, the rest would go to the stock) to the memory counter of " + g +
+               " and of every ancestor");
+        else
+          line(g + ": charge exactly " + pages_str(r.nr_pages) + " to the memory counter of " + g +
+               " and of every ancestor");
+        break;
+      case tp::refused:
+        line("the memory counter of " + over + " refused: usage " + pages_str(r.over->memory.usage()) +
+             " + " + std::to_string(r.nr_pages) + " > max " + limit(r.over->memory.max()) +
+             " (its failcnt is now " + std::to_string(r.over->memory.failcnt()) + ")");
+        break;
+      case tp::reclaim:
+        if (r.counter == memcg::counter_id::kmem)
+          line("reclaim of kernel reclaimables (slab_reclaimable only) under " + over +
+               " for its kmem counter: asked " + std::to_string(r.nr_pages) + ", freed " +
+               std::to_string(r.value));
+        else
+          line("reclaim under " + over + " (the group that refused, not the charging one): asked " +
+               std::to_string(r.nr_pages) + ", freed " + std::to_string(r.value) +
+               "; `max` event counted in " + over);
+        break;
+      case tp::drain:
+        line("drained the stocks of " + over + "'s subtree: pre-charged pages go back to the counters");
+        break;
+      case tp::retry:
+        line("still no room: retry (" + std::to_string(r.value) + " retries left)");
+        break;
+      case tp::oom:
+        line(over + " is out of memory: `oom` event; " +
+             (r.value ? std::string("its OOM handler freed memory, retry")
+                      : std::string("no OOM handler freed anything (memcg-sim registers none)")));
+        break;
+      case tp::forced:
+        line("must-not-fail charge: " + pages_str(r.nr_pages) + " forced into the " + cname +
+             " counter of " + over + ", above its limit");
+        break;
+      case tp::nomem:
+        line("the charge fails: ENOMEM at the " + cname + " counter of " + over);
+        break;
+      case tp::charged:
+        if (r.value > 0)
+          line("the counters took " + pages_str(r.nr_pages + r.value) + ": " +
+               std::to_string(r.nr_pages) + " for this charge, " + std::to_string(r.value) +
+               " kept in the stock for the next charges of " + g);
+        else
+          line("the counters took " + pages_str(r.nr_pages));
+        break;
+      case tp::over_high:
+        line(over + " is above its memory.high (" + limit(r.over->memory.high()) + "): " +
+             std::to_string(r.value) + " pages added to the task's over-high debt, paid when the command ends");
+        break;
+      case tp::high_reclaim:
+        line("memory.high of " + over + ": `high` event, reclaim asked " + std::to_string(r.nr_pages) +
+             ", freed " + std::to_string(r.value));
+        break;
+      case tp::high_penalty:
+        if (r.value > 0)
+          line("over-high debt of " + std::to_string(r.nr_pages) + " pages: throttled " +
+               std::to_string(r.value) + " ms (the penalty grows with the square of the overage)");
+        else
+          line("over-high debt of " + std::to_string(r.nr_pages) +
+               " pages: penalty at most 10 ms, not paid");
+        break;
+      case tp::sub_refused: {
+        const auto& c = r.counter == memcg::counter_id::kmem ? r.over->kmem : r.over->tcp;
+        line("the " + cname + " sub-counter of " + over + " refused " + pages_str(r.nr_pages) +
+             ": usage " + std::to_string(c.usage()) + " + " + std::to_string(r.nr_pages) + " > limit " +
+             limit(c.max()) + " (its failcnt is now " + std::to_string(c.failcnt()) + ")");
+        break;
+      }
+      case tp::uncharge:
+        // Inside reclaim the walk's steps already say it (on_step).
+        if (r.value == 0)
+          line(g + ": " + pages_str(r.nr_pages) + " of " + std::string(memcg::kind_name(r.k)) +
+               " given back through the stock");
+        break;
+    }
+  }
+
+  void on_step(group& g, std::int64_t asked, std::int64_t freed, std::int64_t emin,
+               std::int64_t elow, bool soft_limit_phase, bool low_pass) noexcept override {
+    std::string s = "  reclaim step: " + g.path() + " asked " + std::to_string(asked) + ", freed " +
+                    std::to_string(freed);
+    if (soft_limit_phase) s += " (above its soft limit: reclaimed first)";
+    if (emin > 0 || elow > 0)
+      s += " (effective protection: min " + std::to_string(emin) + ", low " + std::to_string(elow) + ")";
+    if (low_pass) s += "; low protection broken: `low` event";
+    line(s);
+  }
+  void on_protected(group& g, std::int64_t usage, std::int64_t emin, std::int64_t elow,
+                    bool by_min) noexcept override {
+    line("  reclaim leaves " + g.path() + " alone: usage " + std::to_string(usage) +
+         " at or below its effective " + (by_min ? "min " + std::to_string(emin)
+                                                 : "low " + std::to_string(elow) + " (first pass)"));
+  }
+  void on_walk_end(group& root, std::int64_t target,
+                   const memcg::reclaim_result& r) noexcept override {
+    std::string s = "  reclaim walk under " + root.path() + " done: target " + std::to_string(target) +
+                    ", asked " + std::to_string(r.scanned) + ", freed " + std::to_string(r.reclaimed);
+    if (r.low_reclaimed) s += " (a second pass reclaimed low-protected groups)";
+    line(s);
+  }
+
+ private:
+  static std::string limit(std::int64_t pages) {
+    return pages >= memcg::page_counter_max ? std::string("unlimited") : std::to_string(pages);
+  }
+  static void line(const std::string& s) { std::printf("  trace: %s\n", s.c_str()); }
+};
+
+struct outcome {
+  bool ok = true;
+  std::string error;  // "ENOMEM (limit of A)"
+};
+outcome ok() { return {}; }
+outcome fail(std::errc e, const std::string& detail = "") {
+  return {false, errno_name(e) + (detail.empty() ? "" : " (" + detail + ")")};
+}
+outcome unsupported() { return {false, "EINVAL (not supported yet)"}; }
+
+bool known_file(std::string_view f) {
+  const auto& files = memcg::control_files();
+  return std::find(files.begin(), files.end(), f) != files.end();
+}
+bool writable_file(std::string_view f) {
+  static const std::string_view rw[] = {
+      "memory.min", "memory.low", "memory.high", "memory.max", "memory.peak",
+      "memory.limit_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt",
+      "memory.soft_limit_in_bytes", "memory.kmem.limit_in_bytes", "memory.kmem.max_usage_in_bytes",
+      "memory.kmem.failcnt", "memory.kmem.soft_limit_in_bytes", "memory.kmem.tcp.limit_in_bytes",
+      "memory.kmem.tcp.max_usage_in_bytes", "memory.kmem.tcp.failcnt"};
+  return std::find(std::begin(rw), std::end(rw), f) != std::end(rw);
+}
+// Files of the protocol (`-`) and of sockets: features the library does not have yet.
+bool socket_file(std::string_view target, std::string_view f) {
+  return target == "-" || f.starts_with("tcp.") || f.starts_with("sock.");
+}
+
+}  // namespace
+
+class runner_state {
+ public:
+  runner_state(const options& o, std::string title) : opts_(o), title_(std::move(title)) {
+    add_cache(h_.root());
+    if (o.trace) {
+      h_.set_tracer(&tracer_);
+      h_.set_reclaim_observer(&tracer_);
+    }
+    if (!o.plot.empty()) record(0, "start", false);
+  }
+  ~runner_state() {
+    // The library outlives no reclaimer: unregister before the caches go.
+    for (auto& [g, c] : caches_) h_.unregister_reclaimer(*c);
+    h_.set_tracer(nullptr);
+    h_.set_reclaim_observer(nullptr);
+  }
+
+  void run(const command& c) {
+    using fn = outcome (runner_state::*)(const command&);
+    // The command table: one run function per command name of parser.cpp's table.
+    static const std::map<std::string_view, fn> table = {
+        {"mkdir", &runner_state::do_mkdir},       {"rmdir", &runner_state::do_rmdir},
+        {"write", &runner_state::do_write},       {"read", &runner_state::do_read},
+        {"charge", &runner_state::do_charge},     {"uncharge", &runner_state::do_uncharge},
+        {"sysctl", &runner_state::do_sysctl},     {"expect", &runner_state::do_expect},
+        {"socket", &runner_state::do_socket},     {"recv", &runner_state::do_socket},
+        {"consume", &runner_state::do_socket},    {"send", &runner_state::do_socket},
+        {"ack", &runner_state::do_socket},        {"close", &runner_state::do_socket},
+        {"sleep", &runner_state::do_sleep},
+    };
+    line_ = c.line;
+    charged_in_.clear();
+    auto it = table.find(c.name);
+    outcome r = it == table.end() ? fail(std::errc::invalid_argument, "unknown command")
+                                  : (this->*(it->second))(c);
+    if (!r.ok) std::printf("error: %d: %s: %s\n", c.line, c.text.c_str(), r.error.c_str());
+    if (c.must_fail && r.ok) {
+      std::printf("FAIL %d: expected %s to fail\n", c.line, c.text.c_str());
+      failed_ = true;
+    } else if (!c.must_fail && !r.ok) {
+      failed_ = true;
+    }
+    // The end of a command is the task's throttle point (return to user space in the kernel).
+    std::string throttled;
+    if (std::int64_t ms = h_.handle_over_high(); ms > 0) {
+      throttled = charged_in_.empty() ? std::string("/") : charged_in_;
+      std::printf("throttle %s %lld\n", throttled.c_str(), static_cast<long long>(ms));
+      clock_ms_ += ms;
+    }
+    if (!opts_.plot.empty()) {
+      record(c.line, c.text, !r.ok);
+      samples_.back().throttled = throttled;
+    }
+  }
+
+  int exit_code() const { return failed_ ? 1 : 0; }
+
+  void finish() {
+    if (opts_.plot.empty()) return;
+    if (!write_plot(opts_.plot, title_, samples_))
+      std::fprintf(stderr, "memcg-sim: cannot write %s\n", opts_.plot.c_str());
+  }
+
+ private:
+  // ---- groups ----
+
+  void add_cache(group& g) {
+    auto c = std::make_unique<page_cache>(h_);
+    h_.register_reclaimer(g, *c);
+    caches_[&g] = std::move(c);
+    if (std::find(seen_.begin(), seen_.end(), g.path()) == seen_.end()) seen_.push_back(g.path());
+  }
+
+  // A live group by PATH, or an error outcome.
+  group* lookup(const std::string& path, outcome* err) {
+    if (group* g = h_.find(path)) return g;
+    *err = fail(std::errc::no_such_file_or_directory, "no group " + path);
+    return nullptr;
+  }
+
+  outcome do_mkdir(const command& c) {
+    auto r = h_.mkdir(c.args[0]);
+    if (!r) {
+      if (r.error == std::errc::invalid_argument) return fail(r.error, "bad PATH");
+      if (r.error == std::errc::no_such_file_or_directory) return fail(r.error, "no parent group");
+      return fail(r.error);
+    }
+    add_cache(*r.g);
+    return ok();
+  }
+
+  outcome do_rmdir(const command& c) {
+    group* g = h_.find(c.args[0]);
+    std::errc e = h_.rmdir(c.args[0]);
+    if (e == std::errc::device_or_resource_busy) return fail(e, "it has children");
+    if (e == std::errc::invalid_argument)
+      return fail(e, c.args[0] == "/" ? "the root cannot be removed" : "bad PATH");
+    if (e != std::errc{}) return fail(e);
+    // The library moved our page cache to the parent; fold it into the parent's own queue so
+    // that `uncharge PARENT file` and reclaim see one queue in charge order.
+    group* parent = g->live();
+    auto it = caches_.find(g);
+    h_.unregister_reclaimer(*it->second);
+    caches_.at(parent)->adopt(*it->second);
+    caches_.erase(it);
+    return ok();
+  }
+
+  // ---- control files ----
+
+  outcome do_write(const command& c) {
+    outcome err;
+    group* g = lookup(c.args[0], &err);
+    if (!g) return err;
+    const std::string& file = c.args[1];
+    if (!known_file(file)) return fail(std::errc::no_such_file_or_directory, "no control file " + file);
+    if (!writable_file(file)) return fail(std::errc::invalid_argument, file + " is read-only");
+    std::string value;
+    for (std::size_t i = 2; i < c.args.size(); ++i) value += (i > 2 ? " " : "") + c.args[i];
+    std::errc e = memcg::write_control(h_, *g, file, value);
+    if (e == std::errc::invalid_argument) return fail(e, "invalid value for " + file);
+    if (e == std::errc::device_or_resource_busy) return fail(e, "usage is above the new limit");
+    if (e != std::errc{}) return fail(e);
+    return ok();
+  }
+
+  // What `read TARGET FILE` reads, or an error outcome.
+  std::optional<memcg::control_value> read_target(const std::string& target,
+                                                  const std::string& file, outcome* err) {
+    if (socket_file(target, file)) {
+      *err = unsupported();
+      return std::nullopt;
+    }
+    group* g = lookup(target, err);
+    if (!g) return std::nullopt;
+    if (!known_file(file)) {
+      *err = fail(std::errc::no_such_file_or_directory, "no control file " + file);
+      return std::nullopt;
+    }
+    memcg::control_value v = memcg::read_control(h_, *g, file);
+    if (v.error == std::errc::not_supported) {
+      *err = unsupported();
+      return std::nullopt;
+    }
+    if (!v) {
+      *err = fail(v.error);
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  outcome do_read(const command& c) {
+    outcome err;
+    auto v = read_target(c.args[0], c.args[1], &err);
+    if (!v) return err;
+    for (const auto& [key, value] : v->entries) {
+      if (key.empty())
+        std::printf("%s %s %s\n", c.args[0].c_str(), c.args[1].c_str(), value.c_str());
+      else
+        std::printf("%s %s %s %s\n", c.args[0].c_str(), c.args[1].c_str(), key.c_str(), value.c_str());
+    }
+    return ok();
+  }
+
+  // ---- charging ----
+
+  outcome do_charge(const command& c) {
+    outcome err;
+    group* g = lookup(c.args[0], &err);
+    if (!g) return err;
+    kind k = *memcg::parse_kind(c.args[1]);
+    std::int64_t pages = memcg::bytes_to_pages_up(*parse_size(c.args[2]));
+    if (pages == 0) return ok();  // a no-op: no stock is filled by it
+    bool nofail = c.args.size() == 4;
+    charged_in_ = g->path();
+    tracer_.request = pages;
+    if (opts_.trace)
+      std::printf("  trace: --- charge %s %s (%s)%s\n", g->path().c_str(), c.args[1].c_str(),
+                  pages_str(pages).c_str(), nofail ? ", must not fail" : "");
+    auto st = h_.try_charge(*g, k, pages, nofail ? memcg::gfp::nofail : memcg::gfp::none);
+    if (!st) {
+      if (st.error == std::errc::not_enough_memory)
+        return fail(st.error, "limit of " + path_of(st.over_limit));
+      return fail(st.error, st.error == std::errc::invalid_argument ? "SIZE too large" : "");
+    }
+    if (memcg::is_reclaimable_kind(k)) caches_.at(g)->add(seq_++, k, pages);
+    return ok();
+  }
+
+  outcome do_uncharge(const command& c) {
+    outcome err;
+    group* g = lookup(c.args[0], &err);
+    if (!g) return err;
+    kind k = *memcg::parse_kind(c.args[1]);
+    std::int64_t pages = memcg::bytes_to_pages_up(*parse_size(c.args[2]));
+    std::errc e = h_.uncharge(*g, k, pages);
+    if (e != std::errc{})
+      return fail(e, g->path() + " holds less than " + c.args[2] + " of " + c.args[1]);
+    if (pages > 0 && memcg::is_reclaimable_kind(k)) caches_.at(g)->remove(k, pages);
+    return ok();
+  }
+
+  outcome do_sysctl(const command& c) {
+    const std::string& name = c.args[0];
+    if (name == "memcg.charge_batch") {
+      std::errc e = h_.set_charge_batch(*parse_uint(c.args[1]));
+      if (e != std::errc{}) return fail(e, "the batch is 1 to 1024 pages");
+      return ok();
+    }
+    if (name == "memcg.memory_recursiveprot") {
+      h_.set_recursive_protection(c.args[1] == "1");
+      return ok();
+    }
+    return unsupported();  // net.ipv4.*: sockets are not in the library yet
+  }
+
+  outcome do_socket(const command&) { return unsupported(); }
+  outcome do_sleep(const command&) { return unsupported(); }
+
+  // ---- expectations ----
+
+  static bool compare(const std::string& actual, const expectation& e) {
+    auto a = parse_number(actual), v = parse_number(e.value);
+    if (a && v) {
+      if (std::isinf(*a) || std::isinf(*v)) {
+        bool eq = *a == *v;
+        switch (e.op) {
+          case compare_op::eq: return eq;
+          case compare_op::ne: return !eq;
+          case compare_op::lt: return *a < *v;
+          case compare_op::le: return *a <= *v;
+          case compare_op::gt: return *a > *v;
+          case compare_op::ge: return *a >= *v;
+        }
+      }
+      switch (e.op) {
+        case compare_op::eq:
+          if (e.tolerance_percent) return std::fabs(*a - *v) <= *v * *e.tolerance_percent / 100.0;
+          return *a == *v;
+        case compare_op::ne: return *a != *v;
+        case compare_op::lt: return *a < *v;
+        case compare_op::le: return *a <= *v;
+        case compare_op::gt: return *a > *v;
+        case compare_op::ge: return *a >= *v;
+      }
+    }
+    // Words compare as words; an order between words never holds.
+    if (e.op == compare_op::eq) return actual == e.value;
+    if (e.op == compare_op::ne) return actual != e.value;
+    return false;
+  }
+
+  outcome do_expect(const command& c) {
+    std::string syntax;
+    auto e = split_expect(c.args, &syntax);  // checked by the parser: cannot fail here
+    if (!e) return fail(std::errc::invalid_argument, syntax);
+    outcome err;
+    auto v = read_target(e->target, e->file, &err);
+    if (!v) return err;
+    std::string actual;
+    if (v->keyed) {
+      if (e->key.empty()) return fail(std::errc::invalid_argument, e->file + " is keyed: name a KEY");
+      auto it = std::find_if(v->entries.begin(), v->entries.end(),
+                             [&](const auto& kv) { return kv.first == e->key; });
+      if (it == v->entries.end())
+        return fail(std::errc::invalid_argument, e->file + " has no key " + e->key);
+      actual = it->second;
+    } else {
+      if (!e->key.empty()) return fail(std::errc::invalid_argument, e->file + " has no keys");
+      actual = v->entries.at(0).second;
+    }
+    if (!compare(actual, *e)) {
+      std::printf("FAIL %d: expected %s got %s\n", c.line, c.expect_args.c_str(), actual.c_str());
+      failed_ = true;
+    }
+    return ok();
+  }
+
+  // ---- the plot ----
+
+  void record(int line, const std::string& label, bool failed) {
+    sample s;
+    s.line = line;
+    s.label = label;
+    s.failed = failed;
+    for (const std::string& p : seen_) {
+      group_sample gs;
+      if (group* g = h_.find(p)) {
+        gs.alive = true;
+        gs.current = g->memory.usage() * memcg::page_size;
+        auto lim = [](std::int64_t pages) {
+          return pages >= memcg::page_counter_max ? INT64_MAX : pages * memcg::page_size;
+        };
+        gs.max = lim(g->memory.max());
+        gs.high = lim(g->memory.high());
+        for (kind k : memcg::all_kinds)
+          gs.stat.bytes[static_cast<int>(k)] = h_.stat(*g, k) * memcg::page_size;
+        gs.ev_max = g->events_local(memcg::event::max);
+        gs.ev_oom = g->events_local(memcg::event::oom);
+        gs.ev_high = g->events_local(memcg::event::high);
+      }
+      s.groups.emplace_back(p, gs);
+    }
+    samples_.push_back(std::move(s));
+  }
+
+  options opts_;
+  std::string title_;
+  hierarchy h_;
+  tracer tracer_;
+  std::map<group*, std::unique_ptr<page_cache>> caches_;
+  std::vector<std::string> seen_;  // every group path ever made, in creation order (plot)
+  std::vector<sample> samples_;
+  std::uint64_t seq_ = 0;          // charge order of reclaimable pages
+  std::int64_t clock_ms_ = 0;      // the virtual clock: only throttling takes time
+  int line_ = 0;
+  std::string charged_in_;         // the group the current command charged in
+  bool failed_ = false;
+};
+
+runner::runner(const options& o, std::string title)
+    : s_(std::make_unique<runner_state>(o, std::move(title))) {}
+runner::~runner() = default;
+void runner::run(const command& c) { s_->run(c); }
+int runner::exit_code() const { return s_->exit_code(); }
+void runner::finish() { s_->finish(); }
+
+}  // namespace sim
