@@ -30,7 +30,7 @@ const std::vector<layer>& layers() {
       {"anon", "#4e79a7", {kind::anon}},
       {"file (page cache)", "#8cd17d", {kind::file}},
       {"slab_reclaimable", "#b6992d", {kind::slab_reclaimable}},
-      {"kernel (kmem, pagetables, slab_unreclaimable)", "#e15759",
+      {"kmem, pagetables, slab_unrecl.", "#e15759",
        {kind::kmem, kind::pagetables, kind::slab_unreclaimable}},
       {"sock", "#b07aa1", {kind::sock}},
   };
@@ -90,7 +90,7 @@ bool write_plot(const std::string& path, const std::string& title, const std::ve
   }
   if (shown.size() > 8) shown.resize(8);
 
-  const double left = 80, right_legend = 250, plot_w = 760, panel_h = 190, gap = 60, top_margin = 70;
+  const double left = 80, right_legend = 260, plot_w = 760, panel_h = 190, gap = 60, top_margin = 85;
   const double width = left + plot_w + right_legend;
   const double height = top_margin + shown.size() * (panel_h + gap) + 10;
   const std::size_t n = samples.size();

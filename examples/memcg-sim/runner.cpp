@@ -218,16 +218,19 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
 
   void on_step(group& g, std::int64_t asked, std::int64_t freed, std::int64_t emin,
                std::int64_t elow, bool soft_limit_phase, bool low_pass) noexcept override {
-    std::string s = "  reclaim step: " + g.path() + " asked " + std::to_string(asked) + ", freed " +
-                    std::to_string(freed);
-    if (soft_limit_phase) s += " (above its soft limit: reclaimed first)";
-    if (emin > 0 || elow > 0)
-      s += " (effective protection: min " + std::to_string(emin) + ", low " + std::to_string(elow) + ")";
-    if (low_pass) s += "; low protection broken: `low` event";
-    line(s);
+    // Consecutive steps of one group are summed into one line: a 50M charge takes 400 steps.
+    step_run k{&g, emin, elow, soft_limit_phase, low_pass};
+    if (run_.count && !(run_.same(k))) flush();
+    if (!run_.count) run_ = k;
+    ++run_.count;
+    run_.asked += asked;
+    run_.freed += freed;
   }
   void on_protected(group& g, std::int64_t usage, std::int64_t emin, std::int64_t elow,
                     bool by_min) noexcept override {
+    // Said once per walk and group: every round would repeat it.
+    if (std::find(protected_.begin(), protected_.end(), &g) != protected_.end()) return;
+    protected_.push_back(&g);
     line("  reclaim leaves " + g.path() + " alone: usage " + std::to_string(usage) +
          " at or below its effective " + (by_min ? "min " + std::to_string(emin)
                                                  : "low " + std::to_string(elow) + " (first pass)"));
@@ -238,13 +241,45 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
                     ", asked " + std::to_string(r.scanned) + ", freed " + std::to_string(r.reclaimed);
     if (r.low_reclaimed) s += " (a second pass reclaimed low-protected groups)";
     line(s);
+    protected_.clear();
   }
 
  private:
   static std::string limit(std::int64_t pages) {
     return pages >= memcg::page_counter_max ? std::string("unlimited") : std::to_string(pages);
   }
-  static void line(const std::string& s) { std::printf("  trace: %s\n", s.c_str()); }
+  // A run of reclaim steps of one group with the same protection, not printed yet.
+  struct step_run {
+    group* g = nullptr;
+    std::int64_t emin = 0, elow = 0;
+    bool soft = false, low = false;
+    std::int64_t count = 0, asked = 0, freed = 0;
+    bool same(const step_run& o) const {
+      return g == o.g && emin == o.emin && elow == o.elow && soft == o.soft && low == o.low;
+    }
+  };
+
+  void flush() noexcept {
+    if (!run_.count) return;
+    step_run r = run_;
+    run_ = {};
+    std::string s = "  reclaim " + std::string(r.count == 1 ? "step" : std::to_string(r.count) + " steps") +
+                    " in " + r.g->path() + ": asked " + std::to_string(r.asked) + ", freed " +
+                    std::to_string(r.freed) + " (oldest reclaimable pages first)";
+    if (r.soft) s += "; above its soft limit, so reclaimed first";
+    if (r.emin > 0 || r.elow > 0)
+      s += "; effective protection min " + std::to_string(r.emin) + ", low " + std::to_string(r.elow);
+    if (r.low) s += "; low protection broken: `low` event";
+    emit(s);
+  }
+  void line(const std::string& s) noexcept {
+    flush();
+    emit(s);
+  }
+  static void emit(const std::string& s) { std::printf("  trace: %s\n", s.c_str()); }
+
+  step_run run_;
+  std::vector<group*> protected_;  // groups already reported protected in this walk
 };
 
 struct outcome {
