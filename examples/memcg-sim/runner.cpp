@@ -150,13 +150,13 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
         break;
       case tp::reclaim:
         if (r.counter == memcg::counter_id::kmem)
-          line("reclaim of kernel reclaimables (slab_reclaimable only) under " + over +
-               " for its kmem counter: asked " + std::to_string(r.nr_pages) + ", freed " +
-               std::to_string(r.value));
+          line("that was reclaim of kernel reclaimables only (slab_reclaimable; page cache is left "
+               "alone) under " + over + " for its kmem counter: freed " + std::to_string(r.value) +
+               " of " + std::to_string(r.nr_pages) + " pages asked");
         else
-          line("reclaim under " + over + " (the group that refused, not the charging one): asked " +
-               std::to_string(r.nr_pages) + ", freed " + std::to_string(r.value) +
-               "; `max` event counted in " + over);
+          line("that was the reclaim round under " + over +
+               " (the group that refused, not the charging one; `max` event counted there): freed " +
+               std::to_string(r.value) + " of " + std::to_string(r.nr_pages) + " pages asked");
         break;
       case tp::drain:
         line("drained the stocks of " + over + "'s subtree: pre-charged pages go back to the counters");
