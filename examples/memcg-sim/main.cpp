@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -20,7 +21,7 @@
 
 namespace {
 
-constexpr int max_syntax_errors = 20;
+constexpr int max_syntax_errors = 50;
 
 void usage(std::FILE* to) {
   std::fputs(
@@ -44,6 +45,11 @@ std::string plot_path(const std::string& plot, std::size_t i, std::size_t n) {
 }
 
 int run_file(const std::string& file, const sim::options& opts) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) {
+    std::fprintf(stderr, "memcg-sim: cannot read %s: it is a directory\n", file.c_str());
+    return 2;
+  }
   std::ifstream in(file, std::ios::binary);
   if (!in) {
     std::fprintf(stderr, "memcg-sim: cannot open %s: %s\n", file.c_str(), std::strerror(errno));

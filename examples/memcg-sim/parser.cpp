@@ -87,16 +87,16 @@ std::string check_sysctl(const command& c) {
   const std::string& name = c.args[0];
   auto want = [&](std::size_t n, const char* usage) -> std::string {
     if (c.args.size() != n + 1)
-      return "sysctl " + name + " takes " + std::to_string(n) + (n == 1 ? " value" : " values") +
+      return name + " takes " + std::to_string(n) + (n == 1 ? " value" : " values") +
              " (" + usage + ")";
     for (std::size_t i = 1; i < c.args.size(); ++i)
-      if (!parse_uint(c.args[i])) return "sysctl " + name + ": " + quote(c.args[i]) + " is not a number";
+      if (!parse_uint(c.args[i])) return name + ": " + quote(c.args[i]) + " is not a number";
     return "";
   };
   if (name == "memcg.charge_batch") return want(1, "pages");
   if (name == "memcg.memory_recursiveprot") {
     if (auto e = want(1, "0 or 1"); !e.empty()) return e;
-    if (c.args[1] != "0" && c.args[1] != "1") return "sysctl " + name + " takes 0 or 1";
+    if (c.args[1] != "0" && c.args[1] != "1") return name + " takes 0 or 1";
     return "";
   }
   if (name == "net.ipv4.tcp_mem") return want(3, "MIN PRESSURE MAX in pages");
