@@ -96,7 +96,7 @@ namespace detail {
 //      effective low; the second pass (only if the target was missed and someone was skipped)
 //      reclaims them and counts a `low` event per step.
 //   3. A protected group's share of the pass is size - size*protection/(usage+1), at least 32,
-//      and no step takes it below its effective min.
+//      computed at its first step of the pass, and no step takes it below its effective min.
 //   4. Rounds end when the target is met or a round frees nothing.
 template <sync_policy Sync, class Count, class Free>
 reclaim_result reclaim_walk(basic_group<Sync>& root, std::span<basic_group<Sync>* const> groups,
@@ -129,11 +129,15 @@ reclaim_result reclaim_walk(basic_group<Sync>& root, std::span<basic_group<Sync>
   }
 
   // 2. Proportional rounds, two passes.
-  std::vector<std::int64_t> taken(groups.size());
+  // A group's share is fixed at its first step of the pass (as get_scan_count() fixes the scan
+  // target of a shrink_lruvec() call); taken[i] counts against it. Recomputing it from the
+  // shrunken size while subtracting what was taken would count those pages twice.
+  std::vector<std::int64_t> taken(groups.size()), shares(groups.size());
   for (int pass = 0; pass < 2 && r.reclaimed < target; ++pass) {
     if (pass == 1 && !r.low_skipped) break;
     if (pass == 1) r.low_reclaimed = true;
     std::fill(taken.begin(), taken.end(), 0);
+    std::fill(shares.begin(), shares.end(), -1);
     for (;;) {
       std::int64_t round = 0;
       for (std::size_t i = 0; i < groups.size() && r.reclaimed < target; ++i) {
@@ -159,12 +163,15 @@ reclaim_result reclaim_walk(basic_group<Sync>& root, std::span<basic_group<Sync>
         std::int64_t size = count(g, filter);
         if (size <= 0) continue;
         std::int64_t protection = (pass == 0 && elow > emin) ? elow : emin;
-        std::int64_t share = size;
-        if (protection > 0) {
-          std::int64_t cgroup_size = std::max(usage, protection);
-          share = size - static_cast<std::int64_t>(static_cast<wide_int>(size) * protection /
-                                                   (cgroup_size + 1));
-          share = std::max(share, swap_cluster_max);
+        std::int64_t& share = shares[i];
+        if (share < 0) {
+          share = size;
+          if (protection > 0) {
+            std::int64_t cgroup_size = std::max(usage, protection);
+            share = size - static_cast<std::int64_t>(static_cast<wide_int>(size) * protection /
+                                                     (cgroup_size + 1));
+            share = std::max(share, swap_cluster_max);
+          }
         }
         std::int64_t step =
             std::min({share - taken[i], swap_cluster_max, target - r.reclaimed, size});
