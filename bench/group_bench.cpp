@@ -1,0 +1,124 @@
+// The group charge path's hot case: a stock hit both ways (charge + uncharge of one anon page),
+// 3 levels deep, beside its hand-written baselines: the 3-level atomic counter walk the stock
+// avoids, and a thread-local increment + decrement (the floor).
+//
+// Run: group_bench --benchmark_enable_random_interleaving=true --benchmark_repetitions=3
+//                  --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "memcg/hierarchy.hpp"
+
+namespace {
+
+// Pins the calling benchmark thread i to CPU i (failure ignored: fewer CPUs, or a cpuset).
+void pin(int i) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(i, &set);
+  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+// Shared by every benchmark thread: 2 threads charge the same group.
+struct tree {
+  memcg::hierarchy h;
+  memcg::group* c = nullptr;
+  tree() {
+    for (const char* p : {"A", "A/B", "A/B/C"}) {
+      auto r = h.mkdir(p);
+      if (!r) {
+        std::fprintf(stderr, "group_bench: mkdir %s failed\n", p);
+        std::abort();
+      }
+      c = r.g;
+    }
+  }
+};
+tree& shared_tree() {
+  static tree t;
+  return t;
+}
+
+void BM_stock_hit(benchmark::State& state) {
+  pin(state.thread_index());
+  tree& t = shared_tree();
+  memcg::hierarchy& h = t.h;
+  memcg::group& c = *t.c;
+  // Warm this thread's stock: the first charge takes a batch from the counters.
+  if (!h.try_charge(c, memcg::kind::anon, 1)) state.SkipWithError("charge failed");
+  h.uncharge_unchecked(c, memcg::kind::anon, 1);
+  for (auto _ : state) {
+    auto s = h.try_charge(c, memcg::kind::anon, 1);
+    benchmark::DoNotOptimize(s);
+    h.uncharge_unchecked(c, memcg::kind::anon, 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The hand-written walk: what the counters cost without a stock (page_counter_try_charge on
+// 3 levels, then page_counter_uncharge on 3 levels).
+struct alignas(64) level {
+  std::atomic<std::int64_t> usage{0};
+  alignas(64) std::int64_t max = INT64_MAX / 4096;
+};
+std::array<level, 3> levels;  // [0] = C, [1] = B, [2] = A
+
+MEMCG_NOINLINE bool walk_charge(std::int64_t n) {
+  int i = 0;
+  for (; i < 3; ++i) {
+    std::int64_t u = levels[i].usage.fetch_add(n, std::memory_order_relaxed) + n;
+    if (u > levels[i].max) {
+      levels[i].usage.fetch_sub(n, std::memory_order_relaxed);
+      break;
+    }
+  }
+  if (i == 3) return true;
+  while (i-- > 0) levels[i].usage.fetch_sub(n, std::memory_order_relaxed);
+  return false;
+}
+MEMCG_NOINLINE void walk_uncharge(std::int64_t n) {
+  for (auto& l : levels) l.usage.fetch_sub(n, std::memory_order_relaxed);
+}
+
+void BM_atomic_walk_baseline(benchmark::State& state) {
+  pin(state.thread_index());
+  for (auto _ : state) {
+    bool ok = walk_charge(1);
+    benchmark::DoNotOptimize(ok);
+    walk_uncharge(1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+thread_local std::int64_t tls_counter = 0;
+
+void BM_thread_local_add_baseline(benchmark::State& state) {
+  pin(state.thread_index());
+  std::int64_t* p = &tls_counter;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(p);
+    *p += 1;
+    benchmark::ClobberMemory();
+    *p -= 1;
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+BENCHMARK(BM_stock_hit)->Name("group/stock_hit/depth:3");
+BENCHMARK(BM_stock_hit)->Name("group/stock_hit/depth:3")->Threads(2);
+BENCHMARK(BM_atomic_walk_baseline)->Name("group/atomic_walk_baseline/depth:3");
+BENCHMARK(BM_atomic_walk_baseline)->Name("group/atomic_walk_baseline/depth:3")->Threads(2);
+BENCHMARK(BM_thread_local_add_baseline)->Name("group/thread_local_add_baseline");
+BENCHMARK(BM_thread_local_add_baseline)->Name("group/thread_local_add_baseline")->Threads(2);
+
+BENCHMARK_MAIN();
