@@ -122,8 +122,9 @@ class basic_counter {
   // lowest level that refused, its failcnt went up by one, every level below was rolled back and
   // no level above was touched. EINVAL (nr_pages negative or beyond the counter's range) changes
   // nothing.
-  // Memory ordering: the add is acq_rel, so it is ordered before the read of max; pairs with
-  // set_max(): if set_max() saw the old usage, this sees the new max and backs off.
+  // Memory ordering: the add and the read of max are seq_cst (a full barrier, as the kernel's
+  // atomic_long_add_return); pairs with set_max(): if set_max() saw the old usage, this sees the
+  // new max and backs off. acq_rel would not do: both sides could read the other's old value.
   [[nodiscard]] std::errc try_charge(std::int64_t nr_pages,
                                      basic_counter** fail = nullptr) noexcept {
     if (MEMCG_UNLIKELY(nr_pages < 0 || nr_pages > page_counter_max))
@@ -179,9 +180,9 @@ class basic_counter {
   // ---- limits (control path; the caller serializes setters of one counter) ----
 
   // Sets max; EBUSY (max unchanged) when usage is above nr_pages; EINVAL out of range.
-  // Memory ordering: read usage, exchange max (acq_rel), read usage again; pairs with
-  // try_charge(): a charge that raced in past the old max is seen by the second read, and the
-  // old max is restored and the whole check retried.
+  // Memory ordering: read usage, exchange max, read usage again, the last two seq_cst; pairs
+  // with try_charge(): a charge that raced in past the old max is seen by the second read, and
+  // the old max is restored and the whole check retried.
   [[nodiscard]] std::errc set_max(std::int64_t nr_pages) noexcept {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     if constexpr (Sync::locked) {
@@ -193,8 +194,9 @@ class basic_counter {
       for (;;) {
         std::int64_t old_usage = usage();
         if (old_usage > nr_pages) return std::errc::device_or_resource_busy;
-        std::int64_t old_max = max_.exchange_acq_rel(nr_pages);
-        if (usage() <= old_usage || nr_pages >= old_max) return {};
+        std::int64_t old_max = max_.exchange_seq_cst(nr_pages);
+        std::int64_t new_usage = usage_.load_seq_cst();
+        if (new_usage <= old_usage || nr_pages >= old_max) return {};
         max_.store_release(old_max);
       }
     }
@@ -204,8 +206,8 @@ class basic_counter {
   // Returns the previous max.
   std::int64_t xchg_max(std::int64_t nr_pages) noexcept {
     MEMCG_ASSERT(1, nr_pages >= 0 && nr_pages <= page_counter_max);
-    // acq_rel: pairs with try_charge(), as in set_max().
-    return max_.exchange_acq_rel(nr_pages);
+    // seq_cst: pairs with try_charge(), as in set_max().
+    return max_.exchange_seq_cst(nr_pages);
   }
 
   std::errc set_high(std::int64_t nr_pages) noexcept {
@@ -256,10 +258,10 @@ class basic_counter {
       return true;
     } else {
       // Speculative add, no CAS: a bigger failing charge may briefly lock out a smaller one;
-      // the error is bounded by the charges in flight (mm/page_counter.c). acq_rel pairs with
-      // set_max().
-      std::int64_t next = usage_.add_return_acq_rel(nr_pages);
-      if (next > max_.load_relaxed()) {
+      // the error is bounded by the charges in flight (mm/page_counter.c). seq_cst add and
+      // read of max pair with set_max().
+      std::int64_t next = usage_.add_return_seq_cst(nr_pages);
+      if (next > max_.load_seq_cst()) {
         usage_.sub_return_acq_rel(nr_pages);
         return false;
       }
@@ -277,7 +279,7 @@ class basic_counter {
       after_charge(next);
       return true;
     } else {
-      std::int64_t next = usage_.add_return_acq_rel(nr_pages);  // pairs with set_max()
+      std::int64_t next = usage_.add_return_seq_cst(nr_pages);  // pairs with set_max()
       if (next > page_counter_max) {
         usage_.sub_return_acq_rel(nr_pages);
         return false;
@@ -308,9 +310,10 @@ class basic_counter {
       // acq_rel pairs with the add in try_charge_level() of other threads.
       next = usage_.sub_return_acq_rel(nr_pages);
       before = next + nr_pages;
-      // Give back only what we took too much: adding -next undoes our excess without erasing
-      // charges that raced in (the kernel stores 0, which may lose them).
-      if (MEMCG_UNLIKELY(next < 0)) usage_.add_return_acq_rel(-next);
+      // Give back only what this call took below zero (at most nr_pages: another underflowing
+      // cancel gives back its own part), without erasing charges that raced in (the kernel
+      // stores 0, which may lose them).
+      if (MEMCG_UNLIKELY(next < 0)) usage_.add_return_acq_rel(next < -nr_pages ? nr_pages : -next);
     }
     if (MEMCG_UNLIKELY(next < 0)) {
       report_underflow(before, nr_pages, report);
@@ -328,7 +331,7 @@ class basic_counter {
     if (!warned_.cas_acq_rel(expected, 1)) return;
     // acquire: pairs with set_underflow_hook().
     underflow_hook hook = detail::underflow_hook_slot().load(std::memory_order_acquire);
-    if (hook) hook(underflow_report{this, before, nr_pages});
+    if (hook) hook(underflow_report{this, before < 0 ? 0 : before, nr_pages});
   }
 
   // propagate_protected_usage(): keep parent->children_{min,low}_usage equal to the sum of the

@@ -38,13 +38,16 @@ class plain_cell {
   constexpr explicit plain_cell(T v) noexcept : v_(v) {}
   T load_relaxed() const noexcept { return v_; }
   T load_acquire() const noexcept { return v_; }
+  T load_seq_cst() const noexcept { return v_; }
   void store_relaxed(T v) noexcept { v_ = v; }
   void store_release(T v) noexcept { v_ = v; }
   T add_return_acq_rel(T d) noexcept { return v_ += d; }
+  T add_return_seq_cst(T d) noexcept { return v_ += d; }
   T sub_return_acq_rel(T d) noexcept { return v_ -= d; }
   T fetch_add_relaxed(T d) noexcept { T old = v_; v_ += d; return old; }
   T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
   T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
+  T exchange_seq_cst(T v) noexcept { return exchange_acq_rel(v); }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     if (v_ != expected) { expected = v_; return false; }
     v_ = desired;
@@ -63,13 +66,16 @@ class atomic_cell {
   constexpr explicit atomic_cell(T v) noexcept : v_(v) {}
   T load_relaxed() const noexcept { return v_.load(std::memory_order_relaxed); }
   T load_acquire() const noexcept { return v_.load(std::memory_order_acquire); }
+  T load_seq_cst() const noexcept { return v_.load(std::memory_order_seq_cst); }
   void store_relaxed(T v) noexcept { v_.store(v, std::memory_order_relaxed); }
   void store_release(T v) noexcept { v_.store(v, std::memory_order_release); }
   T add_return_acq_rel(T d) noexcept { return v_.fetch_add(d, std::memory_order_acq_rel) + d; }
+  T add_return_seq_cst(T d) noexcept { return v_.fetch_add(d, std::memory_order_seq_cst) + d; }
   T sub_return_acq_rel(T d) noexcept { return v_.fetch_sub(d, std::memory_order_acq_rel) - d; }
   T fetch_add_relaxed(T d) noexcept { return v_.fetch_add(d, std::memory_order_relaxed); }
   T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
   T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
+  T exchange_seq_cst(T v) noexcept { return v_.exchange(v, std::memory_order_seq_cst); }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     return v_.compare_exchange_strong(expected, desired, std::memory_order_acq_rel,
                                       std::memory_order_relaxed);

@@ -1,0 +1,171 @@
+// Benchmarks of memcg/counter.hpp and memcg/charge.hpp: one page charged and uncharged on a
+// three-level hierarchy (leaf -> mid -> root), for each sync policy and through the guard, beside
+// a hand-written baseline walk that does only what the kernel's page_counter must do (an atomic
+// add per level, a compare with max, an atomic sub per level to uncharge: no watermark, no
+// protection, no failcnt).
+//
+// Names are part of the interface (scripts compare them):
+//   counter/atomic_walk_baseline/depth:3[/threads:2]
+//   counter/charge_uncharge/{single_thread,atomic,spinlocked,null}/depth:3[/threads:2]
+//   counter/guard/atomic/depth:3[/threads:2]
+// The threads:2 runs contend on the same (static) hierarchy; thread i runs on CPU i.
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+#include <vector>
+
+#include "memcg/charge.hpp"
+#include "memcg/counter.hpp"
+
+namespace {
+
+// ---- CPU pinning --------------------------------------------------------------------------
+
+// The CPUs this process may run on, read once before any benchmark pins the main thread.
+const std::vector<int>& allowed_cpus() {
+  static const std::vector<int> cpus = [] {
+    std::vector<int> v;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+      for (int i = 0; i < CPU_SETSIZE; ++i)
+        if (CPU_ISSET(i, &set)) v.push_back(i);
+    }
+    return v;
+  }();
+  return cpus;
+}
+[[maybe_unused]] const bool cpus_read_early = !allowed_cpus().empty();
+
+// Pins the calling thread to the i-th CPU (CPU i when every CPU is allowed). Failure is ignored:
+// the numbers are then merely noisier.
+void pin_thread(int i) {
+  const auto& cpus = allowed_cpus();
+  if (cpus.empty()) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpus[static_cast<std::size_t>(i) % cpus.size()], &set);
+  (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+// ---- the baseline: the bare walk ----------------------------------------------------------
+
+struct baseline_level {
+  alignas(64) std::atomic<std::int64_t> usage{0};  // written by every charge: its own line
+  alignas(64) std::atomic<std::int64_t> max{memcg::page_counter_max};  // read-mostly
+  baseline_level* parent = nullptr;
+};
+
+struct baseline_tree {
+  baseline_level root;
+  baseline_level mid;
+  baseline_level leaf;
+  baseline_tree() {
+    mid.parent = &root;
+    leaf.parent = &mid;
+  }
+};
+
+bool baseline_try_charge(baseline_level* leaf, std::int64_t nr) noexcept {
+  baseline_level* c = leaf;
+  for (; c; c = c->parent) {
+    const std::int64_t next = c->usage.fetch_add(nr, std::memory_order_acq_rel) + nr;
+    if (next > c->max.load(std::memory_order_relaxed)) {
+      c->usage.fetch_sub(nr, std::memory_order_acq_rel);
+      break;
+    }
+  }
+  if (c == nullptr) return true;
+  for (baseline_level* u = leaf; u != c; u = u->parent)
+    u->usage.fetch_sub(nr, std::memory_order_acq_rel);
+  return false;
+}
+
+void baseline_uncharge(baseline_level* leaf, std::int64_t nr) noexcept {
+  for (baseline_level* c = leaf; c; c = c->parent) c->usage.fetch_sub(nr, std::memory_order_acq_rel);
+}
+
+baseline_tree& shared_baseline() {
+  static baseline_tree t;
+  return t;
+}
+
+// ---- the library ----------------------------------------------------------------------------
+
+template <class Sync>
+struct counter_tree {
+  memcg::basic_counter<Sync> root;
+  memcg::basic_counter<Sync> mid{&root};
+  memcg::basic_counter<Sync> leaf{&mid};
+};
+
+template <class Sync>
+counter_tree<Sync>& shared_tree() {
+  static counter_tree<Sync> t;
+  return t;
+}
+
+// ---- benchmarks -----------------------------------------------------------------------------
+
+void bm_atomic_walk_baseline(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  baseline_tree& t = shared_baseline();
+  for (auto _ : state) {
+    bool ok = baseline_try_charge(&t.leaf, 1);
+    benchmark::DoNotOptimize(ok);
+    if (ok) baseline_uncharge(&t.leaf, 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+template <class Sync>
+void bm_charge_uncharge(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  counter_tree<Sync>& t = shared_tree<Sync>();
+  for (auto _ : state) {
+    std::errc e = t.leaf.try_charge(1);
+    benchmark::DoNotOptimize(e);
+    if (e == std::errc{}) (void)t.leaf.uncharge(1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void bm_guard_atomic(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  counter_tree<memcg::sync::atomic>& t = shared_tree<memcg::sync::atomic>();
+  for (auto _ : state) {
+    auto r = memcg::try_charge(t.leaf, 1);  // the guard gives the page back at scope end
+    bool ok = static_cast<bool>(r);
+    benchmark::DoNotOptimize(ok);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// One registration for one thread (no Threads() call), and one with Threads(2) when the
+// benchmark may run concurrently.
+void register_pair(const char* name, void (*fn)(benchmark::State&), bool concurrent) {
+  benchmark::RegisterBenchmark(name, fn);
+  if (concurrent) benchmark::RegisterBenchmark(name, fn)->Threads(2);
+}
+
+const bool registered = [] {
+  register_pair("counter/atomic_walk_baseline/depth:3", &bm_atomic_walk_baseline, true);
+  register_pair("counter/charge_uncharge/single_thread/depth:3",
+                &bm_charge_uncharge<memcg::sync::single_thread>, false);
+  register_pair("counter/charge_uncharge/atomic/depth:3", &bm_charge_uncharge<memcg::sync::atomic>,
+                true);
+  register_pair("counter/charge_uncharge/spinlocked/depth:3",
+                &bm_charge_uncharge<memcg::sync::spinlocked>, true);
+  register_pair("counter/charge_uncharge/null/depth:3", &bm_charge_uncharge<memcg::sync::null>,
+                true);
+  register_pair("counter/guard/atomic/depth:3", &bm_guard_atomic, true);
+  return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();
