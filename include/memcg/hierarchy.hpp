@@ -121,9 +121,10 @@ class basic_hierarchy {
   ~basic_hierarchy() {
     detail::stock_registry<Sync>::instance().drain_if(
         [this](group* g) { return &g->hierarchy() == this; });
-    auto* ts = detail::thread_stock<Sync>::local();
-    if (ts->over_high_group && &ts->over_high_group->hierarchy() == this) {
+    auto* ts = detail::thread_stock<Sync>::peek();
+    if (ts && ts->over_high_owner == this) {
       ts->over_high_group = nullptr;
+      ts->over_high_owner = nullptr;
       ts->over_high_pages = 0;
     }
   }
@@ -371,9 +372,11 @@ class basic_hierarchy {
     auto* ts = detail::thread_stock<Sync>::local();
     std::int64_t nr = ts->over_high_pages;
     group* g0 = ts->over_high_group;
+    const void* owner = ts->over_high_owner;
     ts->over_high_pages = 0;
     ts->over_high_group = nullptr;
-    if (!nr || !g0 || &g0->hierarchy() != this) return 0;
+    ts->over_high_owner = nullptr;
+    if (!nr || !g0 || owner != this) return 0;
     group* g = g0->live();
     int retries = max_reclaim_retries;
     bool in_retry = false;
@@ -665,8 +668,10 @@ class basic_hierarchy {
         trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent_) {
           if (m->memory.usage() > m->memory.high()) {
+            if (ts->over_high_owner != this) ts->over_high_pages = 0;  // another hierarchy's
             ts->over_high_pages += batch;
             ts->over_high_group = &g;
+            ts->over_high_owner = this;
             trace({trace_point::over_high, &g, m, counter_id::memory, k, nr_pages, batch});
             break;
           }

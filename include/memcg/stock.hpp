@@ -118,9 +118,14 @@ class thread_stock {
     return 0;
   }
 
-  // memory.high: pages charged above high since the last throttle point, and the group.
+  // The calling thread's stock if it has one (never creates one: safe during exit).
+  static thread_stock* peek() noexcept { return tls_stock_; }
+
+  // memory.high: pages charged above high since the last throttle point, the group, and its
+  // hierarchy (compared, never dereferenced: it may be gone).
   std::int64_t over_high_pages = 0;
   group* over_high_group = nullptr;
+  const void* over_high_owner = nullptr;
   // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages.
   int reclaim_depth = 0;
   std::int64_t reclaimed_pages = 0;
@@ -314,6 +319,7 @@ struct thread_stock_holder {
     stock_registry<Sync>::instance().remove(stock);
     thread_stock<Sync>::tls_stock_ = nullptr;
     delete stock;
+    stock = nullptr;
   }
 };
 
