@@ -905,7 +905,7 @@ TEST_CASE("charges, uncharges, mkdir, rmdir and limit writes in parallel keep ev
   make(h, "A/B");
   constexpr int nr_workers = 2;
   constexpr int nr_leaves = 6;
-  constexpr int iterations = memcg::sanitizer_build ? 20000 : 200000;
+  constexpr int iterations = memcg::sanitizer_build ? 100000 : 200000;
   const std::vector<std::string> leaves = [] {
     std::vector<std::string> v;
     for (int i = 0; i < nr_leaves; ++i) v.push_back((i % 2 ? "A/B/L" : "A/L") + std::to_string(i));
