@@ -70,7 +70,7 @@ class thread_stock {
       std::int64_t have = s.nr_pages.load_relaxed();
       if (have >= nr_pages) {
         s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
-        if (stat_kind >= 0) stat_add(s, stat_kind, nr_pages);
+        if (stat_kind >= 0) stat_add_fast(s, stat_kind, nr_pages);
         hit = true;
       }
       break;
@@ -91,7 +91,7 @@ class thread_stock {
         std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
         if (MEMCG_LIKELY(have <= batch)) {
           s.nr_pages.store_relaxed(have);
-          if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);
+          if (stat_kind >= 0) stat_add_fast(s, stat_kind, stat_delta);
           leave();
           return;
         }
@@ -152,7 +152,12 @@ class thread_stock {
     if constexpr (Sync::concurrent) busy_.store_release(0);
   }
 
-  MEMCG_ALWAYS_INLINE void stat_add(slot& s, int k, std::int64_t delta) noexcept {
+  // The fast paths only add; the bound is checked where a slot goes through refill_slow(),
+  // which every batch of net charges or uncharges reaches, and readers flush anyway.
+  MEMCG_ALWAYS_INLINE static void stat_add_fast(slot& s, int k, std::int64_t delta) noexcept {
+    s.stat[k].store_relaxed(s.stat[k].load_relaxed() + delta);
+  }
+  void stat_add(slot& s, int k, std::int64_t delta) noexcept {
     std::int64_t d = s.stat[k].load_relaxed() + delta;
     if (MEMCG_UNLIKELY(d > stat_fold_bound || d < -stat_fold_bound)) {
       s.cached.load_relaxed()->live()->stat_add(static_cast<kind>(k), d);
@@ -200,7 +205,8 @@ class thread_stock {
       have = 0;
     }
     target->nr_pages.store_relaxed(have);
-    if (stat_kind >= 0) stat_add(*target, stat_kind, stat_delta);
+    if (stat_kind >= 0) stat_add_fast(*target, stat_kind, stat_delta);
+    for (int k = 0; k < nr_kinds; ++k) stat_add(*target, k, 0);  // fold what passed the bound
   }
 
   static thread_stock* create_local() noexcept;
