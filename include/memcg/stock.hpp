@@ -53,6 +53,76 @@ class thread_stock {
     std::array<cell, nr_kinds> stat{};
   };
 
+  // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of kind
+  // `kind` pre-charged, as whole pages, through `cached`->memcg().
+  // Invariant: 0 <= nr_bytes <= obj_stock_max + one object; owner-only writes (the protocol
+  // above), drainers write under quiescence.
+  using objcg = basic_objcg<Sync>;
+  using objcg_cell = typename Sync::template cell<objcg*>;
+  struct obj_slot {
+    objcg_cell cached;
+    cell kind;
+    cell nr_bytes;
+  };
+  // U16_MAX: a stock refilled without uncharging never holds more.
+  static constexpr std::int64_t obj_stock_max = 65535;
+
+  // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k.
+  MEMCG_ALWAYS_INLINE bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    if (!enter()) return false;
+    bool hit = false;
+    for (obj_slot& s : obj_slots_) {
+      if (s.cached.load_relaxed() != o || s.kind.load_relaxed() != k) continue;
+      std::int64_t have = s.nr_bytes.load_relaxed();
+      if (have >= nr_bytes) {
+        s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
+        hit = true;
+      }
+      break;
+    }
+    leave();
+    return hit;
+  }
+
+  // refill_obj_stock(): parks nr_bytes charged through o (of kind k). Returns the whole pages
+  // the caller must uncharge through the hierarchy (o->memcg(), kind k): all of the slot's whole
+  // pages when allow_uncharge and it passed one page, or when it passed obj_stock_max. The
+  // sub-page rest stays. A slot taken from another handle drains it (whole pages straight to
+  // the counters, the rest parked in its handle) and adopts o's parked bytes.
+  MEMCG_ALWAYS_INLINE std::int64_t refill_obj(objcg* o, int k, std::int64_t nr_bytes,
+                                              bool allow_uncharge) noexcept {
+    if (!enter()) {  // a drainer owns the stock: park in the handle
+      o->park_bytes(static_cast<kind>(k), nr_bytes);
+      return 0;
+    }
+    obj_slot* t = nullptr;
+    for (obj_slot& s : obj_slots_)
+      if (s.cached.load_relaxed() == o && s.kind.load_relaxed() == k) {
+        t = &s;
+        break;
+      }
+    if (MEMCG_UNLIKELY(!t)) {
+      t = switch_obj_slot(o, k);
+      allow_uncharge = true;  // switching forces it, as the kernel does
+    }
+    std::int64_t have = t->nr_bytes.load_relaxed() + nr_bytes;
+    std::int64_t pages = 0;
+    if ((allow_uncharge && have > page_size) || have > obj_stock_max) {
+      pages = have >> page_shift;
+      have &= page_size - 1;
+    }
+    t->nr_bytes.store_relaxed(have);
+    leave();
+    return pages;
+  }
+
+  // Bytes of kind k parked for o in this thread's byte stock (owner thread only).
+  std::int64_t obj_parked(const objcg* o, int k) const noexcept {
+    for (const obj_slot& s : obj_slots_)
+      if (s.cached.load_relaxed() == o && s.kind.load_relaxed() == k) return s.nr_bytes.load_relaxed();
+    return 0;
+  }
+
   // The calling thread's stock; created (and registered) on first use.
   static thread_stock* local() noexcept {
     thread_stock* s = tls_stock_;
@@ -65,6 +135,7 @@ class thread_stock {
   MEMCG_ALWAYS_INLINE bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
     if (!enter()) return false;
     bool hit = false;
+#pragma GCC unroll 8
     for (slot& s : slots_) {
       if (s.cached.load_relaxed() != g) continue;
       std::int64_t have = s.nr_pages.load_relaxed();
@@ -86,6 +157,7 @@ class thread_stock {
                                   std::int64_t stat_delta, std::int64_t batch) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
     if (enter()) {
+#pragma GCC unroll 8
       for (slot& s : slots_) {
         if (s.cached.load_relaxed() != g) continue;
         std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
@@ -138,8 +210,12 @@ class thread_stock {
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
     if constexpr (Sync::concurrent) {
       busy_.store_relaxed(1);
-      asymmetric_fence_light();  // orders the store above before the load below; pairs with
-                                 // asymmetric_fence_heavy() in stock_registry::quiesce()
+      // Orders the store above before the load below; pairs with asymmetric_fence_heavy() in
+      // stock_registry::quiesce(). The kind of fence was fixed when this stock was made.
+      if (MEMCG_LIKELY(light_fence_))
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+      else
+        std::atomic_thread_fence(std::memory_order_seq_cst);
       if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with release()
         busy_.store_release(0);
         return false;
@@ -211,10 +287,49 @@ class thread_stock {
 
   static thread_stock* create_local() noexcept;
 
+  // drain_obj_stock(): whole pages straight to the counters, the rest parked in the handle.
+  static void drain_obj_slot(obj_slot& s) noexcept {
+    objcg* o = s.cached.load_relaxed();
+    if (!o) return;
+    auto k = static_cast<kind>(s.kind.load_relaxed());
+    std::int64_t have = s.nr_bytes.load_relaxed();
+    std::int64_t pages = have >> page_shift, rest = have & (page_size - 1);
+    if (pages) {
+      group* g = o->memcg();
+      (void)g->memory.uncharge(pages);
+      if (is_kernel_kind(k)) (void)g->kmem.uncharge(pages);
+      g->live()->stat_add(k, -pages);
+    }
+    if (rest) o->park_bytes(k, rest);
+    s.nr_bytes.store_relaxed(0);
+    s.cached.store_relaxed(nullptr);
+  }
+  MEMCG_NOINLINE obj_slot* switch_obj_slot(objcg* o, int k) noexcept {
+    obj_slot* t = nullptr;
+    for (obj_slot& s : obj_slots_)
+      if (!s.cached.load_relaxed()) {
+        t = &s;
+        break;
+      }
+    if (!t) {  // evict round-robin (NR_OBJ_STOCK slots in the kernel)
+      t = &obj_slots_[obj_drain_idx_++ % nr_slots];
+      drain_obj_slot(*t);
+    }
+    t->cached.store_relaxed(o);
+    t->kind.store_relaxed(k);
+    t->nr_bytes.store_relaxed(o->take_bytes(static_cast<kind>(k)));
+    return t;
+  }
+
   alignas(64) cell busy_;
   cell pending_;
+  // membarrier(2) works: the owner's side of the fence is a compiler barrier (set before the
+  // stock is registered, never changed).
+  bool light_fence_ = false;
   std::array<slot, nr_slots> slots_{};
   unsigned drain_idx_ = 0;
+  std::array<obj_slot, nr_slots> obj_slots_{};
+  unsigned obj_drain_idx_ = 0;
   thread_stock* next_ = nullptr;
   thread_stock* prev_ = nullptr;
 
@@ -249,6 +364,7 @@ class stock_registry {
   void remove(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);  // no drainer runs while we hold it
     for (slot& sl : s->slots_) stock::drain_slot(sl, true);
+    for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
     if (s->prev_) s->prev_->next_ = s->next_;
     else head_ = s->next_;
     if (s->next_) s->next_->prev_ = s->prev_;
@@ -257,18 +373,28 @@ class stock_registry {
   // drain_all_stock(): every slot caching a group of the subtree of `root` (or of any group
   // when root is null) gives its pages back and folds its statistics. Synchronous.
   void drain(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce([&](slot& s) {
-      group* g = s.cached.load_relaxed();
-      if (g && (!root || g->is_descendant_of(root))) stock::drain_slot(s, true);
-    });
+    quiesce(
+        [&](slot& s) {
+          group* g = s.cached.load_relaxed();
+          if (g && (!root || g->is_descendant_of(root))) stock::drain_slot(s, true);
+        },
+        [&](obj_slot& s) {
+          auto* o = s.cached.load_relaxed();
+          if (o && (!root || o->memcg()->is_descendant_of(root))) stock::drain_obj_slot(s);
+        });
   }
   // Drains the slots of groups of one hierarchy (hierarchy destruction).
   template <class Pred>
   void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce([&](slot& s) {
-      group* g = s.cached.load_relaxed();
-      if (g && pred(g)) stock::drain_slot(s, true);
-    });
+    quiesce(
+        [&](slot& s) {
+          group* g = s.cached.load_relaxed();
+          if (g && pred(g)) stock::drain_slot(s, true);
+        },
+        [&](obj_slot& s) {
+          auto* o = s.cached.load_relaxed();
+          if (o && pred(o->memcg())) stock::drain_obj_slot(s);
+        });
   }
   // The rstat flush: every thread's statistics deltas folded into their groups.
   void flush_stats() ABSL_LOCKS_EXCLUDED(mu_) {
@@ -292,8 +418,11 @@ class stock_registry {
   }
 
  private:
-  template <class Fn>
-  void quiesce(Fn fn) ABSL_LOCKS_EXCLUDED(mu_) {
+  using obj_slot = typename stock::obj_slot;
+  static void no_obj(obj_slot&) noexcept {}
+
+  template <class Fn, class ObjFn = void (*)(obj_slot&) noexcept>
+  void quiesce(Fn fn, ObjFn obj_fn = &no_obj) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);
     if constexpr (Sync::concurrent) {
       // seq_cst with the heavy fence below: pairs with enter()'s light fence on each owner.
@@ -305,8 +434,10 @@ class stock_registry {
         }
       }
     }
-    for (stock* s = head_; s; s = s->next_)
+    for (stock* s = head_; s; s = s->next_) {
       for (slot& sl : s->slots_) fn(sl);
+      for (obj_slot& o : s->obj_slots_) obj_fn(o);
+    }
     if constexpr (Sync::concurrent) {
       // release: our slot writes are visible to the owner once it sees pending == 0.
       for (stock* s = head_; s; s = s->next_) s->pending_.store_release(0);
@@ -331,10 +462,11 @@ struct thread_stock_holder {
 
 template <sync_policy Sync>
 thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
-  membarrier_init();  // before the first stock exists, so the fast path's choice is fixed
+  bool light = membarrier_init();
   static thread_local thread_stock_holder<Sync> holder;
   if (!holder.stock) {
     holder.stock = new thread_stock<Sync>();
+    holder.stock->light_fence_ = light;
     stock_registry<Sync>::instance().add(holder.stock);
   }
   tls_stock_ = holder.stock;
