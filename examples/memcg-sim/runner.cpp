@@ -6,8 +6,10 @@
 //   tracer         --trace: every step of the charge path and of reclaim, as teaching text
 //   runner_state   the hierarchy, page caches, virtual clock, and the command table
 //
-// Sockets and pressure are not in the library yet: their commands parse (parser.cpp) and answer
+// Sockets are not in the library yet: their commands parse (parser.cpp) and answer
 // `EINVAL (not supported yet)` here. To add them, replace `unsupported` in the table below.
+// The virtual clock is the hierarchy's clock policy: throttling and `sleep` advance it, and
+// memory.pressure and the socket-pressure hold read it.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -315,6 +317,7 @@ bool socket_file(std::string_view target, std::string_view f) {
 class runner_state {
  public:
   runner_state(const options& o, std::string title) : opts_(o), title_(std::move(title)) {
+    h_.set_clock(&clock_);
     add_cache(h_.root());
     if (o.trace) {
       h_.set_tracer(&tracer_);
@@ -356,10 +359,10 @@ class runner_state {
     }
     // The end of a command is the task's throttle point (return to user space in the kernel).
     std::string throttled;
-    if (std::int64_t ms = h_.handle_over_high(); ms > 0) {
+    // throttle_point() sleeps the penalty on the virtual clock, as stall time (memory.pressure).
+    if (std::int64_t ms = h_.throttle_point(); ms > 0) {
       throttled = charged_in_.empty() ? std::string("/") : charged_in_;
       std::printf("throttle %s %lld\n", throttled.c_str(), static_cast<long long>(ms));
-      clock_ms_ += ms;
     }
     if (!opts_.plot.empty()) {
       record(c.line, c.text, !r.ok);
@@ -529,7 +532,12 @@ class runner_state {
   }
 
   outcome do_socket(const command&) { return unsupported(); }
-  outcome do_sleep(const command&) { return unsupported(); }
+  outcome do_sleep(const command& c) {
+    std::int64_t ms = *parse_duration(c.args[0]);  // checked by the parser
+    clock_.advance(std::min<std::int64_t>(ms, INT64_MAX / 4 / memcg::usec_per_msec) *
+                   memcg::usec_per_msec);
+    return ok();
+  }
 
   // ---- expectations ----
 
@@ -620,13 +628,13 @@ class runner_state {
 
   options opts_;
   std::string title_;
-  hierarchy h_;
+  memcg::virtual_clock clock_;     // the virtual clock: only throttling and `sleep` take time
+  hierarchy h_;                    // after clock_: it reads the clock until destroyed
   tracer tracer_;
   std::map<group*, std::unique_ptr<page_cache>> caches_;
   std::vector<std::string> seen_;  // every group path ever made, in creation order (plot)
   std::vector<sample> samples_;
   std::uint64_t seq_ = 0;          // charge order of reclaimable pages
-  std::int64_t clock_ms_ = 0;      // the virtual clock: only throttling takes time
   int line_ = 0;
   std::string charged_in_;         // the group the current command charged in
   bool failed_ = false;

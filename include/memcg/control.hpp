@@ -162,9 +162,17 @@ control_value read_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::
                  {"sock", bytes_str(at(kind::sock))}};
     return r;
   }
-  if (file == "memory.pressure_level" || file == "memory.pressure") {
+  if (file == "memory.pressure_level")
+    return one(std::string(pressure_level_name(h.pressure().level(g))));
+  if (file == "memory.pressure") {
+    // scenario.md: the `some` line of PSI as keys (memcg/pressure.hpp).
+    psi_snapshot p = h.pressure().psi(g);
     control_value r;
-    r.error = std::errc::not_supported;
+    r.keyed = true;
+    r.entries = {{"some_avg10", psi_avg_string(p.avg[0])},
+                 {"some_avg60", psi_avg_string(p.avg[1])},
+                 {"some_avg300", psi_avg_string(p.avg[2])},
+                 {"some_total", std::to_string(p.total_us)}};
     return r;
   }
   control_value r;

@@ -87,6 +87,8 @@ template <sync_policy Sync>
 class basic_reclaimer;
 template <sync_policy Sync>
 class basic_oom_handler;
+template <sync_policy Sync>
+class basic_group_pressure;  // memcg/pressure.hpp
 
 // The obj_cgroup: what long-lived charges point to instead of the group itself, so that a
 // removed group's charges can be redirected to its parent without touching the objects.
@@ -198,6 +200,10 @@ class basic_group {
   std::int64_t kmem_soft_limit() const noexcept { return kmem_soft_limit_.load_relaxed(); }
   void set_kmem_soft_limit(std::int64_t nr_pages) noexcept { kmem_soft_limit_.store_relaxed(nr_pages); }
 
+  // The group's pressure state (memcg/pressure.hpp): owned by the hierarchy, set before the
+  // group is published, never null afterwards.
+  basic_group_pressure<Sync>* pressure_state() const noexcept { return pressure_state_; }
+
   // memory.peak as an open file (one per group): -1 until written.
   std::int64_t peak_file_value() const noexcept { return peak_file_.load_relaxed(); }
   void set_peak_file_value(std::int64_t v) noexcept { peak_file_.store_relaxed(v); }
@@ -221,6 +227,7 @@ class basic_group {
   std::array<cell, nr_events> events_local_{};
   // Registered reclaimers (intrusive list); guarded by the hierarchy's reclaimer lock.
   basic_reclaimer<Sync>* reclaimers_ = nullptr;
+  basic_group_pressure<Sync>* pressure_state_ = nullptr;  // set by the hierarchy at mkdir
   // The OOM handler (owned by the program); acquire/release through the hierarchy.
   std::atomic<basic_oom_handler<Sync>*> oom_handler_{nullptr};
   // Handles redirected here by the rmdir of descendants (obj_cgroup list); tree lock.

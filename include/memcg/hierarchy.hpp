@@ -5,7 +5,8 @@
 //                             charge path of kernel-model.md §2.4 (stock, batch then exact,
 //                             reclaim of the refusing ancestor, drain once, 16 retries, OOM
 //                             handler, forced charges), the kmem and tcp sub-limits, uncharge
-//                             through the stock, memory.high accounting, limit writes
+//                             through the stock, memory.high accounting, limit writes; it
+//                             owns the pressure registry and feeds it (memcg/pressure.hpp)
 //   basic_oom_handler<Sync>   the callback that replaces the OOM killer (model.md, "No killing")
 //   charge_tracer<Sync>       sees every step of the charge path (memcg-sim --trace)
 //   charge_status<Sync>       what a charge answered: ok, or ENOMEM with the refusing group
@@ -32,6 +33,7 @@
 #include "memcg/counter.hpp"
 #include "memcg/detail/mutex.hpp"
 #include "memcg/group.hpp"
+#include "memcg/pressure.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/stock.hpp"
 
@@ -112,6 +114,7 @@ class basic_hierarchy {
   explicit basic_hierarchy(options o) : batch_(o.charge_batch), recursive_(o.recursive_protection) {
     mutex_lock l(&tree_mu_);
     auto r = std::make_unique<group>(this, nullptr, "", "/", next_id_++);
+    r->pressure_state_ = new_pressure_state();
     root_ = r.get();
     all_.push_back(std::move(r));
     paths_.emplace("/", root_);
@@ -159,6 +162,7 @@ class basic_hierarchy {
     if (paths_.contains(p)) return {nullptr, std::errc::file_exists};
     group* parent = pit->second;
     auto g = std::make_unique<group>(this, parent, name, p, next_id_++);
+    g->pressure_state_ = new_pressure_state();
     group* raw = g.get();
     all_.push_back(std::move(g));
     parent->children_.push_back(raw);
@@ -244,6 +248,13 @@ class basic_hierarchy {
   void set_reclaim_observer(reclaim_observer<Sync>* o) noexcept {
     observer_.store(o, std::memory_order_release);
   }
+  // Pressure: listeners, the clock, levels, stall times (memcg/pressure.hpp).
+  basic_pressure<Sync>& pressure() noexcept { return pressure_; }
+  // The clock policy (model.md, "Time is a policy"); nullptr: the steady clock.
+  // Requires: c outlives the hierarchy, or is replaced first.
+  void set_clock(clock_source* c) noexcept { pressure_.set_clock(c); }
+  clock_source& clock() const noexcept { return pressure_.clock(); }
+
   // The OOM handler of g (nullptr: none). Returns the previous one.
   oom_handler* set_oom_handler(group& g, oom_handler* h) noexcept {
     // acq_rel: the charge path's acquire load sees a fully built handler.
@@ -342,6 +353,7 @@ class basic_hierarchy {
       return &g->hierarchy() == this && (!root || g->is_descendant_of(root));
     });
     if (root) trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
+    pressure_.check_thresholds();
   }
 
   // ---- reclaim ----
@@ -350,17 +362,25 @@ class basic_hierarchy {
   reclaim_result reclaim(group& root, std::int64_t target, reclaim_filter filter)
       ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
     std::vector<group*> gs = preorder(root);
-    reader_lock l(&reclaimers_mu_);
-    auto count = [&](group* g, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      std::int64_t n = 0;
-      for (reclaimer* r = g->reclaimers_; r; r = r->next_) n += r->count(f);
-      return n;
-    };
-    auto free = [&](group* g, std::int64_t nr, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return free_pages(g, nr, f);
-    };
-    return detail::reclaim_walk<Sync>(root, gs, target, filter, recursive_protection(),
-                                      observer_.load(std::memory_order_acquire), count, free);
+    reclaim_result res;
+    {
+      reader_lock l(&reclaimers_mu_);
+      auto count = [&](group* g, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        std::int64_t n = 0;
+        for (reclaimer* r = g->reclaimers_; r; r = r->next_) n += r->count(f);
+        return n;
+      };
+      auto free = [&](group* g, std::int64_t nr, reclaim_filter f) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+        return free_pages(g, nr, f);
+      };
+      res = detail::reclaim_walk<Sync>(root, gs, target, filter, recursive_protection(),
+                                       observer_.load(std::memory_order_acquire), count, free);
+    }
+    // vmpressure, thresholds and low events of the walk, with no library lock held.
+    pressure_.on_reclaim(root, target, res.scanned, res.reclaimed);
+    pressure_.check_thresholds();
+    pressure_.poll_events();
+    return res;
   }
 
   // ---- memory.high ----
@@ -395,6 +415,25 @@ class basic_hierarchy {
       return penalty;
     }
   }
+  // throttle_point(): where the program pays its memory.high penalty (model.md, "Time is a
+  // policy"): between requests, on return to its event loop, wherever sleeping is safe.
+  // Runs handle_over_high(), then sleeps the penalty through the clock policy (a virtual clock
+  // advances) as stall time of the charging group and its ancestors (memory.pressure), then
+  // checks usage thresholds. Returns the penalty in milliseconds (0: none).
+  // Requires: no library lock held, and nothing the penalty should not delay.
+  std::int64_t throttle_point() {
+    auto* ts = detail::thread_stock<Sync>::local();
+    group* g = ts->over_high_owner == this ? ts->over_high_group : nullptr;
+    std::int64_t ms = handle_over_high();
+    if (ms > 0 && g) {
+      pressure_.memstall_enter(*g);
+      pressure_.clock().sleep_us(ms * usec_per_msec);
+      pressure_.memstall_leave(*g);
+    }
+    pressure_.check_thresholds();
+    return ms;
+  }
+
   // Pages this thread charged over high since its last throttle point.
   std::int64_t over_high_pages() const noexcept {
     return detail::thread_stock<Sync>::local()->over_high_pages;
@@ -598,6 +637,7 @@ class basic_hierarchy {
 #endif
     }
     if (ok) over.memory_event(event::oom_kill);
+    pressure_.poll_events();
     return ok;
   }
 
@@ -676,6 +716,8 @@ class basic_hierarchy {
             break;
           }
         }
+        // Usage changed on a counter walk (not inside a reclaimer: listeners run lock-free).
+        if (ts->reclaim_depth == 0) pressure_.check_thresholds();
         return {};
       }
       if (err != std::errc::not_enough_memory) return {err};
@@ -690,7 +732,9 @@ class basic_hierarchy {
       over->memory_event(event::max);
       raised_max_event = true;
       {
+        pressure_.memstall_enter(g);  // direct reclaim is stall time (psi_memstall_enter)
         std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::all).reclaimed;
+        pressure_.memstall_leave(g);
         trace({trace_point::reclaim, &g, over, counter_id::memory, k, nr_pages, reclaimed});
         if (over->memory.margin() >= nr_pages) continue;
         if (!drained) {
@@ -722,6 +766,7 @@ class basic_hierarchy {
     nomem:
       if (!has(flags, gfp::nofail) && !has(flags, gfp::high) && ts->reclaim_depth == 0) {
         trace({trace_point::nomem, &g, over, counter_id::memory, k, nr_pages, 0});
+        pressure_.charge_failed(g, over, counter_id::memory, k, nr_pages);
         return {std::errc::not_enough_memory, over, counter_id::memory};
       }
       break;
@@ -730,6 +775,10 @@ class basic_hierarchy {
     if (!raised_max_event && over) over->memory_event(event::max);
     if (g.memory.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
     trace({trace_point::forced, &g, over, counter_id::memory, k, nr_pages, 0});
+    if (ts->reclaim_depth == 0) {
+      pressure_.poll_events();
+      pressure_.check_thresholds();
+    }
     return {};
   }
 
@@ -746,7 +795,9 @@ class basic_hierarchy {
       over = owner_of(g, fail, counter_id::kmem);
       trace({trace_point::sub_refused, &g, over, counter_id::kmem, k, nr_pages, 0});
       if (has(flags, gfp::noreclaim) || stock::local()->reclaim_depth > 0) break;
+      pressure_.memstall_enter(g);
       std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::kernel).reclaimed;
+      pressure_.memstall_leave(g);
       trace({trace_point::reclaim, &g, over, counter_id::kmem, k, nr_pages, reclaimed});
       if (over->kmem.margin() >= nr_pages) continue;
       if (has(flags, gfp::noretry)) break;
@@ -760,6 +811,7 @@ class basic_hierarchy {
       return {};
     }
     trace({trace_point::nomem, &g, over, counter_id::kmem, k, nr_pages, 0});
+    pressure_.charge_failed(g, over, counter_id::kmem, k, nr_pages);
     return {std::errc::not_enough_memory, over, counter_id::kmem};
   }
 
@@ -779,6 +831,7 @@ class basic_hierarchy {
       if (g.tcp.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
       return {};
     }
+    pressure_.charge_failed(g, over, counter_id::tcp, kind::sock, nr_pages);
     return {std::errc::not_enough_memory, over, counter_id::tcp};
   }
 
@@ -822,6 +875,11 @@ class basic_hierarchy {
 
   void flush_local_stats() { detail::stock_registry<Sync>::instance().flush_stats(); }
 
+  basic_group_pressure<Sync>* new_pressure_state() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_) {
+    pressure_states_.push_back(std::make_unique<basic_group_pressure<Sync>>());
+    return pressure_states_.back().get();
+  }
+
   group* root_ = nullptr;
   mutable mutex tree_mu_;
   // Every group ever made, zombies included: freed with the hierarchy.
@@ -835,6 +893,9 @@ class basic_hierarchy {
   std::atomic<charge_tracer<Sync>*> tracer_{nullptr};
   std::atomic<reclaim_observer<Sync>*> observer_{nullptr};
   std::atomic<std::int64_t> callback_failures_{0};
+  // The pressure registry and every group's pressure state (group::pressure_state()).
+  basic_pressure<Sync> pressure_;
+  std::vector<std::unique_ptr<basic_group_pressure<Sync>>> pressure_states_ ABSL_GUARDED_BY(tree_mu_);
 };
 
 template <sync_policy Sync>

@@ -3,6 +3,7 @@
 // Layers, bottom to top (each includes only those below it):
 //   config, sync, counter, charge       memcg::core: no dependency at all
 //   group, stock, context, reclaim      memcg::memcg: Abseil
+//   clock, pressure                     levels, thresholds, subscriptions, stall time
 //   hierarchy (the charge path), control
 #pragma once
 
@@ -14,5 +15,7 @@
 #include "memcg/stock.hpp"
 #include "memcg/context.hpp"
 #include "memcg/reclaim.hpp"
+#include "memcg/clock.hpp"
+#include "memcg/pressure.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/control.hpp"
