@@ -103,8 +103,23 @@ class basic_objcg {
   // Gives back nr_pages of k through whatever group the handle points to (used by guards).
   std::errc uncharge(kind k, std::int64_t nr_pages) noexcept;
 
+  // obj_cgroup::nr_charged_bytes: bytes of kind k charged (as whole pages, through memcg())
+  // that neither an object nor a byte stock holds: the sub-page rests of drained byte stocks.
+  // The next byte stock that caches this handle adopts them (refill_obj_stock).
+  // relaxed: a byte count handed over whole by the exchange; no other data rides on it.
+  void park_bytes(kind k, std::int64_t nr_bytes) noexcept {
+    charged_bytes_[static_cast<int>(k)].fetch_add(nr_bytes, std::memory_order_relaxed);
+  }
+  std::int64_t take_bytes(kind k) noexcept {
+    return charged_bytes_[static_cast<int>(k)].exchange(0, std::memory_order_relaxed);
+  }
+  std::int64_t parked_bytes(kind k) const noexcept {
+    return charged_bytes_[static_cast<int>(k)].load(std::memory_order_relaxed);
+  }
+
  private:
   std::atomic<basic_group<Sync>*> memcg_;
+  std::array<std::atomic<std::int64_t>, nr_kinds> charged_bytes_{};
 };
 
 template <sync_policy Sync>

@@ -1,0 +1,762 @@
+// memcg/slab.hpp: the memcg-aware slab allocator and the kernel-style allocator shim.
+//
+// Contents:
+//   __GFP_ACCOUNT, __GFP_ZERO, __GFP_NOFAIL, GFP_KERNEL_ACCOUNT
+//                              the allocator's gfp flags (with GFP_KERNEL, GFP_NOWAIT, GFP_ATOMIC
+//                              of memcg/context.hpp), with the kernel's meaning
+//   obj_cgroup_charge()        byte-level charging through the thread's byte stock (§3.4)
+//   obj_cgroup_uncharge()      ... and its give-back (refill_obj_stock)
+//   slab_flags                 SLAB_ACCOUNT, SLAB_RECLAIM_ACCOUNT as an enum
+//   kmem_cache_node            the objects of one cache charged to one obj_cgroup: statistics
+//                              and, for a reclaimable cache, the group's reclaimer (list_lru)
+//   kmem_cache                 a cache of objects of one size and alignment (or of any size:
+//                              the kmalloc caches)
+//   typed_kmem_cache<T>        kmem_cache of T: construct / destroy
+//   kmem_cache_create/alloc/free/destroy, kmalloc, kzalloc, kcalloc, kmalloc_array, krealloc,
+//   kfree, ksize               the kernel's allocator API; a refusal returns nullptr
+//   accounted_allocator<T>     a standard allocator charging a group (throws std::bad_alloc)
+//   slab_stat, slab_stat_of()  objects and bytes in use, per cache and per group
+//   detail::slab_backend       mimalloc, or the system allocator in sanitizer builds
+//
+// This is the only header that includes <mimalloc.h>. Linking memcg::slab links libmimalloc.so,
+// which replaces malloc/free/new/delete for the whole process (DESIGN.md, "mimalloc").
+// The slab is written for the default policy, sync::atomic (memcg::hierarchy).
+//
+// Object layout: [ object (size rounded up to 8) | obj tag (8 bytes) ]. The tag is the address
+// of the object's kmem_cache_node with bit 0 set while the object is live; the node knows the
+// cache and the obj_cgroup. The charge of an object is its full size (object + tag; for kmalloc
+// caches, the block's usable size), as the kernel's obj_full_size().
+//
+// Threads: alloc and free take no lock, allocate nothing beyond the backing allocator and never
+// throw; an object may be freed by any thread. Creating a node (the first object of a cache for a
+// group) takes the cache's lock. Statistics are per-thread stripes summed by readers: exact when
+// the writers are quiet, a snapshot otherwise.
+//
+// Requires: a cache that allocated objects for groups of a hierarchy is destroyed before that
+// hierarchy, and its objects are freed before the cache (else the cache reports and leaks).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "memcg/config.hpp"
+#include "memcg/context.hpp"
+#include "memcg/group.hpp"
+#include "memcg/hierarchy.hpp"
+#include "memcg/reclaim.hpp"
+#include "memcg/stock.hpp"
+
+#if defined(MEMCG_SANITIZER_BUILD) || defined(MEMCG_SANITIZER_DETECTED)
+#define MEMCG_SLAB_SYSTEM_ALLOCATOR 1
+#include <malloc.h>
+#else
+#include <mimalloc.h>
+#endif
+
+namespace memcg {
+
+// ---- gfp flags of the allocator -------------------------------------------------------------
+// Bits above those of memcg/context.hpp; the charge path ignores them.
+// NOLINTBEGIN(bugprone-reserved-identifier): the kernel's names, on purpose.
+inline constexpr gfp __GFP_NOFAIL = gfp::nofail;
+inline constexpr gfp __GFP_ACCOUNT = static_cast<gfp>(1u << 8);  // charge the active memcg
+inline constexpr gfp __GFP_ZERO = static_cast<gfp>(1u << 9);     // zeroed memory
+inline constexpr gfp GFP_KERNEL_ACCOUNT = GFP_KERNEL | __GFP_ACCOUNT;
+// NOLINTEND(bugprone-reserved-identifier)
+
+// kmem_cache_create() flags.
+enum class slab_flags : std::uint32_t {
+  none = 0,
+  account = 1u << 0,      // SLAB_ACCOUNT: every object is charged to the allocating group
+  reclaimable = 1u << 1,  // SLAB_RECLAIM_ACCOUNT: slab_reclaimable, with per-group reclaimers
+};
+constexpr slab_flags operator|(slab_flags a, slab_flags b) noexcept {
+  return static_cast<slab_flags>(static_cast<std::uint32_t>(a) | static_cast<std::uint32_t>(b));
+}
+constexpr bool has(slab_flags f, slab_flags bit) noexcept {
+  return (static_cast<std::uint32_t>(f) & static_cast<std::uint32_t>(bit)) != 0;
+}
+
+using objcg = basic_objcg<sync::atomic>;
+
+// ---- byte-level charging (kernel-model.md §3.4, model.md "Object charging") -----------------
+
+// obj_cgroup_charge(): charges nr_bytes of kind k to o's group. From the thread's byte stock if
+// it holds that much for (o, k); else PAGE_ALIGN(nr_bytes) is charged through the hierarchy
+// (which may reclaim, as flags allow) and the rest of the last page is refilled without
+// uncharging (the kernel's allow_uncharge = false).
+// Guarantees: true when charged; false (nothing charged) when the hierarchy refused.
+inline bool obj_cgroup_charge(objcg* o, kind k, std::int64_t nr_bytes, gfp flags) noexcept {
+  auto* ts = detail::thread_stock<sync::atomic>::local();
+  if (MEMCG_LIKELY(ts->consume_obj(o, static_cast<int>(k), nr_bytes))) return true;
+  group* g = o->memcg();
+  std::int64_t nr_pages = bytes_to_pages_up(nr_bytes);
+  if (!g->hierarchy().try_charge(*g, k, nr_pages, flags)) return false;
+  std::int64_t rest = nr_pages * page_size - nr_bytes;
+  if (rest) {
+    std::int64_t pages = ts->refill_obj(o, static_cast<int>(k), rest, false);
+    if (pages) g->hierarchy().uncharge_unchecked(*g, k, pages);
+  }
+  return true;
+}
+
+// obj_cgroup_uncharge(): gives nr_bytes back to the byte stock; whole pages leave it when it
+// passes one page (through o's group now: the parent after rmdir).
+inline void obj_cgroup_uncharge(objcg* o, kind k, std::int64_t nr_bytes) noexcept {
+  auto* ts = detail::thread_stock<sync::atomic>::local();
+  std::int64_t pages = ts->refill_obj(o, static_cast<int>(k), nr_bytes, true);
+  if (pages) {
+    group* g = o->memcg();
+    g->hierarchy().uncharge_unchecked(*g, k, pages);
+  }
+}
+
+// Bytes of (o, k) in the calling thread's byte stock (tests, traces).
+inline std::int64_t obj_stock_bytes(const objcg* o, kind k) noexcept {
+  return detail::thread_stock<sync::atomic>::local()->obj_parked(o, static_cast<int>(k));
+}
+
+class kmem_cache;
+
+namespace detail {
+
+// ---- the backing allocator ----
+
+#if defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
+struct slab_backend {
+  static constexpr bool is_mimalloc = false;
+  static void* alloc(std::size_t size, std::size_t align) noexcept {
+    if (align <= alignof(std::max_align_t)) return std::malloc(size);
+    void* p = nullptr;
+    return posix_memalign(&p, align, size) == 0 ? p : nullptr;
+  }
+  static void* zalloc(std::size_t size) noexcept { return std::calloc(1, size); }
+  static std::size_t usable(void* p) noexcept { return malloc_usable_size(p); }
+  static void free(void* p) noexcept { std::free(p); }
+  static bool owns(const void*) noexcept { return true; }
+};
+#else
+// Objects come from one mimalloc heap per thread (a mi_heap_t allocates only on the thread that
+// made it; any thread may free). At thread exit the heap is deleted and its live blocks migrate
+// to the default heap, where frees still find them.
+struct slab_heap_holder {
+  mi_heap_t* heap = nullptr;
+  ~slab_heap_holder();
+};
+inline mi_heap_t*& slab_tls_heap() noexcept {
+  static thread_local mi_heap_t* heap = nullptr;
+  return heap;
+}
+inline bool& slab_tls_heap_gone() noexcept {
+  static thread_local bool gone = false;
+  return gone;
+}
+inline slab_heap_holder::~slab_heap_holder() {
+  slab_tls_heap_gone() = true;
+  slab_tls_heap() = nullptr;
+  if (heap) mi_heap_delete(heap);
+  heap = nullptr;
+}
+MEMCG_NOINLINE inline mi_heap_t* slab_heap_slow() noexcept {
+  if (slab_tls_heap_gone()) return mi_heap_get_default();
+  static thread_local slab_heap_holder holder;
+  if (!holder.heap) holder.heap = mi_heap_new();
+  slab_tls_heap() = holder.heap;
+  return holder.heap ? holder.heap : mi_heap_get_default();
+}
+MEMCG_ALWAYS_INLINE mi_heap_t* slab_heap() noexcept {
+  mi_heap_t* h = slab_tls_heap();
+  return MEMCG_LIKELY(h != nullptr) ? h : slab_heap_slow();
+}
+struct slab_backend {
+  static constexpr bool is_mimalloc = true;
+  MEMCG_ALWAYS_INLINE static void* alloc(std::size_t size, std::size_t align) noexcept {
+    if (MEMCG_LIKELY(align <= alignof(std::max_align_t))) {
+      if (size <= MI_SMALL_SIZE_MAX) return mi_heap_malloc_small(slab_heap(), size);
+      return mi_heap_malloc(slab_heap(), size);
+    }
+    return mi_heap_malloc_aligned(slab_heap(), size, align);
+  }
+  static void* zalloc(std::size_t size) noexcept { return mi_heap_zalloc(slab_heap(), size); }
+  MEMCG_ALWAYS_INLINE static std::size_t usable(void* p) noexcept { return mi_usable_size(p); }
+  MEMCG_ALWAYS_INLINE static void free(void* p) noexcept { mi_free(p); }
+  static bool owns(const void* p) noexcept { return mi_is_in_heap_region(p); }
+};
+#endif
+
+// ---- statistics stripes ----
+
+// Writers add to their own stripe with a plain load and store (no lock prefix); readers sum
+// every stripe. Threads beyond the stripes share the last one with atomic adds.
+inline constexpr int slab_stripes = 16;
+
+struct slab_stripe_registry {
+  std::mutex mu;
+  std::uint32_t used = 0;  // bit i: stripe i is owned by a live thread
+};
+inline slab_stripe_registry& stripe_registry() noexcept {
+  static slab_stripe_registry* r = new slab_stripe_registry();  // never destroyed
+  return *r;
+}
+inline int& slab_tls_stripe() noexcept {
+  static thread_local int stripe = 0;  // 0: not yet assigned; i + 1: stripe i; -1: shared
+  return stripe;
+}
+struct slab_stripe_holder {
+  int stripe = -1;
+  ~slab_stripe_holder() {
+    if (stripe < 0) return;
+    auto& r = stripe_registry();
+    std::lock_guard<std::mutex> l(r.mu);
+    r.used &= ~(1u << stripe);
+    slab_tls_stripe() = -1;  // destructors that run later in this thread share
+  }
+};
+MEMCG_NOINLINE inline int slab_stripe_slow() noexcept {
+  static thread_local slab_stripe_holder holder;
+  auto& r = stripe_registry();
+  int got = -1;
+  {
+    std::lock_guard<std::mutex> l(r.mu);
+    for (int i = 0; i < slab_stripes - 1; ++i)
+      if (!(r.used & (1u << i))) {
+        r.used |= 1u << i;
+        got = i;
+        break;
+      }
+  }
+  holder.stripe = got;
+  slab_tls_stripe() = got < 0 ? -1 : got + 1;
+  return got;
+}
+MEMCG_ALWAYS_INLINE int slab_stripe() noexcept {
+  int s = slab_tls_stripe();
+  if (MEMCG_LIKELY(s > 0)) return s - 1;
+  if (s < 0) return -1;
+  return slab_stripe_slow();
+}
+
+struct alignas(64) stat_stripe {
+  std::atomic<std::int64_t> objects{0};
+  std::atomic<std::int64_t> bytes{0};
+};
+
+// The obj tag after each object.
+inline constexpr std::uintptr_t obj_tag_live = 1;
+inline constexpr std::size_t obj_tag_size = sizeof(std::uintptr_t);
+
+[[noreturn]] inline void slab_bad_free(const char* what, const void* p) noexcept {
+  std::fprintf(stderr, "memcg: %s: %p is not a live object of it (double free or foreign pointer)\n",
+               what, p);
+  std::abort();
+}
+
+}  // namespace detail
+
+// Objects and bytes in use.
+struct slab_stat {
+  std::int64_t objects = 0;
+  std::int64_t bytes = 0;
+  slab_stat& operator+=(const slab_stat& o) noexcept {
+    objects += o.objects;
+    bytes += o.bytes;
+    return *this;
+  }
+};
+
+// The objects of one cache charged to one obj_cgroup (the unaccounted ones: objcg null): their
+// statistics, and for a reclaimable cache the group's reclaimer (the kernel's per-memcg list_lru
+// node). After rmdir the reclaimer belongs to the parent, and the handle charges the parent.
+class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
+ public:
+  kmem_cache_node(kmem_cache* c, objcg* o, memcg::group* origin) noexcept
+      : cache_(c), objcg_(o), origin_(origin) {}
+
+  kmem_cache& cache() const noexcept { return *cache_; }
+  objcg* obj_cgroup() const noexcept { return objcg_; }
+  // The group the objects were allocated in (it may be dead now).
+  memcg::group* origin() const noexcept { return origin_; }
+
+  // Owner-stripe add: relaxed, a statistic (readers sum stripes; exact when writers are quiet).
+  MEMCG_ALWAYS_INLINE void account(std::int64_t objects, std::int64_t bytes) noexcept {
+    int s = detail::slab_stripe();
+    if (MEMCG_LIKELY(s >= 0)) {
+      auto& st = stripes_[static_cast<std::size_t>(s)];
+      st.objects.store(st.objects.load(std::memory_order_relaxed) + objects,
+                       std::memory_order_relaxed);
+      st.bytes.store(st.bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+      return;
+    }
+    auto& st = stripes_[detail::slab_stripes - 1];  // shared: atomic adds
+    st.objects.fetch_add(objects, std::memory_order_relaxed);
+    st.bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  slab_stat stat() const noexcept {
+    slab_stat r;
+    for (const auto& st : stripes_) {
+      r.objects += st.objects.load(std::memory_order_relaxed);
+      r.bytes += st.bytes.load(std::memory_order_relaxed);
+    }
+    return r;
+  }
+
+  // basic_reclaimer: pages of live objects (reclaimable caches only).
+  std::int64_t count(reclaim_filter f) noexcept override;
+  std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override;
+
+ private:
+  kmem_cache* cache_;
+  objcg* objcg_;
+  memcg::group* origin_;
+  std::array<detail::stat_stripe, detail::slab_stripes> stripes_{};
+};
+
+// A cache of objects of one size and alignment (kmem_cache_create), or of any size (size 0:
+// the kmalloc caches, whose objects are charged their block's usable size).
+class kmem_cache {
+ public:
+  // The program's shrinker of a reclaimable cache: free up to nr_objects of the objects it
+  // allocated in `owner` (kmem_cache_free), and return how many it freed. Called by the reclaim
+  // of owner's group (or, after rmdir, of the group that adopted them).
+  using shrink_fn = std::int64_t (*)(void* ctx, kmem_cache& cache, group& owner,
+                                     std::int64_t nr_objects);
+
+  static constexpr std::size_t max_object_size = std::size_t{1} << 40;
+
+  // Requires: size <= max_object_size, align a power of two <= 4096 (kmem_cache_create checks).
+  kmem_cache(std::string name, std::size_t size, std::size_t align, slab_flags flags,
+             shrink_fn shrink = nullptr, void* shrink_ctx = nullptr, kind k = kind::kmem)
+      : name_(std::move(name)),
+        size_(size),
+        align_(std::max<std::size_t>(align, alignof(std::uintptr_t))),
+        tag_offset_((size + 7) & ~std::size_t{7}),
+        full_size_(size ? tag_offset_ + detail::obj_tag_size : 0),
+        flags_(flags),
+        kind_(k == kind::kmem ? (has(flags, slab_flags::reclaimable) ? kind::slab_reclaimable
+                                                                     : kind::slab_unreclaimable)
+                              : k),
+        shrink_(shrink),
+        shrink_ctx_(shrink_ctx),
+        serial_(next_serial().fetch_add(1, std::memory_order_relaxed) + 1),
+        unaccounted_(this, nullptr, nullptr) {
+    registry().add(this);
+  }
+  kmem_cache(const kmem_cache&) = delete;
+  kmem_cache& operator=(const kmem_cache&) = delete;
+
+  // kmem_cache_destroy(): a cache with live objects is reported on stderr and its nodes are
+  // leaked (the objects stay valid to free), as the kernel reports and keeps such a cache.
+  ~kmem_cache() {
+    registry().remove(this);
+    slab_stat s = stat();
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [o, n] : nodes_)
+      if (n->group()) n->group()->hierarchy().unregister_reclaimer(*n);
+    if (s.objects != 0) {
+      std::fprintf(stderr,
+                   "memcg: kmem_cache %s destroyed with %lld live objects (%lld bytes); leaked\n",
+                   name_.c_str(), static_cast<long long>(s.objects),
+                   static_cast<long long>(s.bytes));
+      for (auto& [o, n] : nodes_) (void)n.release();
+      leaked_ = true;
+    }
+  }
+
+  const std::string& name() const noexcept { return name_; }
+  std::size_t object_size() const noexcept { return size_; }
+  std::size_t align() const noexcept { return align_; }
+  // obj_full_size(): what one object is charged (0 for the kmalloc caches: per object).
+  std::size_t full_size() const noexcept { return full_size_; }
+  slab_flags flags() const noexcept { return flags_; }
+  kind charge_kind() const noexcept { return kind_; }
+  bool reclaimable() const noexcept { return has(flags_, slab_flags::reclaimable); }
+
+  // kmem_cache_alloc(): one object, charged to the active memcg if the cache accounts or
+  // flags has __GFP_ACCOUNT (and a memcg is active). nullptr when refused.
+  MEMCG_ALWAYS_INLINE void* alloc(gfp flags = GFP_KERNEL) noexcept {
+    MEMCG_ASSERT(1, size_ != 0);
+    group* g = active_memcg<sync::atomic>();
+    kmem_cache_node* n = &unaccounted_;
+    auto full = static_cast<std::int64_t>(full_size_);
+    if (g && (has(flags_, slab_flags::account) || has(flags, __GFP_ACCOUNT))) {
+      objcg* o = g->objcg();
+      n = node(o);
+      if (MEMCG_UNLIKELY(!n) || MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, full, flags)))
+        return nullptr;
+    }
+    void* p = detail::slab_backend::alloc(full_size_, align_);
+    if (MEMCG_UNLIKELY(!p)) {
+      if (n->obj_cgroup()) obj_cgroup_uncharge(n->obj_cgroup(), kind_, full);
+      return nullptr;
+    }
+    set_tag(static_cast<char*>(p) + tag_offset_, n);
+    n->account(1, full);
+    if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
+    return p;
+  }
+
+  // kmem_cache_free(): from any thread; nullptr is a no-op. The charge goes back through the
+  // object's obj_cgroup (to the parent after rmdir).
+  MEMCG_ALWAYS_INLINE void free(void* p) noexcept {
+    if (MEMCG_UNLIKELY(!p)) return;
+    MEMCG_ASSERT(1, size_ != 0);
+    kmem_cache_node* n = take_tag(p, static_cast<char*>(p) + tag_offset_, "kmem_cache_free");
+    MEMCG_ASSERT(1, &n->cache() == this || (detail::slab_bad_free("kmem_cache_free", p), false));
+    auto full = static_cast<std::int64_t>(full_size_);
+    n->account(-1, -full);
+    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, full);
+    detail::slab_backend::free(p);
+  }
+
+  // ---- variable-size objects (the kmalloc caches) ----
+
+  // An object of `size` bytes charged to o (nullptr: not charged), charged its block's usable
+  // size. zero: zeroed memory. Refuses size 0 and sizes beyond max_object_size.
+  void* alloc_bytes(std::size_t size, std::size_t align, gfp flags, objcg* o) noexcept {
+    MEMCG_ASSERT(1, size_ == 0);
+    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
+    kmem_cache_node* n = &unaccounted_;
+    if (o && MEMCG_UNLIKELY(!(n = node(o)))) return nullptr;
+    std::size_t want = ((size + 7) & ~std::size_t{7}) + detail::obj_tag_size;
+    align = std::max<std::size_t>(align, alignof(std::uintptr_t));
+    void* p = has(flags, __GFP_ZERO) && align <= alignof(std::max_align_t)
+                  ? detail::slab_backend::zalloc(want)
+                  : detail::slab_backend::alloc(want, align);
+    if (MEMCG_UNLIKELY(!p)) return nullptr;
+    std::size_t usable = detail::slab_backend::usable(p);
+    auto full = static_cast<std::int64_t>(usable);
+    if (o && MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, full, flags))) {
+      detail::slab_backend::free(p);
+      return nullptr;
+    }
+    if (has(flags, __GFP_ZERO) && align > alignof(std::max_align_t)) std::memset(p, 0, size);
+    set_tag(static_cast<char*>(p) + usable - detail::obj_tag_size, n);
+    n->account(1, full);
+    return p;
+  }
+  // kfree() of an object of a variable-size cache (any of them: the tag names it).
+  static void free_bytes(void* p) noexcept {
+    if (MEMCG_UNLIKELY(!p)) return;
+    if constexpr (MEMCG_DEBUG >= 1)
+      if (!detail::slab_backend::owns(p)) detail::slab_bad_free("kfree", p);
+    std::size_t usable = detail::slab_backend::usable(p);
+    kmem_cache_node* n =
+        take_tag(p, static_cast<char*>(p) + usable - detail::obj_tag_size, "kfree");
+    MEMCG_ASSERT(1, n->cache().size_ == 0 || (detail::slab_bad_free("kfree", p), false));
+    auto full = static_cast<std::int64_t>(usable);
+    n->account(-1, -full);
+    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, n->cache().kind_, full);
+    detail::slab_backend::free(p);
+  }
+  // ksize(): the usable bytes of an object of a variable-size cache.
+  static std::size_t usable_size(void* p) noexcept {
+    return p ? detail::slab_backend::usable(p) - detail::obj_tag_size : 0;
+  }
+  // The kmem_cache_node of a live object (either kind of cache).
+  kmem_cache_node* node_of(void* p) const noexcept {
+    char* t = static_cast<char*>(p) +
+              (size_ ? tag_offset_ : detail::slab_backend::usable(p) - detail::obj_tag_size);
+    std::uintptr_t v;
+    std::memcpy(&v, t, sizeof v);
+    return reinterpret_cast<kmem_cache_node*>(v & ~std::uintptr_t{7});
+  }
+
+  // ---- statistics ----
+
+  // Objects and bytes (charged sizes) in use in this cache.
+  slab_stat stat() {
+    std::lock_guard<std::mutex> l(mu_);
+    slab_stat s = unaccounted_.stat();
+    for (auto& [o, n] : nodes_) s += n->stat();
+    return s;
+  }
+  // ... charged to g: objects allocated in g, or in dead descendants whose handles now reach g.
+  slab_stat stat(const group& g) {
+    std::lock_guard<std::mutex> l(mu_);
+    slab_stat s;
+    for (auto& [o, n] : nodes_)
+      if (o->memcg() == &g) s += n->stat();
+    return s;
+  }
+  // Objects allocated without a charge.
+  slab_stat stat_unaccounted() const noexcept { return unaccounted_.stat(); }
+
+  // Every live cache (kmalloc caches included), for per-group totals.
+  template <class Fn>
+  static void for_each(Fn fn) {
+    auto& r = registry();
+    std::lock_guard<std::mutex> l(r.mu);
+    for (kmem_cache* c : r.caches) fn(*c);
+  }
+
+ private:
+  friend class kmem_cache_node;
+
+  struct cache_registry {
+    std::mutex mu;
+    std::vector<kmem_cache*> caches;
+    void add(kmem_cache* c) {
+      std::lock_guard<std::mutex> l(mu);
+      caches.push_back(c);
+    }
+    void remove(kmem_cache* c) {
+      std::lock_guard<std::mutex> l(mu);
+      caches.erase(std::remove(caches.begin(), caches.end(), c), caches.end());
+    }
+  };
+  static cache_registry& registry() {
+    static cache_registry* r = new cache_registry();  // never destroyed
+    return *r;
+  }
+  static std::atomic<std::uint64_t>& next_serial() noexcept {
+    static std::atomic<std::uint64_t> s{0};
+    return s;
+  }
+
+  // The thread's last (cache, objcg) -> node: one compare on the hot path.
+  struct node_hint {
+    std::uint64_t serial;
+    objcg* o;
+    kmem_cache_node* n;
+  };
+  static node_hint& tls_hint() noexcept {
+    static thread_local node_hint h{0, nullptr, nullptr};
+    return h;
+  }
+  MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
+    node_hint& h = tls_hint();
+    if (MEMCG_LIKELY(h.serial == serial_ && h.o == o)) return h.n;
+    return node_slow(o);
+  }
+  MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
+    kmem_cache_node* n = nullptr;
+    bool created = false;
+#if defined(__cpp_exceptions)
+    try {
+#endif
+      std::lock_guard<std::mutex> l(mu_);
+      auto& slot = nodes_[o];
+      if (!slot) {
+        slot = std::make_unique<kmem_cache_node>(this, o, o->memcg());
+        created = true;
+      }
+      n = slot.get();
+#if defined(__cpp_exceptions)
+    } catch (...) {
+      return nullptr;  // no memory for the node: the allocation is refused
+    }
+#endif
+    if (created && reclaimable()) {
+      group* g = o->memcg();
+      g->hierarchy().register_reclaimer(*g, *n);
+    }
+    tls_hint() = {serial_, o, n};
+    return n;
+  }
+
+  MEMCG_ALWAYS_INLINE static void set_tag(char* t, kmem_cache_node* n) noexcept {
+    std::uintptr_t v = reinterpret_cast<std::uintptr_t>(n) | detail::obj_tag_live;
+    std::memcpy(t, &v, sizeof v);
+  }
+  MEMCG_ALWAYS_INLINE static kmem_cache_node* take_tag(void* p, char* t, const char* what) noexcept {
+    std::uintptr_t v;
+    std::memcpy(&v, t, sizeof v);
+    if constexpr (MEMCG_DEBUG >= 1) {
+      if ((v & 7) != detail::obj_tag_live) detail::slab_bad_free(what, p);
+      std::uintptr_t dead = 0;
+      std::memcpy(t, &dead, sizeof dead);
+    }
+    (void)p;
+    (void)what;
+    return reinterpret_cast<kmem_cache_node*>(v & ~std::uintptr_t{7});
+  }
+
+  std::string name_;
+  std::size_t size_;
+  std::size_t align_;
+  std::size_t tag_offset_;
+  std::size_t full_size_;
+  slab_flags flags_;
+  kind kind_;
+  shrink_fn shrink_;
+  void* shrink_ctx_;
+  std::uint64_t serial_;
+  bool leaked_ = false;
+  std::mutex mu_;
+  absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_;
+  kmem_cache_node unaccounted_;
+};
+
+inline std::int64_t kmem_cache_node::count(reclaim_filter f) noexcept {
+  if (!cache_->reclaimable() || !filter_allows(f, kind::slab_reclaimable) || !objcg_) return 0;
+  return bytes_to_pages_up(stat().bytes);
+}
+inline std::int64_t kmem_cache_node::scan(std::int64_t nr_pages, reclaim_filter f) {
+  if (!cache_->reclaimable() || !filter_allows(f, kind::slab_reclaimable) || !cache_->shrink_ ||
+      !objcg_)
+    return 0;
+  auto full = static_cast<std::int64_t>(cache_->full_size_);
+  std::int64_t nr_objects = (nr_pages * page_size + full - 1) / full;
+  std::int64_t freed = cache_->shrink_(cache_->shrink_ctx_, *cache_, *origin_, nr_objects);
+  return freed * full / page_size;
+}
+
+// A kmem_cache of T.
+template <class T>
+class typed_kmem_cache {
+ public:
+  explicit typed_kmem_cache(std::string name, slab_flags flags = slab_flags::account,
+                            kmem_cache::shrink_fn shrink = nullptr, void* ctx = nullptr)
+      : cache_(std::move(name), sizeof(T), alignof(T), flags, shrink, ctx) {}
+  // Allocates and constructs a T (nullptr when refused; a throwing constructor frees and
+  // rethrows).
+  template <class... Args>
+  T* create(gfp flags, Args&&... args) {
+    void* p = cache_.alloc(flags);
+    if (!p) return nullptr;
+#if defined(__cpp_exceptions)
+    try {
+      return ::new (p) T(std::forward<Args>(args)...);
+    } catch (...) {
+      cache_.free(p);
+      throw;
+    }
+#else
+    return ::new (p) T(std::forward<Args>(args)...);
+#endif
+  }
+  void destroy(T* p) noexcept {
+    if (!p) return;
+    p->~T();
+    cache_.free(p);
+  }
+  kmem_cache& cache() noexcept { return cache_; }
+
+ private:
+  kmem_cache cache_;
+};
+
+// ---- the kernel-style API ------------------------------------------------------------------
+
+// The kmalloc caches: objects of any size, slab_unreclaimable (kmalloc-cg-* in the kernel).
+inline kmem_cache& kmalloc_cache() {
+  static kmem_cache* c = new kmem_cache("kmalloc", 0, 0, slab_flags::none);  // never destroyed
+  return *c;
+}
+
+// kmem_cache_create(): nullptr for size 0, a size beyond max_object_size, or an alignment
+// that is not a power of two <= 4096.
+inline kmem_cache* kmem_cache_create(std::string_view name, std::size_t size, std::size_t align,
+                                     slab_flags flags, kmem_cache::shrink_fn shrink = nullptr,
+                                     void* ctx = nullptr) {
+  if (size == 0 || size > kmem_cache::max_object_size) return nullptr;
+  if (align & (align - 1) || align > 4096) return nullptr;
+  return new (std::nothrow) kmem_cache(std::string(name), size, align, flags, shrink, ctx);
+}
+inline void kmem_cache_destroy(kmem_cache* c) { delete c; }
+MEMCG_ALWAYS_INLINE void* kmem_cache_alloc(kmem_cache* c, gfp flags) noexcept {
+  return c->alloc(flags);
+}
+inline void* kmem_cache_zalloc(kmem_cache* c, gfp flags) noexcept {
+  return c->alloc(flags | __GFP_ZERO);
+}
+MEMCG_ALWAYS_INLINE void kmem_cache_free(kmem_cache* c, void* p) noexcept { c->free(p); }
+
+// kmalloc(): size bytes, charged to the active memcg when flags has __GFP_ACCOUNT.
+// nullptr for size 0 (the kernel's ZERO_SIZE_PTR is not modelled), huge sizes, or a refusal.
+inline void* kmalloc(std::size_t size, gfp flags) noexcept {
+  group* g = has(flags, __GFP_ACCOUNT) ? active_memcg<sync::atomic>() : nullptr;
+  return kmalloc_cache().alloc_bytes(size, 0, flags, g ? g->objcg() : nullptr);
+}
+inline void* kzalloc(std::size_t size, gfp flags) noexcept { return kmalloc(size, flags | __GFP_ZERO); }
+// kmalloc_array() / kcalloc(): nullptr when n * size overflows.
+inline void* kmalloc_array(std::size_t n, std::size_t size, gfp flags) noexcept {
+  std::size_t bytes;
+  if (__builtin_mul_overflow(n, size, &bytes)) return nullptr;
+  return kmalloc(bytes, flags);
+}
+inline void* kcalloc(std::size_t n, std::size_t size, gfp flags) noexcept {
+  return kmalloc_array(n, size, flags | __GFP_ZERO);
+}
+inline void kfree(const void* p) noexcept { kmem_cache::free_bytes(const_cast<void*>(p)); }
+inline std::size_t ksize(const void* p) noexcept {
+  return kmem_cache::usable_size(const_cast<void*>(p));
+}
+// krealloc(): p itself when it is big enough; else a new object (charged as flags say) with
+// the old contents, and p freed. size 0 frees p and returns nullptr. On refusal p is untouched.
+inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
+  if (!p) return kmalloc(size, flags);
+  if (size == 0) {
+    kfree(p);
+    return nullptr;
+  }
+  std::size_t have = ksize(p);
+  if (size <= have) return const_cast<void*>(p);
+  void* q = kmalloc(size, flags);
+  if (!q) return nullptr;
+  std::memcpy(q, p, have);
+  kfree(p);
+  return q;
+}
+
+// Objects and bytes charged to g over every cache (kmalloc included).
+inline slab_stat slab_stat_of(const group& g) {
+  slab_stat s;
+  kmem_cache::for_each([&](kmem_cache& c) { s += c.stat(g); });
+  return s;
+}
+
+// ---- a standard allocator -------------------------------------------------------------------
+
+// Charges a group for what a container allocates (kmalloc caches, slab_unreclaimable).
+// The one place of this library that throws: std::bad_alloc when the group refuses.
+template <class T>
+class accounted_allocator {
+ public:
+  using value_type = T;
+  explicit accounted_allocator(group& g) noexcept : objcg_(g.objcg()) {}
+  template <class U>
+  accounted_allocator(const accounted_allocator<U>& o) noexcept : objcg_(o.obj_cgroup()) {}
+
+  T* allocate(std::size_t n) {
+    std::size_t bytes;
+    if (__builtin_mul_overflow(n, sizeof(T), &bytes)) throw_bad_alloc();
+    void* p = kmalloc_cache().alloc_bytes(bytes, alignof(T), GFP_KERNEL, objcg_);
+    if (!p) throw_bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, std::size_t) noexcept { kmem_cache::free_bytes(p); }
+
+  objcg* obj_cgroup() const noexcept { return objcg_; }
+  template <class U>
+  bool operator==(const accounted_allocator<U>& o) const noexcept {
+    return objcg_ == o.obj_cgroup();
+  }
+
+ private:
+  [[noreturn]] static void throw_bad_alloc() {
+#if defined(__cpp_exceptions)
+    throw std::bad_alloc();
+#else
+    std::abort();
+#endif
+  }
+  objcg* objcg_;
+};
+
+}  // namespace memcg

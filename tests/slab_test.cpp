@@ -1,0 +1,468 @@
+// Tests of memcg/slab.hpp: kmem_cache, the kmalloc shim, byte-level obj_cgroup charging
+// (model.md "Object charging"), reparenting of live objects, reclaimable caches, gfp semantics,
+// the accounted allocator and the statistics. Built into memcg_slab_tests (its own binary:
+// linking mimalloc replaces malloc for the whole process).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "memcg/hierarchy.hpp"
+#include "memcg/slab.hpp"
+
+namespace {
+
+using memcg::gfp;
+using memcg::kind;
+
+memcg::group& make(memcg::hierarchy& h, const char* path) {
+  auto r = h.mkdir(path);
+  REQUIRE(r);
+  return *r.g;
+}
+
+std::int64_t usage_bytes(memcg::group& g) { return g.memory.usage() * memcg::page_size; }
+
+}  // namespace
+
+TEST_CASE("an accounted cache charges the active group and an unaccounted one charges nobody") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  memcg::kmem_cache acc("acc", 100, 8, memcg::slab_flags::account);
+  memcg::kmem_cache plain("plain", 100, 8, memcg::slab_flags::none);
+  void *pa, *pb, *pn, *pflag, *pnone;
+  {
+    memcg::scoped_active_memcg s(&a);
+    pa = acc.alloc();
+    pn = plain.alloc();
+    pflag = plain.alloc(memcg::GFP_KERNEL_ACCOUNT);
+  }
+  {
+    memcg::scoped_active_memcg s(&b);
+    pb = acc.alloc();
+  }
+  pnone = acc.alloc();  // no active group: not charged
+  REQUIRE((pa && pb && pn && pflag && pnone));
+  CHECK(acc.full_size() == 112);  // 100 rounded to 8, plus the 8-byte tag
+  CHECK(acc.stat(a).objects == 1);
+  CHECK(acc.stat(a).bytes == 112);
+  CHECK(acc.stat(b).objects == 1);
+  CHECK(plain.stat(a).objects == 1);  // the __GFP_ACCOUNT one
+  CHECK(plain.stat_unaccounted().objects == 1);
+  CHECK(acc.stat_unaccounted().objects == 1);
+  CHECK(acc.stat().objects == 3);
+  CHECK(memcg::slab_stat_of(a).objects == 2);
+  CHECK(memcg::slab_stat_of(a).bytes == 224);
+  CHECK(a.kmem.usage() >= 1);
+  CHECK(h.stat_local(a, kind::slab_unreclaimable) >= 1);
+  acc.free(pa);
+  acc.free(pb);
+  acc.free(pnone);
+  plain.free(pn);
+  plain.free(pflag);
+  CHECK(acc.stat().objects == 0);
+  CHECK(acc.stat().bytes == 0);
+  CHECK(plain.stat().objects == 0);
+}
+
+TEST_CASE("kmalloc charges only with __GFP_ACCOUNT, its usable size, and kfree gives it back") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  memcg::scoped_active_memcg s(&a);
+  void* p = memcg::kmalloc(100, memcg::GFP_KERNEL_ACCOUNT);
+  void* q = memcg::kmalloc(100, memcg::GFP_KERNEL);
+  REQUIRE((p && q));
+  CHECK(memcg::ksize(p) >= 100);
+  std::memset(p, 0xab, memcg::ksize(p));  // all of ksize() is usable
+  auto& km = memcg::kmalloc_cache();
+  CHECK(km.stat(a).objects == 1);
+  CHECK(km.stat(a).bytes == static_cast<std::int64_t>(memcg::ksize(p) + 8));
+  CHECK(km.charge_kind() == kind::slab_unreclaimable);
+  memcg::kfree(p);
+  memcg::kfree(q);
+  CHECK(km.stat(a).objects == 0);
+  auto* z = static_cast<unsigned char*>(memcg::kzalloc(300, memcg::GFP_KERNEL_ACCOUNT));
+  REQUIRE(z);
+  for (int i = 0; i < 300; ++i) REQUIRE(z[i] == 0);
+  z[299] = 7;
+  auto* z2 = static_cast<unsigned char*>(memcg::krealloc(z, 5000, memcg::GFP_KERNEL_ACCOUNT));
+  REQUIRE(z2);
+  CHECK(z2[299] == 7);
+  CHECK(km.stat(a).objects == 1);
+  CHECK(memcg::krealloc(z2, 0, memcg::GFP_KERNEL) == nullptr);  // frees
+  CHECK(km.stat(a).objects == 0);
+}
+
+TEST_CASE("the byte stock follows the walk-throughs of model.md exactly") {
+  memcg::hierarchy h;
+  REQUIRE(h.set_charge_batch(1) == std::errc{});  // counters show exactly what is charged
+  auto& x = make(h, "x");
+  auto* o = x.objcg();
+  const kind k = kind::slab_unreclaimable;
+  // An empty stock and charge(X, 92): 1 page charged, 4004 bytes kept.
+  REQUIRE(memcg::obj_stock_bytes(o, k) == 0);
+  REQUIRE(memcg::obj_cgroup_charge(o, k, 92, memcg::GFP_KERNEL));
+  CHECK(x.memory.usage() == 1);
+  CHECK(x.kmem.usage() == 1);
+  CHECK(memcg::obj_stock_bytes(o, k) == 4004);
+  // A stock hit takes bytes and charges nothing.
+  REQUIRE(memcg::obj_cgroup_charge(o, k, 4, memcg::GFP_KERNEL));
+  CHECK(memcg::obj_stock_bytes(o, k) == 4000);
+  CHECK(x.memory.usage() == 1);
+  // A slot holding 4000 bytes and charge(X, 5000), a miss: 2 pages, 4000 + 3192 = 7192 kept.
+  REQUIRE(memcg::obj_cgroup_charge(o, k, 5000, memcg::GFP_KERNEL));
+  CHECK(x.memory.usage() == 3);
+  CHECK(memcg::obj_stock_bytes(o, k) == 7192);
+  // uncharge(X, 100): 7292 > 4096, so 1 page is uncharged and 3196 bytes stay.
+  memcg::obj_cgroup_uncharge(o, k, 100);
+  CHECK(x.memory.usage() == 2);
+  CHECK(x.kmem.usage() == 2);
+  CHECK(memcg::obj_stock_bytes(o, k) == 3196);
+  // Everything back: 92 + 5000 - 100 + 4 bytes still charged = 4996; give them back.
+  memcg::obj_cgroup_uncharge(o, k, 4996);
+  CHECK(memcg::obj_stock_bytes(o, k) == 0);
+  CHECK(x.memory.usage() == 0);
+  CHECK(x.kmem.usage() == 0);
+  CHECK(h.stat_local(x, k) == 0);
+}
+
+TEST_CASE("switching the byte stock to another obj_cgroup drains whole pages and parks the rest") {
+  memcg::hierarchy h;
+  REQUIRE(h.set_charge_batch(1) == std::errc{});
+  const kind k = kind::slab_unreclaimable;
+  std::vector<memcg::group*> gs;
+  for (int i = 0; i < 6; ++i) gs.push_back(&make(h, ("g" + std::to_string(i)).c_str()));
+  // More handles than slots: the first is evicted, its 4004 bytes parked in the handle.
+  for (auto* g : gs) REQUIRE(memcg::obj_cgroup_charge(g->objcg(), k, 92, memcg::GFP_KERNEL));
+  auto* o0 = gs[0]->objcg();
+  CHECK(memcg::obj_stock_bytes(o0, k) + o0->parked_bytes(k) == 4004);
+  CHECK(gs[0]->memory.usage() == 1);
+  // Give back the 92: the slot adopts the parked bytes; 4096 is not past one page.
+  memcg::obj_cgroup_uncharge(o0, k, 92);
+  CHECK(memcg::obj_stock_bytes(o0, k) + o0->parked_bytes(k) == 4096);
+  for (std::size_t i = 1; i < gs.size(); ++i) memcg::obj_cgroup_uncharge(gs[i]->objcg(), k, 92);
+  // Drain every stock: whole pages leave the counters.
+  h.drain_stocks(nullptr);
+  for (auto* g : gs) {
+    CHECK(g->memory.usage() == 0);
+    CHECK(g->objcg()->parked_bytes(k) == 0);
+  }
+}
+
+TEST_CASE("an object freed on another thread gives back to its group") {
+  memcg::hierarchy h;
+  auto& x = make(h, "x");
+  memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);
+  std::vector<void*> objs;
+  {
+    memcg::scoped_active_memcg s(&x);
+    for (int i = 0; i < 1000; ++i) objs.push_back(c.alloc());
+  }
+  CHECK(c.stat(x).objects == 1000);
+  CHECK(c.stat(x).bytes == 1000 * 72);
+  std::thread t([&] {
+    for (void* p : objs) c.free(p);
+  });
+  t.join();  // its stock drained at exit: whole pages back, the rest parked in the handle
+  CHECK(c.stat(x).objects == 0);
+  CHECK(c.stat(x).bytes == 0);
+  h.drain_stocks(nullptr);
+  auto* o = x.objcg();
+  const kind k = kind::slab_unreclaimable;
+  // Every byte still charged is a parked rest, and together they are whole pages.
+  CHECK(usage_bytes(x) == o->parked_bytes(k));
+  CHECK(o->parked_bytes(k) % memcg::page_size == 0);
+}
+
+TEST_CASE("after rmdir live objects keep working and their frees reach the parent") {
+  memcg::hierarchy h;
+  REQUIRE(h.set_charge_batch(1) == std::errc{});
+  auto& p = make(h, "p");
+  auto& c = make(h, "p/c");
+  memcg::kmem_cache cache("objs", 1000, 8, memcg::slab_flags::account);
+  std::vector<void*> objs;
+  {
+    memcg::scoped_active_memcg s(&c);
+    for (int i = 0; i < 40; ++i) objs.push_back(cache.alloc());
+  }
+  std::int64_t used = p.memory.usage();
+  CHECK(used >= 40 * 1008 / memcg::page_size);
+  CHECK(cache.stat(c).objects == 40);
+  REQUIRE(h.rmdir("p/c") == std::errc{});
+  // The dead child's objects are the parent's now.
+  CHECK(cache.stat(p).objects == 40);
+  CHECK(memcg::slab_stat_of(p).objects == 40);
+  for (void* o : objs) cache.free(o);
+  h.drain_stocks(nullptr);
+  CHECK(cache.stat(p).objects == 0);
+  const kind k = kind::slab_unreclaimable;
+  CHECK(usage_bytes(p) == c.objcg()->parked_bytes(k));
+  CHECK(p.memory.usage() <= 1);
+  CHECK(h.root().memory.usage() == p.memory.usage());
+}
+
+namespace {
+
+// A program's reclaimable cache: objects kept per group, oldest first; the shrinker frees them.
+struct dentry_cache {
+  memcg::kmem_cache* cache = nullptr;
+  std::map<memcg::group*, std::deque<void*>> lists;
+  std::map<memcg::group*, std::int64_t> shrunk;
+
+  static std::int64_t shrink(void* ctx, memcg::kmem_cache& c, memcg::group& owner,
+                             std::int64_t nr) {
+    auto* self = static_cast<dentry_cache*>(ctx);
+    auto& l = self->lists[&owner];
+    std::int64_t freed = 0;
+    while (freed < nr && !l.empty()) {
+      c.free(l.front());
+      l.pop_front();
+      ++freed;
+    }
+    self->shrunk[&owner] += freed;
+    return freed;
+  }
+  void* alloc(memcg::group& g, gfp flags = memcg::GFP_KERNEL) {
+    memcg::scoped_active_memcg s(&g);
+    void* p = cache->alloc(flags);
+    if (p) lists[&g].push_back(p);
+    return p;
+  }
+  void clear() {
+    for (auto& [g, l] : lists)
+      for (void* p : l) cache->free(p);
+    lists.clear();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a reclaimable cache shrinks under pressure only in the group under pressure") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  dentry_cache d;
+  memcg::kmem_cache cache("dentry", 192, 8,
+                          memcg::slab_flags::account | memcg::slab_flags::reclaimable,
+                          &dentry_cache::shrink, &d);
+  d.cache = &cache;
+  CHECK(cache.charge_kind() == kind::slab_reclaimable);
+  REQUIRE(h.write_max(a, 100) == std::errc{});  // 400 KiB
+  for (int i = 0; i < 1000; ++i) REQUIRE(d.alloc(b));
+  // a allocates far past its limit: only a's objects are dropped, and every allocation works.
+  for (int i = 0; i < 5000; ++i) REQUIRE(d.alloc(a));
+  CHECK(d.shrunk[&a] > 0);
+  CHECK(d.shrunk[&b] == 0);
+  CHECK(d.lists[&b].size() == 1000);
+  CHECK(a.memory.usage() <= 100);
+  CHECK(cache.stat(a).objects == static_cast<std::int64_t>(d.lists[&a].size()));
+  CHECK(h.stat_local(a, kind::slab_reclaimable) > 0);
+  d.clear();
+}
+
+TEST_CASE("GFP_NOWAIT never reclaims and __GFP_NOFAIL never fails") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  dentry_cache d;
+  memcg::kmem_cache cache("dentry", 1000, 8,
+                          memcg::slab_flags::account | memcg::slab_flags::reclaimable,
+                          &dentry_cache::shrink, &d);
+  d.cache = &cache;
+  REQUIRE(h.write_max(a, 10) == std::errc{});
+  int n = 0;
+  while (d.alloc(a, memcg::GFP_NOWAIT)) ++n;
+  CHECK(n >= 30);
+  CHECK(n <= 41);
+  CHECK(d.shrunk[&a] == 0);  // refused without reclaim
+  // A plain GFP_KERNEL allocation reclaims and succeeds.
+  CHECK(d.alloc(a, memcg::GFP_KERNEL));
+  CHECK(d.shrunk[&a] > 0);
+  // __GFP_NOFAIL with nothing reclaimable: forced over the limit.
+  d.clear();
+  memcg::kmem_cache big("big", 3000, 8, memcg::slab_flags::account);
+  std::vector<void*> objs;
+  {
+    memcg::scoped_active_memcg s(&a);
+    for (int i = 0; i < 30; ++i) {
+      void* p = big.alloc(memcg::GFP_KERNEL | memcg::__GFP_NOFAIL);
+      REQUIRE(p);
+      objs.push_back(p);
+    }
+    // The ordinary ones are refused once the byte stock's rest (under one object) is used up.
+    void* extra = big.alloc(memcg::GFP_KERNEL);
+    CHECK(big.alloc(memcg::GFP_KERNEL) == nullptr);
+    big.free(extra);
+  }
+  CHECK(a.memory.usage() > 10);
+  for (void* p : objs) big.free(p);
+}
+
+TEST_CASE("accounted_allocator charges containers and throws bad_alloc at the limit") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  {
+    std::vector<int, memcg::accounted_allocator<int>> v{memcg::accounted_allocator<int>(a)};
+    for (int i = 0; i < 100000; ++i) v.push_back(i);
+    CHECK(memcg::kmalloc_cache().stat(a).bytes >= 400000);
+    CHECK(a.memory.usage() >= 100);
+    using alloc = memcg::accounted_allocator<std::pair<const int, std::string>>;
+    absl::flat_hash_map<int, std::string, absl::Hash<int>, std::equal_to<int>, alloc> m{
+        0, absl::Hash<int>(), std::equal_to<int>(), alloc(a)};
+    for (int i = 0; i < 1000; ++i) m[i] = "value";
+    CHECK(m.size() == 1000);
+  }
+  CHECK(memcg::kmalloc_cache().stat(a).objects == 0);
+  REQUIRE(h.write_max(a, 16) == std::errc{});
+  std::vector<char, memcg::accounted_allocator<char>> v{memcg::accounted_allocator<char>(a)};
+  CHECK_THROWS_AS(v.resize(1 << 20), std::bad_alloc);
+  CHECK(a.events(memcg::event::max) > 0);
+}
+
+TEST_CASE("bad input is refused cleanly") {
+  memcg::kfree(nullptr);  // a no-op
+  CHECK(memcg::kmalloc(0, memcg::GFP_KERNEL) == nullptr);
+  CHECK(memcg::kmalloc(SIZE_MAX, memcg::GFP_KERNEL) == nullptr);
+  CHECK(memcg::kmalloc(SIZE_MAX - 4, memcg::GFP_KERNEL) == nullptr);
+  CHECK(memcg::kcalloc(SIZE_MAX / 2, 4, memcg::GFP_KERNEL) == nullptr);
+  CHECK(memcg::kmalloc_array(1ull << 40, 1ull << 40, memcg::GFP_KERNEL) == nullptr);
+  CHECK(memcg::kmem_cache_create("zero", 0, 8, memcg::slab_flags::none) == nullptr);
+  CHECK(memcg::kmem_cache_create("huge", SIZE_MAX, 8, memcg::slab_flags::none) == nullptr);
+  CHECK(memcg::kmem_cache_create("align", 64, 24, memcg::slab_flags::none) == nullptr);
+  auto* c = memcg::kmem_cache_create("ok", 64, 64, memcg::slab_flags::account);
+  REQUIRE(c);
+  void* p = memcg::kmem_cache_alloc(c, memcg::GFP_KERNEL);
+  REQUIRE(p);
+  CHECK(reinterpret_cast<std::uintptr_t>(p) % 64 == 0);
+  memcg::kmem_cache_free(c, nullptr);  // a no-op
+  memcg::kmem_cache_free(c, p);
+  memcg::kmem_cache_destroy(c);
+}
+
+TEST_CASE("a cache destroyed with live objects is reported and its objects stay freeable") {
+  auto* c = memcg::kmem_cache_create("leaky", 64, 8, memcg::slab_flags::none);
+  REQUIRE(c);
+  void* p = memcg::kmem_cache_alloc(c, memcg::GFP_KERNEL);
+  REQUIRE(p);
+  memcg::kmem_cache_node* n = c->node_of(p);
+  memcg::kmem_cache_destroy(c);  // prints "destroyed with 1 live objects"
+  CHECK(n->stat().objects == 1);
+  // The object is still a valid block of the backing allocator.
+  std::memset(p, 0, 64);
+}
+
+TEST_CASE("per-object overhead is one 8-byte tag") {
+  for (std::size_t size : {8u, 32u, 64u, 100u, 256u, 1000u}) {
+    memcg::kmem_cache c("o", size, 8, memcg::slab_flags::none);
+    CHECK(c.full_size() - ((size + 7) / 8 * 8) == 8);
+  }
+}
+
+TEST_CASE("typed_kmem_cache constructs and destroys objects") {
+  struct point {
+    int x, y;
+    point(int a, int b) : x(a), y(b) {}
+  };
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  memcg::typed_kmem_cache<point> c("point");
+  memcg::scoped_active_memcg s(&a);
+  point* p = c.create(memcg::GFP_KERNEL, 3, 4);
+  REQUIRE(p);
+  CHECK(p->x + p->y == 7);
+  CHECK(c.cache().stat(a).objects == 1);
+  c.destroy(p);
+  CHECK(c.cache().stat(a).objects == 0);
+}
+
+#if !defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
+TEST_CASE("statistics reconcile with what mimalloc says is live") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  memcg::kmem_cache c64("c64", 64, 8, memcg::slab_flags::account);
+  memcg::kmem_cache c256("c256", 256, 8, memcg::slab_flags::account);
+  struct visit {
+    std::int64_t blocks = 0, bytes = 0;
+    static bool fn(const mi_heap_t*, const mi_heap_area_t*, void* block, std::size_t, void* arg) {
+      if (!block) return true;
+      auto* v = static_cast<visit*>(arg);
+      ++v->blocks;
+      v->bytes += static_cast<std::int64_t>(mi_usable_size(block));
+      return true;
+    }
+  };
+  visit v;
+  // A fresh thread: its slab heap holds exactly the objects it allocated.
+  std::vector<void*> objs;
+  std::thread t([&] {
+    memcg::scoped_active_memcg s(&a);
+    for (int i = 0; i < 500; ++i) objs.push_back(c64.alloc());
+    for (int i = 0; i < 300; ++i) objs.push_back(c256.alloc());
+    for (int i = 0; i < 200; ++i) objs.push_back(memcg::kmalloc(100 + i, memcg::GFP_KERNEL_ACCOUNT));
+    for (int i = 0; i < 100; ++i) c64.free(objs[static_cast<std::size_t>(i)]);
+    objs.erase(objs.begin(), objs.begin() + 100);
+    mi_heap_visit_blocks(memcg::detail::slab_heap(), true, &visit::fn, &v);
+  });
+  t.join();
+  memcg::slab_stat s = c64.stat(a);
+  s += c256.stat(a);
+  s += memcg::kmalloc_cache().stat(a);
+  CHECK(v.blocks == 900);
+  CHECK(s.objects == v.blocks);
+  // kmalloc objects are charged their usable size; cache objects their full size, which
+  // mimalloc rounds up to its size class.
+  CHECK(memcg::kmalloc_cache().stat(a).bytes + 400 * 72 + 300 * 264 == s.bytes);
+  CHECK(v.bytes >= s.bytes);
+  for (std::size_t i = 0; i < 700; ++i)
+    (i < 400 ? c64.free(objs[i]) : c256.free(objs[i]));
+  for (std::size_t i = 700; i < objs.size(); ++i) memcg::kfree(objs[i]);
+  CHECK(memcg::slab_stat_of(a).objects == 0);
+}
+#endif
+
+TEST_SUITE("concurrency") {
+  TEST_CASE("threads allocating and freeing each other's objects leave exact statistics") {
+    memcg::hierarchy h;
+    auto& a = make(h, "a");
+    auto& b = make(h, "b");
+    memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);
+    constexpr int nr_threads = 4, rounds = 20000;
+    std::vector<std::vector<void*>> handoff(nr_threads);
+    std::atomic<int> ready{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < nr_threads; ++t) {
+      ts.emplace_back([&, t] {
+        memcg::group* g = t % 2 ? &a : &b;
+        memcg::scoped_active_memcg s(g);
+        std::vector<void*> mine;
+        for (int i = 0; i < rounds; ++i) {
+          void* p = c.alloc();
+          REQUIRE(p);
+          if (i % 3 == 0) mine.push_back(p);
+          else c.free(p);
+        }
+        handoff[static_cast<std::size_t>(t)] = std::move(mine);
+        ready.fetch_add(1);
+        while (ready.load() < nr_threads) std::this_thread::yield();
+        // Free the next thread's kept objects.
+        for (void* p : handoff[static_cast<std::size_t>((t + 1) % nr_threads)]) c.free(p);
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(c.stat().objects == 0);
+    CHECK(c.stat(a).bytes == 0);
+    CHECK(c.stat(b).bytes == 0);
+    h.drain_stocks(nullptr);
+    const kind k = kind::slab_unreclaimable;
+    CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+    CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
+  }
+}
