@@ -101,9 +101,9 @@ using objcg = basic_objcg<sync::atomic>;
 // (which may reclaim, as flags allow) and the rest of the last page is refilled without
 // uncharging (the kernel's allow_uncharge = false).
 // Guarantees: true when charged; false (nothing charged) when the hierarchy refused.
-inline bool obj_cgroup_charge(objcg* o, kind k, std::int64_t nr_bytes, gfp flags) noexcept {
-  auto* ts = detail::thread_stock<sync::atomic>::local();
-  if (MEMCG_LIKELY(ts->consume_obj(o, static_cast<int>(k), nr_bytes))) return true;
+namespace detail {
+MEMCG_NOINLINE inline bool obj_cgroup_charge_slow(thread_stock<sync::atomic>* ts, objcg* o, kind k,
+                                                  std::int64_t nr_bytes, gfp flags) noexcept {
   group* g = o->memcg();
   std::int64_t nr_pages = bytes_to_pages_up(nr_bytes);
   if (!g->hierarchy().try_charge(*g, k, nr_pages, flags)) return false;
@@ -114,16 +114,25 @@ inline bool obj_cgroup_charge(objcg* o, kind k, std::int64_t nr_bytes, gfp flags
   }
   return true;
 }
+MEMCG_NOINLINE inline void obj_cgroup_uncharge_pages(objcg* o, kind k, std::int64_t pages) noexcept {
+  group* g = o->memcg();
+  g->hierarchy().uncharge_unchecked(*g, k, pages);
+}
+}  // namespace detail
+
+MEMCG_ALWAYS_INLINE bool obj_cgroup_charge(objcg* o, kind k, std::int64_t nr_bytes,
+                                           gfp flags) noexcept {
+  auto* ts = detail::thread_stock<sync::atomic>::local();
+  if (MEMCG_LIKELY(ts->consume_obj(o, static_cast<int>(k), nr_bytes))) return true;
+  return detail::obj_cgroup_charge_slow(ts, o, k, nr_bytes, flags);
+}
 
 // obj_cgroup_uncharge(): gives nr_bytes back to the byte stock; whole pages leave it when it
 // passes one page (through o's group now: the parent after rmdir).
-inline void obj_cgroup_uncharge(objcg* o, kind k, std::int64_t nr_bytes) noexcept {
+MEMCG_ALWAYS_INLINE void obj_cgroup_uncharge(objcg* o, kind k, std::int64_t nr_bytes) noexcept {
   auto* ts = detail::thread_stock<sync::atomic>::local();
   std::int64_t pages = ts->refill_obj(o, static_cast<int>(k), nr_bytes, true);
-  if (pages) {
-    group* g = o->memcg();
-    g->hierarchy().uncharge_unchecked(*g, k, pages);
-  }
+  if (MEMCG_UNLIKELY(pages)) detail::obj_cgroup_uncharge_pages(o, k, pages);
 }
 
 // Bytes of (o, k) in the calling thread's byte stock (tests, traces).
@@ -251,9 +260,13 @@ MEMCG_ALWAYS_INLINE int slab_stripe() noexcept {
   return slab_stripe_slow();
 }
 
+// Allocations and frees count apart: an alloc+free pair then makes two independent one-add
+// chains through memory instead of one chain of two.
 struct alignas(64) stat_stripe {
-  std::atomic<std::int64_t> objects{0};
-  std::atomic<std::int64_t> bytes{0};
+  std::atomic<std::int64_t> allocs{0};
+  std::atomic<std::int64_t> frees{0};
+  std::atomic<std::int64_t> bytes_in{0};
+  std::atomic<std::int64_t> bytes_out{0};
 };
 
 // The obj tag after each object.
@@ -293,33 +306,38 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
   memcg::group* origin() const noexcept { return origin_; }
 
   // Owner-stripe add: relaxed, a statistic (readers sum stripes; exact when writers are quiet).
-  MEMCG_ALWAYS_INLINE void account(std::int64_t objects, std::int64_t bytes) noexcept {
-    int s = detail::slab_stripe();
-    if (MEMCG_LIKELY(s >= 0)) {
-      auto& st = stripes_[static_cast<std::size_t>(s)];
-      st.objects.store(st.objects.load(std::memory_order_relaxed) + objects,
-                       std::memory_order_relaxed);
-      st.bytes.store(st.bytes.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
-      return;
-    }
-    auto& st = stripes_[detail::slab_stripes - 1];  // shared: atomic adds
-    st.objects.fetch_add(objects, std::memory_order_relaxed);
-    st.bytes.fetch_add(bytes, std::memory_order_relaxed);
+  // bytes: only for the kmalloc caches (a fixed-size cache's bytes are objects * full size).
+  MEMCG_ALWAYS_INLINE void account_alloc(std::int64_t bytes) noexcept {
+    add(&detail::stat_stripe::allocs, &detail::stat_stripe::bytes_in, bytes);
   }
-  slab_stat stat() const noexcept {
-    slab_stat r;
-    for (const auto& st : stripes_) {
-      r.objects += st.objects.load(std::memory_order_relaxed);
-      r.bytes += st.bytes.load(std::memory_order_relaxed);
-    }
-    return r;
+  MEMCG_ALWAYS_INLINE void account_free(std::int64_t bytes) noexcept {
+    add(&detail::stat_stripe::frees, &detail::stat_stripe::bytes_out, bytes);
   }
+  slab_stat stat() const noexcept;
 
   // basic_reclaimer: pages of live objects (reclaimable caches only).
   std::int64_t count(reclaim_filter f) noexcept override;
   std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override;
 
  private:
+  using field = std::atomic<std::int64_t> detail::stat_stripe::*;
+  MEMCG_ALWAYS_INLINE void add(field count, field bytes_field, std::int64_t bytes) noexcept {
+    int s = detail::slab_stripe();
+    if (MEMCG_LIKELY(s >= 0)) {
+      auto& st = stripes_[static_cast<std::size_t>(s)];
+      auto& c = st.*count;
+      c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      if (bytes) {
+        auto& b = st.*bytes_field;
+        b.store(b.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);
+      }
+      return;
+    }
+    auto& st = stripes_[detail::slab_stripes - 1];  // shared: atomic adds
+    (st.*count).fetch_add(1, std::memory_order_relaxed);
+    if (bytes) (st.*bytes_field).fetch_add(bytes, std::memory_order_relaxed);
+  }
+
   kmem_cache* cache_;
   objcg* objcg_;
   memcg::group* origin_;
@@ -405,7 +423,7 @@ class kmem_cache {
       return nullptr;
     }
     set_tag(static_cast<char*>(p) + tag_offset_, n);
-    n->account(1, full);
+    n->account_alloc(0);
     if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
     return p;
   }
@@ -417,9 +435,8 @@ class kmem_cache {
     MEMCG_ASSERT(1, size_ != 0);
     kmem_cache_node* n = take_tag(p, static_cast<char*>(p) + tag_offset_, "kmem_cache_free");
     MEMCG_ASSERT(1, &n->cache() == this || (detail::slab_bad_free("kmem_cache_free", p), false));
-    auto full = static_cast<std::int64_t>(full_size_);
-    n->account(-1, -full);
-    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, full);
+    n->account_free(0);
+    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     detail::slab_backend::free(p);
   }
 
@@ -446,7 +463,7 @@ class kmem_cache {
     }
     if (has(flags, __GFP_ZERO) && align > alignof(std::max_align_t)) std::memset(p, 0, size);
     set_tag(static_cast<char*>(p) + usable - detail::obj_tag_size, n);
-    n->account(1, full);
+    n->account_alloc(full);
     return p;
   }
   // kfree() of an object of a variable-size cache (any of them: the tag names it).
@@ -459,7 +476,7 @@ class kmem_cache {
         take_tag(p, static_cast<char*>(p) + usable - detail::obj_tag_size, "kfree");
     MEMCG_ASSERT(1, n->cache().size_ == 0 || (detail::slab_bad_free("kfree", p), false));
     auto full = static_cast<std::int64_t>(usable);
-    n->account(-1, -full);
+    n->account_free(full);
     if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, n->cache().kind_, full);
     detail::slab_backend::free(p);
   }
@@ -601,6 +618,17 @@ class kmem_cache {
   absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_;
   kmem_cache_node unaccounted_;
 };
+
+inline slab_stat kmem_cache_node::stat() const noexcept {
+  slab_stat r;
+  for (const auto& st : stripes_) {
+    r.objects += st.allocs.load(std::memory_order_relaxed) - st.frees.load(std::memory_order_relaxed);
+    r.bytes += st.bytes_in.load(std::memory_order_relaxed) -
+               st.bytes_out.load(std::memory_order_relaxed);
+  }
+  if (cache_->full_size_) r.bytes = r.objects * static_cast<std::int64_t>(cache_->full_size_);
+  return r;
+}
 
 inline std::int64_t kmem_cache_node::count(reclaim_filter f) noexcept {
   if (!cache_->reclaimable() || !filter_allows(f, kind::slab_reclaimable) || !objcg_) return 0;
