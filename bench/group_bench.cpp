@@ -97,6 +97,38 @@ void BM_atomic_walk_baseline(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// A bare kernel-style stock (one slot, no statistics, no cross-thread drain, no tracing): what
+// consume_stock()/refill_stock() cost with interrupts off in the kernel. The reference point the
+// issue's goals were measured with.
+struct bare_stock {
+  const void* cached = nullptr;
+  std::int64_t nr_pages = 0;
+};
+thread_local bare_stock tls_bare;
+std::atomic<std::int64_t> bare_counter{0};
+
+MEMCG_NOINLINE void bare_slow(const void* g, std::int64_t delta) {
+  bare_counter.fetch_add(delta, std::memory_order_relaxed);
+  tls_bare.cached = g;
+  tls_bare.nr_pages = 32;
+}
+
+void BM_bare_stock_baseline(benchmark::State& state) {
+  pin(state.thread_index());
+  const void* g = shared_tree().c;
+  for (auto _ : state) {
+    bare_stock& s = tls_bare;
+    if (MEMCG_LIKELY(s.cached == g && s.nr_pages >= 1)) s.nr_pages -= 1;
+    else bare_slow(g, 64);
+    benchmark::ClobberMemory();
+    bare_stock& u = tls_bare;
+    if (MEMCG_LIKELY(u.cached == g && u.nr_pages + 1 <= 64)) u.nr_pages += 1;
+    else bare_slow(g, -1);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 thread_local std::int64_t tls_counter = 0;
 
 void BM_thread_local_add_baseline(benchmark::State& state) {
@@ -118,6 +150,8 @@ BENCHMARK(BM_stock_hit)->Name("group/stock_hit/depth:3");
 BENCHMARK(BM_stock_hit)->Name("group/stock_hit/depth:3")->Threads(2);
 BENCHMARK(BM_atomic_walk_baseline)->Name("group/atomic_walk_baseline/depth:3");
 BENCHMARK(BM_atomic_walk_baseline)->Name("group/atomic_walk_baseline/depth:3")->Threads(2);
+BENCHMARK(BM_bare_stock_baseline)->Name("group/bare_stock_baseline");
+BENCHMARK(BM_bare_stock_baseline)->Name("group/bare_stock_baseline")->Threads(2);
 BENCHMARK(BM_thread_local_add_baseline)->Name("group/thread_local_add_baseline");
 BENCHMARK(BM_thread_local_add_baseline)->Name("group/thread_local_add_baseline")->Threads(2);
 
