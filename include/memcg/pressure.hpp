@@ -246,7 +246,8 @@ class basic_listener {
   virtual ~basic_listener() { MEMCG_ASSERT(1, !linked_); }
 
   // The group it was registered on (nullptr once unregistered).
-  basic_group<Sync>* group() const noexcept { return group_; }
+  // (Not named group(): that would hide the name `group` in listeners' own signatures.)
+  basic_group<Sync>* registered_on() const noexcept { return group_; }
   listener_kind kind_of() const noexcept { return kind_; }
 
  protected:
