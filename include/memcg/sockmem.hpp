@@ -1,0 +1,603 @@
+// memcg/sockmem.hpp: the TCP-buffer-style socket memory pool (kernel-model.md §4, model.md).
+//
+// Contents:
+//   sk_mem_kind                     SK_MEM_RECV / SK_MEM_SEND
+//   sock_min_sndbuf, sk_mem_pages() SOCK_MIN_SNDBUF (4608) and the page quantum (§4.2)
+//   tcp_mem_sysctl, tcp_buf_sysctl  net.ipv4.tcp_mem (pages) and tcp_rmem / tcp_wmem (bytes)
+//   basic_proto_pressure_listener   enter/leave callbacks of a protocol's pressure flag (§4.4)
+//   basic_proto_memory<Sync>        one per protocol: tcp_mem limits, memory_allocated with
+//                                   per-thread reserves (§4.1), sockets_allocated, the pressure
+//                                   flag with its counters (TCPMemoryPressures, ...Chrono)
+//   basic_sock_memory<Sync>         one per socket: sk_forward_alloc, sk_rmem_alloc,
+//                                   sk_wmem_queued, sk_rcvbuf, sk_sndbuf, the owning group's
+//                                   handle; the operations of §4.2-§4.4 with the kernel's names
+//   window_advice                   how much receive window a socket may advertise and how much it
+//                                   may queue for sending, given its state and pressure
+//   detail::group_socket_pressure() a group's socket pressure: pressure.hpp's
+//                                   under_socket_pressure() (vmpressure hold, tcp flag, kmem soft
+//                                   limit, in the group or an ancestor)
+//   proto_memory, sock_memory       the sync::atomic instantiations
+//
+// The decision procedure is __sk_mem_raise_allocated() of v6.7+ (§4.3) line by line, with the
+// model's differences (model.md, "Socket receives may be refused"): a receive charges its group
+// without reclaim (gfp::noreclaim) and is refused at the group's limit; `forced` gives the
+// kernel's GFP_ATOMIC behaviour (forced past memory.max). A send charges as the application
+// (GFP_KERNEL: it may reclaim). rcvbuf and sndbuf act only in the suppress branch.
+//
+// Threads: a socket's operations need its owner's lock (the kernel's socket lock): one thread
+// at a time per socket; any thread may read its fields (relaxed, never torn). The protocol and
+// the groups are shared by every thread and are lock-free on these paths.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <system_error>
+
+#include "memcg/clock.hpp"
+#include "memcg/config.hpp"
+#include "memcg/context.hpp"
+#include "memcg/group.hpp"
+#include "memcg/hierarchy.hpp"
+#include "memcg/pressure.hpp"
+#include "memcg/sync.hpp"
+
+namespace memcg {
+
+enum class sk_mem_kind : std::uint8_t { recv, send };  // SK_MEM_RECV, SK_MEM_SEND
+
+// SOCK_MIN_SNDBUF: the floor of sk_stream_moderate_sndbuf() (2 * (2048 + sizeof(sk_buff))).
+inline constexpr std::int64_t sock_min_sndbuf = 4608;
+// SK_MEMORY_PCPU_RESERVE: 1 MiB of memory_allocated per thread (§4.1); the default in programs.
+inline constexpr std::int64_t sk_memory_pcpu_reserve = std::int64_t{1} << (20 - page_shift);
+// The largest size one operation accepts (bytes): beyond it, EINVAL (the kernel's sizes are int).
+inline constexpr std::int64_t sk_max_op_size = std::int64_t{1} << 46;
+
+// sk_mem_pages(): bytes to pages, rounding up.
+constexpr std::int64_t sk_mem_pages(std::int64_t amt) noexcept {
+  return (amt + page_size - 1) >> page_shift;
+}
+
+// net.ipv4.tcp_mem: [0] min, [1] pressure, [2] max, in pages (sk_prot_mem_limits()).
+struct tcp_mem_sysctl {
+  std::int64_t min = 188388;
+  std::int64_t pressure = 251184;
+  std::int64_t max = 376776;
+};
+// net.ipv4.tcp_rmem / tcp_wmem: [0] min (the minimum-buffer guarantee), [1] default (the initial
+// sk_rcvbuf / sk_sndbuf), [2] max, in bytes.
+struct tcp_buf_sysctl {
+  std::int64_t min = 0;
+  std::int64_t def = 0;
+  std::int64_t max = 0;
+};
+inline constexpr tcp_buf_sysctl default_tcp_rmem{4096, 131072, 6291456};
+inline constexpr tcp_buf_sysctl default_tcp_wmem{4096, 16384, 4194304};
+
+template <sync_policy Sync>
+class basic_proto_memory;
+template <sync_policy Sync>
+class basic_sock_memory;
+
+// The callbacks of a protocol's pressure flag: tcp_enter_memory_pressure() and
+// tcp_leave_memory_pressure(). Owned by the caller; registering one allocates nothing.
+// Threads: called on the thread whose allocation changed the flag, with no library lock held,
+// once per transition. A listener may read the protocol and the groups; it must not schedule
+// memory on the socket whose operation is running.
+template <sync_policy Sync>
+class basic_proto_pressure_listener {
+ public:
+  virtual ~basic_proto_pressure_listener() = default;
+  virtual void enter_memory_pressure(basic_proto_memory<Sync>& prot) noexcept = 0;
+  // duration_ms: how long this pressure episode lasted, by the protocol's clock.
+  virtual void leave_memory_pressure(basic_proto_memory<Sync>& prot,
+                                     std::int64_t duration_ms) noexcept = 0;
+};
+
+namespace detail {
+
+// The thread's slot index into a protocol's per-thread reserves (threads take indices in the
+// order they first touch a protocol; the kernel's per-CPU counters, without preemption).
+inline unsigned sock_shard_index() noexcept {
+  static std::atomic<unsigned> next{0};
+  // Relaxed: an index is only a spreading hint; any value is correct.
+  static thread_local unsigned index = next.fetch_add(1, std::memory_order_relaxed);
+  return index;
+}
+
+// A group's socket pressure: mem_cgroup_under_socket_pressure() (memcg/pressure.hpp): the
+// vmpressure one-second hold on the hierarchy's clock, the v1 tcpmem pressure flag (set by a
+// refused tcp charge) or kernel memory above its soft limit (model.md), in the group or any
+// ancestor. The one place the socket layer asks.
+template <sync_policy Sync>
+bool group_socket_pressure(basic_group<Sync>& g) noexcept {
+  return under_socket_pressure(g.hierarchy(), g);
+}
+
+}  // namespace detail
+
+// One protocol's memory (struct proto's memory fields, §4.1).
+// Invariants (at rest, single-thread or after every operation returned):
+//   memory_allocated() == sum over open sockets of sk_mem_pages-whole forward allocations, i.e.
+//                         sum of (forward_alloc + rmem_alloc + wmem_queued) / page_size
+//   sockets_allocated() == sockets created and not yet closed
+//   memory_allocated()  == global_ + sum of the per-thread reserves (each within +-reserve)
+template <sync_policy Sync = sync::atomic>
+class basic_proto_memory {
+ public:
+  using cell = typename Sync::template cell<std::int64_t>;
+  using listener = basic_proto_pressure_listener<Sync>;
+
+  struct options {
+    tcp_mem_sysctl mem{};
+    tcp_buf_sysctl rmem = default_tcp_rmem;
+    tcp_buf_sysctl wmem = default_tcp_wmem;
+    // sysctl_mem_pcpu_rsv in pages: how far a thread's share may drift before it is folded into
+    // the global word. 0 folds at once (the simulator). Reads always add every share.
+    std::int64_t pcpu_reserve = sk_memory_pcpu_reserve;
+    // The clock of pressure episodes (jiffies of the kernel, read in ms). nullptr: the process's
+    // steady clock. Requires: it outlives the protocol.
+    clock_source* clock = nullptr;
+  };
+
+  basic_proto_memory() : basic_proto_memory(options{}) {}
+  explicit basic_proto_memory(const options& o)
+      : reserve_(o.pcpu_reserve < 0 ? 0 : o.pcpu_reserve),
+        clock_(o.clock ? o.clock : &default_clock()) {
+    store_mem(o.mem);
+    store_buf(rmem_, o.rmem);
+    store_buf(wmem_, o.wmem);
+  }
+  basic_proto_memory(const basic_proto_memory&) = delete;
+  basic_proto_memory& operator=(const basic_proto_memory&) = delete;
+
+  // ---- sysctls (control path) ----
+  // Requires: min <= pressure <= max, all >= 0; EINVAL (nothing changes) otherwise.
+  // Memory ordering: each value is a relaxed word (READ_ONCE in the kernel): a decision racing
+  // with a write may see old and new values mixed, as in the kernel.
+  std::errc set_sysctl_mem(const tcp_mem_sysctl& m) noexcept {
+    if (m.min < 0 || m.min > m.pressure || m.pressure > m.max || m.max > page_counter_max)
+      return std::errc::invalid_argument;
+    store_mem(m);
+    return {};
+  }
+  // Requires: 0 <= min <= def <= max <= 2^31-1; EINVAL otherwise. New sockets start with def.
+  std::errc set_sysctl_rmem(const tcp_buf_sysctl& b) noexcept {
+    if (!valid_buf(b)) return std::errc::invalid_argument;
+    store_buf(rmem_, b);
+    return {};
+  }
+  std::errc set_sysctl_wmem(const tcp_buf_sysctl& b) noexcept {
+    if (!valid_buf(b)) return std::errc::invalid_argument;
+    store_buf(wmem_, b);
+    return {};
+  }
+  tcp_mem_sysctl sysctl_mem() const noexcept {
+    return {mem_[0].load_relaxed(), mem_[1].load_relaxed(), mem_[2].load_relaxed()};
+  }
+  tcp_buf_sysctl sysctl_rmem() const noexcept { return load_buf(rmem_); }
+  tcp_buf_sysctl sysctl_wmem() const noexcept { return load_buf(wmem_); }
+  std::int64_t pcpu_reserve() const noexcept { return reserve_; }
+
+  // ---- reads ----
+  // sk_memory_allocated(), exact: the global word plus every thread's share (pages).
+  // Memory ordering: relaxed loads; exact when no operation runs concurrently, otherwise off by
+  // at most the operations in flight (and one reserve per thread folding at that instant).
+  std::int64_t memory_allocated() const noexcept {
+    std::int64_t sum = global_.load_relaxed();
+    for (const shard& s : shards_) sum += s.fw_alloc.load_relaxed();
+    return sum;
+  }
+  // proto_memory_allocated() as the kernel reads it: the global word only, lagging by up to one
+  // reserve per thread (for comparison; no decision uses it).
+  std::int64_t memory_allocated_global() const noexcept {
+    return std::max<std::int64_t>(0, global_.load_relaxed());
+  }
+  // sk_sockets_allocated_read_positive().
+  std::int64_t sockets_allocated() const noexcept {
+    std::int64_t sum = 0;
+    for (const shard& s : shards_) sum += s.sockets.load_relaxed();
+    return std::max<std::int64_t>(0, sum);
+  }
+  // sk_under_global_memory_pressure(): the protocol's flag.
+  bool under_memory_pressure() const noexcept { return pressure_.load_relaxed() != 0; }
+  // TCPMemoryPressures: episodes entered. TCPMemoryPressuresChrono: milliseconds spent in
+  // finished episodes.
+  std::int64_t memory_pressures() const noexcept { return pressures_.load_relaxed(); }
+  std::int64_t memory_pressure_time_ms() const noexcept { return pressure_ms_.load_relaxed(); }
+  // Allocations refused by §4.3 (trace_sock_exceed_buf_limit).
+  std::int64_t exceeded() const noexcept { return exceeded_.load_relaxed(); }
+  std::int64_t now_ms() const noexcept { return clock_->now_us() / usec_per_msec; }
+
+  // The pressure listener (nullptr: none). Returns the previous one.
+  // Requires: a listener outlives its registration and every operation that may call it.
+  listener* set_pressure_listener(listener* l) noexcept {
+    // acq_rel: pairs with the acquire load in enter/leave: the listener is fully built.
+    return listener_.exchange(l, std::memory_order_acq_rel);
+  }
+
+  // ---- the flag (§4.4) ----
+  // tcp_enter_memory_pressure(): set once; the first setter counts the episode and calls the
+  // listener. Memory ordering: the CAS (acq_rel) elects one enterer per episode; pairs with the
+  // exchange in leave_memory_pressure().
+  void enter_memory_pressure() noexcept {
+    if (under_memory_pressure()) return;
+    std::int64_t val = now_ms();
+    if (val == 0) val = -1;  // 0 means "not under pressure"
+    std::int64_t expected = 0;
+    if (!pressure_.cas_acq_rel(expected, val)) return;
+    pressures_.fetch_add_relaxed(1);  // a statistic: relaxed
+    if (listener* l = listener_.load(std::memory_order_acquire)) l->enter_memory_pressure(*this);
+  }
+  // tcp_leave_memory_pressure(): clears the flag; the clearer adds the episode's duration.
+  void leave_memory_pressure() noexcept {
+    if (!under_memory_pressure()) return;
+    std::int64_t val = pressure_.exchange_acq_rel(0);  // pairs with enter's CAS
+    if (!val) return;
+    std::int64_t d = now_ms() - (val == -1 ? 0 : val);
+    if (d < 0) d = 0;
+    pressure_ms_.fetch_add_relaxed(d);  // a statistic: relaxed
+    if (listener* l = listener_.load(std::memory_order_acquire)) l->leave_memory_pressure(*this, d);
+  }
+
+  // ---- memory_allocated (§4.1), used by the sockets ----
+  // sk_memory_allocated_add(): into the thread's share; folded into the global word when the
+  // share reaches the reserve. Memory ordering: relaxed RMWs; the count is only ever summed.
+  void memory_allocated_add(std::int64_t amt) noexcept {
+    shard& s = my_shard();
+    std::int64_t local = s.fw_alloc.fetch_add_relaxed(amt) + amt;
+    if (local >= reserve_) fold(s, local);
+  }
+  // sk_memory_allocated_sub(): symmetric, folded at <= -reserve.
+  void memory_allocated_sub(std::int64_t amt) noexcept {
+    shard& s = my_shard();
+    std::int64_t local = s.fw_alloc.fetch_add_relaxed(-amt) - amt;
+    if (local <= -reserve_) fold(s, local);
+  }
+  // sk_sockets_allocated_inc() / _dec().
+  void sockets_allocated_inc() noexcept { my_shard().sockets.fetch_add_relaxed(1); }
+  void sockets_allocated_dec() noexcept { my_shard().sockets.fetch_add_relaxed(-1); }
+
+ private:
+  static constexpr int nr_shards = Sync::concurrent ? 32 : 1;
+  struct alignas(64) shard {
+    cell fw_alloc;  // per_cpu_fw_alloc: pages not yet folded into global_
+    cell sockets;   // this thread's part of sockets_allocated
+  };
+
+  shard& my_shard() noexcept {
+    if constexpr (nr_shards == 1) return shards_[0];
+    else return shards_[detail::sock_shard_index() % nr_shards];
+  }
+  void fold(shard& s, std::int64_t local) noexcept {
+    // Sub from the share first, then add to the global word: a concurrent exact read may miss
+    // `local` for an instant (the bound stated at memory_allocated()).
+    s.fw_alloc.fetch_add_relaxed(-local);
+    global_.fetch_add_relaxed(local);
+  }
+  static bool valid_buf(const tcp_buf_sysctl& b) noexcept {
+    return b.min >= 0 && b.min <= b.def && b.def <= b.max && b.max <= INT32_MAX;
+  }
+  void store_mem(const tcp_mem_sysctl& m) noexcept {
+    mem_[0].store_relaxed(m.min);
+    mem_[1].store_relaxed(m.pressure);
+    mem_[2].store_relaxed(m.max);
+  }
+  static void store_buf(std::array<cell, 3>& a, const tcp_buf_sysctl& b) noexcept {
+    a[0].store_relaxed(b.min);
+    a[1].store_relaxed(b.def);
+    a[2].store_relaxed(b.max);
+  }
+  static tcp_buf_sysctl load_buf(const std::array<cell, 3>& a) noexcept {
+    return {a[0].load_relaxed(), a[1].load_relaxed(), a[2].load_relaxed()};
+  }
+
+  // Read-mostly first.
+  std::array<cell, 3> mem_{};
+  std::array<cell, 3> rmem_{};
+  std::array<cell, 3> wmem_{};
+  std::int64_t reserve_;
+  clock_source* clock_;
+  std::atomic<listener*> listener_{nullptr};
+  cell pressures_;
+  cell pressure_ms_;
+  cell exceeded_;
+  // Written on pressure transitions only.
+  alignas(64) cell pressure_;  // 0, or the ms the episode began (-1 for 0)
+  alignas(64) cell global_;    // memory_allocated (pages)
+  std::array<shard, nr_shards> shards_{};
+
+  friend class basic_sock_memory<Sync>;
+};
+
+// Window advice (§4.4's "under pressure TCP collapses queues, clamps windows, moderates sndbuf"):
+// what a stack should advertise and queue so that it backs off with its window instead of
+// having segments dropped.
+struct window_advice {
+  std::int64_t rcv_window = 0;  // bytes of receive window it may advertise now
+  std::int64_t snd_space = 0;   // bytes it may queue for sending now
+  bool under_pressure = false;  // sk_under_memory_pressure()
+};
+
+// One socket's memory state (the memory fields of struct sock).
+// Invariants (between operations):
+//   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0
+//   (forward_alloc + rmem_alloc + wmem_queued) % page_size == 0, and those pages are charged to
+//   the protocol's memory_allocated and (if the socket has a group) to the group's memory and
+//   tcp counters, as kind sock
+//   forward_alloc < page_size after every uncharge (sk_mem_reclaim)
+// Requires: the operations of one socket run one at a time (its owner's lock).
+template <sync_policy Sync = sync::atomic>
+class basic_sock_memory {
+ public:
+  using proto = basic_proto_memory<Sync>;
+  using group = basic_group<Sync>;
+  using objcg = basic_objcg<Sync>;
+  using cell = typename Sync::template cell<std::int64_t>;
+
+  // sk_alloc() + mem_cgroup_sk_alloc(): the socket belongs to g (nullptr: no group accounting)
+  // for its lifetime; after g's rmdir, to its parent through g's handle. rcvbuf and sndbuf
+  // start from the protocol's defaults. sockets_allocated is incremented.
+  basic_sock_memory(proto& prot, group* g) noexcept
+      : prot_(&prot), objcg_(g ? g->live()->objcg() : nullptr) {
+    rcvbuf_.store_relaxed(prot.sysctl_rmem().def);
+    sndbuf_.store_relaxed(prot.sysctl_wmem().def);
+    prot.sockets_allocated_inc();
+  }
+  ~basic_sock_memory() { (void)close(); }
+  basic_sock_memory(const basic_sock_memory&) = delete;
+  basic_sock_memory& operator=(const basic_sock_memory&) = delete;
+
+  // ---- fields (relaxed reads, any thread) ----
+  std::int64_t forward_alloc() const noexcept { return fwd_.load_relaxed(); }
+  std::int64_t rmem_alloc() const noexcept { return rmem_.load_relaxed(); }
+  std::int64_t wmem_queued() const noexcept { return wmem_.load_relaxed(); }
+  std::int64_t rcvbuf() const noexcept { return rcvbuf_.load_relaxed(); }
+  std::int64_t sndbuf() const noexcept { return sndbuf_.load_relaxed(); }
+  bool closed() const noexcept { return closed_.load_relaxed() != 0; }
+  proto& protocol() const noexcept { return *prot_; }
+  // The group charges reach now (the creator, or the live ancestor that adopted it).
+  group* memcg() const noexcept { return objcg_ ? objcg_->memcg() : nullptr; }
+  void set_rcvbuf(std::int64_t bytes) noexcept { rcvbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, 0, INT32_MAX)); }
+  void set_sndbuf(std::int64_t bytes) noexcept {
+    sndbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, sock_min_sndbuf, INT32_MAX));
+  }
+
+  // sk_under_memory_pressure(): the group's (or an ancestor's) socket pressure, or the
+  // protocol's flag.
+  bool under_memory_pressure() const noexcept {
+    group* g = memcg();
+    if (g && detail::group_socket_pressure(*g)) return true;
+    return prot_->under_memory_pressure();
+  }
+
+  // ---- the application's operations (each returns {} or an error; never throws) ----
+  // Errors: EBADF after close; EINVAL for a negative or oversized size; ENOMEM when §4.3
+  // refused (a receive is then dropped, a send blocks); nothing changed on any error except the
+  // side effects a refusal has in the kernel (pressure flags, failcnt).
+
+  // A segment of `size` bytes arrives: sk_rmem_schedule() then skb_set_owner_r() (rmem_alloc
+  // and sk_mem_charge()). `forced` charges the group as the kernel does in softirq (GFP_ATOMIC:
+  // forced past memory.max) instead of refusing at its limit.
+  std::errc recv(std::int64_t size, bool forced = false) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (!sk_rmem_schedule(size, forced)) return std::errc::not_enough_memory;
+    rmem_.store_relaxed(rmem_alloc() + size);
+    sk_mem_charge(size);
+    return {};
+  }
+  // The application reads `size` received bytes: the skb destructor (rmem_alloc and
+  // sk_mem_uncharge(), which gives whole pages back). EINVAL if fewer bytes are held.
+  std::errc consume(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > rmem_alloc()) return std::errc::invalid_argument;
+    rmem_.store_relaxed(rmem_alloc() - size);
+    sk_mem_uncharge(size);
+    return {};
+  }
+  // The application queues `size` bytes: sk_wmem_schedule() then sk_wmem_queued_add() and
+  // sk_mem_charge().
+  std::errc send(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (!sk_wmem_schedule(size)) return std::errc::not_enough_memory;
+    wmem_.store_relaxed(wmem_queued() + size);
+    sk_mem_charge(size);
+    return {};
+  }
+  // The peer acknowledges `size` queued bytes (sk_wmem_free_skb()). EINVAL if fewer are queued.
+  std::errc ack(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > wmem_queued()) return std::errc::invalid_argument;
+    wmem_.store_relaxed(wmem_queued() - size);
+    sk_mem_uncharge(size);
+    return {};
+  }
+  // Everything the socket held goes back (queues purged, sk_mem_reclaim of every page), and
+  // sockets_allocated is decremented. EBADF if already closed (nothing changes).
+  std::errc close() noexcept {
+    if (closed()) return std::errc::bad_file_descriptor;
+    std::int64_t held = rmem_alloc() + wmem_queued();
+    rmem_.store_relaxed(0);
+    wmem_.store_relaxed(0);
+    if (held) sk_mem_uncharge(held);
+    // What stays is below a page and, by the invariant, zero.
+    MEMCG_ASSERT(1, forward_alloc() == 0);
+    prot_->sockets_allocated_dec();
+    closed_.store_relaxed(1);
+    return {};
+  }
+
+  // Window advice: the receive window is what rcvbuf leaves, bounded by what the group (and
+  // each ancestor) can still take without refusing, and by the protocol's hard limit; under
+  // pressure it shrinks to what is already forward-allocated (at least 2 * mss, so the
+  // connection keeps moving). The send space is what sndbuf leaves, bounded the same way; under
+  // pressure, by the moderated sndbuf (half of what is queued, at least SOCK_MIN_SNDBUF).
+  window_advice advice(std::int64_t mss = 1460) const noexcept {
+    window_advice a;
+    a.under_pressure = under_memory_pressure();
+    std::int64_t fwd = forward_alloc(), rmem = rmem_alloc(), wmem = wmem_queued();
+    std::int64_t room = fwd + room_bytes();
+    std::int64_t rcv = std::max<std::int64_t>(0, rcvbuf() - rmem);
+    std::int64_t snd = std::max<std::int64_t>(0, sndbuf() - wmem);
+    if (a.under_pressure) {
+      rcv = std::min(rcv, std::max(fwd, 2 * mss));
+      std::int64_t moderated = std::max(std::min(sndbuf(), wmem / 2), sock_min_sndbuf);
+      snd = std::min(snd, std::max<std::int64_t>(0, moderated - wmem));
+    }
+    a.rcv_window = std::max<std::int64_t>(0, std::min(rcv, room));
+    a.snd_space = std::max<std::int64_t>(0, std::min(snd, room));
+    return a;
+  }
+
+  // ---- the kernel's primitives (§4.2-§4.4), public for stacks that drive them directly ----
+
+  // sk_rmem_schedule(): delta = size - sk_forward_alloc; true if delta <= 0 or
+  // __sk_mem_schedule(delta, SK_MEM_RECV) succeeds.
+  bool sk_rmem_schedule(std::int64_t size, bool forced = false) noexcept {
+    std::int64_t delta = size - forward_alloc();
+    return delta <= 0 || sk_mem_schedule(delta, sk_mem_kind::recv, forced);
+  }
+  // sk_wmem_schedule().
+  bool sk_wmem_schedule(std::int64_t size) noexcept {
+    std::int64_t delta = size - forward_alloc();
+    return delta <= 0 || sk_mem_schedule(delta, sk_mem_kind::send, false);
+  }
+  // sk_mem_charge(): fwd -= size.
+  void sk_mem_charge(std::int64_t size) noexcept { fwd_.store_relaxed(forward_alloc() - size); }
+  // sk_mem_uncharge(): fwd += size, then sk_mem_reclaim().
+  void sk_mem_uncharge(std::int64_t size) noexcept {
+    fwd_.store_relaxed(forward_alloc() + size);
+    sk_mem_reclaim();
+  }
+  // sk_mem_reclaim(): gives back floor(fwd / PAGE_SIZE) pages when fwd >= PAGE_SIZE.
+  void sk_mem_reclaim() noexcept {
+    std::int64_t reclaimable = forward_alloc();
+    if (reclaimable >= page_size) sk_mem_reclaim_pages(reclaimable);
+  }
+
+  // __sk_mem_schedule(): fwd += pages of size; __sk_mem_raise_allocated(); undo on refusal.
+  bool sk_mem_schedule(std::int64_t size, sk_mem_kind k, bool forced = false) noexcept {
+    std::int64_t amt = sk_mem_pages(size);
+    fwd_.store_relaxed(forward_alloc() + (amt << page_shift));
+    bool ok = sk_mem_raise_allocated(size, amt, k, forced);
+    if (!ok) fwd_.store_relaxed(forward_alloc() - (amt << page_shift));
+    return ok;
+  }
+
+  // __sk_mem_raise_allocated() (kernel-model.md §4.3, v6.7+), step by step.
+  bool sk_mem_raise_allocated(std::int64_t size, std::int64_t amt, sk_mem_kind k,
+                              bool forced = false) noexcept {
+    proto& prot = *prot_;
+    group* memcg = this->memcg();
+    bool charged = false;
+    tcp_mem_sysctl limit;
+    std::int64_t allocated;
+
+    prot.memory_allocated_add(amt);
+    allocated = prot.memory_allocated();
+    limit = prot.sysctl_mem();
+    // (A) the group: a receive may not reclaim (refused at the limit) unless forced as the
+    // kernel's softirq charge; a send charges as the application and may reclaim.
+    if (memcg) {
+      gfp flags = k == sk_mem_kind::recv ? (forced ? GFP_ATOMIC : GFP_NOWAIT) : GFP_KERNEL;
+      if (!memcg->hierarchy().try_charge(*memcg, kind::sock, amt, flags)) goto suppress;
+      charged = true;
+    }
+    // (B) under the minimum: leave pressure.
+    if (allocated <= limit.min) {
+      prot.leave_memory_pressure();
+      return true;
+    }
+    // (C) above the pressure threshold: enter pressure.
+    if (allocated > limit.pressure) prot.enter_memory_pressure();
+    // (D) above the hard limit: refuse (except the forced send below).
+    if (allocated > limit.max) goto suppress;
+    // (E) the minimum-buffer guarantee, under pressure but not above the hard limit.
+    if (k == sk_mem_kind::recv) {
+      if (rmem_alloc() < prot.sysctl_rmem().min) return true;
+    } else {
+      if (wmem_queued() < prot.sysctl_wmem().min) return true;  // a stream socket
+    }
+    // (F) fairness under the protocol's (global) pressure: allowed while this socket's pages,
+    // times the number of sockets, stay below the hard limit.
+    if (!prot.under_memory_pressure()) return true;
+    if (limit.max > prot.sockets_allocated() *
+                        sk_mem_pages(wmem_queued() + rmem_alloc() + forward_alloc()))
+      return true;
+  suppress:
+    if (k == sk_mem_kind::send) {
+      sk_stream_moderate_sndbuf();
+      // "Fail only if socket is _under_ its sndbuf": a socket at or above it gets its pages.
+      if (wmem_queued() + size >= sndbuf()) {
+        if (memcg && !charged)
+          (void)memcg->hierarchy().try_charge(*memcg, kind::sock, amt, GFP_KERNEL | gfp::nofail);
+        return true;
+      }
+    }
+    prot.exceeded_.fetch_add_relaxed(1);  // trace_sock_exceed_buf_limit: a statistic
+    prot.memory_allocated_sub(amt);
+    if (charged) memcg->hierarchy().uncharge_unchecked(*memcg, kind::sock, amt);
+    return false;
+  }
+
+  // __sk_mem_reduce_allocated(): the pages leave the protocol and the group; the protocol
+  // leaves pressure when it falls below its minimum.
+  void sk_mem_reduce_allocated(std::int64_t amount) noexcept {
+    proto& prot = *prot_;
+    prot.memory_allocated_sub(amount);
+    if (group* memcg = this->memcg()) memcg->hierarchy().uncharge_unchecked(*memcg, kind::sock, amount);
+    if (prot.under_memory_pressure() && prot.memory_allocated() < prot.sysctl_mem().min)
+      prot.leave_memory_pressure();
+  }
+
+  // sk_stream_moderate_sndbuf(): sndbuf = max(min(sndbuf, wmem_queued / 2), SOCK_MIN_SNDBUF).
+  void sk_stream_moderate_sndbuf() noexcept {
+    std::int64_t v = std::min(sndbuf(), wmem_queued() >> 1);
+    sndbuf_.store_relaxed(std::max(v, sock_min_sndbuf));
+  }
+
+ private:
+  std::errc check(std::int64_t size) const noexcept {
+    if (closed()) return std::errc::bad_file_descriptor;
+    if (size < 0 || size > sk_max_op_size) return std::errc::invalid_argument;
+    return {};
+  }
+  // __sk_mem_reclaim(): whole pages of `amount` bytes.
+  void sk_mem_reclaim_pages(std::int64_t amount) noexcept {
+    std::int64_t pages = amount >> page_shift;
+    fwd_.store_relaxed(forward_alloc() - (pages << page_shift));
+    sk_mem_reduce_allocated(pages);
+  }
+  // Bytes the group (and every ancestor, memory and tcp counters) and the protocol's hard limit
+  // can still take.
+  std::int64_t room_bytes() const noexcept {
+    std::int64_t pages = prot_->sysctl_mem().max - prot_->memory_allocated();
+    if (group* g = memcg()) {
+      for (group* m = g; m; m = m->parent()) {
+        pages = std::min(pages, m->memory.max() - m->memory.usage());
+        pages = std::min(pages, m->tcp.max() - m->tcp.usage());
+      }
+    }
+    if (pages <= 0) return 0;
+    return pages > (INT64_MAX >> page_shift) ? INT64_MAX : pages << page_shift;
+  }
+
+  proto* prot_;
+  objcg* objcg_;
+  cell fwd_{};    // sk_forward_alloc (bytes)
+  cell rmem_{};   // sk_rmem_alloc
+  cell wmem_{};   // sk_wmem_queued
+  cell rcvbuf_{};  // sk_rcvbuf
+  cell sndbuf_{};  // sk_sndbuf
+  typename Sync::template cell<std::uint8_t> closed_{};
+};
+
+static_assert(sizeof(basic_sock_memory<sync::atomic>) <= 64, "a socket's state fits a cache line");
+static_assert(sizeof(basic_sock_memory<sync::single_thread>) <= 64);
+
+using proto_memory = basic_proto_memory<sync::atomic>;
+using sock_memory = basic_sock_memory<sync::atomic>;
+using proto_pressure_listener = basic_proto_pressure_listener<sync::atomic>;
+
+}  // namespace memcg

@@ -1,0 +1,614 @@
+// Tests of memcg/sockmem.hpp: the socket memory pool (kernel-model.md §4, model.md), over the
+// single-thread policy (the oracle) and the lock-free atomic policy: the forward-allocation
+// arithmetic, the §4.3 decision procedure branch by branch, per-group charging, pressure.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "memcg/hierarchy.hpp"
+#include "memcg/sockmem.hpp"
+
+namespace {
+
+#define MEMCG_SOCK_POLICIES memcg::sync::single_thread, memcg::sync::atomic
+
+using memcg::kind;
+using memcg::page_size;
+using memcg::sk_mem_kind;
+
+constexpr std::errc ok{};
+
+template <class P>
+using hier = memcg::basic_hierarchy<P>;
+template <class P>
+using grp = memcg::basic_group<P>;
+template <class P>
+using proto = memcg::basic_proto_memory<P>;
+template <class P>
+using sock = memcg::basic_sock_memory<P>;
+
+using vclock = memcg::virtual_clock;
+
+template <class P>
+typename proto<P>::options opts(vclock* c, memcg::tcp_mem_sysctl mem = {},
+                                std::int64_t reserve = 0) {
+  typename proto<P>::options o;
+  o.mem = mem;
+  o.pcpu_reserve = reserve;
+  o.clock = c;
+  return o;
+}
+
+template <class P>
+grp<P>& make(hier<P>& h, const char* path) {
+  auto r = h.mkdir(path);
+  REQUIRE(r);
+  return *r.g;
+}
+
+// Every counter a socket touches, for "back to zero" checks.
+template <class P>
+void check_all_zero(hier<P>& h, proto<P>& p, grp<P>& g) {
+  CHECK(p.memory_allocated() == 0);
+  CHECK(p.sockets_allocated() == 0);
+  CHECK(g.tcp.usage() == 0);
+  CHECK(h.stat(g, kind::sock) == 0);
+  h.drain_stocks(nullptr);
+  CHECK(g.memory.usage() == 0);
+  CHECK(h.root().memory.usage() == 0);
+  CHECK(h.root().tcp.usage() == 0);
+}
+
+template <class P>
+struct counting_listener final : memcg::basic_proto_pressure_listener<P> {
+  int enters = 0, leaves = 0;
+  std::int64_t last_duration = -1;
+  void enter_memory_pressure(proto<P>&) noexcept override { ++enters; }
+  void leave_memory_pressure(proto<P>&, std::int64_t d) noexcept override {
+    ++leaves;
+    last_duration = d;
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Forward allocation (§4.2)
+
+TEST_CASE("sk_mem_pages rounds bytes up to pages") {
+  CHECK(memcg::sk_mem_pages(0) == 0);
+  CHECK(memcg::sk_mem_pages(1) == 1);
+  CHECK(memcg::sk_mem_pages(4096) == 1);
+  CHECK(memcg::sk_mem_pages(4097) == 2);
+  CHECK(sizeof(memcg::sock_memory) <= 64);
+}
+
+TEST_CASE_TEMPLATE("a receive schedules whole pages and the remainder stays forward-allocated", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  CHECK(p.sockets_allocated() == 1);
+  CHECK(s.rcvbuf() == 131072);
+  CHECK(s.sndbuf() == 16384);
+
+  REQUIRE(s.recv(1500) == ok);  // delta 1500 -> 1 page
+  CHECK(s.forward_alloc() == 4096 - 1500);
+  CHECK(s.rmem_alloc() == 1500);
+  CHECK(p.memory_allocated() == 1);
+  CHECK(g.tcp.usage() == 1);
+  CHECK(g.memory.usage() == 1);
+  CHECK(h.stat_local(g, kind::sock) == 1);
+
+  REQUIRE(s.recv(1500) == ok);  // fits the forward allocation: no page
+  CHECK(s.forward_alloc() == 1096);
+  CHECK(p.memory_allocated() == 1);
+
+  REQUIRE(s.recv(2000) == ok);  // delta 904 -> 1 page
+  CHECK(s.forward_alloc() == 1096 + 4096 - 2000);
+  CHECK(p.memory_allocated() == 2);
+  CHECK(s.rmem_alloc() == 5000);
+
+  REQUIRE(s.consume(1000) == ok);  // fwd 4192 >= a page: one page back, 96 bytes stay
+  CHECK(s.forward_alloc() == 96);
+  CHECK(p.memory_allocated() == 1);
+  CHECK(g.tcp.usage() == 1);
+
+  REQUIRE(s.consume(4000) == ok);  // everything back
+  CHECK(s.forward_alloc() == 0);
+  CHECK(s.rmem_alloc() == 0);
+  REQUIRE(s.close() == ok);
+  check_all_zero(h, p, g);
+}
+
+TEST_CASE_TEMPLATE("a schedule of a large segment charges every page it needs at once", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  REQUIRE(s.recv(64 * 1024 + 1) == ok);
+  CHECK(p.memory_allocated() == 17);
+  CHECK(s.forward_alloc() == 17 * 4096 - 64 * 1024 - 1);
+  REQUIRE(s.send(10000) == ok);
+  CHECK(p.memory_allocated() == 17 + 2);  // delta 10000 - 4095 -> 2 pages
+  CHECK((s.forward_alloc() + s.rmem_alloc() + s.wmem_queued()) % page_size == 0);
+  REQUIRE(s.ack(10000) == ok);
+  REQUIRE(s.consume(64 * 1024 + 1) == ok);
+  CHECK(s.forward_alloc() == 0);
+  CHECK(p.memory_allocated() == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision procedure (§4.3), branch by branch
+
+TEST_CASE_TEMPLATE("(B) at or below tcp_mem min the allocation succeeds and pressure is left", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {4, 8, 16}));
+  counting_listener<P> l;
+  p.set_pressure_listener(&l);
+  p.enter_memory_pressure();
+  CHECK(p.under_memory_pressure());
+  c.advance(250 * memcg::usec_per_msec);
+  sock<P> s(p, &h.root());
+  REQUIRE(s.recv(4 * 4096) == ok);  // allocated 4 <= min 4
+  CHECK_FALSE(p.under_memory_pressure());
+  CHECK(l.enters == 1);
+  CHECK(l.leaves == 1);
+  CHECK(l.last_duration == 250);
+  CHECK(p.memory_pressures() == 1);
+  CHECK(p.memory_pressure_time_ms() == 250);
+  p.set_pressure_listener(nullptr);
+}
+
+TEST_CASE_TEMPLATE("(C) above tcp_mem pressure the protocol enters pressure once", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {1, 2, 100}));
+  counting_listener<P> l;
+  p.set_pressure_listener(&l);
+  sock<P> s(p, &h.root());
+  REQUIRE(s.recv(2 * 4096) == ok);  // 2: not above pressure
+  CHECK_FALSE(p.under_memory_pressure());
+  REQUIRE(s.recv(4096) == ok);  // 3 > 2: enter; one socket is fair (100 > 1 * 3)
+  CHECK(p.under_memory_pressure());
+  REQUIRE(s.recv(4096) == ok);
+  CHECK(l.enters == 1);
+  CHECK(p.memory_pressures() == 1);
+  CHECK(s.under_memory_pressure());
+  // Giving memory back leaves pressure only below min (__sk_mem_reduce_allocated).
+  c.advance(40 * memcg::usec_per_msec);
+  REQUIRE(s.consume(3 * 4096) == ok);  // 1: not below min 1
+  CHECK(p.under_memory_pressure());
+  REQUIRE(s.consume(4096) == ok);  // 0 < 1: leave
+  CHECK_FALSE(p.under_memory_pressure());
+  CHECK(l.leaves == 1);
+  CHECK(p.memory_pressure_time_ms() == 40);
+  p.set_pressure_listener(nullptr);
+}
+
+TEST_CASE_TEMPLATE("(D) above the hard limit a receive is refused even under the minimum buffer",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c, {1, 2, 3}));
+  auto& g = make(h, "A");
+  sock<P> a(p, &g), b(p, &g);
+  REQUIRE(a.recv(3 * 4096) == ok);  // 3 <= max 3 (the minimum buffer lets it through)
+  CHECK(b.rmem_alloc() == 0);
+  CHECK(b.recv(100) == std::errc::not_enough_memory);  // 4 > 3, rmem 0 < tcp_rmem min: refused
+  CHECK(b.forward_alloc() == 0);
+  CHECK(p.memory_allocated() == 3);
+  CHECK(p.exceeded() == 1);
+  CHECK(g.tcp.usage() == 3);  // the group charge was given back
+  CHECK(h.stat_local(g, kind::sock) == 3);
+}
+
+TEST_CASE_TEMPLATE("(E) under pressure a socket below tcp_rmem min or tcp_wmem min still gets memory",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {0, 0, 100}));
+  REQUIRE(p.set_sysctl_rmem({8192, 8192, 8192}) == ok);
+  REQUIRE(p.set_sysctl_wmem({8192, 8192, 8192}) == ok);
+  // Fairness would refuse anything: 40 sockets of 3 pages make 120 > 100.
+  std::vector<std::unique_ptr<sock<P>>> many;
+  for (int i = 0; i < 39; ++i) many.push_back(std::make_unique<sock<P>>(p, &h.root()));
+  sock<P> s(p, &h.root());
+  REQUIRE(s.recv(4096) == ok);  // rmem 0 < 8192: guaranteed
+  REQUIRE(s.recv(4096) == ok);  // rmem 4096 < 8192: guaranteed
+  CHECK(p.under_memory_pressure());
+  CHECK(s.recv(4096) == std::errc::not_enough_memory);  // rmem 8192: fairness refuses
+  REQUIRE(s.send(4096) == ok);  // wmem 0 < 8192
+  REQUIRE(s.send(4096) == ok);
+  CHECK(s.rmem_alloc() == 8192);
+  CHECK(s.wmem_queued() == 8192);
+}
+
+TEST_CASE_TEMPLATE("(F) under global pressure the fairness rule admits small sockets and refuses "
+                   "large ones",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {1, 2, 4}));
+  sock<P> a(p, &h.root()), b(p, &h.root());
+  REQUIRE(a.recv(4096) == ok);  // 1 <= min
+  REQUIRE(b.recv(4096) == ok);  // 2: guaranteed by tcp_rmem min (rmem 0 < 4096)
+  // a: rmem 4096 (not below min); allocated 3 > 2: pressure; fairness: 4 > 2 sockets * 2 pages?
+  CHECK(a.recv(4096) == std::errc::not_enough_memory);
+  CHECK(p.under_memory_pressure());
+  CHECK(p.memory_allocated() == 2);
+  // With b closed, a alone is fair: 4 > 1 * 2.
+  REQUIRE(b.close() == ok);
+  REQUIRE(a.recv(4096) == ok);
+  CHECK(p.memory_allocated() == 2);
+}
+
+TEST_CASE_TEMPLATE("(F) without global pressure a group's pressure alone does not refuse", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {0, 1000, 1000}));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_kmem_soft_limit(g, 0) == ok);
+  REQUIRE(h.try_charge(g, kind::kmem, 1));  // kmem above its soft limit: socket pressure
+  sock<P> s(p, &g);
+  CHECK(s.under_memory_pressure());
+  REQUIRE(s.recv(4096) == ok);
+  REQUIRE(s.recv(4096) == ok);  // allocated 2 > min 0, rmem >= min, but no global pressure
+  CHECK_FALSE(p.under_memory_pressure());
+  h.uncharge_unchecked(g, kind::kmem, 1);
+  CHECK_FALSE(s.under_memory_pressure());
+}
+
+TEST_CASE_TEMPLATE("a forced send under sndbuf is refused and moderates sndbuf; at sndbuf it is "
+                   "allowed over the hard limit",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c, {0, 0, 4}));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  REQUIRE(s.send(4 * 4096) == ok);  // 4 pages: wmem 0 < tcp_wmem min, the minimum buffer
+  CHECK(s.wmem_queued() == 16384);
+  CHECK(s.sndbuf() == 16384);
+  // 5 > 4: suppress; moderated sndbuf = max(min(16384, 8192), 4608) = 8192; 16384 + 100 >= 8192:
+  // the send is allowed (forced) and the group charged.
+  REQUIRE(s.send(100) == ok);
+  CHECK(s.sndbuf() == 8192);
+  CHECK(p.memory_allocated() == 5);
+  CHECK(g.tcp.usage() == 5);
+  REQUIRE(s.ack(16384 + 100 - 1000) == ok);
+  CHECK(s.wmem_queued() == 1000);
+  CHECK(p.memory_allocated() == 1);
+  REQUIRE(s.send(3000) == ok);  // fits the forward allocation (fwd 3096)
+  // Fill the protocol with another socket so the next page is above the hard limit.
+  sock<P> other(p, &g);
+  REQUIRE(other.recv(3 * 4096) == ok);  // rmem 0 < min: guaranteed up to the hard limit
+  CHECK(p.memory_allocated() == 4);
+  // Moderated sndbuf: max(min(8192, 4000 / 2), 4608) = 4608. The check adds the scheduled delta
+  // (size - forward_alloc, as sk_wmem_schedule passes it): 4000 + 404 < 4608: refused.
+  CHECK(s.send(500) == std::errc::not_enough_memory);
+  CHECK(s.sndbuf() == 4608);
+  CHECK(s.wmem_queued() == 4000);
+  CHECK(p.memory_allocated() == 4);
+  REQUIRE(s.send(800) == ok);  // 4000 + 704 >= 4608: forced
+  CHECK(p.memory_allocated() == 5);
+}
+
+TEST_CASE_TEMPLATE("a forced send charges the group with nofail when the group refused", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_tcp_limit(g, 2) == ok);
+  sock<P> s(p, &g);
+  REQUIRE(s.send(8192) == ok);
+  CHECK(g.tcp.usage() == 2);
+  // The group refuses (tcp limit): suppress; wmem 8192 + 100 >= the moderated 4608: forced,
+  // the group charged with nofail (its tcp counter refuses once more, then is forced).
+  REQUIRE(s.send(100) == ok);
+  CHECK(g.tcp.usage() == 3);
+  CHECK(g.tcp.failcnt() == 2);
+  CHECK(g.tcp_pressure());
+  CHECK(s.under_memory_pressure());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-group charging (§4.5, model.md)
+
+TEST_CASE_TEMPLATE("a receive at the group's memory limit is dropped without reclaim; forced it "
+                   "goes over",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 2) == ok);
+  sock<P> s(p, &g);
+  REQUIRE(s.recv(8192) == ok);
+  CHECK(s.recv(1) == std::errc::not_enough_memory);
+  CHECK(g.events_local(memcg::event::max) == 0);  // no reclaim round, no event
+  CHECK(p.memory_allocated() == 2);
+  CHECK(s.rmem_alloc() == 8192);
+  CHECK(s.forward_alloc() == 0);
+  REQUIRE(s.recv(1, /*forced=*/true) == ok);  // GFP_ATOMIC: forced past memory.max
+  CHECK(g.memory.usage() == 3);
+  CHECK(p.memory_allocated() == 3);
+  // A send may reclaim; with nothing to reclaim and under the moderated sndbuf it is refused.
+  CHECK(s.send(100) == ok);  // fits the forward allocation
+  CHECK(s.send(4000) == std::errc::not_enough_memory);  // 100 + 4000 < 4608
+  CHECK(s.sndbuf() == 4608);
+}
+
+TEST_CASE_TEMPLATE("the tcp sub-limit refuses, sets the group's tcp pressure for its subtree, and a "
+                   "later charge clears it",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  REQUIRE(h.write_tcp_limit(a, 2) == ok);
+  sock<P> s(p, &b), t(p, &a), u(p, &h.root());
+  REQUIRE(s.recv(8192) == ok);
+  CHECK(s.recv(100) == std::errc::not_enough_memory);
+  CHECK(a.tcp.failcnt() == 1);
+  CHECK(b.tcp_pressure());  // the charging group's v1 flag
+  CHECK(s.under_memory_pressure());
+  CHECK_FALSE(t.under_memory_pressure());
+  CHECK_FALSE(u.under_memory_pressure());
+  REQUIRE(s.consume(8192) == ok);
+  REQUIRE(s.recv(100) == ok);  // a successful tcp charge clears the flag
+  CHECK_FALSE(b.tcp_pressure());
+  CHECK_FALSE(s.under_memory_pressure());
+}
+
+TEST_CASE_TEMPLATE("a socket's group and an ancestor's tcp pressure or kmem soft limit put it "
+                   "under pressure",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  sock<P> s(p, &b);
+  CHECK_FALSE(s.under_memory_pressure());
+  a.set_tcp_pressure(true);
+  CHECK(s.under_memory_pressure());
+  a.set_tcp_pressure(false);
+  REQUIRE(h.write_kmem_soft_limit(a, 1) == ok);
+  REQUIRE(h.try_charge(b, kind::slab_unreclaimable, 2));
+  CHECK(s.under_memory_pressure());
+  CHECK(s.advice().under_pressure);
+  h.uncharge_unchecked(b, kind::slab_unreclaimable, 2);
+  CHECK_FALSE(s.under_memory_pressure());
+}
+
+TEST_CASE_TEMPLATE("a medium vmpressure window puts the group's sockets under pressure for one "
+                   "second",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  h.set_clock(&c);
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  sock<P> s(p, &b);
+  CHECK_FALSE(s.under_memory_pressure());
+  h.pressure().emit(a, memcg::pressure_level::medium);
+  CHECK(s.under_memory_pressure());  // an ancestor's hold
+  c.advance(999 * memcg::usec_per_msec);
+  CHECK(s.under_memory_pressure());
+  c.advance(1 * memcg::usec_per_msec);
+  CHECK_FALSE(s.under_memory_pressure());
+  h.set_clock(nullptr);
+}
+
+TEST_CASE_TEMPLATE("after rmdir a socket's memory is given back through the parent", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  sock<P> s(p, &b);
+  REQUIRE(s.recv(10000) == ok);
+  REQUIRE(h.rmdir("A/B") == ok);
+  CHECK(s.memcg() == &a);
+  CHECK(h.stat_local(a, kind::sock) == 3);
+  REQUIRE(s.recv(10000) == ok);  // new charges go to the parent
+  CHECK(a.tcp.usage() == 5);
+  REQUIRE(s.close() == ok);
+  CHECK(a.tcp.usage() == 0);
+  CHECK(h.stat_local(a, kind::sock) == 0);
+  check_all_zero(h, p, a);
+}
+
+TEST_CASE_TEMPLATE("a socket without a group charges only the protocol", P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  sock<P> s(p, nullptr);
+  REQUIRE(s.recv(5000) == ok);
+  CHECK(p.memory_allocated() == 2);
+  CHECK(h.root().tcp.usage() == 0);
+  CHECK_FALSE(s.under_memory_pressure());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Window advice
+
+TEST_CASE_TEMPLATE("window advice stays within rcvbuf, sndbuf and the group's room, and shrinks "
+                   "under pressure",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  auto a = s.advice();
+  CHECK(a.rcv_window == 131072);
+  CHECK(a.snd_space == 16384);
+  CHECK_FALSE(a.under_pressure);
+  REQUIRE(h.write_max(g, 4) == ok);
+  REQUIRE(s.recv(5000) == ok);  // 2 pages; room 2 pages + fwd 3192
+  a = s.advice();
+  CHECK(a.rcv_window == 2 * 4096 + 3192);
+  g.set_tcp_pressure(true);
+  a = s.advice(1000);
+  CHECK(a.under_pressure);
+  CHECK(a.rcv_window == 3192);  // max(fwd 3192, 2 * mss 2000)
+  CHECK(a.snd_space == 4608);   // moderated sndbuf floor, nothing queued
+  // The window never exceeds what a receive could be given: a receive of rcv_window succeeds.
+  g.set_tcp_pressure(false);
+  a = s.advice();
+  REQUIRE(s.recv(a.rcv_window) == ok);
+  CHECK(s.advice().rcv_window == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread reserves (§4.1)
+
+TEST_CASE("with a per-thread reserve the global word lags but every read is exact") {
+  vclock c;
+  memcg::hierarchy h;
+  memcg::proto_memory p(opts<memcg::sync::atomic>(&c, {}, memcg::sk_memory_pcpu_reserve));
+  CHECK(p.pcpu_reserve() == 256);
+  memcg::sock_memory s(p, &h.root());
+  REQUIRE(s.recv(100 * 4096) == ok);
+  CHECK(p.memory_allocated() == 100);
+  CHECK(p.memory_allocated_global() == 0);  // still in this thread's share
+  REQUIRE(s.recv(200 * 4096) == ok);        // the share reaches 300 >= 256: folded
+  CHECK(p.memory_allocated() == 300);
+  CHECK(p.memory_allocated_global() == 300);
+  REQUIRE(s.consume(300 * 4096) == ok);
+  CHECK(p.memory_allocated() == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+
+TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes nothing", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  sock<P> s(p, &h.root());
+  REQUIRE(s.recv(1000) == ok);
+  REQUIRE(s.send(500) == ok);
+  std::int64_t fwd = s.forward_alloc();
+  CHECK(s.consume(1001) == std::errc::invalid_argument);
+  CHECK(s.ack(501) == std::errc::invalid_argument);
+  CHECK(s.recv(-1) == std::errc::invalid_argument);
+  CHECK(s.send(memcg::sk_max_op_size + 1) == std::errc::invalid_argument);
+  CHECK(s.forward_alloc() == fwd);
+  CHECK(s.rmem_alloc() == 1000);
+  CHECK(s.wmem_queued() == 500);
+  CHECK(p.memory_allocated() == 1);
+}
+
+TEST_CASE_TEMPLATE("closing twice and using a closed socket are caught", P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  sock<P> s(p, &h.root());
+  REQUIRE(s.recv(1000) == ok);
+  REQUIRE(s.close() == ok);
+  CHECK(s.closed());
+  CHECK(s.close() == std::errc::bad_file_descriptor);
+  CHECK(s.recv(1) == std::errc::bad_file_descriptor);
+  CHECK(s.consume(1) == std::errc::bad_file_descriptor);
+  CHECK(s.send(1) == std::errc::bad_file_descriptor);
+  CHECK(s.ack(1) == std::errc::bad_file_descriptor);
+  CHECK(p.sockets_allocated() == 0);
+  CHECK(p.memory_allocated() == 0);
+}
+
+TEST_CASE_TEMPLATE("sysctl values out of order are EINVAL and change nothing", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  proto<P> p(opts<P>(&c));
+  CHECK(p.set_sysctl_mem({10, 5, 20}) == std::errc::invalid_argument);
+  CHECK(p.set_sysctl_mem({1, 30, 20}) == std::errc::invalid_argument);
+  CHECK(p.set_sysctl_mem({-1, 3, 20}) == std::errc::invalid_argument);
+  CHECK(p.sysctl_mem().min == 188388);
+  CHECK(p.set_sysctl_rmem({8192, 4096, 10000}) == std::errc::invalid_argument);
+  CHECK(p.set_sysctl_wmem({0, 20000, 10000}) == std::errc::invalid_argument);
+  CHECK(p.sysctl_rmem().def == 131072);
+  CHECK(p.sysctl_wmem().max == 4194304);
+  CHECK(p.set_sysctl_mem({5, 5, 5}) == ok);
+  CHECK(p.sysctl_mem().pressure == 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Volume
+
+TEST_CASE_TEMPLATE("a million sockets opened and closed leave every counter at zero", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  for (int i = 0; i < 1000000; ++i) {
+    sock<P> s(p, &g);
+    (void)s.recv(1500);
+    if (i & 1) (void)s.send(700);
+    if (i & 2) (void)s.consume(1000);
+  }  // the destructor closes
+  check_all_zero(h, p, g);
+}
+
+TEST_SUITE("concurrency") {
+  TEST_CASE("threads on their own sockets in several groups leave every counter at zero") {
+    memcg::hierarchy h;
+    memcg::proto_memory::options o;
+    o.mem = {100, 200, 400};  // small: pressure and refusals happen
+    memcg::proto_memory p(o);
+    std::vector<memcg::group*> gs;
+    for (const char* path : {"A", "B", "B/C"}) gs.push_back(h.mkdir(path).g);
+    REQUIRE(h.write_tcp_limit(*gs[0], 50) == ok);
+    constexpr int nr_threads = 4;
+    std::atomic<std::int64_t> refused{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < nr_threads; ++t) {
+      ts.emplace_back([&, t] {
+        std::mt19937 rng(t);
+        std::vector<std::unique_ptr<memcg::sock_memory>> socks;
+        for (int i = 0; i < 8; ++i)
+          socks.push_back(std::make_unique<memcg::sock_memory>(p, gs[(t + i) % gs.size()]));
+        for (int i = 0; i < 20000; ++i) {
+          auto& s = *socks[rng() % socks.size()];
+          std::int64_t n = 1 + rng() % 9000;
+          switch (rng() % 4) {
+            case 0: if (s.recv(n) != ok) refused.fetch_add(1, std::memory_order_relaxed); break;
+            case 1: (void)s.consume(std::min(n, s.rmem_alloc())); break;
+            case 2: if (s.send(n) != ok) refused.fetch_add(1, std::memory_order_relaxed); break;
+            default: (void)s.ack(std::min(n, s.wmem_queued())); break;
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(refused.load() > 0);
+    CHECK(p.memory_allocated() == 0);
+    CHECK(p.sockets_allocated() == 0);
+    for (auto* g : gs) CHECK(g->tcp.usage() == 0);
+    h.drain_stocks(nullptr);
+    CHECK(h.root().memory.usage() == 0);
+    CHECK(h.root().tcp.usage() == 0);
+  }
+}
