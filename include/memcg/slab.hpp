@@ -56,6 +56,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/reclaim.hpp"
@@ -181,12 +182,16 @@ inline slab_heap_holder::~slab_heap_holder() {
   if (heap) mi_heap_delete(heap);
   heap = nullptr;
 }
+// The heap is published before the holder is first touched: registering the holder's
+// destructor may allocate, and that allocation must find the heap (a preloaded malloc).
 MEMCG_NOINLINE inline mi_heap_t* slab_heap_slow() noexcept {
   if (slab_tls_heap_gone()) return mi_heap_get_default();
+  mi_heap_t* h = mi_heap_new();
+  if (!h) return mi_heap_get_default();
+  slab_tls_heap() = h;
   static thread_local slab_heap_holder holder;
-  if (!holder.heap) holder.heap = mi_heap_new();
-  slab_tls_heap() = holder.heap;
-  return holder.heap ? holder.heap : mi_heap_get_default();
+  holder.heap = h;
+  return h;
 }
 MEMCG_ALWAYS_INLINE mi_heap_t* slab_heap() noexcept {
   mi_heap_t* h = slab_tls_heap();
@@ -214,14 +219,13 @@ struct slab_backend {
 // every stripe. Threads beyond the stripes share the last one with atomic adds.
 inline constexpr int slab_stripes = 16;
 
+// Constant-initialized, never allocates (a preloaded malloc reaches it from inside malloc).
 struct slab_stripe_registry {
   std::mutex mu;
   std::uint32_t used = 0;  // bit i: stripe i is owned by a live thread
 };
-inline slab_stripe_registry& stripe_registry() noexcept {
-  static slab_stripe_registry* r = new slab_stripe_registry();  // never destroyed
-  return *r;
-}
+inline constinit slab_stripe_registry stripe_registry_instance{};
+inline slab_stripe_registry& stripe_registry() noexcept { return stripe_registry_instance; }
 inline int& slab_tls_stripe() noexcept {
   static thread_local int stripe = 0;  // 0: not yet assigned; i + 1: stripe i; -1: shared
   return stripe;
@@ -237,6 +241,7 @@ struct slab_stripe_holder {
   }
 };
 MEMCG_NOINLINE inline int slab_stripe_slow() noexcept {
+  slab_tls_stripe() = -1;  // shared until assigned: registering the holder may allocate
   static thread_local slab_stripe_holder holder;
   auto& r = stripe_registry();
   int got = -1;
@@ -417,7 +422,9 @@ class kmem_cache {
       if (MEMCG_UNLIKELY(!n) || MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, full, flags)))
         return nullptr;
     }
-    void* p = detail::slab_backend::alloc(full_size_, align_);
+    // MEMCG_FAULT: a failed backing allocation injected by a test build (memcg/detail/fault.hpp).
+    void* p = MEMCG_FAULT(backing_alloc, this) ? nullptr
+                                                : detail::slab_backend::alloc(full_size_, align_);
     if (MEMCG_UNLIKELY(!p)) {
       if (n->obj_cgroup()) obj_cgroup_uncharge(n->obj_cgroup(), kind_, full);
       return nullptr;
@@ -451,7 +458,8 @@ class kmem_cache {
     if (o && MEMCG_UNLIKELY(!(n = node(o)))) return nullptr;
     std::size_t want = ((size + 7) & ~std::size_t{7}) + detail::obj_tag_size;
     align = std::max<std::size_t>(align, alignof(std::uintptr_t));
-    void* p = has(flags, __GFP_ZERO) && align <= alignof(std::max_align_t)
+    void* p = MEMCG_FAULT(backing_alloc, this) ? nullptr
+              : has(flags, __GFP_ZERO) && align <= alignof(std::max_align_t)
                   ? detail::slab_backend::zalloc(want)
                   : detail::slab_backend::alloc(want, align);
     if (MEMCG_UNLIKELY(!p)) return nullptr;
@@ -466,6 +474,22 @@ class kmem_cache {
     n->account_alloc(full);
     return p;
   }
+  // A variable-size object of no cache at all (tag without a node): neither charged nor
+  // counted. For allocators that must serve before any cache can exist (a preloaded malloc
+  // building itself). free_bytes() takes it.
+  static void* alloc_raw(std::size_t size, std::size_t align, bool zero) noexcept {
+    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
+    std::size_t want = ((size + 7) & ~std::size_t{7}) + detail::obj_tag_size;
+    align = std::max<std::size_t>(align, alignof(std::uintptr_t));
+    void* p = zero && align <= alignof(std::max_align_t) ? detail::slab_backend::zalloc(want)
+                                                         : detail::slab_backend::alloc(want, align);
+    if (MEMCG_UNLIKELY(!p)) return nullptr;
+    if (zero && align > alignof(std::max_align_t)) std::memset(p, 0, size);
+    std::size_t usable = detail::slab_backend::usable(p);
+    set_tag(static_cast<char*>(p) + usable - detail::obj_tag_size, nullptr);
+    return p;
+  }
+
   // kfree() of an object of a variable-size cache (any of them: the tag names it).
   static void free_bytes(void* p) noexcept {
     if (MEMCG_UNLIKELY(!p)) return;
@@ -474,6 +498,10 @@ class kmem_cache {
     std::size_t usable = detail::slab_backend::usable(p);
     kmem_cache_node* n =
         take_tag(p, static_cast<char*>(p) + usable - detail::obj_tag_size, "kfree");
+    if (MEMCG_UNLIKELY(!n)) {  // alloc_raw()
+      detail::slab_backend::free(p);
+      return;
+    }
     MEMCG_ASSERT(1, n->cache().size_ == 0 || (detail::slab_bad_free("kfree", p), false));
     auto full = static_cast<std::int64_t>(usable);
     n->account_free(full);
@@ -518,28 +546,35 @@ class kmem_cache {
   static void for_each(Fn fn) {
     auto& r = registry();
     std::lock_guard<std::mutex> l(r.mu);
-    for (kmem_cache* c : r.caches) fn(*c);
+    for (kmem_cache* c = r.head; c; c = c->next_) fn(*c);
   }
 
  private:
   friend class kmem_cache_node;
 
+
+ public:
+  // Every live cache, an intrusive list: constant-initialized, never allocates. (Not API.)
   struct cache_registry {
     std::mutex mu;
-    std::vector<kmem_cache*> caches;
+    kmem_cache* head = nullptr;
     void add(kmem_cache* c) {
       std::lock_guard<std::mutex> l(mu);
-      caches.push_back(c);
+      c->next_ = head;
+      if (head) head->prev_ = c;
+      head = c;
     }
     void remove(kmem_cache* c) {
       std::lock_guard<std::mutex> l(mu);
-      caches.erase(std::remove(caches.begin(), caches.end(), c), caches.end());
+      if (c->prev_) c->prev_->next_ = c->next_;
+      else head = c->next_;
+      if (c->next_) c->next_->prev_ = c->prev_;
+      c->next_ = c->prev_ = nullptr;
     }
   };
-  static cache_registry& registry() {
-    static cache_registry* r = new cache_registry();  // never destroyed
-    return *r;
-  }
+
+ private:
+  static cache_registry& registry() noexcept;
   static std::atomic<std::uint64_t>& next_serial() noexcept {
     static std::atomic<std::uint64_t> s{0};
     return s;
@@ -614,10 +649,19 @@ class kmem_cache {
   void* shrink_ctx_;
   std::uint64_t serial_;
   bool leaked_ = false;
+  kmem_cache* next_ = nullptr;  // registry list
+  kmem_cache* prev_ = nullptr;
   std::mutex mu_;
   absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_;
   kmem_cache_node unaccounted_;
 };
+
+namespace detail {
+inline constinit kmem_cache::cache_registry cache_registry_instance{};
+}  // namespace detail
+inline kmem_cache::cache_registry& kmem_cache::registry() noexcept {
+  return detail::cache_registry_instance;
+}
 
 inline slab_stat kmem_cache_node::stat() const noexcept {
   slab_stat r;

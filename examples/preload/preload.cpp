@@ -1,0 +1,189 @@
+// libmemcg_preload.so: puts an unmodified program in one memory cgroup.
+//
+//   LD_PRELOAD=libmemcg_preload.so MEMCG_MAX=64M MEMCG_STAT=/tmp/stat program args
+//
+// Every malloc, calloc, realloc, reallocarray, free, posix_memalign, aligned_alloc, memalign,
+// valloc, pvalloc and operator new/delete is charged to one group whose memory.max is MEMCG_MAX.
+// Beyond it an allocation returns NULL with errno ENOMEM (operator new throws std::bad_alloc),
+// after reclaim and the OOM handler had their chance. MEMCG_STAT=FILE writes memory.stat,
+// memory.events and memory.peak at exit. Memory comes from mimalloc (linked here).
+//
+// The shim is built on first use, in static storage that is never destroyed (threads may still
+// allocate while the process exits). Allocations made while it is being built, and by the
+// library inside a charge, are served uncharged; free() takes any of them, and leaves alone a
+// pointer mimalloc does not know (memory from before the shim existed).
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdlib>
+#include <new>
+
+#include "shim.hpp"
+
+#define MEMCG_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+alignas(memcg_preload::shim) unsigned char storage[sizeof(memcg_preload::shim)];
+std::atomic<memcg_preload::shim*> instance{nullptr};
+std::atomic<int> state{0};  // 0: not built, 1: being built, 2: ready
+
+void write_stats_at_exit() {
+  if (auto* s = instance.load(std::memory_order_acquire)) (void)s->write_stats();
+}
+
+MEMCG_NOINLINE memcg_preload::shim* build() {
+  int expected = 0;
+  // acq_rel: one builder; the others see 1 and allocate uncharged meanwhile.
+  if (!state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return nullptr;
+  ++memcg_preload::tls_depth();
+  auto cfg = memcg_preload::config::from_env();
+  auto* s = new (storage) memcg_preload::shim(cfg);
+  if (!cfg.stat_file.empty()) std::atexit(&write_stats_at_exit);
+  --memcg_preload::tls_depth();
+  instance.store(s, std::memory_order_release);  // release: pairs with get()'s acquire
+  state.store(2, std::memory_order_release);
+  return s;
+}
+
+// The shim, or nullptr while it is being built (by this or another thread).
+MEMCG_ALWAYS_INLINE memcg_preload::shim* get() {
+  memcg_preload::shim* s = instance.load(std::memory_order_acquire);
+  if (MEMCG_LIKELY(s != nullptr)) return s;
+  return build();
+}
+
+// Uncharged service while the shim is not there yet: mimalloc blocks tagged without a cache
+// (kmem_cache::alloc_raw), so free() treats them like every other.
+void* early_alloc(std::size_t n, std::size_t align, bool zero) {
+  void* p = memcg::kmem_cache::alloc_raw(n ? n : 1, align, zero);
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+}  // namespace
+
+MEMCG_EXPORT void* malloc(std::size_t n) {
+  if (auto* s = get()) return s->malloc(n);
+  return early_alloc(n, 0, false);
+}
+MEMCG_EXPORT void free(void* p) {
+  if (!p) return;
+  if (!memcg::detail::slab_backend::owns(p)) return;
+  memcg::kmem_cache::free_bytes(p);
+}
+MEMCG_EXPORT void cfree(void* p) { free(p); }
+MEMCG_EXPORT void* calloc(std::size_t n, std::size_t size) {
+  if (auto* s = get()) return s->calloc(n, size);
+  std::size_t bytes;
+  if (__builtin_mul_overflow(n, size, &bytes)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return early_alloc(bytes, 0, true);
+}
+MEMCG_EXPORT void* realloc(void* p, std::size_t n) {
+  if (auto* s = get()) return s->realloc(p, n);
+  if (!p) return early_alloc(n, 0, false);
+  std::size_t have = memcg::kmem_cache::usable_size(p);
+  void* q = early_alloc(n, 0, false);
+  if (q) {
+    std::memcpy(q, p, n < have ? n : have);
+    free(p);
+  }
+  return q;
+}
+MEMCG_EXPORT void* reallocarray(void* p, std::size_t n, std::size_t size) {
+  std::size_t bytes;
+  if (__builtin_mul_overflow(n, size, &bytes)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, bytes);
+}
+MEMCG_EXPORT void* memalign(std::size_t align, std::size_t n) {
+  if (auto* s = get()) return s->memalign(align, n);
+  return early_alloc(n, align, false);
+}
+MEMCG_EXPORT void* aligned_alloc(std::size_t align, std::size_t n) { return memalign(align, n); }
+MEMCG_EXPORT int posix_memalign(void** out, std::size_t align, std::size_t n) {
+  if (auto* s = get()) return s->posix_memalign(out, align, n);
+  void* p = early_alloc(n, align, false);
+  if (!p) return ENOMEM;
+  *out = p;
+  return 0;
+}
+MEMCG_EXPORT void* valloc(std::size_t n) { return memalign(static_cast<std::size_t>(getpagesize()), n); }
+MEMCG_EXPORT void* pvalloc(std::size_t n) {
+  std::size_t page = static_cast<std::size_t>(getpagesize());
+  return memalign(page, (n + page - 1) & ~(page - 1));
+}
+MEMCG_EXPORT std::size_t malloc_usable_size(void* p) {
+  if (!p || !memcg::detail::slab_backend::owns(p)) return 0;
+  return memcg::kmem_cache::usable_size(p);
+}
+
+// ---- operator new / delete ----
+
+namespace {
+void* new_impl(std::size_t n, std::size_t align) {
+  for (;;) {
+    void* p = align ? memalign(align, n) : malloc(n);
+    if (MEMCG_LIKELY(p != nullptr)) return p;
+    std::new_handler h = std::get_new_handler();
+    if (!h) throw std::bad_alloc();
+    h();
+  }
+}
+void* new_nothrow(std::size_t n, std::size_t align) noexcept {
+  try {
+    return new_impl(n, align);
+  } catch (...) {
+    return nullptr;
+  }
+}
+}  // namespace
+
+__attribute__((visibility("default"))) void* operator new(std::size_t n) { return new_impl(n, 0); }
+__attribute__((visibility("default"))) void* operator new[](std::size_t n) { return new_impl(n, 0); }
+__attribute__((visibility("default"))) void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return new_nothrow(n, 0);
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return new_nothrow(n, 0);
+}
+__attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a) {
+  return new_impl(n, static_cast<std::size_t>(a));
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a) {
+  return new_impl(n, static_cast<std::size_t>(a));
+}
+__attribute__((visibility("default"))) void* operator new(std::size_t n, std::align_val_t a,
+                                                          const std::nothrow_t&) noexcept {
+  return new_nothrow(n, static_cast<std::size_t>(a));
+}
+__attribute__((visibility("default"))) void* operator new[](std::size_t n, std::align_val_t a,
+                                                            const std::nothrow_t&) noexcept {
+  return new_nothrow(n, static_cast<std::size_t>(a));
+}
+__attribute__((visibility("default"))) void operator delete(void* p) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete(void* p, std::size_t) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete(void* p, const std::nothrow_t&) noexcept {
+  free(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, const std::nothrow_t&) noexcept {
+  free(p);
+}
+__attribute__((visibility("default"))) void operator delete(void* p, std::align_val_t) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete[](void* p, std::align_val_t) noexcept { free(p); }
+__attribute__((visibility("default"))) void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  free(p);
+}
+__attribute__((visibility("default"))) void operator delete[](void* p, std::size_t, std::align_val_t) noexcept {
+  free(p);
+}
