@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential g++ clang cmake ninja-build pkg-config git
   libabsl-dev libmimalloc-dev doctest-dev libbenchmark-dev
+  python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
 )
 
 missing=()
