@@ -4,10 +4,12 @@
 //   page_cache     the simulator's reclaimable memory of one group: one FIFO of file and
 //                  slab_reclaimable charges, freed oldest first when reclaim asks
 //   tracer         --trace: every step of the charge path and of reclaim, as teaching text
-//   runner_state   the hierarchy, page caches, virtual clock, and the command table
+//   runner_state   the hierarchy, page caches, virtual clock, the TCP protocol and its
+//                  sockets, and the command table
 //
-// Sockets are not in the library yet: their commands parse (parser.cpp) and answer
-// `EINVAL (not supported yet)` here. To add them, replace `unsupported` in the table below.
+// Sockets (memcg/sockmem.hpp): one protocol with the kernel's defaults and no per-thread
+// reserve, so every read is exact; `recv` runs as the stack's receive path (no reclaim: at the
+// group's limit the segment is dropped), `send` as the application (may reclaim).
 // The virtual clock is the hierarchy's clock policy: throttling and `sleep` advance it, and
 // memory.pressure and the socket-pressure hold read it.
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "memcg/sockmem.hpp"
 #include "sim.hpp"
 
 namespace sim {
@@ -287,12 +290,17 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
 struct outcome {
   bool ok = true;
   std::string error;  // "ENOMEM (limit of A)"
+  bool refused = false;  // `drop` / `block`: not an error, but it satisfies a `!`
 };
 outcome ok() { return {}; }
+outcome refused() { return {false, "", true}; }
 outcome fail(std::errc e, const std::string& detail = "") {
   return {false, errno_name(e) + (detail.empty() ? "" : " (" + detail + ")")};
 }
 outcome unsupported() { return {false, "EINVAL (not supported yet)"}; }
+
+using proto = memcg::basic_proto_memory<policy>;
+using sock = memcg::basic_sock_memory<policy>;
 
 bool known_file(std::string_view f) {
   const auto& files = memcg::control_files();
@@ -307,14 +315,19 @@ bool writable_file(std::string_view f) {
       "memory.kmem.tcp.max_usage_in_bytes", "memory.kmem.tcp.failcnt"};
   return std::find(std::begin(rw), std::end(rw), f) != std::end(rw);
 }
-// Files of the protocol (`-`) and of sockets: features the library does not have yet.
-bool socket_file(std::string_view target, std::string_view f) {
-  return target == "-" || f.starts_with("tcp.") || f.starts_with("sock.");
-}
+// `read - tcp.*` reads the protocol; `read NAME sock.*` a socket.
+bool socket_file(std::string_view f) { return f.starts_with("sock."); }
 
 }  // namespace
 
 class runner_state {
+  static proto::options proto_options(memcg::clock_source* c) {
+    proto::options o;
+    o.pcpu_reserve = 0;  // the simulator: every read exact (model.md)
+    o.clock = c;
+    return o;
+  }
+
  public:
   runner_state(const options& o, std::string title) : opts_(o), title_(std::move(title)) {
     h_.set_clock(&clock_);
@@ -350,11 +363,12 @@ class runner_state {
     auto it = table.find(c.name);
     outcome r = it == table.end() ? fail(std::errc::invalid_argument, "unknown command")
                                   : (this->*(it->second))(c);
-    if (!r.ok) std::printf("error: %d: %s: %s\n", c.line, c.text.c_str(), r.error.c_str());
+    if (!r.ok && !r.refused)
+      std::printf("error: %d: %s: %s\n", c.line, c.text.c_str(), r.error.c_str());
     if (c.must_fail && r.ok) {
       std::printf("FAIL %d: expected %s to fail\n", c.line, c.text.c_str());
       failed_ = true;
-    } else if (!c.must_fail && !r.ok) {
+    } else if (!c.must_fail && !r.ok && !r.refused) {
       failed_ = true;
     }
     // The end of a command is the task's throttle point (return to user space in the kernel).
@@ -444,10 +458,8 @@ class runner_state {
   // What `read TARGET FILE` reads, or an error outcome.
   std::optional<memcg::control_value> read_target(const std::string& target,
                                                   const std::string& file, outcome* err) {
-    if (socket_file(target, file)) {
-      *err = unsupported();
-      return std::nullopt;
-    }
+    if (target == "-") return read_protocol(file, err);
+    if (socket_file(file)) return read_socket(target, file, err);
     group* g = lookup(target, err);
     if (!g) return std::nullopt;
     if (!known_file(file)) {
@@ -528,10 +540,106 @@ class runner_state {
       h_.set_recursive_protection(c.args[1] == "1");
       return ok();
     }
-    return unsupported();  // net.ipv4.*: sockets are not in the library yet
+    // net.ipv4.*: three numbers, checked by the parser; the order is checked here.
+    std::int64_t v[3];
+    for (int i = 0; i < 3; ++i) v[i] = *parse_uint(c.args[1 + i]);
+    std::errc e{};
+    if (name == "net.ipv4.tcp_mem") e = proto_.set_sysctl_mem({v[0], v[1], v[2]});
+    else if (name == "net.ipv4.tcp_rmem") e = proto_.set_sysctl_rmem({v[0], v[1], v[2]});
+    else e = proto_.set_sysctl_wmem({v[0], v[1], v[2]});
+    if (e != std::errc{})
+      return fail(e, name == "net.ipv4.tcp_mem" ? "MIN <= PRESSURE <= MAX" : "MIN <= DEFAULT <= MAX");
+    return ok();
   }
 
-  outcome do_socket(const command&) { return unsupported(); }
+  // ---- sockets ----
+
+  // An open socket by NAME, or an error outcome.
+  sock* find_socket(const std::string& name, outcome* err) {
+    auto it = sockets_.find(name);
+    if (it == sockets_.end()) {
+      *err = fail(std::errc::no_such_file_or_directory, "no socket " + name);
+      return nullptr;
+    }
+    if (it->second->closed()) {
+      *err = fail(std::errc::invalid_argument, "socket " + name + " is closed");
+      return nullptr;
+    }
+    return it->second.get();
+  }
+
+  outcome do_socket(const command& c) {
+    if (c.name == "socket") {
+      outcome err;
+      group* g = lookup(c.args[0], &err);
+      if (!g) return err;
+      auto& slot = sockets_[c.args[1]];
+      if (slot && !slot->closed()) return fail(std::errc::file_exists, "socket " + c.args[1] + " is open");
+      slot = std::make_unique<sock>(proto_, g);
+      return ok();
+    }
+    outcome err;
+    sock* s = find_socket(c.args[0], &err);
+    if (!s) return err;
+    if (c.name == "close") {
+      (void)s->close();
+      return ok();
+    }
+    std::int64_t size = *parse_size(c.args[1]);
+    if (size > memcg::sk_max_op_size) return fail(std::errc::invalid_argument, "SIZE too large");
+    if (group* g = s->memcg()) charged_in_ = g->path();
+    std::errc e{};
+    if (c.name == "recv") {
+      e = s->recv(size);
+      if (e == std::errc::not_enough_memory) {
+        std::printf("drop %s %s\n", c.args[0].c_str(), c.args[1].c_str());
+        return refused();
+      }
+    } else if (c.name == "send") {
+      e = s->send(size);
+      if (e == std::errc::not_enough_memory) {
+        std::printf("block %s %s\n", c.args[0].c_str(), c.args[1].c_str());
+        return refused();
+      }
+    } else if (c.name == "consume") {
+      e = s->consume(size);
+      if (e == std::errc::invalid_argument)
+        return fail(e, c.args[0] + " holds " + std::to_string(s->rmem_alloc()) + " received bytes");
+    } else {  // ack
+      e = s->ack(size);
+      if (e == std::errc::invalid_argument)
+        return fail(e, c.args[0] + " has " + std::to_string(s->wmem_queued()) + " bytes queued");
+    }
+    if (e != std::errc{}) return fail(e);
+    return ok();
+  }
+
+  static memcg::control_value one_value(std::int64_t v) {
+    memcg::control_value r;
+    r.entries.emplace_back("", std::to_string(v));
+    return r;
+  }
+
+  std::optional<memcg::control_value> read_protocol(const std::string& file, outcome* err) {
+    if (file == "tcp.memory_allocated") return one_value(proto_.memory_allocated());
+    if (file == "tcp.memory_pressure") return one_value(proto_.under_memory_pressure() ? 1 : 0);
+    if (file == "tcp.sockets_allocated") return one_value(proto_.sockets_allocated());
+    *err = fail(std::errc::no_such_file_or_directory, "no protocol file " + file);
+    return std::nullopt;
+  }
+
+  std::optional<memcg::control_value> read_socket(const std::string& name, const std::string& file,
+                                                  outcome* err) {
+    sock* s = find_socket(name, err);
+    if (!s) return std::nullopt;
+    if (file == "sock.forward_alloc") return one_value(s->forward_alloc());
+    if (file == "sock.rmem_alloc") return one_value(s->rmem_alloc());
+    if (file == "sock.wmem_queued") return one_value(s->wmem_queued());
+    if (file == "sock.under_pressure") return one_value(s->under_memory_pressure() ? 1 : 0);
+    *err = fail(std::errc::no_such_file_or_directory, "no socket file " + file);
+    return std::nullopt;
+  }
+
   outcome do_sleep(const command& c) {
     std::int64_t ms = *parse_duration(c.args[0]);  // checked by the parser
     clock_.advance(std::min<std::int64_t>(ms, INT64_MAX / 4 / memcg::usec_per_msec) *
@@ -630,6 +738,8 @@ class runner_state {
   std::string title_;
   memcg::virtual_clock clock_;     // the virtual clock: only throttling and `sleep` take time
   hierarchy h_;                    // after clock_: it reads the clock until destroyed
+  proto proto_{proto_options(&clock_)};  // TCP: the kernel's defaults, no per-thread reserve
+  std::map<std::string, std::unique_ptr<sock>> sockets_;  // after h_ and proto_: closed first
   tracer tracer_;
   std::map<group*, std::unique_ptr<page_cache>> caches_;
   std::vector<std::string> seen_;  // every group path ever made, in creation order (plot)

@@ -5,6 +5,7 @@
 //   group, stock, context, reclaim      memcg::memcg: Abseil
 //   clock, pressure                     levels, thresholds, subscriptions, stall time
 //   hierarchy (the charge path), control
+//   sockmem                             the TCP-buffer-style socket memory pool
 #pragma once
 
 #include "memcg/config.hpp"
@@ -19,3 +20,4 @@
 #include "memcg/pressure.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/control.hpp"
+#include "memcg/sockmem.hpp"
