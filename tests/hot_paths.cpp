@@ -16,6 +16,8 @@ int exercise() {
   h.uncharge_unchecked(*a.g, memcg::kind::anon, 1);
   { auto g = h.charge(*a.g, memcg::kind::kmem, 1); }
   (void)h.handle_over_high();
+  (void)h.throttle_point();
+  (void)memcg::under_socket_pressure(h, *a.g);
   (void)memcg::read_control(h, *a.g, "memory.stat");
   (void)memcg::write_control(h, *a.g, "memory.max", "1M");
   return r + (s ? 0 : 1);

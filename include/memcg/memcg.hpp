@@ -5,6 +5,7 @@
 //   group, stock, context, reclaim      memcg::memcg: Abseil
 //   clock, pressure                     levels, thresholds, subscriptions, stall time
 //   hierarchy (the charge path), control
+//   policy                              the policy daemon (uswapd) and the kmem balance policy
 //   sockmem                             the TCP-buffer-style socket memory pool
 #pragma once
 
@@ -20,4 +21,5 @@
 #include "memcg/pressure.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/control.hpp"
+#include "memcg/policy.hpp"
 #include "memcg/sockmem.hpp"
