@@ -189,6 +189,14 @@ class basic_proto_memory {
     for (const shard& s : shards_) sum += s.fw_alloc.load_relaxed();
     return sum;
   }
+  // True when the exact count is at most `pages`, known without reading other threads' shares:
+  // each share stays within (-reserve, reserve), so the global word plus every share's bound
+  // settles it. A decision taken on it is the decision the exact count gives.
+  bool memory_allocated_surely_at_most(std::int64_t pages) const noexcept {
+    if constexpr (nr_shards == 1) return memory_allocated() <= pages;
+    std::int64_t g = global_.load_relaxed();
+    return g <= pages - static_cast<std::int64_t>(nr_shards) * reserve_;
+  }
   // proto_memory_allocated() as the kernel reads it: the global word only, lagging by up to one
   // reserve per thread (for comparison; no decision uses it).
   std::int64_t memory_allocated_global() const noexcept {
@@ -495,8 +503,12 @@ class basic_sock_memory {
     std::int64_t allocated;
 
     prot.memory_allocated_add(amt);
-    allocated = prot.memory_allocated();
     limit = prot.sysctl_mem();
+    // The exact count, or a value known to give the same decision: when the global word alone
+    // proves allocated <= min, branch (B) is taken whatever the shares hold (no cross-thread
+    // reads on the common path).
+    allocated = prot.memory_allocated_surely_at_most(limit.min) ? limit.min
+                                                                 : prot.memory_allocated();
     // (A) the group: a receive may not reclaim (refused at the limit) unless forced as the
     // kernel's softirq charge; a send charges as the application and may reclaim.
     if (memcg) {

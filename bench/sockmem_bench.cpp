@@ -1,0 +1,141 @@
+// The socket pool's hot paths (memcg/sockmem.hpp), one socket per thread, each thread's socket
+// in its own group (A, B) under the root, beside the thread-local floor:
+//   sockmem/recv_consume/1500        a 1500-byte segment received and consumed within the
+//                                    forward allocation (sk_rmem_schedule + sk_mem_charge +
+//                                    sk_mem_uncharge, no page moves): the common case
+//   sockmem/recv_consume_raise/4096  a 4096-byte segment: a page raised every time
+//                                    (__sk_mem_raise_allocated: protocol share, group charge
+//                                    through the stock and the tcp counter) and given back
+//   sockmem/thread_local_floor/N     the same forward-allocation bookkeeping on a plain
+//                                    thread-local struct, with no accounting at all
+// One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1.
+//
+// Run: sockmem_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
+#include <benchmark/benchmark.h>
+#include <pthread.h>
+#include <sched.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "memcg/hierarchy.hpp"
+#include "memcg/sockmem.hpp"
+
+namespace {
+
+void pin(int i) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(i, &set);
+  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+struct world {
+  memcg::hierarchy h;
+  memcg::proto_memory prot;  // the program default: a 1 MiB per-thread reserve
+  memcg::group* groups[2] = {};
+  world() {
+    const char* paths[2] = {"A", "B"};
+    for (int i = 0; i < 2; ++i) {
+      auto r = h.mkdir(paths[i]);
+      if (!r) {
+        std::fprintf(stderr, "sockmem_bench: mkdir %s failed\n", paths[i]);
+        std::abort();
+      }
+      groups[i] = r.g;
+    }
+  }
+};
+world& shared_world() {
+  static world w;
+  return w;
+}
+
+void BM_recv_consume(benchmark::State& state) {
+  pin(state.thread_index());
+  world& w = shared_world();
+  const std::int64_t size = state.range(0);
+  memcg::sock_memory s(w.prot, w.groups[state.thread_index() % 2]);
+  // A standing segment keeps the forward allocation below a page after each consume, so the
+  // loop never moves a page (the receive queue is rarely empty in a busy connection).
+  if (s.recv(size) != std::errc{}) state.SkipWithError("recv failed");
+  for (auto _ : state) {
+    std::errc e = s.recv(size);
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);
+    benchmark::DoNotOptimize(e);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_recv_consume_raise(benchmark::State& state) {
+  pin(state.thread_index());
+  world& w = shared_world();
+  const std::int64_t size = state.range(0);
+  memcg::sock_memory s(w.prot, w.groups[state.thread_index() % 2]);
+  for (auto _ : state) {
+    std::errc e = s.recv(size);  // forward_alloc 0: one page raised
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);  // forward_alloc a page: given back
+    benchmark::DoNotOptimize(e);
+  }
+  if (s.forward_alloc() != 0) state.SkipWithError("a page stayed forward-allocated");
+  state.SetItemsProcessed(state.iterations());
+}
+
+// The floor: the same bookkeeping with nothing shared and nothing accounted, on owner-written
+// words as the socket's own (relaxed atomics: plain loads and stores, never merged away).
+struct floor_sock {
+  struct word {
+    std::atomic<std::int64_t> v{0};
+    std::int64_t get() const { return v.load(std::memory_order_relaxed); }
+    void set(std::int64_t x) { v.store(x, std::memory_order_relaxed); }
+  };
+  word fwd, rmem;
+  std::int64_t pages = 0;
+};
+thread_local floor_sock tls_floor;
+
+MEMCG_NOINLINE void floor_raise(floor_sock& f, std::int64_t size) {
+  std::int64_t amt = memcg::sk_mem_pages(size - f.fwd.get());
+  f.fwd.set(f.fwd.get() + (amt << memcg::page_shift));
+  f.pages += amt;
+}
+MEMCG_NOINLINE void floor_reclaim(floor_sock& f) {
+  std::int64_t pages = f.fwd.get() >> memcg::page_shift;
+  f.fwd.set(f.fwd.get() - (pages << memcg::page_shift));
+  f.pages -= pages;
+}
+
+void BM_thread_local_floor(benchmark::State& state) {
+  pin(state.thread_index());
+  const std::int64_t size = state.range(0);
+  floor_sock& f = tls_floor;
+  f.fwd.set(0);
+  f.rmem.set(0);
+  floor_raise(f, size);  // the standing segment, as above
+  f.fwd.set(f.fwd.get() - size);
+  f.rmem.set(f.rmem.get() + size);
+  for (auto _ : state) {
+    if (MEMCG_UNLIKELY(size > f.fwd.get())) floor_raise(f, size);
+    f.rmem.set(f.rmem.get() + size);
+    f.fwd.set(f.fwd.get() - size);
+    f.rmem.set(f.rmem.get() - size);
+    f.fwd.set(f.fwd.get() + size);
+    if (MEMCG_UNLIKELY(f.fwd.get() >= memcg::page_size)) floor_reclaim(f);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+}  // namespace
+
+BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500);
+BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(2);
+BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096);
+BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096)->Threads(2);
+BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500);
+BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500)->Threads(2);
+
+BENCHMARK_MAIN();
