@@ -95,6 +95,17 @@ struct [[nodiscard]] charge_status {
   explicit operator bool() const noexcept { return error == std::errc{}; }
 };
 
+template <sync_policy Sync>
+class basic_hierarchy;
+
+namespace detail {
+// Called first thing by ~basic_hierarchy, while its groups still exist, so that layers above
+// that keep per-group state beyond one hierarchy's life (memcg/slab.hpp's cache nodes) forget
+// them. Set once by that layer; acquire/release: the hook's code and data are published.
+template <sync_policy Sync>
+inline std::atomic<void (*)(basic_hierarchy<Sync>*)> hierarchy_exit_hook{nullptr};
+}  // namespace detail
+
 template <sync_policy Sync = sync::atomic>
 class basic_hierarchy {
  public:
@@ -122,6 +133,7 @@ class basic_hierarchy {
   basic_hierarchy(const basic_hierarchy&) = delete;
   basic_hierarchy& operator=(const basic_hierarchy&) = delete;
   ~basic_hierarchy() {
+    if (auto* hook = detail::hierarchy_exit_hook<Sync>.load(std::memory_order_acquire)) hook(this);
     detail::stock_registry<Sync>::instance().drain_if(
         [this](group* g) { return &g->hierarchy() == this; });
     auto* ts = detail::thread_stock<Sync>::peek();

@@ -325,6 +325,7 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
   std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override;
 
  private:
+  friend class kmem_cache;
   using field = std::atomic<std::int64_t> detail::stat_stripe::*;
   MEMCG_ALWAYS_INLINE void add(field count, field bytes_field, std::int64_t bytes) noexcept {
     int s = detail::slab_stripe();
@@ -375,15 +376,15 @@ class kmem_cache {
                               : k),
         shrink_(shrink),
         shrink_ctx_(shrink_ctx),
-        serial_(next_serial().fetch_add(1, std::memory_order_relaxed) + 1),
+        serial_(new_serial()),
         unaccounted_(this, nullptr, nullptr) {
     registry().add(this);
   }
   kmem_cache(const kmem_cache&) = delete;
   kmem_cache& operator=(const kmem_cache&) = delete;
 
-  // kmem_cache_destroy(): a cache with live objects is reported on stderr and its nodes are
-  // leaked (the objects stay valid to free), as the kernel reports and keeps such a cache.
+  // Destruction with live objects is reported on stderr and the nodes are leaked; the objects
+  // must not be freed afterwards (kmem_cache_destroy() keeps such a cache instead).
   ~kmem_cache() {
     registry().remove(this);
     slab_stat s = stat();
@@ -396,6 +397,7 @@ class kmem_cache {
                    name_.c_str(), static_cast<long long>(s.objects),
                    static_cast<long long>(s.bytes));
       for (auto& [o, n] : nodes_) (void)n.release();
+      for (auto& n : orphans_) (void)n.release();
       leaked_ = true;
     }
   }
@@ -528,6 +530,7 @@ class kmem_cache {
     std::lock_guard<std::mutex> l(mu_);
     slab_stat s = unaccounted_.stat();
     for (auto& [o, n] : nodes_) s += n->stat();
+    for (auto& n : orphans_) s += n->stat();
     return s;
   }
   // ... charged to g: objects allocated in g, or in dead descendants whose handles now reach g.
@@ -575,9 +578,35 @@ class kmem_cache {
 
  private:
   static cache_registry& registry() noexcept;
-  static std::atomic<std::uint64_t>& next_serial() noexcept {
+  static std::uint64_t new_serial() noexcept {
     static std::atomic<std::uint64_t> s{0};
-    return s;
+    return s.fetch_add(1, std::memory_order_relaxed) + 1;  // a unique name, nothing published
+  }
+
+  // The hierarchy h is being destroyed: its nodes go. A node with live objects (a program that
+  // destroys a hierarchy before freeing what it charged) is orphaned: its objects stay freeable,
+  // uncharged, and counted in the cache's totals. Every thread's hint is invalidated.
+  void forget(memcg::hierarchy* h) {
+    std::vector<kmem_cache_node*> gone;
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [o, n] : nodes_)
+      if (n->origin_ && &n->origin_->hierarchy() == h) gone.push_back(n.get());
+    if (gone.empty()) return;
+    for (kmem_cache_node* n : gone) {
+      if (n->group()) h->unregister_reclaimer(*n);
+      objcg* o = n->objcg_;
+      auto it = nodes_.find(o);
+      if (n->stat().objects != 0) {
+        n->objcg_ = nullptr;
+        n->origin_ = nullptr;
+        orphans_.push_back(std::move(it->second));
+      }
+      nodes_.erase(it);
+    }
+    serial_.store(new_serial(), std::memory_order_relaxed);  // hints compare names only
+  }
+  static void forget_everywhere(memcg::hierarchy* h) {
+    for_each([h](kmem_cache& c) { c.forget(h); });
   }
 
   // The thread's last (cache, objcg) -> node: one compare on the hot path.
@@ -592,7 +621,7 @@ class kmem_cache {
   }
   MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
     node_hint& h = tls_hint();
-    if (MEMCG_LIKELY(h.serial == serial_ && h.o == o)) return h.n;
+    if (MEMCG_LIKELY(h.serial == serial_.load(std::memory_order_relaxed) && h.o == o)) return h.n;
     return node_slow(o);
   }
   MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
@@ -613,11 +642,14 @@ class kmem_cache {
       return nullptr;  // no memory for the node: the allocation is refused
     }
 #endif
+    auto& hook = detail::hierarchy_exit_hook<sync::atomic>;
+    if (created && !hook.load(std::memory_order_acquire))
+      hook.store(&forget_everywhere, std::memory_order_release);
     if (created && reclaimable()) {
       group* g = o->memcg();
       g->hierarchy().register_reclaimer(*g, *n);
     }
-    tls_hint() = {serial_, o, n};
+    tls_hint() = {serial_.load(std::memory_order_relaxed), o, n};
     return n;
   }
 
@@ -647,8 +679,10 @@ class kmem_cache {
   kind kind_;
   shrink_fn shrink_;
   void* shrink_ctx_;
-  std::uint64_t serial_;
+  // Names this cache in the threads' node hints; renewed when nodes are forgotten.
+  std::atomic<std::uint64_t> serial_;
   bool leaked_ = false;
+  std::vector<std::unique_ptr<kmem_cache_node>> orphans_;  // nodes of dead hierarchies
   kmem_cache* next_ = nullptr;  // registry list
   kmem_cache* prev_ = nullptr;
   std::mutex mu_;
@@ -740,7 +774,20 @@ inline kmem_cache* kmem_cache_create(std::string_view name, std::size_t size, st
   if (align & (align - 1) || align > 4096) return nullptr;
   return new (std::nothrow) kmem_cache(std::string(name), size, align, flags, shrink, ctx);
 }
-inline void kmem_cache_destroy(kmem_cache* c) { delete c; }
+// kmem_cache_destroy(): a cache with live objects is reported and kept (as the kernel keeps it):
+// its objects stay valid and freeable. Returns false then.
+inline bool kmem_cache_destroy(kmem_cache* c) {
+  if (!c) return true;
+  slab_stat s = c->stat();
+  if (s.objects != 0) {
+    std::fprintf(stderr, "memcg: kmem_cache_destroy(%s): %lld live objects (%lld bytes); kept\n",
+                 c->name().c_str(), static_cast<long long>(s.objects),
+                 static_cast<long long>(s.bytes));
+    return false;
+  }
+  delete c;
+  return true;
+}
 MEMCG_ALWAYS_INLINE void* kmem_cache_alloc(kmem_cache* c, gfp flags) noexcept {
   return c->alloc(flags);
 }
