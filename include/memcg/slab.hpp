@@ -32,8 +32,19 @@
 // group) takes the cache's lock. Statistics are per-thread stripes summed by readers: exact when
 // the writers are quiet, a snapshot otherwise.
 //
-// Requires: a cache that allocated objects for groups of a hierarchy is destroyed before that
-// hierarchy, and its objects are freed before the cache (else the cache reports and leaks).
+// Requires: objects charged to a hierarchy's groups are freed before that hierarchy dies (a
+// dying hierarchy's cache nodes are forgotten through detail::hierarchy_exit_hook; a node that
+// still has objects is orphaned: they stay freeable, uncharged). A reclaimable cache's shrinker
+// must not allocate from a cache for a group that has no node yet (registering the node's
+// reclaimer inside reclaim would deadlock).
+// Guarantees: nothing on the alloc/free paths throws; a refused allocation returns nullptr with
+// nothing charged; every byte charged can be given back, through the parent after rmdir.
+// Memory ordering: the tag is written before the object is handed out and read by the freeing
+// thread, which got the pointer through the program's own synchronization. The byte stock is
+// thread_stock's (memcg/stock.hpp: owner-only relaxed writes, the asymmetric busy/pending
+// handshake with drainers). Statistics stripes are single-writer relaxed cells summed by
+// readers (a snapshot); the last stripe, shared by threads beyond the others, takes relaxed
+// atomic adds. obj_cgroup::memcg() is read with acquire (pairs with rmdir's redirect).
 #pragma once
 
 #include <algorithm>
