@@ -618,7 +618,7 @@ class basic_pressure {
               return true;
             },
             [](listener& l, const pending& p) {
-              static_cast<basic_threshold_listener<Sync>&>(l).on_threshold(*l.group_, p.a, p.b != 0);
+              static_cast<basic_threshold_listener<Sync>&>(l).on_threshold(*p.g, p.a, p.b != 0);
             });
   }
 
@@ -636,13 +636,16 @@ class basic_pressure {
               return true;
             },
             [](listener& l, const pending& p) {
-              static_cast<basic_event_listener<Sync>&>(l).on_events(*l.group_, p.now, p.before);
+              static_cast<basic_event_listener<Sync>&>(l).on_events(*p.g, p.now, p.before);
             });
   }
 
  private:
+  // A call to make, with what it needs copied under mu_: the listener's fields may change (a
+  // concurrent unregister clears group_) once mu_ is released.
   struct pending {
     listener* l = nullptr;
+    group* g = nullptr;  // the group the listener was registered on
     std::int64_t a = 0, b = 0;
     event_counts now{}, before{};
   };
@@ -697,9 +700,8 @@ class basic_pressure {
     return was;
   }
 
-  void report_failure(listener& l) noexcept {
+  void report_failure(group* g) noexcept {
     failures_.fetch_add(1, std::memory_order_relaxed);  // a statistic
-    group* g = l.group_;
     std::fprintf(stderr, "memcg: a pressure listener of group %s threw; unregistered\n",
                  g ? g->path().c_str() : "?");
   }
@@ -714,6 +716,7 @@ class basic_pressure {
       for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
         pending p;
         p.l = l;
+        p.g = l->group_;
         if (!match(*l, p)) continue;
         ++l->in_flight_;
         todo.push_back(p);
@@ -738,7 +741,7 @@ class basic_pressure {
           call(*p.l, p);
         } catch (...) {
           calling() = prev;
-          report_failure(*p.l);
+          report_failure(p.g);
           std::lock_guard<std::mutex> lk(mu_);
           unlink_locked(*p.l);
         }
@@ -772,6 +775,7 @@ class basic_pressure {
           if (level < l->level_) continue;
           pending p;
           p.l = l;
+          p.g = m;
           ++l->in_flight_;
           todo.push_back(p);
           here = true;
@@ -779,8 +783,8 @@ class basic_pressure {
         signalled = signalled || here;
       }
     }
-    run(todo, [&](listener& l, const pending&) {
-      static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*l.group_, origin, level);
+    run(todo, [&](listener& l, const pending& p) {
+      static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*p.g, origin, level);
     });
   }
 
@@ -809,13 +813,14 @@ class basic_pressure {
         t->last_fire_ = now;
         pending p;
         p.l = t;
+        p.g = t->group_;
         p.a = growth;
         ++t->in_flight_;
         todo.push_back(p);
       }
     }
     run(todo, [](listener& l, const pending& p) {
-      static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*l.group_, p.a);
+      static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*p.g, p.a);
     });
   }
 
