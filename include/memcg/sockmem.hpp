@@ -581,15 +581,18 @@ class basic_sock_memory {
     fwd_.store_relaxed(forward_alloc() - (pages << page_shift));
     sk_mem_reduce_allocated(pages);
   }
-  // Bytes the group (and every ancestor, memory and tcp counters) and the protocol's hard limit
-  // can still take.
+  // Bytes one schedule can still be given: the protocol's hard limit, every tcp counter up the
+  // tree, and the memory counters up the tree or (a stock hit skips them) the pages parked for
+  // the group in the calling thread's stock, whichever is larger.
   std::int64_t room_bytes() const noexcept {
     std::int64_t pages = prot_->sysctl_mem().max - prot_->memory_allocated();
     if (group* g = memcg()) {
+      std::int64_t mem = page_counter_max;
       for (group* m = g; m; m = m->parent()) {
-        pages = std::min(pages, m->memory.max() - m->memory.usage());
+        mem = std::min(mem, m->memory.max() - m->memory.usage());
         pages = std::min(pages, m->tcp.max() - m->tcp.usage());
       }
+      pages = std::min(pages, std::max(mem, detail::thread_stock<Sync>::local()->parked(g)));
     }
     if (pages <= 0) return 0;
     return pages > (INT64_MAX >> page_shift) ? INT64_MAX : pages << page_shift;
