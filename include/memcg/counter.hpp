@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "memcg/config.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/sync.hpp"
 
 namespace memcg {
@@ -132,7 +133,8 @@ class basic_counter {
     if constexpr (!Sync::accounting) return {};
     basic_counter* c = this;
     for (; c; c = c->parent_) {
-      if (!c->try_charge_level(nr_pages)) break;
+      // MEMCG_FAULT: a refusal injected by a test build (memcg/detail/fault.hpp); `false` here.
+      if (MEMCG_FAULT(counter_try_charge, c) || !c->try_charge_level(nr_pages)) break;
     }
     if (MEMCG_LIKELY(c == nullptr)) return {};
     // racy, but we can live with some inaccuracy in the failcnt (mm/page_counter.c)

@@ -99,25 +99,38 @@ class basic_objcg {
   // The group charges through this handle reach now.
   // acquire: pairs with the release in redirect(): the new group is fully built.
   basic_group<Sync>* memcg() const noexcept { return memcg_.load(std::memory_order_acquire); }
-  void redirect(basic_group<Sync>* g) noexcept { memcg_.store(g, std::memory_order_release); }
+  // seq_cst: pairs with park_bytes() (see there); rmdir only, so the order costs nothing.
+  void redirect(basic_group<Sync>* g) noexcept { memcg_.store(g, std::memory_order_seq_cst); }
   // Gives back nr_pages of k through whatever group the handle points to (used by guards).
   std::errc uncharge(kind k, std::int64_t nr_pages) noexcept;
 
   // obj_cgroup::nr_charged_bytes: bytes of kind k charged (as whole pages, through memcg())
   // that neither an object nor a byte stock holds: the sub-page rests of drained byte stocks.
   // The next byte stock that caches this handle adopts them (refill_obj_stock).
-  // relaxed: a byte count handed over whole by the exchange; no other data rides on it.
+  // A handle that rmdir redirected is never charged through again, so bytes parked there would
+  // stay charged for ever (the kernel flushes them in obj_cgroup_release(); our handles live as
+  // long as the hierarchy): they go on to the handle of the live group it points to, which the
+  // next byte stock of that group adopts.
+  // Memory ordering: the add and the load of the group are seq_cst, as the redirect and the
+  // exchange in forward_parked() (rmdir): either this sees the redirect and forwards, or rmdir's
+  // forward_parked() sees these bytes.
   void park_bytes(kind k, std::int64_t nr_bytes) noexcept {
-    charged_bytes_[static_cast<int>(k)].fetch_add(nr_bytes, std::memory_order_relaxed);
+    charged_bytes_[static_cast<int>(k)].fetch_add(nr_bytes, std::memory_order_seq_cst);
+    if (MEMCG_UNLIKELY(!owns_self())) forward_parked();
   }
+  // Moves every byte parked here to the live group's own handle (rmdir, after redirect()).
+  void forward_parked() noexcept;
   std::int64_t take_bytes(kind k) noexcept {
-    return charged_bytes_[static_cast<int>(k)].exchange(0, std::memory_order_relaxed);
+    return charged_bytes_[static_cast<int>(k)].exchange(0, std::memory_order_seq_cst);
   }
   std::int64_t parked_bytes(kind k) const noexcept {
     return charged_bytes_[static_cast<int>(k)].load(std::memory_order_relaxed);
   }
 
  private:
+  // Not redirected: the group it points to is the one it belongs to.
+  bool owns_self() const noexcept;
+
   std::atomic<basic_group<Sync>*> memcg_;
   std::array<std::atomic<std::int64_t>, nr_kinds> charged_bytes_{};
 };
@@ -248,5 +261,19 @@ class basic_group {
   // Handles redirected here by the rmdir of descendants (obj_cgroup list); tree lock.
   std::vector<basic_objcg<Sync>*> reparented_objcgs_;
 };
+
+template <sync_policy Sync>
+bool basic_objcg<Sync>::owns_self() const noexcept {
+  // seq_cst: pairs with redirect(), see park_bytes().
+  return memcg_.load(std::memory_order_seq_cst)->objcg() == this;
+}
+
+template <sync_policy Sync>
+void basic_objcg<Sync>::forward_parked() noexcept {
+  basic_objcg* to = memcg_.load(std::memory_order_seq_cst)->objcg();
+  if (to == this) return;
+  for (kind k : all_kinds)
+    if (std::int64_t n = take_bytes(k)) to->park_bytes(k, n);  // forwards again if `to` moved too
+}
 
 }  // namespace memcg

@@ -224,6 +224,9 @@ class basic_hierarchy {
     auto& reg = detail::stock_registry<Sync>::instance();
     reg.drain(g);       // pre-charged pages back; deltas fold into the live parent
     reg.flush_stats();  // every other delta of g too
+    // Sub-page byte rests parked in g's handle become the parent's (basic_objcg::park_bytes()
+    // forwards those parked later).
+    g->objcg_.forward_parked();
     for (kind k : all_kinds) {
       std::int64_t v = g->stat_[static_cast<int>(k)].exchange_acq_rel(0);
       if (v) parent->stat_add(k, v);
