@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 #include <system_error>
 #include <vector>
 
@@ -145,11 +146,67 @@ void bm_guard_atomic(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-// One registration for one thread (no Threads() call), and one with Threads(2) when the
-// benchmark may run concurrently.
+// The thread-local floor and a shared atomic add: what one page costs at best, and what one
+// contended cache line costs (issue 9's baselines), and a CAS-loop try_charge per level (the
+// alternative to the speculative add).
+thread_local std::int64_t tls_pages = 0;
+void bm_thread_local_add_baseline(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  std::int64_t* p = &tls_pages;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(p);
+    *p += 1;
+    benchmark::ClobberMemory();
+    *p -= 1;
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+alignas(64) std::atomic<std::int64_t> shared_pages{0};
+void bm_shared_atomic_add_baseline(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(shared_pages.fetch_add(1, std::memory_order_relaxed));
+    shared_pages.fetch_sub(1, std::memory_order_relaxed);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+bool cas_charge_level(baseline_level* c, std::int64_t nr) noexcept {
+  std::int64_t u = c->usage.load(std::memory_order_relaxed);
+  const std::int64_t max = c->max.load(std::memory_order_relaxed);
+  do {
+    if (u + nr > max) return false;
+  } while (!c->usage.compare_exchange_weak(u, u + nr, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed));
+  return true;
+}
+bool cas_try_charge(baseline_level* leaf, std::int64_t nr) noexcept {
+  baseline_level* c = leaf;
+  for (; c; c = c->parent)
+    if (!cas_charge_level(c, nr)) break;
+  if (!c) return true;
+  for (baseline_level* u = leaf; u != c; u = u->parent)
+    u->usage.fetch_sub(nr, std::memory_order_acq_rel);
+  return false;
+}
+void bm_cas_try_charge_baseline(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  baseline_tree& t = shared_baseline();
+  for (auto _ : state) {
+    bool ok = cas_try_charge(&t.leaf, 1);
+    benchmark::DoNotOptimize(ok);
+    if (ok) baseline_uncharge(&t.leaf, 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// One registration for one thread (no Threads() call), and one each with Threads(2), (4) and
+// (8) when the benchmark may run concurrently (DESIGN.md). More threads than CPUs measure
+// contention and time slicing, not scaling: the run's context says how many CPUs there were.
 void register_pair(const char* name, void (*fn)(benchmark::State&), bool concurrent) {
   benchmark::RegisterBenchmark(name, fn);
-  if (concurrent) benchmark::RegisterBenchmark(name, fn)->Threads(2);
+  if (concurrent)
+    for (int n : {2, 4, 8}) benchmark::RegisterBenchmark(name, fn)->Threads(n);
 }
 
 const bool registered = [] {
@@ -163,6 +220,12 @@ const bool registered = [] {
   register_pair("counter/charge_uncharge/null/depth:3", &bm_charge_uncharge<memcg::sync::null>,
                 true);
   register_pair("counter/guard/atomic/depth:3", &bm_guard_atomic, true);
+  register_pair("counter/thread_local_add_baseline", &bm_thread_local_add_baseline, true);
+  register_pair("counter/shared_atomic_add_baseline", &bm_shared_atomic_add_baseline, true);
+  register_pair("counter/cas_try_charge_baseline/depth:3", &bm_cas_try_charge_baseline, true);
+  benchmark::AddCustomContext(
+      "threads_note", "runs with more threads than the " + std::to_string(allowed_cpus().size()) +
+                          " CPUs here show contention and time slicing, not scaling");
   return true;
 }();
 

@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential g++ clang cmake ninja-build pkg-config git
+  libclang-rt-14-dev  # libFuzzer (the fuzz preset); clang-14 only recommends it
   libabsl-dev libmimalloc-dev doctest-dev libbenchmark-dev
   python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
 )

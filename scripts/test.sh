@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # THE test command: installs dependencies, then configures, builds and tests each preset.
-#   scripts/test.sh                          presets default, asan, tsan
+#   scripts/test.sh                          presets default, asan, tsan, fuzz (libFuzzer, ~1 min)
 #   MEMCG_PRESETS="default" scripts/test.sh  a subset (space-separated)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/install-deps.sh
 
-presets=${MEMCG_PRESETS:-"default asan tsan"}
+presets=${MEMCG_PRESETS:-"default asan tsan fuzz"}
 passed=()
 failed=()
 
