@@ -2,7 +2,8 @@
 //
 // One input is a sequence of operations (mkdir, rmdir, limit writes of every kind, charges of
 // every kind with every gfp flag, uncharges, page cache behind reclaimers, drains, the memory.high
-// throttle point, bad input). It runs on two hierarchies side by side:
+// throttle point, sockets (open, receive, consume, send, acknowledge, close) on a small tcp_mem,
+// time passing on a virtual clock, bad input). It runs on two hierarchies side by side:
 //   - the single_thread policy, the oracle, and
 //   - the lock-free policy, run single-threaded: sync::atomic itself with a charge batch of 1
 //     (nothing parked: every counter must match exactly), or, with any batch, `atomic_one_slot`,
@@ -26,7 +27,9 @@
 #include <vector>
 
 #include "invariants.hpp"
+#include "memcg/clock.hpp"
 #include "memcg/hierarchy.hpp"
+#include "memcg/sockmem.hpp"
 
 namespace {
 
@@ -114,12 +117,25 @@ struct side {
     std::int64_t pages;
   };
 
+  // Time only moves when an operation says so: socket pressure holds for 1 s of it.
+  memcg::virtual_clock clock;
   hierarchy h;
   std::vector<hold> holds;
   std::deque<cache<P>> caches;  // one per group ever made, root first; stable addresses
   proof::invariant_checker<P> checker{/*local_stock_only=*/true};
+  memcg::basic_proto_memory<P> proto;
+  std::vector<std::unique_ptr<memcg::basic_sock_memory<P>>> socks;  // die before h and proto
 
-  explicit side(std::int64_t batch) : h(typename hierarchy::options{batch, false}) {
+  static typename memcg::basic_proto_memory<P>::options proto_options(memcg::clock_source* c) {
+    typename memcg::basic_proto_memory<P>::options o;
+    o.pcpu_reserve = 0;  // the exact count, as the simulator: both policies decide alike
+    o.clock = c;
+    o.mem = {64, 128, 256};  // tcp_mem in pages: small, so pressure and the hard limit happen
+    return o;
+  }
+  explicit side(std::int64_t batch)
+      : h(typename hierarchy::options{batch, false}), proto(proto_options(&clock)) {
+    h.set_clock(&clock);
     caches.emplace_back();
     h.register_reclaimer(h.root(), caches.back());
   }
@@ -151,10 +167,17 @@ struct side {
       v.push_back(ts ? ts->parked(g) : 0);
       v.push_back(static_cast<std::int64_t>(g->id()));
     }
+    v.push_back(proto.memory_allocated());
+    v.push_back(proto.sockets_allocated());
+    v.push_back(proto.under_memory_pressure());
+    for (auto& sk : socks)
+      v.insert(v.end(), {sk->forward_alloc(), sk->rmem_alloc(), sk->wmem_queued(), sk->closed()});
     return v;
   }
 
   void finish() {
+    socks.clear();  // closes them: their forward allocation goes back
+    if (proto.memory_allocated() != 0) diverged(std::string(P::name) + ": socket pages left");
     for (hold& x : holds) (void)x.o->uncharge(x.k, x.pages);
     holds.clear();
     for (auto& c : caches) c.give_back();
@@ -199,7 +222,7 @@ answer step(side<P>& s, std::vector<std::string>& paths, int& next_name, reader&
   using group = memcg::basic_group<P>;
   auto& h = s.h;
   answer a;
-  switch (r.byte() % 10) {
+  switch (r.byte() % 12) {
     case 0: {  // mkdir
       const std::string& parent = paths[r.pick(paths.size())];
       std::string name = "g" + std::to_string(next_name);
@@ -294,6 +317,37 @@ answer step(side<P>& s, std::vector<std::string>& paths, int& next_name, reader&
       a.value = h.handle_over_high();
       break;
     }
+    case 10: {  // sockets: open, receive, consume, send, acknowledge, close
+      int op = r.byte() % 6;
+      if (op == 0 || s.socks.empty()) {
+        if (s.socks.size() < 16)
+          s.socks.push_back(std::make_unique<memcg::basic_sock_memory<P>>(
+              s.proto, &s.at(paths[r.pick(paths.size())])));
+        break;
+      }
+      auto& sk = *s.socks[r.pick(s.socks.size())];
+      std::int64_t size = 1 + static_cast<std::int64_t>(r.byte()) * 97;
+      std::errc e{};
+      // A forced receive (GFP_ATOMIC) and a send under the minimum send buffer may pass max.
+      bool forced = op == 1 && (r.peek() & 1);
+      if ((forced || op == 3) && sk.memcg()) {
+        s.checker.allow_over(*sk.memcg(), counter_id::memory);
+        s.checker.allow_over(*sk.memcg(), counter_id::tcp);
+      }
+      switch (op) {
+        case 1: e = sk.recv(size, r.byte() & 1); break;
+        case 2: e = sk.consume(size % (sk.rmem_alloc() + 1)); break;
+        case 3: e = sk.send(size); break;
+        case 4: e = sk.ack(size % (sk.wmem_queued() + 1)); break;
+        default: e = sk.close(); break;
+      }
+      a.error = static_cast<int>(e);
+      break;
+    }
+    case 11: {  // time passes (socket pressure holds, pressure episodes)
+      s.clock.advance(static_cast<std::int64_t>(r.byte()) * 10000);
+      break;
+    }
     default: {  // bad input: every answer is an error and nothing changes
       group& g = s.at(paths[r.pick(paths.size())]);
       switch (r.byte() % 6) {
@@ -337,7 +391,7 @@ PROOF_NO_COVERAGE void run(reader r, std::int64_t batch) {
                std::to_string(x.value));
     if (trace_steps())
       std::fprintf(stderr, "step %d: op %d -> error %d over '%s' counter %d value %lld\n", n,
-                   r.peek() % 10, x.error, x.over.c_str(), x.counter,
+                   r.peek() % 12, x.error, x.over.c_str(), x.counter,
                    static_cast<long long>(x.value));
     if (paths != paths_a || ra.position() != rb.position())
       diverged("step " + std::to_string(n) + ": trees differ");
