@@ -15,6 +15,8 @@
 // Resident memory is /proc/self/statm before and after each step, so the figures include the
 // allocator's own overhead: what a program really pays.
 //
+// Run it once per process (bench/run.sh does): a repetition reuses the heap the first freed, and
+// its resident-memory differences mean nothing.
 // Scale: MEMCG_SCALE=full builds the 1,000,000 sockets and 10,000,000 objects (about
 // 1.5 GB and a minute); by default (and as the ctest smoke test) 100,000 and 1,000,000.
 #include <benchmark/benchmark.h>
