@@ -573,6 +573,7 @@ class runner_state {
       outcome err;
       group* g = lookup(c.args[0], &err);
       if (!g) return err;
+      if (c.args[1] == "-") return fail(std::errc::invalid_argument, "`-` names the protocol");
       auto& slot = sockets_[c.args[1]];
       if (slot && !slot->closed()) return fail(std::errc::file_exists, "socket " + c.args[1] + " is open");
       slot = std::make_unique<sock>(proto_, g);

@@ -153,7 +153,9 @@ int memcg_sock_ack(memcg_sock* s, int64_t size);
 int memcg_sock_close(memcg_sock* s);
 /* The kernel's primitives: sk_rmem_schedule / sk_wmem_schedule (1 allowed, 0 refused),
  * sk_mem_charge, sk_mem_uncharge (with sk_mem_reclaim). For stacks that keep rmem/wmem
- * themselves. */
+ * themselves. Requires: every byte charged with memcg_sock_mem_charge is uncharged with
+ * memcg_sock_mem_uncharge before close (close gives back only what the socket's own queues and
+ * forward allocation hold). */
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced);
 int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);

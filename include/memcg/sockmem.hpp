@@ -429,8 +429,9 @@ class basic_sock_memory {
     rmem_.store_relaxed(0);
     wmem_.store_relaxed(0);
     if (held) sk_mem_uncharge(held);
-    // What stays is below a page and, by the invariant, zero.
-    MEMCG_ASSERT(1, forward_alloc() == 0);
+    // What stays is below a page and, by the invariant, zero, unless a stack that drives the
+    // primitives (sk_mem_charge) still owns bytes it charged: those stay charged (its bug;
+    // their pages come back with the bytes' uncharge, which close does not do for it).
     prot_->sockets_allocated_dec();
     closed_.store_relaxed(1);
     return {};
