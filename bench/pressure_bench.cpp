@@ -134,8 +134,12 @@ void BM_walk_thresholds(benchmark::State& state) { BM_charge(state, 3); }
 
 BENCHMARK(BM_stock_hit_baseline)->Name("pressure/stock_hit/listeners:0");
 BENCHMARK(BM_stock_hit_baseline)->Name("pressure/stock_hit/listeners:0")->Threads(2);
+BENCHMARK(BM_stock_hit_baseline)->Name("pressure/stock_hit/listeners:0")->Threads(4);
+BENCHMARK(BM_stock_hit_baseline)->Name("pressure/stock_hit/listeners:0")->Threads(8);
 BENCHMARK(BM_stock_hit_listeners)->Name("pressure/stock_hit/listeners:15");
 BENCHMARK(BM_stock_hit_listeners)->Name("pressure/stock_hit/listeners:15")->Threads(2);
+BENCHMARK(BM_stock_hit_listeners)->Name("pressure/stock_hit/listeners:15")->Threads(4);
+BENCHMARK(BM_stock_hit_listeners)->Name("pressure/stock_hit/listeners:15")->Threads(8);
 BENCHMARK(BM_walk_baseline)->Name("pressure/counter_walk/listeners:0");
 BENCHMARK(BM_walk_thresholds)->Name("pressure/counter_walk/listeners:15");
 

@@ -8,7 +8,8 @@
 //                                    through the stock and the tcp counter) and given back
 //   sockmem/thread_local_floor/N     the same forward-allocation bookkeeping on a plain
 //                                    thread-local struct, with no accounting at all
-// One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1.
+// One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1;
+// also 4 and 8 (unpinned beyond the CPUs there are: contention, not scaling).
 //
 // Run: sockmem_bench --benchmark_repetitions=3 --benchmark_report_aggregates_only=true
 #include <benchmark/benchmark.h>
@@ -133,9 +134,15 @@ void BM_thread_local_floor(benchmark::State& state) {
 
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500);
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(2);
+BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(4);
+BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(8);
 BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096);
 BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096)->Threads(2);
+BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096)->Threads(4);
+BENCHMARK(BM_recv_consume_raise)->Name("sockmem/recv_consume_raise")->Arg(4096)->Threads(8);
 BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500);
 BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500)->Threads(2);
+BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500)->Threads(4);
+BENCHMARK(BM_thread_local_floor)->Name("sockmem/thread_local_floor")->Arg(1500)->Threads(8);
 
 BENCHMARK_MAIN();
