@@ -134,6 +134,23 @@ void BM_bare_stock_baseline(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// The same operation with accounting off (sync::null: what a build without memcg pays).
+void BM_null_policy(benchmark::State& state) {
+  pin(state.thread_index());
+  static memcg::basic_hierarchy<memcg::sync::null> h;
+  static memcg::basic_group<memcg::sync::null>* c = [] {
+    (void)h.mkdir("A");
+    (void)h.mkdir("A/B");
+    return h.mkdir("A/B/C").g;
+  }();
+  for (auto _ : state) {
+    auto s = h.try_charge(*c, memcg::kind::anon, 1);
+    benchmark::DoNotOptimize(s);
+    h.uncharge_unchecked(*c, memcg::kind::anon, 1);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 thread_local std::int64_t tls_counter = 0;
 
 void BM_thread_local_add_baseline(benchmark::State& state) {
@@ -162,5 +179,6 @@ MEMCG_GROUP_SWEEP(BM_stock_hit, "group/stock_hit/depth:3");
 MEMCG_GROUP_SWEEP(BM_atomic_walk_baseline, "group/atomic_walk_baseline/depth:3");
 MEMCG_GROUP_SWEEP(BM_bare_stock_baseline, "group/bare_stock_baseline");
 MEMCG_GROUP_SWEEP(BM_thread_local_add_baseline, "group/thread_local_add_baseline");
+MEMCG_GROUP_SWEEP(BM_null_policy, "group/charge_uncharge/null/depth:3");
 
 BENCHMARK_MAIN();
