@@ -1,13 +1,16 @@
 // The stress test (issue 9), run under TSan: threads charge and uncharge every kind, hand their
-// charges (and slab objects) to other threads that give them back, while one thread creates
-// and removes groups below the ones being charged and another rewrites limits. At the end every
+// charges (and slab objects) to other threads that give them back, one thread opens, uses and
+// closes sockets in groups that come and go, while one thread creates and removes groups below
+// the ones being charged and another rewrites limits. At the end every
 // counter of every live group must be back to 0 and every invariant of fuzz/invariants.hpp hold.
 // Built into memcg_proof_tests (with the fault-injection points compiled in, and idle).
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -15,6 +18,7 @@
 
 #include "invariants.hpp"
 #include "memcg/hierarchy.hpp"
+#include "memcg/sockmem.hpp"
 #if defined(MEMCG_PROOF_SLAB)
 #include "memcg/slab.hpp"
 #endif
@@ -123,8 +127,58 @@ TEST_CASE("charging, cross-thread frees, mkdir/rmdir and limit writes at once en
     running.fetch_sub(1, std::memory_order_release);
   };
 
+  // Sockets: opened in groups that may be removed under them (their memory then belongs to the
+  // parent, through the group's handle), receiving, sending, consuming, acknowledging, closing.
+  using sock = memcg::basic_sock_memory<memcg::sync::atomic>;
+  memcg::basic_proto_memory<memcg::sync::atomic> prot;
+  std::atomic<std::int64_t> socket_ops{0};
+  auto sockets = [&] {
+    std::uint32_t x = 977u;
+    std::vector<std::unique_ptr<sock>> open;
+    for (int i = 0; i < iterations; ++i) {
+      x = x * 1664525u + 1013904223u;
+      std::int64_t size = 1 + (x >> 8) % 9000;
+      sock* s = open.empty() ? nullptr : open[(x >> 4) % open.size()].get();
+      switch ((x >> 24) % 7) {
+        case 0: {
+          memcg::group* g = &b;
+          if (memcg::group* t = h.find("A/t" + std::to_string((x >> 14) % 4))) g = t;
+          if (open.size() < 64) open.push_back(std::make_unique<sock>(prot, g));
+          break;
+        }
+        case 1:
+          if (s) (void)s->recv(size);
+          break;
+        case 2:
+          if (s) (void)s->consume(std::min(size, s->rmem_alloc()));
+          break;
+        case 3:
+          if (s) (void)s->send(size);
+          break;
+        case 4:
+          if (s) (void)s->ack(std::min(size, s->wmem_queued()));
+          break;
+        case 5:
+          if (s) {
+            CHECK(s->close() == std::errc{});
+            open.erase(open.begin() + static_cast<std::ptrdiff_t>((x >> 4) % open.size()));
+          }
+          break;
+        default:
+          break;
+      }
+      socket_ops.fetch_add(1, std::memory_order_relaxed);
+    }
+    open.clear();  // the rest close as they go
+  };
+
   std::vector<std::thread> ts;
   for (int i = 0; i < chargers; ++i) ts.emplace_back(charger, i);
+  running.fetch_add(1, std::memory_order_relaxed);
+  ts.emplace_back([&] {
+    sockets();
+    running.fetch_sub(1, std::memory_order_release);
+  });
   std::vector<memcg::group*> made;  // every group the tree thread made (zombies included)
   std::thread tree([&] {
     for (int i = 0; running.load(std::memory_order_acquire) > 0; ++i) {
@@ -159,6 +213,8 @@ TEST_CASE("charging, cross-thread frees, mkdir/rmdir and limit writes at once en
     }
   }
   CHECK(charged.load() > 0);
+  CHECK(prot.memory_allocated() == 0);  // every socket closed: the protocol is empty again
+  CHECK(prot.sockets_allocated() == 0);
   MESSAGE("charges ", charged.load(), ", refusals ", refused.load());
   for (auto* g : {&a, &c}) (void)h.write_max(*g, memcg::page_counter_max);
   proof::invariant_checker<memcg::sync::atomic> inv;
