@@ -22,36 +22,12 @@
 #include "memcg/charge.hpp"
 #include "memcg/counter.hpp"
 
+#include "pin.hpp"
+
 namespace {
 
-// ---- CPU pinning --------------------------------------------------------------------------
-
-// The CPUs this process may run on, read once before any benchmark pins the main thread.
-const std::vector<int>& allowed_cpus() {
-  static const std::vector<int> cpus = [] {
-    std::vector<int> v;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-      for (int i = 0; i < CPU_SETSIZE; ++i)
-        if (CPU_ISSET(i, &set)) v.push_back(i);
-    }
-    return v;
-  }();
-  return cpus;
-}
-[[maybe_unused]] const bool cpus_read_early = !allowed_cpus().empty();
-
-// Pins the calling thread to the i-th CPU (CPU i when every CPU is allowed). Failure is ignored:
-// the numbers are then merely noisier.
-void pin_thread(int i) {
-  const auto& cpus = allowed_cpus();
-  if (cpus.empty()) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpus[static_cast<std::size_t>(i) % cpus.size()], &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
+using memcg_bench::allowed_cpus;  // bench/pin.hpp
+using memcg_bench::pin_thread;
 
 // ---- the baseline: the bare walk ----------------------------------------------------------
 

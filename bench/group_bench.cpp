@@ -16,20 +16,11 @@
 
 #include "memcg/hierarchy.hpp"
 
+#include "pin.hpp"
+
 namespace {
 
-// Pins the calling benchmark thread i to CPU i (failure ignored: fewer CPUs, or a cpuset).
-void pin(int i) {
-  static const int cpus = [] {
-    cpu_set_t s;
-    CPU_ZERO(&s);
-    return sched_getaffinity(0, sizeof s, &s) == 0 ? CPU_COUNT(&s) : 1;
-  }();
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(i % (cpus > 0 ? cpus : 1), &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
+using memcg_bench::pin_thread;
 
 // Shared by every benchmark thread: 2 threads charge the same group.
 struct tree {
@@ -52,7 +43,7 @@ tree& shared_tree() {
 }
 
 void BM_stock_hit(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   tree& t = shared_tree();
   memcg::hierarchy& h = t.h;
   memcg::group& c = *t.c;
@@ -93,7 +84,7 @@ MEMCG_NOINLINE void walk_uncharge(std::int64_t n) {
 }
 
 void BM_atomic_walk_baseline(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   for (auto _ : state) {
     bool ok = walk_charge(1);
     benchmark::DoNotOptimize(ok);
@@ -119,7 +110,7 @@ MEMCG_NOINLINE void bare_slow(const void* g, std::int64_t delta) {
 }
 
 void BM_bare_stock_baseline(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   const void* g = shared_tree().c;
   for (auto _ : state) {
     bare_stock& s = tls_bare;
@@ -136,7 +127,7 @@ void BM_bare_stock_baseline(benchmark::State& state) {
 
 // The same operation with accounting off (sync::null: what a build without memcg pays).
 void BM_null_policy(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   static memcg::basic_hierarchy<memcg::sync::null> h;
   static memcg::basic_group<memcg::sync::null>* c = [] {
     (void)h.mkdir("A");
@@ -154,7 +145,7 @@ void BM_null_policy(benchmark::State& state) {
 thread_local std::int64_t tls_counter = 0;
 
 void BM_thread_local_add_baseline(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   std::int64_t* p = &tls_counter;
   for (auto _ : state) {
     benchmark::DoNotOptimize(p);
@@ -169,7 +160,7 @@ void BM_thread_local_add_baseline(benchmark::State& state) {
 }  // namespace
 
 // 1 thread (no Threads() call), then 2, 4 and 8 (DESIGN.md). On a machine with fewer CPUs than
-// threads the larger runs show contention and time slicing, not scaling (pin() wraps around).
+// threads the larger runs show contention and time slicing, not scaling (pin_thread() wraps around).
 #define MEMCG_GROUP_SWEEP(fn, name)                  \
   BENCHMARK(fn)->Name(name);                         \
   BENCHMARK(fn)->Name(name)->Threads(2);             \

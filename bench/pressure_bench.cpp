@@ -23,14 +23,11 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/pressure.hpp"
 
+#include "pin.hpp"
+
 namespace {
 
-void pin(int i) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(i, &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
+using memcg_bench::pin_thread;
 
 using group = memcg::group;
 
@@ -107,7 +104,7 @@ tree& shared(int which) {
 }
 
 void BM_charge(benchmark::State& state, int which) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   tree& t = shared(which);
   memcg::hierarchy& h = t.h;
   // Every variant starts from an empty stock, so that its group takes the same (first) slot:

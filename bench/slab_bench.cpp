@@ -20,31 +20,11 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/slab.hpp"
 
+#include "pin.hpp"
+
 namespace {
 
-const std::vector<int>& allowed_cpus() {
-  static const std::vector<int> cpus = [] {
-    std::vector<int> v;
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-      for (int i = 0; i < CPU_SETSIZE; ++i)
-        if (CPU_ISSET(i, &set)) v.push_back(i);
-    }
-    return v;
-  }();
-  return cpus;
-}
-[[maybe_unused]] const bool cpus_read_early = !allowed_cpus().empty();
-
-void pin_thread(int i) {
-  const auto& cpus = allowed_cpus();
-  if (cpus.empty()) return;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpus[static_cast<std::size_t>(i) % cpus.size()], &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof set, &set);
-}
+using memcg_bench::pin_thread;
 
 // ---- glibc's malloc, for real ----
 // libmimalloc.so (linked through memcg::slab) interposes malloc and also exports __libc_malloc,

@@ -24,14 +24,11 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/sockmem.hpp"
 
+#include "pin.hpp"
+
 namespace {
 
-void pin(int i) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(i, &set);
-  (void)pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
+using memcg_bench::pin_thread;
 
 struct world {
   memcg::hierarchy h;
@@ -55,7 +52,7 @@ world& shared_world() {
 }
 
 void BM_recv_consume(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   world& w = shared_world();
   const std::int64_t size = state.range(0);
   memcg::sock_memory s(w.prot, w.groups[state.thread_index() % 2]);
@@ -72,7 +69,7 @@ void BM_recv_consume(benchmark::State& state) {
 }
 
 void BM_recv_consume_raise(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   world& w = shared_world();
   const std::int64_t size = state.range(0);
   memcg::sock_memory s(w.prot, w.groups[state.thread_index() % 2]);
@@ -111,7 +108,7 @@ MEMCG_NOINLINE void floor_reclaim(floor_sock& f) {
 }
 
 void BM_thread_local_floor(benchmark::State& state) {
-  pin(state.thread_index());
+  pin_thread(state.thread_index());
   const std::int64_t size = state.range(0);
   floor_sock& f = tls_floor;
   f.fwd.set(0);
