@@ -8,6 +8,7 @@ packages=(
   libclang-rt-14-dev  # libFuzzer (the fuzz preset); clang-14 only recommends it
   libabsl-dev libmimalloc-dev doctest-dev libbenchmark-dev
   python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
+  dpkg-dev  # apt-get source lwip (examples/lwip/fetch.sh)
 )
 
 missing=()
