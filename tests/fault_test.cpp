@@ -34,6 +34,8 @@
 #error "fault_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
 #endif
 
+#include "support.hpp"
+
 namespace {
 
 using memcg::counter_id;
@@ -87,17 +89,10 @@ struct scoped_plan {
   scoped_plan& operator=(const scoped_plan&) = delete;
 };
 
-template <class P>
-using hier = memcg::basic_hierarchy<P>;
-template <class P>
-using grp = memcg::basic_group<P>;
+using memcg_test::hier;
+using memcg_test::grp;
 
-template <class P>
-grp<P>& make(hier<P>& h, const char* path) {
-  auto r = h.mkdir(path);
-  REQUIRE(r);
-  return *r.g;
-}
+using memcg_test::make;
 
 // Charges the test holds, given back at the end (or on demand).
 template <class P>

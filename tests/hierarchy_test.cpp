@@ -18,6 +18,8 @@
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 
+#include "support.hpp"
+
 namespace {
 
 #define MEMCG_GROUP_POLICIES memcg::sync::single_thread, memcg::sync::atomic
@@ -30,19 +32,12 @@ using memcg::reclaim_filter;
 constexpr std::errc ok{};
 constexpr std::int64_t MiB = 256;  // pages per MiB
 
-template <class P>
-using hier = memcg::basic_hierarchy<P>;
-template <class P>
-using grp = memcg::basic_group<P>;
+using memcg_test::hier;
+using memcg_test::grp;
 template <class P>
 using guard = memcg::group_charge<P>;
 
-template <class P>
-grp<P>& make(hier<P>& h, const char* path) {
-  auto r = h.mkdir(path);
-  REQUIRE(r);
-  return *r.g;
-}
+using memcg_test::make;
 
 // A reclaimer that owns pages (one 1-page guard each), oldest first, in one queue for every kind
 // (model.md: "reclaimable pages go oldest first, from one queue"). `free_cap` limits what one

@@ -14,6 +14,8 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/sockmem.hpp"
 
+#include "support.hpp"
+
 namespace {
 
 #define MEMCG_SOCK_POLICIES memcg::sync::single_thread, memcg::sync::atomic
@@ -24,10 +26,8 @@ using memcg::sk_mem_kind;
 
 constexpr std::errc ok{};
 
-template <class P>
-using hier = memcg::basic_hierarchy<P>;
-template <class P>
-using grp = memcg::basic_group<P>;
+using memcg_test::hier;
+using memcg_test::grp;
 template <class P>
 using proto = memcg::basic_proto_memory<P>;
 template <class P>
@@ -45,12 +45,7 @@ typename proto<P>::options opts(vclock* c, memcg::tcp_mem_sysctl mem = {},
   return o;
 }
 
-template <class P>
-grp<P>& make(hier<P>& h, const char* path) {
-  auto r = h.mkdir(path);
-  REQUIRE(r);
-  return *r.g;
-}
+using memcg_test::make;
 
 // Every counter a socket touches, for "back to zero" checks.
 template <class P>

@@ -303,12 +303,12 @@ class basic_hierarchy {
     if constexpr (!Sync::accounting) return {};
     // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds and
     // traced hierarchies take the slow path.
-    if (MEMCG_LIKELY((k == kind::anon || k == kind::file) && nr_pages > 0 &&
-                     !tracer_.load(std::memory_order_relaxed)) &&
-        MEMCG_LIKELY(detail::thread_stock<Sync>::local()->consume(&g, nr_pages,
-                                                                   static_cast<int>(k))))
+    const bool fast = (k == kind::anon || k == kind::file) && nr_pages > 0 &&
+                      !tracer_.load(std::memory_order_relaxed);
+    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::local()->consume(
+                                  &g, nr_pages, static_cast<int>(k))))
       return {};
-    return try_charge_slow(g, k, nr_pages, flags);
+    return try_charge_slow(g, k, nr_pages, flags, /*stock_tried=*/fast);
   }
 
   // try_charge() that returns a guard owning the pages (through g's handle).
@@ -679,13 +679,14 @@ class basic_hierarchy {
     return &g;
   }
 
-  MEMCG_NOINLINE status try_charge_slow(group& g, kind k, std::int64_t nr_pages,
-                                        gfp flags) noexcept {
+  // stock_tried: the fast path already missed the stock; don't look again.
+  MEMCG_NOINLINE status try_charge_slow(group& g, kind k, std::int64_t nr_pages, gfp flags,
+                                        bool stock_tried) noexcept {
     if (nr_pages == 0) return {};
     if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
     stock* ts = stock::local();
     bool sub = is_kernel_kind(k) || k == kind::sock;
-    bool from_stock = ts->consume(&g, nr_pages, -1);
+    bool from_stock = !stock_tried && ts->consume(&g, nr_pages, -1);
     if (from_stock) {
       trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
     } else {
