@@ -409,16 +409,6 @@ PROOF_NO_COVERAGE void run(reader r, std::int64_t batch) {
 // Byte 0 picks the pair and the batch: even: sync::atomic with batch 1; odd: atomic_one_slot
 // with a batch of 1, 2, 8 or 64. The rest is the operations.
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  // One thread: the stocks' fallback fence (a full fence on the owner's side) instead of a
-  // membarrier(2) per statistics flush, which would cost most of the run time. Set before the
-  // first stock exists; the protocol is the same, only the fence differs.
-  static const bool no_membarrier = [] {
-    int unknown = static_cast<int>(memcg::detail::membarrier_state::unknown);
-    memcg::detail::membarrier_state_word().compare_exchange_strong(
-        unknown, static_cast<int>(memcg::detail::membarrier_state::unavailable));
-    return true;
-  }();
-  (void)no_membarrier;
   if (size < 1) return 0;
   reader r(data + 1, size - 1);
   std::uint8_t mode = data[0];

@@ -89,11 +89,16 @@ class charge_tracer {
 
 template <sync_policy Sync>
 struct [[nodiscard]] charge_status {
+  constexpr charge_status(std::errc e = {}, basic_group<Sync>* over = nullptr,
+                          counter_id c = counter_id::memory) noexcept
+      : error(e), counter(c), over_limit(over) {}
+  // 16 bytes, so that it comes back in two registers (the charge fast path returns it).
   std::errc error{};
+  counter_id counter = counter_id::memory;  // which of over_limit's counters
   basic_group<Sync>* over_limit = nullptr;  // the group whose counter refused (ENOMEM)
-  counter_id counter = counter_id::memory;  // which of its counters
   explicit operator bool() const noexcept { return error == std::errc{}; }
 };
+static_assert(sizeof(charge_status<sync::atomic>) == 16);
 
 template <sync_policy Sync>
 class basic_hierarchy;
@@ -259,7 +264,14 @@ class basic_hierarchy {
   }
 
   // ---- hooks ----
-  void set_tracer(charge_tracer<Sync>* t) noexcept { tracer_.store(t, std::memory_order_release); }
+  // Slots that serve fast paths are drained: from now on every charge and uncharge of this
+  // hierarchy reaches the tracer (a charge racing with this call may still go untraced).
+  void set_tracer(charge_tracer<Sync>* t) {
+    tracer_.store(t, std::memory_order_release);
+    detail::stock_registry<Sync>::instance().drain_if(
+        [this](group* g) { return &g->hierarchy() == this; });
+  }
+  bool traced() const noexcept { return tracer_.load(std::memory_order_relaxed) != nullptr; }
   void set_reclaim_observer(reclaim_observer<Sync>* o) noexcept {
     observer_.store(o, std::memory_order_release);
   }
@@ -301,14 +313,13 @@ class basic_hierarchy {
   MEMCG_ALWAYS_INLINE status try_charge(group& g, kind k, std::int64_t nr_pages,
                                         gfp flags = gfp::none) noexcept {
     if constexpr (!Sync::accounting) return {};
-    // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds and
-    // traced hierarchies take the slow path.
-    const bool fast = (k == kind::anon || k == kind::file) && nr_pages > 0 &&
-                      !tracer_.load(std::memory_order_relaxed);
-    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::local()->consume(
+    // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds take
+    // the slow path; so do traced hierarchies (their groups' slots never serve a fast path).
+    const bool fast = (k == kind::anon || k == kind::file) && nr_pages > 0;
+    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->consume(
                                   &g, nr_pages, static_cast<int>(k))))
       return {};
-    return try_charge_slow(g, k, nr_pages, flags, /*stock_tried=*/fast);
+    return try_charge_slow(g, k, nr_pages, flags, /*stock_tried=*/fast && !traced());
   }
 
   // try_charge() that returns a guard owning the pages (through g's handle).
@@ -324,13 +335,14 @@ class basic_hierarchy {
   MEMCG_ALWAYS_INLINE void uncharge_unchecked(group& g, kind k, std::int64_t nr_pages) noexcept {
     if constexpr (!Sync::accounting) return;
     if (MEMCG_UNLIKELY(nr_pages <= 0)) return;
-    auto* ts = detail::thread_stock<Sync>::local();
-    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock && ts->reclaim_depth == 0 &&
-                     !tracer_.load(std::memory_order_relaxed))) {
-      ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, charge_batch());
+    // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (the thread sees
+    // the empty stock, or checks the depth with one slot) and when traced the fast path misses.
+    auto* ts = detail::thread_stock<Sync>::fast_local();
+    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock &&
+                     (Sync::concurrent || ts->reclaim_depth == 0)) &&
+        MEMCG_LIKELY(ts->uncharge_fast(&g, nr_pages, static_cast<int>(k))))
       return;
-    }
-    uncharge_slow(g, k, nr_pages, ts);
+    uncharge_slow(g, k, nr_pages);
   }
 
   // Gives back nr_pages of k charged to g, checking first that g holds that much of k as its
@@ -617,7 +629,7 @@ class basic_hierarchy {
   std::int64_t free_pages(group* g, std::int64_t nr, reclaim_filter f)
       ABSL_SHARED_LOCKS_REQUIRED(reclaimers_mu_) {
     stock* ts = stock::local();
-    ++ts->reclaim_depth;
+    ts->enter_reclaim();
     std::int64_t before = ts->reclaimed_pages;
     for (reclaimer* r = g->reclaimers_; r; r = r->next_) {
       std::int64_t got = ts->reclaimed_pages - before;
@@ -632,7 +644,7 @@ class basic_hierarchy {
       (void)r->scan(nr - got, f);
 #endif
     }
-    --ts->reclaim_depth;
+    ts->leave_reclaim();
     return ts->reclaimed_pages - before;
   }
 
@@ -700,7 +712,7 @@ class basic_hierarchy {
         return s;
       }
     }
-    ts->stat_only(&g, static_cast<int>(k), nr_pages, charge_batch());
+    ts->stat_only(&g, static_cast<int>(k), nr_pages, charge_batch(), !traced());
     return {};
   }
 
@@ -720,7 +732,7 @@ class basic_hierarchy {
       std::errc err = g.memory.try_charge(batch, &fail);
       if (err == std::errc{}) {
         std::int64_t rest = batch - nr_pages;
-        if (rest > 0) ts->refill(&g, rest, -1, 0, charge_batch());
+        if (rest > 0) ts->refill(&g, rest, -1, 0, charge_batch(), !traced());
         trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent_) {
           if (m->memory.usage() > m->memory.high()) {
@@ -851,7 +863,8 @@ class basic_hierarchy {
     return {std::errc::not_enough_memory, over, counter_id::tcp};
   }
 
-  MEMCG_NOINLINE void uncharge_slow(group& g, kind k, std::int64_t nr_pages, stock* ts) noexcept {
+  MEMCG_NOINLINE void uncharge_slow(group& g, kind k, std::int64_t nr_pages) noexcept {
+    stock* ts = stock::local();
     if (is_kernel_kind(k)) (void)g.kmem.uncharge(nr_pages);
     else if (k == kind::sock) (void)g.tcp.uncharge(nr_pages);
     if (ts->reclaim_depth > 0) {
@@ -862,7 +875,7 @@ class basic_hierarchy {
       trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
       return;
     }
-    ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, charge_batch());
+    ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, charge_batch(), !traced());
     trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
   }
 

@@ -15,7 +15,8 @@
 //   drainer: pending = 1; membarrier(); wait until busy == 0 (acquire); ... drain ...; pending = 0
 // Either the owner sees `pending` and leaves its stock alone, or the drainer sees `busy` and
 // waits for the owner to finish. The membarrier turns the owner's compiler barrier into a full
-// fence whenever it matters.
+// fence whenever it matters. Without membarrier(2) the stock is off (pending stays set).
+// The fast paths look at slot 0 only; the slow paths move the slot they use to the front.
 //
 // Invariant: a slot's pages are charged to slot.cached's memory counter (and ancestors) and
 // belong to nobody; at most `batch` pages per slot after every refill.
@@ -47,11 +48,56 @@ class thread_stock {
   // Statistics deltas past this many pages are folded into the group at once.
   static constexpr std::int64_t stat_fold_bound = 1024;
 
+  // A slot: pre-charged pages of one group, and that group's statistics deltas. The delta of
+  // the slot's primary kind is implicit, `base - nr_pages` (plus stat[primary]): a charge or
+  // uncharge of the primary kind through the stock writes nr_pages alone. Everything else keeps
+  // it unchanged (set_pages()). key = group pointer | primary kind (groups are 64-byte aligned).
+  using key_cell = typename Sync::template cell<std::uintptr_t>;
   struct slot {
-    group_cell cached;
+    key_cell key;
     cell nr_pages;
+    cell limit;  // the group's hierarchy's charge batch (0 for a batch of 1), set by refill_slow()
+    cell base;
     std::array<cell, nr_kinds> stat{};
   };
+  static_assert(alignof(group) > 7, "the slot key keeps the primary kind in a group's low bits");
+  static constexpr std::uintptr_t key_kind_mask = 7;
+  // Set in slot 0's key by a drainer (quiesce()): the page fast paths, which test the key but
+  // not pending_, miss. No group lives at such an address.
+  static constexpr std::uintptr_t key_drain_bit = std::uintptr_t{1} << (sizeof(std::uintptr_t) * 8 - 1);
+  static constexpr std::uintptr_t key_group_mask = ~(key_kind_mask | key_drain_bit);
+  // A slot whose primary kind is this one never serves a fast path (a traced hierarchy's group:
+  // every charge and uncharge must reach the tracer); its statistics are all explicit.
+  static constexpr int no_fast_kind = 7;
+  static_assert(nr_kinds <= no_fast_kind);
+  MEMCG_ALWAYS_INLINE static std::uintptr_t key_of(const group* g, int k) noexcept {
+    return reinterpret_cast<std::uintptr_t>(g) | static_cast<std::uintptr_t>(k);
+  }
+  static group* slot_group(const slot& s) noexcept {
+    return reinterpret_cast<group*>(s.key.load_relaxed() & key_group_mask);
+  }
+  static int slot_primary(const slot& s) noexcept {
+    return static_cast<int>(s.key.load_relaxed() & key_kind_mask);
+  }
+  // The statistics delta of kind k this slot holds.
+  static std::int64_t stat_delta(const slot& s, int k) noexcept {
+    std::int64_t d = s.stat[k].load_relaxed();
+    if (k == slot_primary(s)) d += s.base.load_relaxed() - s.nr_pages.load_relaxed();
+    return d;
+  }
+  // Sets the parked pages without changing any statistics delta.
+  static void set_pages(slot& s, std::int64_t v) noexcept {
+    s.base.store_relaxed(s.base.load_relaxed() + v - s.nr_pages.load_relaxed());
+    s.nr_pages.store_relaxed(v);
+  }
+  // Makes k the primary kind (the implicit delta becomes explicit first).
+  static void set_primary(slot& s, int k) noexcept {
+    int p = slot_primary(s);
+    if (p == k) return;
+    if (p != no_fast_kind) s.stat[p].store_relaxed(stat_delta(s, p));
+    s.base.store_relaxed(s.nr_pages.load_relaxed());
+    s.key.store_relaxed(key_of(slot_group(s), k));
+  }
 
   // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of kind
   // `kind` pre-charged, as whole pages, through `cached`->memcg().
@@ -126,25 +172,30 @@ class thread_stock {
   // The calling thread's stock; created (and registered) on first use.
   static thread_stock* local() noexcept {
     thread_stock* s = tls_stock_;
-    if (MEMCG_LIKELY(s)) return s;
+    if (MEMCG_LIKELY(s != empty())) return s;
     return create_local();
   }
+  // The calling thread's stock, or (before its first use) a shared empty stock on which every
+  // fast path misses (its pending_ is always set): one TLS load, no test. Fast paths only.
+  MEMCG_ALWAYS_INLINE static thread_stock* fast_local() noexcept {
+    if constexpr (Sync::concurrent) return tls_stock_;
+    else return local();
+  }
+  thread_stock() = default;
 
   // consume_stock(): takes nr_pages of g's pre-charged pages; stat_kind >= 0 also records the
   // charge in that statistic. False when the stock can't serve it (the caller charges counters).
   MEMCG_ALWAYS_INLINE bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    if (!enter()) return false;
-    bool hit = false;
-#pragma GCC unroll 8
-    for (slot& s : slots_) {
-      if (s.cached.load_relaxed() != g) continue;
-      std::int64_t have = s.nr_pages.load_relaxed();
-      if (have >= nr_pages) {
-        s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
-        if (stat_kind >= 0) stat_add_fast(s, stat_kind, nr_pages);
-        hit = true;
-      }
-      break;
+    enter_fast();
+    bool hit;
+    slot& s = slots_[0];  // the most recently used slot comes first
+    std::int64_t have = s.nr_pages.load_relaxed();
+    if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind) &&
+                     have >= nr_pages)) {
+      s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
+      hit = true;
+    } else {
+      hit = consume_slow(g, nr_pages, stat_kind);
     }
     leave();
     return hit;
@@ -153,23 +204,21 @@ class thread_stock {
   // refill_stock(): parks nr_pages charged to g (an uncharge, or the rest of a batch) and
   // records stat_delta in statistic stat_kind (if >= 0). Pages beyond `batch` in the slot go
   // back to the counters. With batch <= 1 nothing is parked.
+  // fast_ok false: g's slot must not serve fast paths (its hierarchy is traced).
   MEMCG_ALWAYS_INLINE void refill(group* g, std::int64_t nr_pages, int stat_kind,
-                                  std::int64_t stat_delta, std::int64_t batch) noexcept {
+                                  std::int64_t stat_delta, std::int64_t batch,
+                                  bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
-    if (enter()) {
-#pragma GCC unroll 8
-      for (slot& s : slots_) {
-        if (s.cached.load_relaxed() != g) continue;
-        std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
-        if (MEMCG_LIKELY(have <= batch)) {
-          s.nr_pages.store_relaxed(have);
-          if (stat_kind >= 0) stat_add_fast(s, stat_kind, stat_delta);
-          leave();
-          return;
-        }
-        break;
-      }
-      refill_slow(g, nr_pages, stat_kind, stat_delta, batch);
+    if (MEMCG_LIKELY(enter())) {
+      slot& s = slots_[0];
+      std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+      // An uncharge of the primary kind: the implicit delta moves with nr_pages.
+      if (MEMCG_LIKELY(stat_kind >= 0 && stat_delta == -nr_pages &&
+                       s.key.load_relaxed() == key_of(g, stat_kind) &&
+                       have <= s.limit.load_relaxed()))
+        s.nr_pages.store_relaxed(have);
+      else
+        refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       leave();
       return;
     }
@@ -178,20 +227,35 @@ class thread_stock {
     if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
   }
 
+  // The uncharge fast path: parks nr_pages of kind k (the slot's primary kind) in slot 0 if it
+  // caches g and stays within its batch. False otherwise: the caller calls refill().
+  MEMCG_ALWAYS_INLINE bool uncharge_fast(group* g, std::int64_t nr_pages, int k) noexcept {
+    enter_fast();
+    slot& s = slots_[0];
+    std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+    bool hit = s.key.load_relaxed() == key_of(g, k) && have <= s.limit.load_relaxed();
+    if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
+    leave();
+    return hit;
+  }
+
   // Records a statistic delta without touching pages (charges that took the counters).
-  void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch) noexcept {
-    refill(g, 0, stat_kind, delta, batch);
+  void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch,
+                 bool fast_ok = true) noexcept {
+    refill(g, 0, stat_kind, delta, batch, fast_ok);
   }
 
   // Pages parked for g in this thread's stock (for tests and traces; owner thread only).
   std::int64_t parked(const group* g) const noexcept {
-    for (const slot& s : slots_)
-      if (s.cached.load_relaxed() == g) return s.nr_pages.load_relaxed();
-    return 0;
+    int i = find_slot(g);
+    return i < 0 ? 0 : slots_[i].nr_pages.load_relaxed();
   }
 
   // The calling thread's stock if it has one (never creates one: safe during exit).
-  static thread_stock* peek() noexcept { return tls_stock_; }
+  static thread_stock* peek() noexcept {
+    thread_stock* s = tls_stock_;
+    return s == empty() ? nullptr : s;
+  }
 
   // memory.high: pages charged above high since the last throttle point, the group, and its
   // hierarchy (compared, never dereferenced: it may be gone).
@@ -199,7 +263,14 @@ class thread_stock {
   group* over_high_group = nullptr;
   const void* over_high_owner = nullptr;
   // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages.
+  // The thread's fast paths then see the empty stock (they miss without testing the depth).
   int reclaim_depth = 0;
+  void enter_reclaim() noexcept {
+    if (reclaim_depth++ == 0 && Sync::concurrent) tls_stock_ = empty();
+  }
+  void leave_reclaim() noexcept {
+    if (--reclaim_depth == 0 && Sync::concurrent) tls_stock_ = this;
+  }
   std::int64_t reclaimed_pages = 0;
 
  private:
@@ -208,15 +279,23 @@ class thread_stock {
 
   // Owner side of the asymmetric fence. Returns false if a drainer holds the stock.
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
+    enter_fast();
+    return pending_ok();
+  }
+  // The page fast paths' half of enter(): they test slot 0's key instead of pending_ (a drainer
+  // sets key_drain_bit there), and call pending_ok() before anything else.
+  MEMCG_ALWAYS_INLINE void enter_fast() noexcept {
     if constexpr (Sync::concurrent) {
       busy_.store_relaxed(1);
-      // Orders the store above before the load below; pairs with asymmetric_fence_heavy() in
-      // stock_registry::quiesce(). The kind of fence was fixed when this stock was made.
-      if (MEMCG_LIKELY(light_fence_))
-        std::atomic_signal_fence(std::memory_order_seq_cst);
-      else
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with release()
+      // Orders the store above before the loads that follow (pending_, slot 0's key); pairs
+      // with asymmetric_fence_heavy() in stock_registry::quiesce(). Only a compiler barrier:
+      // without membarrier(2) the stock is off (pending_ stays set; create_local()).
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+    }
+  }
+  MEMCG_ALWAYS_INLINE bool pending_ok() noexcept {
+    if constexpr (Sync::concurrent) {
+      if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with quiesce()
         busy_.store_release(0);
         return false;
       }
@@ -228,61 +307,112 @@ class thread_stock {
     if constexpr (Sync::concurrent) busy_.store_release(0);
   }
 
-  // The fast paths only add; the bound is checked where a slot goes through refill_slow(),
-  // which every batch of net charges or uncharges reaches, and readers flush anyway.
-  MEMCG_ALWAYS_INLINE static void stat_add_fast(slot& s, int k, std::int64_t delta) noexcept {
+  // Adds delta to kind k's statistic in s (explicit part), folding the slot's deltas into the
+  // group when one passes the bound. Every batch of net charges or uncharges reaches a slow
+  // path that comes here, so deltas stay bounded; readers flush anyway.
+  static void stat_add(slot& s, int k, std::int64_t delta) noexcept {
     s.stat[k].store_relaxed(s.stat[k].load_relaxed() + delta);
-  }
-  void stat_add(slot& s, int k, std::int64_t delta) noexcept {
-    std::int64_t d = s.stat[k].load_relaxed() + delta;
-    if (MEMCG_UNLIKELY(d > stat_fold_bound || d < -stat_fold_bound)) {
-      s.cached.load_relaxed()->live()->stat_add(static_cast<kind>(k), d);
-      d = 0;
+    for (int i = 0; i < nr_kinds; ++i) {
+      std::int64_t d = stat_delta(s, i);
+      if (MEMCG_UNLIKELY(d > stat_fold_bound || d < -stat_fold_bound)) {
+        fold_stats(s);
+        return;
+      }
     }
-    s.stat[k].store_relaxed(d);
+  }
+  // Every delta of s into its (live) group.
+  static void fold_stats(slot& s) noexcept {
+    group* g = slot_group(s);
+    if (!g) return;
+    for (int k = 0; k < nr_kinds; ++k) {
+      std::int64_t d = stat_delta(s, k);
+      if (d) g->live()->stat_add(static_cast<kind>(k), d);
+      s.stat[k].store_relaxed(0);
+    }
+    s.base.store_relaxed(s.nr_pages.load_relaxed());
   }
 
   // Drains one slot: pages back to the counters, stat deltas into the (live) group.
   static void drain_slot(slot& s, bool forget_group) noexcept {
-    group* g = s.cached.load_relaxed();
+    group* g = slot_group(s);
     if (!g) return;
+    fold_stats(s);
     std::int64_t nr = s.nr_pages.load_relaxed();
     if (nr) (void)g->memory.uncharge(nr);
     s.nr_pages.store_relaxed(0);
-    for (int k = 0; k < nr_kinds; ++k) {
-      std::int64_t d = s.stat[k].load_relaxed();
-      if (d) g->live()->stat_add(static_cast<kind>(k), d);
-      s.stat[k].store_relaxed(0);
+    s.base.store_relaxed(0);
+    if (forget_group) s.key.store_relaxed(0);
+  }
+
+  // Moves slot i to the front (the fast paths look at slot 0 only), keeping the others' order.
+  void to_front(int i) noexcept {
+    if (i <= 0) return;
+    slot moved;
+    copy_slot(moved, slots_[i]);
+    for (; i > 0; --i) copy_slot(slots_[i], slots_[i - 1]);
+    copy_slot(slots_[0], moved);
+  }
+  static void copy_slot(slot& to, const slot& from) noexcept {
+    to.key.store_relaxed(from.key.load_relaxed());
+    to.nr_pages.store_relaxed(from.nr_pages.load_relaxed());
+    to.limit.store_relaxed(from.limit.load_relaxed());
+    to.base.store_relaxed(from.base.load_relaxed());
+    for (int k = 0; k < nr_kinds; ++k) to.stat[k].store_relaxed(from.stat[k].load_relaxed());
+  }
+  int find_slot(const group* g) const noexcept {
+    for (int i = 0; i < nr_slots; ++i)
+      if (slot_group(slots_[i]) == g) return i;
+    return -1;
+  }
+
+  // consume() off the fast path: another slot, another kind, or too few pages.
+  MEMCG_NOINLINE bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    if (!pending_ok()) return false;  // a drainer owns the stock
+    int i = find_slot(g);
+    if (i < 0) return false;
+    to_front(i);
+    slot& s = slots_[0];
+    std::int64_t have = s.nr_pages.load_relaxed();
+    if (have < nr_pages) return false;
+    if (stat_kind >= 0 && slot_primary(s) == no_fast_kind) return false;  // the caller traces
+    if (stat_kind >= 0) {
+      set_primary(s, stat_kind);
+      s.nr_pages.store_relaxed(have - nr_pages);  // the implicit delta records the charge
+      stat_add(s, stat_kind, 0);
+    } else {
+      set_pages(s, have - nr_pages);
     }
-    if (forget_group) s.cached.store_relaxed(nullptr);
+    return true;
   }
 
   MEMCG_NOINLINE void refill_slow(group* g, std::int64_t nr_pages, int stat_kind,
-                                  std::int64_t stat_delta, std::int64_t batch) noexcept {
-    slot* target = nullptr;
-    for (slot& s : slots_)
-      if (s.cached.load_relaxed() == g) target = &s;
-    if (!target) {
-      for (slot& s : slots_)
-        if (!s.cached.load_relaxed()) {
-          target = &s;
-          break;
-        }
+                                  std::int64_t stat_delta, std::int64_t batch,
+                                  bool fast_ok) noexcept {
+    const int primary = !fast_ok ? no_fast_kind : stat_kind >= 0 ? stat_kind : -1;
+    int i = find_slot(g);
+    if (i < 0) {
+      for (i = 0; i < nr_slots && slot_group(slots_[i]); ++i) {
+      }
+      if (i == nr_slots) {  // evict the least recently used slot, as a multi-slot stock would
+        i = nr_slots - 1;
+        drain_slot(slots_[i], true);
+      }
+      slots_[i].key.store_relaxed(key_of(g, primary >= 0 ? primary : 0));
+      slots_[i].base.store_relaxed(slots_[i].nr_pages.load_relaxed());
     }
-    if (!target) {  // evict round-robin, as the multi-slot kernel stock
-      target = &slots_[drain_idx_++ % nr_slots];
-      drain_slot(*target, true);
-    }
-    target->cached.store_relaxed(g);
-    std::int64_t have = target->nr_pages.load_relaxed() + nr_pages;
+    to_front(i);
+    slot& s = slots_[0];
+    s.limit.store_relaxed(batch);
+    if (primary >= 0) set_primary(s, primary);
+    std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
     if (have > batch) {
       // Over one batch: the kernel drains the whole slot.
       (void)g->memory.uncharge(have);
       have = 0;
     }
-    target->nr_pages.store_relaxed(have);
-    if (stat_kind >= 0) stat_add_fast(*target, stat_kind, stat_delta);
-    for (int k = 0; k < nr_kinds; ++k) stat_add(*target, k, 0);  // fold what passed the bound
+    set_pages(s, have);
+    if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);
+    else stat_add(s, 0, 0);  // fold what passed the bound
   }
 
   static thread_stock* create_local() noexcept;
@@ -323,21 +453,31 @@ class thread_stock {
 
   alignas(64) cell busy_;
   cell pending_;
-  // membarrier(2) works: the owner's side of the fence is a compiler barrier (set before the
-  // stock is registered, never changed).
-  bool light_fence_ = false;
+  // membarrier(2) is missing: the owner's compiler barrier would not pair with anything, so
+  // pending_ stays set and every charge takes the counters (set before the stock is
+  // registered, never changed).
+  bool disabled_ = false;
   std::array<slot, nr_slots> slots_{};
-  unsigned drain_idx_ = 0;
   std::array<obj_slot, nr_slots> obj_slots_{};
   unsigned obj_drain_idx_ = 0;
   thread_stock* next_ = nullptr;
   thread_stock* prev_ = nullptr;
 
+  struct empty_tag {};
+  explicit constexpr thread_stock(empty_tag) noexcept : pending_(1), disabled_(true) {}
+  static constexpr thread_stock* empty() noexcept {
+    if constexpr (Sync::concurrent) return &empty_;
+    else return nullptr;
+  }
+  static thread_stock empty_;
   static thread_local thread_stock* tls_stock_;
 };
 
+// The shared empty stock: never registered, never drained; threads only store busy_ on it.
 template <sync_policy Sync>
-thread_local thread_stock<Sync>* thread_stock<Sync>::tls_stock_ = nullptr;
+constinit thread_stock<Sync> thread_stock<Sync>::empty_{typename thread_stock<Sync>::empty_tag{}};
+template <sync_policy Sync>
+constinit thread_local thread_stock<Sync>* thread_stock<Sync>::tls_stock_ = thread_stock<Sync>::empty();
 
 // Every live thread's stock. Drains and flushes take the registry mutex and quiesce the owners
 // with the asymmetric fence; owners never take the mutex except at thread start and exit.
@@ -375,7 +515,7 @@ class stock_registry {
   void drain(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce(
         [&](slot& s) {
-          group* g = s.cached.load_relaxed();
+          group* g = stock::slot_group(s);
           if (g && (!root || g->is_descendant_of(root))) stock::drain_slot(s, true);
         },
         [&](obj_slot& s) {
@@ -388,7 +528,7 @@ class stock_registry {
   void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce(
         [&](slot& s) {
-          group* g = s.cached.load_relaxed();
+          group* g = stock::slot_group(s);
           if (g && pred(g)) stock::drain_slot(s, true);
         },
         [&](obj_slot& s) {
@@ -398,21 +538,13 @@ class stock_registry {
   }
   // The rstat flush: every thread's statistics deltas folded into their groups.
   void flush_stats() ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce([&](slot& s) {
-      group* g = s.cached.load_relaxed();
-      if (!g) return;
-      for (int k = 0; k < nr_kinds; ++k) {
-        std::int64_t d = s.stat[k].load_relaxed();
-        if (d) g->live()->stat_add(static_cast<kind>(k), d);
-        s.stat[k].store_relaxed(0);
-      }
-    });
+    quiesce([&](slot& s) { stock::fold_stats(s); });
   }
   // Pages parked in all stocks for g (a snapshot under quiescence).
   std::int64_t parked(const group* g) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t n = 0;
     quiesce([&](slot& s) {
-      if (s.cached.load_relaxed() == g) n += s.nr_pages.load_relaxed();
+      if (stock::slot_group(s) == g) n += s.nr_pages.load_relaxed();
     });
     return n;
   }
@@ -425,13 +557,27 @@ class stock_registry {
   void quiesce(Fn fn, ObjFn obj_fn = &no_obj) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);
     if constexpr (Sync::concurrent) {
-      // seq_cst with the heavy fence below: pairs with enter()'s light fence on each owner.
-      for (stock* s = head_; s; s = s->next_) s->pending_.store_release(1);
-      asymmetric_fence_heavy();
+      // The calling thread's own stock alone needs no fence (a single-threaded program).
+      const bool fence = head_ && (head_ != stock::peek() || head_->next_);
+      // Slow paths test pending_ after their busy_ store; the page fast paths test slot 0's key.
+      // release + the heavy fence: pairs with the owners' compiler barrier (enter_fast()).
       for (stock* s = head_; s; s = s->next_) {
-        // acquire: pairs with leave(); the owner's slot writes are visible after this.
-        while (s->busy_.load_acquire() != 0) {
+        s->pending_.store_release(1);
+        poison(s->slots_[0]);
+      }
+      if (fence) asymmetric_fence_heavy();
+      wait_idle();
+      // A slow path that had passed its pending_ test before we set it may have rewritten slot
+      // 0's key meanwhile; none can start now. Poison those again and wait once more.
+      bool again = false;
+      for (stock* s = head_; s; s = s->next_)
+        if (!(s->slots_[0].key.load_relaxed() & stock::key_drain_bit)) {
+          poison(s->slots_[0]);
+          again = true;
         }
+      if (again) {
+        if (fence) asymmetric_fence_heavy();
+        wait_idle();
       }
     }
     for (stock* s = head_; s; s = s->next_) {
@@ -439,8 +585,28 @@ class stock_registry {
       for (obj_slot& o : s->obj_slots_) obj_fn(o);
     }
     if constexpr (Sync::concurrent) {
-      // release: our slot writes are visible to the owner once it sees pending == 0.
-      for (stock* s = head_; s; s = s->next_) s->pending_.store_release(0);
+      for (stock* s = head_; s; s = s->next_) {
+        // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
+        for (slot& sl : s->slots_) sl.key.store_relaxed(sl.key.load_relaxed() & ~stock::key_drain_bit);
+        // release: our slot writes are visible to the owner once it sees pending == 0.
+        s->pending_.store_release(s->disabled_ ? 1 : 0);
+      }
+    }
+  }
+
+  // An atomic read-modify-write: an owner's slow path may be rewriting the key right now (it
+  // passed its pending_ test before we set it); then either its key or our bit survives, and
+  // quiesce() checks which.
+  static void poison(slot& s0) noexcept {
+    std::uintptr_t k = s0.key.load_relaxed();
+    while (!s0.key.cas_acq_rel(k, k | stock::key_drain_bit)) {
+    }
+  }
+  void wait_idle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (stock* s = head_; s; s = s->next_) {
+      // acquire: pairs with leave(); the owner's slot writes are visible after this.
+      while (s->busy_.load_acquire() != 0) {
+      }
     }
   }
 
@@ -454,7 +620,7 @@ struct thread_stock_holder {
   ~thread_stock_holder() {
     if (!stock) return;
     stock_registry<Sync>::instance().remove(stock);
-    thread_stock<Sync>::tls_stock_ = nullptr;
+    thread_stock<Sync>::tls_stock_ = thread_stock<Sync>::empty();
     delete stock;
     stock = nullptr;
   }
@@ -466,10 +632,12 @@ thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
   static thread_local thread_stock_holder<Sync> holder;
   if (!holder.stock) {
     holder.stock = new thread_stock<Sync>();
-    holder.stock->light_fence_ = light;
+    holder.stock->disabled_ = !light;
+    if constexpr (Sync::concurrent)
+      if (!light) holder.stock->pending_.store_relaxed(1);  // relaxed: not yet shared
     stock_registry<Sync>::instance().add(holder.stock);
   }
-  tls_stock_ = holder.stock;
+  if (holder.stock->reclaim_depth == 0) tls_stock_ = holder.stock;  // see enter_reclaim()
   return holder.stock;
 }
 

@@ -127,7 +127,7 @@ class lock_guard {
 // The asymmetric fence. The frequent side (a thread touching its own stock) issues only a
 // compiler barrier; the rare side (a thread draining other threads' stocks) issues membarrier(2),
 // which runs a full barrier on every CPU running a thread of this process. Where membarrier is
-// not available the frequent side falls back to a full fence (slower, still correct).
+// not available the stocks are off (memcg/stock.hpp): every charge takes the counters.
 enum class membarrier_state : int { unknown = 0, available = 1, unavailable = 2 };
 
 inline std::atomic<int>& membarrier_state_word() noexcept {
@@ -153,17 +153,8 @@ inline bool membarrier_init() noexcept {
   return ok;
 }
 
-// The owner's side: a compiler barrier when membarrier works, a full fence otherwise.
-MEMCG_ALWAYS_INLINE void asymmetric_fence_light() noexcept {
-  // Relaxed: see membarrier_init(); the value is fixed before any stock exists.
-  if (MEMCG_LIKELY(membarrier_state_word().load(std::memory_order_relaxed) ==
-                   static_cast<int>(membarrier_state::available)))
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-  else
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-}
-
-// The drainer's side: pairs with asymmetric_fence_light() on every other thread.
+// The drainer's side: pairs with the compiler barrier of thread_stock::enter() on every other
+// thread.
 inline void asymmetric_fence_heavy() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 #if defined(__linux__) && defined(SYS_membarrier)
