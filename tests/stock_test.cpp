@@ -1,0 +1,163 @@
+// Tests of memcg/stock.hpp: the per-thread page stock under the charge path — slots taken in
+// turn by groups and kinds, statistics the slots keep (one kind's implicitly), tracing and
+// reclaim making the fast path miss, and drains racing with owners on the fast path.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "memcg/hierarchy.hpp"
+
+#include "support.hpp"
+
+namespace {
+
+#define MEMCG_STOCK_POLICIES memcg::sync::single_thread, memcg::sync::atomic
+
+using memcg::kind;
+using memcg_test::grp;
+using memcg_test::hier;
+using memcg_test::make;
+
+constexpr std::errc ok{};
+
+TEST_CASE_TEMPLATE("statistics stay exact while groups and kinds take turns in the stock", P,
+                   MEMCG_STOCK_POLICIES) {
+  hier<P> h;
+  // More groups than the atomic policy has slots, so slots are evicted and reordered.
+  constexpr int nr_groups = 6;
+  std::array<grp<P>*, nr_groups> g{};
+  for (int i = 0; i < nr_groups; ++i) g[i] = &make(h, ("G" + std::to_string(i)).c_str());
+  constexpr std::array<kind, 4> kinds = {kind::anon, kind::file, kind::anon, kind::kmem};
+  std::int64_t held[nr_groups][memcg::nr_kinds] = {};
+  std::mt19937 rng(7);
+  for (int step = 0; step < 20000; ++step) {
+    int i = static_cast<int>(rng() % nr_groups);
+    // Mostly one group and kind in a row (the fast paths), sometimes another.
+    if (rng() % 4) i = step / 97 % nr_groups;
+    kind k = kinds[rng() % kinds.size()];
+    auto ki = static_cast<int>(k);
+    std::int64_t n = 1 + static_cast<std::int64_t>(rng() % 3);
+    if (rng() % 2 || held[i][ki] < n) {
+      REQUIRE(h.try_charge(*g[i], k, n).error == ok);
+      held[i][ki] += n;
+    } else {
+      h.uncharge_unchecked(*g[i], k, n);
+      held[i][ki] -= n;
+    }
+    if (step % 1000 == 999) {
+      for (int j = 0; j < nr_groups; ++j) {
+        std::int64_t total = 0;
+        for (kind kk : memcg::all_kinds) {
+          CHECK(h.stat_local(*g[j], kk) == held[j][static_cast<int>(kk)]);
+          total += held[j][static_cast<int>(kk)];
+        }
+        CHECK(g[j]->memory.usage() == total + h.parked(*g[j]));
+        CHECK(g[j]->kmem.usage() == held[j][static_cast<int>(kind::kmem)]);
+      }
+    }
+  }
+  for (int j = 0; j < nr_groups; ++j)
+    for (kind kk : memcg::all_kinds)
+      if (std::int64_t n = held[j][static_cast<int>(kk)]) h.uncharge_unchecked(*g[j], kk, n);
+  h.drain_stocks(nullptr);
+  for (int j = 0; j < nr_groups; ++j) {
+    CHECK(g[j]->memory.usage() == 0);
+    CHECK(g[j]->kmem.usage() == 0);
+    for (kind kk : memcg::all_kinds) CHECK(h.stat_local(*g[j], kk) == 0);
+  }
+}
+
+template <class P>
+struct counting_tracer final : memcg::charge_tracer<P> {
+  int stock_hits = 0, uncharges = 0, total = 0;
+  void trace(const memcg::trace_record<P>& r) noexcept override {
+    ++total;
+    if (r.point == memcg::trace_point::stock_hit) ++stock_hits;
+    if (r.point == memcg::trace_point::uncharge) ++uncharges;
+  }
+};
+
+TEST_CASE_TEMPLATE("a traced hierarchy sees every charge and uncharge, even with a warm stock", P,
+                   MEMCG_STOCK_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  // Warm the stock: the fast path serves the next charges.
+  REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);
+  h.uncharge_unchecked(a, kind::anon, 1);
+  counting_tracer<P> t;
+  h.set_tracer(&t);
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);
+    h.uncharge_unchecked(a, kind::anon, 1);
+  }
+  CHECK(t.uncharges == 10);
+  CHECK(t.stock_hits == 9);  // the first charge found the stock drained by set_tracer()
+  CHECK(h.stat_local(a, kind::anon) == 0);
+  h.set_tracer(nullptr);
+  int before = t.total;
+  for (int i = 0; i < 10; ++i) {
+    REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);
+    h.uncharge_unchecked(a, kind::anon, 1);
+  }
+  CHECK(t.total == before);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+}
+
+TEST_SUITE("concurrency") {
+TEST_CASE("drains racing with owners on the fast path lose no page and no statistic") {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  auto& b = make(h, "B");
+  constexpr int nr_threads = 2;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nr_threads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      std::int64_t held[2] = {};
+      memcg::group* gs[2] = {&a, &b};
+      // relaxed: a flag; the join orders everything else.
+      while (!stop.load(std::memory_order_relaxed)) {
+        int i = static_cast<int>(rng() % 2);
+        kind k = rng() % 3 ? kind::anon : kind::file;
+        if (held[i] == 0 || rng() % 2) {
+          if (h.try_charge(*gs[i], k, 1).error == ok) {
+            ++held[i];
+            h.uncharge_unchecked(*gs[i], k, 1);  // same kind back: the statistic nets to 0
+            --held[i];
+            if (h.try_charge(*gs[i], kind::anon, 1).error == ok) ++held[i];
+          }
+        } else {
+          h.uncharge_unchecked(*gs[i], kind::anon, 1);
+          --held[i];
+        }
+      }
+      for (int i = 0; i < 2; ++i)
+        if (held[i]) h.uncharge_unchecked(*gs[i], kind::anon, held[i]);
+    });
+  }
+  // Every flush and drain quiesces the owners' stocks while they run.
+  for (int i = 0; i < 300; ++i) {
+    if (i % 3 == 0) h.drain_stocks(nullptr);
+    else if (i % 3 == 1) (void)h.stat_local(a, kind::anon);
+    else h.drain_stocks(&b);
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (auto& t : threads) t.join();
+  h.drain_stocks(nullptr);
+  for (memcg::group* g : {&a, &b}) {
+    CHECK(g->memory.usage() == 0);
+    CHECK(h.stat_local(*g, kind::anon) == 0);
+    CHECK(h.stat_local(*g, kind::file) == 0);
+  }
+}
+}  // TEST_SUITE("concurrency")
+
+}  // namespace
