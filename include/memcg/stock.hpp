@@ -16,9 +16,14 @@
 // Either the owner sees `pending` and leaves its stock alone, or the drainer sees `busy` and
 // waits for the owner to finish. The membarrier turns the owner's compiler barrier into a full
 // fence whenever it matters. Without membarrier(2) the stock is off (pending stays set).
-// The fast paths look at slot 0 only; the slow paths move the slot they use to the front.
 //
-// Invariant: a slot's pages are charged to slot.cached's memory counter (and ancestors) and
+// The page fast paths (a hit in slot 0) skip the `pending` test: the drainer also sets a bit in
+// slot 0's key before its membarrier, so they miss, and every slow path tests `pending` first.
+// They also skip the statistics: slot 0's primary kind's delta is implied by its pages (see
+// `slot`). So a hit is: busy = 1; compare the key; take or park the pages; busy = 0.
+// The slow paths move the slot they use to the front.
+//
+// Invariant: a slot's pages are charged to its group's memory counter (and ancestors) and
 // belong to nobody; at most `batch` pages per slot after every refill.
 #pragma once
 
