@@ -519,7 +519,8 @@ TEST_CASE("objects a thread keeps on its free list are charged to nobody and cou
   CHECK(c.stat(b).bytes == 20 * static_cast<std::int64_t>(c.full_size()));
   CHECK(c.stat(a).objects == 0);
   h.drain_stocks(nullptr);
-  CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k) + 20 * static_cast<std::int64_t>(c.full_size()));
+  CHECK(usage_bytes(b) ==
+        b.objcg()->parked_bytes(k) + 20 * static_cast<std::int64_t>(c.full_size()));
   for (void* p : objs) c.free(p);
   memcg::kmem_cache_shrink(&c);
   memcg::kmem_cache_shrink(nullptr);

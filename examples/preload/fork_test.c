@@ -99,8 +99,9 @@ int main(int argc, char** argv) {
     if (pid == 0) _exit(child(limit_mib));
     int status = 0;
     if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      fprintf(stderr, "fork %d: child %s %d\n", f, WIFSIGNALED(status) ? "killed by signal" : "exit",
-              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+      int sig = WIFSIGNALED(status);
+      fprintf(stderr, "fork %d: child %s %d\n", f, sig ? "killed by signal" : "exit",
+              sig ? WTERMSIG(status) : WEXITSTATUS(status));
       ++failures;
     }
   }

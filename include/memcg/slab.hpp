@@ -12,8 +12,8 @@
 //   kmem_cache                 a cache of objects of one size and alignment (or of any size:
 //                              the kmalloc caches)
 //   typed_kmem_cache<T>        kmem_cache of T: construct / destroy
-//   kmem_cache_create/alloc/free/destroy/shrink, kmalloc, kzalloc, kcalloc, kmalloc_array, krealloc,
-//   kfree, ksize               the kernel's allocator API; a refusal returns nullptr
+//   kmem_cache_create/alloc/free/destroy/shrink, kmalloc, kzalloc, kcalloc, kmalloc_array,
+//   krealloc, kfree, ksize     the kernel's allocator API; a refusal returns nullptr
 //   accounted_allocator<T>     a standard allocator charging a group (throws std::bad_alloc)
 //   slab_stat, slab_stat_of()  objects and bytes in use, per cache and per group
 //   slab_fork_prepare/parent/child  pthread_atfork handlers (fork while other threads allocate)
@@ -240,7 +240,8 @@ struct slab_stripe_registry {
 inline constinit slab_stripe_registry stripe_registry_instance{};
 inline slab_stripe_registry& stripe_registry() noexcept { return stripe_registry_instance; }
 inline std::intptr_t& slab_tls_stripe() noexcept {
-  static thread_local std::intptr_t stripe = 0;  // 0: not yet assigned; i + 1: stripe i; -1: shared
+  // 0: not yet assigned; i + 1: stripe i; -1: shared. Pointer-wide: indexes without a widening.
+  static thread_local std::intptr_t stripe = 0;
   return stripe;
 }
 struct slab_stripe_holder {
