@@ -410,6 +410,9 @@ TEST_CASE("statistics reconcile with what mimalloc says is live") {
     for (int i = 0; i < 200; ++i) objs.push_back(memcg::kmalloc(100 + i, memcg::GFP_KERNEL_ACCOUNT));
     for (int i = 0; i < 100; ++i) c64.free(objs[static_cast<std::size_t>(i)]);
     objs.erase(objs.begin(), objs.begin() + 100);
+    // The freed objects wait in this thread's free list of c64 (live blocks to mimalloc, in
+    // use to nobody) until it is shrunk.
+    memcg::kmem_cache_shrink(&c64);
     mi_heap_visit_blocks(memcg::detail::slab_heap(), true, &visit::fn, &v);
   });
   t.join();
@@ -491,3 +494,99 @@ TEST_CASE("objects outliving their hierarchy stay freeable, uncharged") {
   CHECK(c.stat(b).objects == 1);
   c.free(r);
 }
+
+TEST_CASE("objects a thread keeps on its free list are charged to nobody and counted nowhere") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);
+  const kind k = kind::slab_unreclaimable;
+  std::vector<void*> objs;
+  {
+    memcg::scoped_active_memcg s(&a);
+    for (int i = 0; i < 20; ++i) objs.push_back(c.alloc());
+  }
+  for (void* p : objs) c.free(p);  // onto this thread's free list (mimalloc builds)
+  CHECK(c.stat().objects == 0);
+  h.drain_stocks(nullptr);
+  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+  // b reuses the blocks and is charged for each, byte-precisely.
+  {
+    memcg::scoped_active_memcg s(&b);
+    for (auto& p : objs) p = c.alloc();
+  }
+  CHECK(c.stat(b).objects == 20);
+  CHECK(c.stat(b).bytes == 20 * static_cast<std::int64_t>(c.full_size()));
+  CHECK(c.stat(a).objects == 0);
+  h.drain_stocks(nullptr);
+  CHECK(usage_bytes(b) ==
+        b.objcg()->parked_bytes(k) + 20 * static_cast<std::int64_t>(c.full_size()));
+  for (void* p : objs) c.free(p);
+  memcg::kmem_cache_shrink(&c);
+  memcg::kmem_cache_shrink(nullptr);
+  CHECK(c.stat().objects == 0);
+}
+
+TEST_CASE("a cache destroyed while a thread keeps its blocks leaves the next cache exact") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  memcg::scoped_active_memcg s(&a);
+  std::thread other;
+  {
+    memcg::kmem_cache c("old", 64, 8, memcg::slab_flags::account);
+    void* p = c.alloc();
+    other = std::thread([&] { c.free(p); });  // the other thread keeps the block
+    other.join();
+  }
+  // New caches (one of them may reuse the old cache's slot in every thread).
+  std::vector<std::unique_ptr<memcg::kmem_cache>> cs;
+  for (int i = 0; i < 40; ++i)
+    cs.push_back(std::make_unique<memcg::kmem_cache>("new" + std::to_string(i), 128, 8,
+                                                     memcg::slab_flags::account));
+  std::thread t([&] {
+    memcg::scoped_active_memcg s2(&a);
+    for (auto& c : cs) {
+      void* q = c->alloc();
+      REQUIRE(q);
+      std::memset(q, 1, 128);
+      c->free(q);
+      q = c->alloc();
+      REQUIRE(q);
+      c->free(q);
+    }
+  });
+  t.join();
+  for (auto& c : cs) CHECK(c->stat().objects == 0);
+  cs.clear();
+}
+
+#if !defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
+TEST_CASE("a thread's free list goes back to mimalloc on kmem_cache_shrink") {
+  memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::none);
+  auto live = [] {
+    std::int64_t n = 0;
+    mi_heap_visit_blocks(
+        memcg::detail::slab_heap(), true,
+        [](const mi_heap_t*, const mi_heap_area_t*, void* block, std::size_t, void* arg) {
+          if (block) ++*static_cast<std::int64_t*>(arg);
+          return true;
+        },
+        &n);
+    return n;
+  };
+  std::int64_t kept = -1, after = -1, limit = 0;
+  std::thread t([&] {
+    std::vector<void*> objs;
+    for (int i = 0; i < 100; ++i) objs.push_back(c.alloc());
+    for (void* p : objs) c.free(p);
+    kept = live();
+    memcg::kmem_cache_shrink(&c);
+    after = live();
+    limit = static_cast<std::int64_t>(std::min<std::size_t>(
+        memcg::detail::cpu_slab_max_objects, memcg::detail::cpu_slab_bytes / c.full_size()));
+  });
+  t.join();
+  CHECK(kept == limit);
+  CHECK(after == 0);
+}
+#endif

@@ -11,7 +11,9 @@
 // The shim is built on first use, in static storage that is never destroyed (threads may still
 // allocate while the process exits). Allocations made while it is being built, and by the
 // library inside a charge, are served uncharged; free() takes any of them, and leaves alone a
-// pointer mimalloc does not know (memory from before the shim existed).
+// pointer mimalloc does not know (memory from before the shim existed); realloc() moves such a
+// pointer's contents into a new block and leaves it alone too. fork() while other threads
+// allocate is safe (pthread_atfork handlers: shim::fork_prepare()).
 #include <pthread.h>
 #include <unistd.h>
 
@@ -35,6 +37,12 @@ void write_stats_at_exit() {
   if (auto* s = instance.load(std::memory_order_acquire)) (void)s->write_stats();
 }
 
+// fork(2) while other threads allocate: the shim's locks are taken before the copy and given
+// back (parent) or renewed (child) after it (memcg_preload::shim::fork_prepare()).
+void at_fork_prepare() { instance.load(std::memory_order_acquire)->fork_prepare(); }
+void at_fork_parent() { instance.load(std::memory_order_acquire)->fork_parent(); }
+void at_fork_child() { instance.load(std::memory_order_acquire)->fork_child(); }
+
 MEMCG_NOINLINE memcg_preload::shim* build() {
   int expected = 0;
   // acq_rel: one builder; the others see 1 and allocate uncharged meanwhile.
@@ -45,6 +53,10 @@ MEMCG_NOINLINE memcg_preload::shim* build() {
   if (!cfg.stat_file.empty()) std::atexit(&write_stats_at_exit);
   --memcg_preload::tls_depth();
   instance.store(s, std::memory_order_release);  // release: pairs with get()'s acquire
+  // After the store: the handlers find the shim. A fork before this point copies a process
+  // whose shim is being built by this thread only; the child then builds nothing and serves
+  // uncharged (state 1), as the parent did meanwhile.
+  (void)pthread_atfork(&at_fork_prepare, &at_fork_parent, &at_fork_child);
   state.store(2, std::memory_order_release);
   return s;
 }
@@ -88,11 +100,14 @@ MEMCG_EXPORT void* calloc(std::size_t n, std::size_t size) {
 MEMCG_EXPORT void* realloc(void* p, std::size_t n) {
   if (auto* s = get()) return s->realloc(p, n);
   if (!p) return early_alloc(n, 0, false);
-  std::size_t have = memcg::kmem_cache::usable_size(p);
   void* q = early_alloc(n, 0, false);
-  if (q) {
+  if (!q) return nullptr;
+  if (memcg::detail::slab_backend::owns(p)) {
+    std::size_t have = memcg::kmem_cache::usable_size(p);
     std::memcpy(q, p, n < have ? n : have);
     free(p);
+  } else {
+    (void)memcg_preload::copy_foreign(q, p, n);  // not ours: copied, left alone
   }
   return q;
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Real programs the project did not write, under libmemcg_preload.so (the plain build's ctest
-# preload/real_programs). Usage: run_tests.sh LIBMEMCG_PRELOAD.so [PYTHON3] [SQLITE3]
+# preload/real_programs). Usage: run_tests.sh LIBMEMCG_PRELOAD.so [PYTHON3] [SQLITE3] [FORK_TEST]
 # Each check prints one line; exit status non-zero if any failed.
 set -uo pipefail
 
 shim=$1
 python=${2:-}
 sqlite=${3:-}
+fork_test=${4:-}
 [[ -z "$python" && -x /usr/bin/python3 ]] && python=/usr/bin/python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -102,6 +103,17 @@ SELECT count(*), sum(a) FROM t;"
     pass "sqlite3 with MEMCG_MAX=48M (memory.peak $(stat_value "$work/sql.stat" memory.peak))"
   else
     fail "sqlite3 with MEMCG_MAX=48M (got: ${out:-nothing})"
+  fi
+fi
+
+# 6. fork from a multi-threaded process while the other threads allocate: every child runs
+#    (no deadlock), stays under the limit (ENOMEM at MEMCG_MAX) and gets its charges back.
+if [[ -n "$fork_test" ]]; then
+  if out=$(under MEMCG_MAX=48M MEMCG_STAT="$work/fork.stat" "$fork_test" 48 2>&1) &&
+      [[ "$out" == "ok: "* ]]; then
+    pass "fork while 4 threads allocate, MEMCG_MAX=48M: $out"
+  else
+    fail "fork while threads allocate (got: ${out:-nothing})"
   fi
 fi
 

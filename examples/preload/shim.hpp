@@ -24,6 +24,9 @@
 #include <optional>
 #include <string>
 
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/slab.hpp"
@@ -54,6 +57,25 @@ struct config {
 inline int& tls_depth() noexcept {
   static thread_local int depth = 0;
   return depth;
+}
+
+// Copies up to n bytes of a block whose size nobody here knows (a pointer the backing allocator
+// does not own: memory from before the shim was ready) into dst: the first n bytes, or as many
+// as are readable from src on, whichever is less. realloc keeps the old contents up to the old
+// size, and the old block is readable at least that far; what is copied beyond it is garbage
+// the caller may not read anyway. process_vm_readv on our own process reports unreadable memory
+// instead of faulting; where it is refused, the copy stops at the end of src's page.
+inline std::size_t copy_foreign(void* dst, const void* src, std::size_t n) noexcept {
+  iovec local{dst, n};
+  iovec remote{const_cast<void*>(src), n};
+  ssize_t got = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
+  if (got >= 0) return static_cast<std::size_t>(got);
+  auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  auto a = reinterpret_cast<std::uintptr_t>(src);
+  std::size_t in_page = static_cast<std::size_t>(((a | (page - 1)) + 1) - a);
+  std::size_t k = n < in_page ? n : in_page;
+  std::memcpy(dst, src, k);
+  return k;
 }
 
 // One program in one group.
@@ -111,6 +133,9 @@ class shim {
   }
   // realloc(): in place when it fits; else a new charged block, the old one freed. n == 0 frees
   // and returns nullptr (glibc). On refusal the old block is untouched (errno ENOMEM).
+  // A block the backing allocator does not own (allocated before the shim was ready) moves into
+  // a new charged block (copy_foreign: its size is unknown) and is left alone, as free() leaves
+  // it: its allocator is not known either.
   void* realloc(void* p, std::size_t n) noexcept {
     if (!p) return malloc(n);
     if (n == 0) {
@@ -118,8 +143,9 @@ class shim {
       return nullptr;
     }
     if (!memcg::detail::slab_backend::owns(p)) {
-      errno = ENOMEM;  // not ours, size unknown: refuse rather than guess
-      return nullptr;
+      void* q = alloc(n, 0, false);
+      if (q) (void)copy_foreign(q, p, n);
+      return q;
     }
     std::size_t have = memcg::kmem_cache::usable_size(p);
     if (n <= have && n >= have / 2) return p;
@@ -128,6 +154,22 @@ class shim {
     std::memcpy(q, p, n < have ? n : have);
     free(p);
     return q;
+  }
+
+  // pthread_atfork handlers (preload.cpp registers them): a fork while other threads allocate
+  // or change the group leaves the child with working locks and exact charges
+  // (memcg::slab_fork_prepare()). Allocations the handlers make are served uncharged.
+  void fork_prepare() {
+    ++tls_depth();
+    memcg::slab_fork_prepare(h_);
+  }
+  void fork_parent() {
+    memcg::slab_fork_parent(h_);
+    --tls_depth();
+  }
+  void fork_child() {
+    memcg::slab_fork_child(h_);
+    --tls_depth();
   }
 
   // Writes memory.stat, memory.events and memory.peak to stat_file (if set). false on error.

@@ -485,6 +485,26 @@ class basic_hierarchy {
     return p > 2000 ? 2000 : static_cast<std::int64_t>(p);
   }
 
+  // ---- fork(2) (pthread_atfork handlers, memcg/slab.hpp) ----
+  // prepare takes the tree, limits and reclaimer locks (in that order) so that no control
+  // operation is half done when the process is copied; the parent releases them; the child,
+  // where only the forking thread lives, gets fresh ones.
+  void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    tree_mu_.lock();
+    limits_mu_.lock();
+    reclaimers_mu_.lock();
+  }
+  void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    reclaimers_mu_.unlock();
+    limits_mu_.unlock();
+    tree_mu_.unlock();
+  }
+  void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    reclaimers_mu_.reset_after_fork();
+    limits_mu_.reset_after_fork();
+    tree_mu_.reset_after_fork();
+  }
+
   // ---- limit writes (control path) ----
 
   // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims and calls the

@@ -12,11 +12,13 @@
 //   kmem_cache                 a cache of objects of one size and alignment (or of any size:
 //                              the kmalloc caches)
 //   typed_kmem_cache<T>        kmem_cache of T: construct / destroy
-//   kmem_cache_create/alloc/free/destroy, kmalloc, kzalloc, kcalloc, kmalloc_array, krealloc,
-//   kfree, ksize               the kernel's allocator API; a refusal returns nullptr
+//   kmem_cache_create/alloc/free/destroy/shrink, kmalloc, kzalloc, kcalloc, kmalloc_array,
+//   krealloc, kfree, ksize     the kernel's allocator API; a refusal returns nullptr
 //   accounted_allocator<T>     a standard allocator charging a group (throws std::bad_alloc)
 //   slab_stat, slab_stat_of()  objects and bytes in use, per cache and per group
+//   slab_fork_prepare/parent/child  pthread_atfork handlers (fork while other threads allocate)
 //   detail::slab_backend       mimalloc, or the system allocator in sanitizer builds
+//   detail::cpu_slab           a thread's free list of a cache (the kernel's cpu slab)
 //
 // This is the only header that includes <mimalloc.h>. Linking memcg::slab links libmimalloc.so,
 // which replaces malloc/free/new/delete for the whole process (DESIGN.md, "mimalloc").
@@ -237,8 +239,9 @@ struct slab_stripe_registry {
 };
 inline constinit slab_stripe_registry stripe_registry_instance{};
 inline slab_stripe_registry& stripe_registry() noexcept { return stripe_registry_instance; }
-inline int& slab_tls_stripe() noexcept {
-  static thread_local int stripe = 0;  // 0: not yet assigned; i + 1: stripe i; -1: shared
+inline std::intptr_t& slab_tls_stripe() noexcept {
+  // 0: not yet assigned; i + 1: stripe i; -1: shared. Pointer-wide: indexes without a widening.
+  static thread_local std::intptr_t stripe = 0;
   return stripe;
 }
 struct slab_stripe_holder {
@@ -269,12 +272,6 @@ MEMCG_NOINLINE inline int slab_stripe_slow() noexcept {
   slab_tls_stripe() = got < 0 ? -1 : got + 1;
   return got;
 }
-MEMCG_ALWAYS_INLINE int slab_stripe() noexcept {
-  int s = slab_tls_stripe();
-  if (MEMCG_LIKELY(s > 0)) return s - 1;
-  if (s < 0) return -1;
-  return slab_stripe_slow();
-}
 
 // Allocations and frees count apart: an alloc+free pair then makes two independent one-add
 // chains through memory instead of one chain of two.
@@ -293,6 +290,67 @@ inline constexpr std::size_t obj_tag_size = sizeof(std::uintptr_t);
   std::fprintf(stderr, "memcg: %s: %p is not a live object of it (double free or foreign pointer)\n",
                what, p);
   std::abort();
+}
+
+// ---- per-thread free lists (the kernel's cpu slab) ----
+
+// Each thread keeps, for each of up to cpu_slab_caches caches (the cache's cpu_index), a short
+// list of free objects and the thread's last objcg -> node lookup of that cache. An alloc pops
+// the list before asking the backing allocator; a free pushes onto it while it is short.
+// Invariant: a slot's objects are free blocks of the backing allocator, of the cache whose
+// serial the slot names (or of a cache that is gone, when the serial is stale); they are charged
+// to nobody and counted in no statistic; in debug builds their tags are dead. Owner-thread only.
+// A stale slot (its cache destroyed, or its nodes forgotten) is flushed the next time the thread
+// uses the slot, and every slot is flushed at thread exit; kmem_cache_shrink() flushes the
+// calling thread's slot of one cache.
+inline constexpr int cpu_slab_caches = 32;
+inline constexpr std::size_t cpu_slab_bytes = 8192;  // per thread and cache, at most
+inline constexpr std::uint32_t cpu_slab_max_objects = 32;
+struct cpu_slab {
+  std::uint64_t serial;  // the cache's serial_ when the slot was taken; 0: nobody's
+  const void* o;         // hint: the thread's last obj_cgroup for the cache (nullptr: none) ...
+  void* n;               // ... and its kmem_cache_node
+  void* head;            // free objects, linked through their first word
+  std::uint32_t count;   // objects on the list
+  std::uint32_t limit;   // the cache's cpu_limit_ (0 after thread exit: nothing is kept)
+};
+struct cpu_slab_table {
+  cpu_slab slot[cpu_slab_caches];
+  int state;  // 0: no exit handler yet, 1: flushed at thread exit, 2: thread exiting
+};
+// Zero-initialized, never allocates: a preloaded malloc reaches it from inside malloc.
+inline cpu_slab_table& cpu_slabs() noexcept {
+  static thread_local constinit cpu_slab_table t{};
+  return t;
+}
+// Gives a slot's objects back to the backing allocator.
+inline void cpu_slab_flush(cpu_slab& s) noexcept {
+  void* p = s.head;
+  while (p) {
+    void* next;
+    std::memcpy(&next, p, sizeof next);
+    slab_backend::free(p);
+    p = next;
+  }
+  s.head = nullptr;
+  s.count = 0;
+}
+struct cpu_slab_holder {
+  ~cpu_slab_holder() {
+    cpu_slab_table& t = cpu_slabs();
+    t.state = 2;
+    for (cpu_slab& s : t.slot) {
+      cpu_slab_flush(s);
+      s.serial = 0;
+    }
+  }
+};
+// The exit handler is registered on the first use of a slot; the state is published first,
+// because registering may allocate (a preloaded malloc), and that allocation finds it.
+MEMCG_NOINLINE inline void cpu_slab_arm(cpu_slab_table& t) noexcept {
+  t.state = 1;
+  static thread_local cpu_slab_holder holder;
+  (void)holder;
 }
 
 }  // namespace detail
@@ -339,9 +397,10 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
   friend class kmem_cache;
   using field = std::atomic<std::int64_t> detail::stat_stripe::*;
   MEMCG_ALWAYS_INLINE void add(field count, field bytes_field, std::int64_t bytes) noexcept {
-    int s = detail::slab_stripe();
-    if (MEMCG_LIKELY(s >= 0)) {
-      auto& st = stripes_[static_cast<std::size_t>(s)];
+    std::intptr_t s = detail::slab_tls_stripe();  // i + 1 (stripe i), or 0, -1: see there
+    if (MEMCG_UNLIKELY(s == 0)) s = detail::slab_stripe_slow() + 1;
+    if (MEMCG_LIKELY(s > 0)) {
+      auto& st = stripes_.data()[s - 1];
       auto& c = st.*count;
       c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       if (bytes) {
@@ -388,6 +447,7 @@ class kmem_cache {
         shrink_(shrink),
         shrink_ctx_(shrink_ctx),
         serial_(new_serial()),
+        cpu_limit_(cpu_limit(full_size_)),
         unaccounted_(this, nullptr, nullptr) {
     registry().add(this);
   }
@@ -397,6 +457,7 @@ class kmem_cache {
   // Destruction with live objects is reported on stderr and the nodes are leaked; the objects
   // must not be freed afterwards (kmem_cache_destroy() keeps such a cache instead).
   ~kmem_cache() {
+    flush_cpu_slab();
     registry().remove(this);
     slab_stat s = stat();
     std::lock_guard<std::mutex> l(mu_);
@@ -427,19 +488,29 @@ class kmem_cache {
   MEMCG_ALWAYS_INLINE void* alloc(gfp flags = GFP_KERNEL) noexcept {
     MEMCG_ASSERT(1, size_ != 0);
     group* g = active_memcg<sync::atomic>();
+    detail::cpu_slab& s = cpu_slot();
+    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
+    if (MEMCG_UNLIKELY(s.serial != serial)) cpu_adopt(s, serial);
     kmem_cache_node* n = &unaccounted_;
-    auto full = static_cast<std::int64_t>(full_size_);
+    objcg* o = nullptr;
     if (g && (has(flags_, slab_flags::account) || has(flags, __GFP_ACCOUNT))) {
-      objcg* o = g->objcg();
-      n = node(o);
-      if (MEMCG_UNLIKELY(!n) || MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, full, flags)))
-        return nullptr;
+      o = g->objcg();
+      n = MEMCG_LIKELY(s.o == o) ? static_cast<kmem_cache_node*>(s.n) : node_slow(o);
+      if (MEMCG_UNLIKELY(!n)) return nullptr;
     }
+    // The block first (the free list, else the backing allocator), then the charge: a charge
+    // that reclaims may run code that uses the slot.
     // MEMCG_FAULT: a failed backing allocation injected by a test build (memcg/detail/fault.hpp).
-    void* p = MEMCG_FAULT(backing_alloc, this) ? nullptr
-                                                : detail::slab_backend::alloc(full_size_, align_);
-    if (MEMCG_UNLIKELY(!p)) {
-      if (n->obj_cgroup()) obj_cgroup_uncharge(n->obj_cgroup(), kind_, full);
+    void* p = s.head;
+    if (MEMCG_FAULT(backing_alloc, this)) return nullptr;
+    if (MEMCG_LIKELY(p != nullptr)) {
+      std::memcpy(&s.head, p, sizeof(void*));
+      --s.count;
+    } else if (MEMCG_UNLIKELY(!(p = detail::slab_backend::alloc(full_size_, align_))))
+      return nullptr;
+    if (o && MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, static_cast<std::int64_t>(full_size_),
+                                               flags))) {
+      release(p);
       return nullptr;
     }
     set_tag(static_cast<char*>(p) + tag_offset_, n);
@@ -449,7 +520,8 @@ class kmem_cache {
   }
 
   // kmem_cache_free(): from any thread; nullptr is a no-op. The charge goes back through the
-  // object's obj_cgroup (to the parent after rmdir).
+  // object's obj_cgroup (to the parent after rmdir); the block goes to the thread's free list
+  // while it is short, else back to the backing allocator.
   MEMCG_ALWAYS_INLINE void free(void* p) noexcept {
     if (MEMCG_UNLIKELY(!p)) return;
     MEMCG_ASSERT(1, size_ != 0);
@@ -457,9 +529,31 @@ class kmem_cache {
     MEMCG_ASSERT(1, &n->cache() == this || (detail::slab_bad_free("kmem_cache_free", p), false));
     n->account_free(0);
     if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
-    detail::slab_backend::free(p);
+    release(p);
   }
 
+  // kmem_cache_shrink(): the calling thread's free list of this cache goes back to the backing
+  // allocator (other threads' lists go at their exit, or when they next use them after the
+  // cache is gone).
+  void flush_cpu_slab() noexcept {
+    detail::cpu_slab& s = cpu_slot();
+    if (s.serial == serial_.load(std::memory_order_relaxed)) detail::cpu_slab_flush(s);
+  }
+
+ private:
+  // A free block: onto the thread's free list while it is short, else to the backing allocator.
+  MEMCG_ALWAYS_INLINE void release(void* p) noexcept {
+    detail::cpu_slab& s = cpu_slot();
+    if (MEMCG_LIKELY(s.serial == serial_.load(std::memory_order_relaxed) && s.count < s.limit)) {
+      std::memcpy(p, &s.head, sizeof(void*));
+      s.head = p;
+      ++s.count;
+      return;
+    }
+    free_slow(s, p);
+  }
+
+ public:
   // ---- variable-size objects (the kmalloc caches) ----
 
   // An object of `size` bytes charged to o (nullptr: not charged), charged its block's usable
@@ -555,6 +649,24 @@ class kmem_cache {
   // Objects allocated without a charge.
   slab_stat stat_unaccounted() const noexcept { return unaccounted_.stat(); }
 
+  // fork(2) (slab_fork_prepare()): the registry's lock, then every cache's.
+  static void fork_prepare() {
+    auto& r = registry();
+    r.mu.lock();
+    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.lock();
+  }
+  static void fork_parent() {
+    auto& r = registry();
+    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.unlock();
+    r.mu.unlock();
+  }
+  // The child: fresh locks (the parent's forking thread held them; nobody else lives here).
+  static void fork_child() {
+    auto& r = registry();
+    for (kmem_cache* c = r.head; c; c = c->next_) ::new (&c->mu_) std::mutex();
+    ::new (&r.mu) std::mutex();
+  }
+
   // Every live cache (kmalloc caches included), for per-group totals.
   template <class Fn>
   static void for_each(Fn fn) {
@@ -572,14 +684,27 @@ class kmem_cache {
   struct cache_registry {
     std::mutex mu;
     kmem_cache* head = nullptr;
+    std::uint32_t cpu_used = 0;  // bit i: slot i belongs to one live cache
+    std::uint32_t cpu_next = 0;  // caches beyond the slots share them round-robin
+    static_assert(detail::cpu_slab_caches <= 32);
     void add(kmem_cache* c) {
       std::lock_guard<std::mutex> l(mu);
+      c->cpu_owns_index_ = false;
+      c->cpu_index_ = static_cast<int>(cpu_next++ % detail::cpu_slab_caches);
+      for (int i = 0; i < detail::cpu_slab_caches; ++i)
+        if (!(cpu_used & (1u << i))) {
+          cpu_used |= 1u << i;
+          c->cpu_index_ = i;
+          c->cpu_owns_index_ = true;
+          break;
+        }
       c->next_ = head;
       if (head) head->prev_ = c;
       head = c;
     }
     void remove(kmem_cache* c) {
       std::lock_guard<std::mutex> l(mu);
+      if (c->cpu_owns_index_) cpu_used &= ~(1u << c->cpu_index_);
       if (c->prev_) c->prev_->next_ = c->next_;
       else head = c->next_;
       if (c->next_) c->next_->prev_ = c->prev_;
@@ -620,19 +745,51 @@ class kmem_cache {
     for_each([h](kmem_cache& c) { c.forget(h); });
   }
 
-  // The thread's last (cache, objcg) -> node: one compare on the hot path.
-  struct node_hint {
-    std::uint64_t serial;
-    objcg* o;
-    kmem_cache_node* n;
-  };
-  static node_hint& tls_hint() noexcept {
-    static thread_local node_hint h{0, nullptr, nullptr};
-    return h;
+  // Free objects a thread keeps for a cache: up to cpu_slab_bytes of them, 32 at most; none in
+  // sanitizer builds (the sanitizer must see every free) nor for the kmalloc caches.
+  static std::uint32_t cpu_limit(std::size_t full) noexcept {
+#if defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
+    (void)full;
+    return 0;
+#else
+    if (full == 0) return 0;
+    std::size_t n = detail::cpu_slab_bytes / full;
+    n = std::min<std::size_t>(n, detail::cpu_slab_max_objects);
+    return n < 2 ? 0 : static_cast<std::uint32_t>(n);
+#endif
   }
+  // The calling thread's slot of this cache (the thread's free list and node hint).
+  MEMCG_ALWAYS_INLINE detail::cpu_slab& cpu_slot() noexcept {
+    return detail::cpu_slabs().slot[cpu_index_];
+  }
+  // The slot names another cache (or an older serial of this one, or none): its objects go back
+  // to the backing allocator and the slot is this cache's, with no hint.
+  MEMCG_NOINLINE void cpu_adopt(detail::cpu_slab& s, std::uint64_t serial) noexcept {
+    detail::cpu_slab_table& t = detail::cpu_slabs();
+    detail::cpu_slab_flush(s);
+    if (t.state == 0) detail::cpu_slab_arm(t);
+    s.o = nullptr;
+    s.n = &unaccounted_;
+    s.limit = t.state == 1 ? cpu_limit_ : 0;  // an exiting thread keeps nothing
+    s.serial = serial;
+  }
+  MEMCG_NOINLINE void free_slow(detail::cpu_slab& s, void* p) noexcept {
+    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
+    if (s.serial != serial) cpu_adopt(s, serial);
+    if (s.count < s.limit) {
+      std::memcpy(p, &s.head, sizeof(void*));
+      s.head = p;
+      ++s.count;
+      return;
+    }
+    detail::slab_backend::free(p);
+  }
+
+  // The node of o (not null) through the thread's hint: one compare on the hot path.
   MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
-    node_hint& h = tls_hint();
-    if (MEMCG_LIKELY(h.serial == serial_.load(std::memory_order_relaxed) && h.o == o)) return h.n;
+    detail::cpu_slab& s = cpu_slot();
+    if (MEMCG_LIKELY(s.serial == serial_.load(std::memory_order_relaxed) && s.o == o))
+      return static_cast<kmem_cache_node*>(s.n);
     return node_slow(o);
   }
   MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
@@ -660,7 +817,11 @@ class kmem_cache {
       group* g = o->memcg();
       g->hierarchy().register_reclaimer(*g, *n);
     }
-    tls_hint() = {serial_.load(std::memory_order_relaxed), o, n};
+    detail::cpu_slab& s = cpu_slot();
+    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
+    if (s.serial != serial) cpu_adopt(s, serial);
+    s.o = o;
+    s.n = n;
     return n;
   }
 
@@ -690,8 +851,13 @@ class kmem_cache {
   kind kind_;
   shrink_fn shrink_;
   void* shrink_ctx_;
-  // Names this cache in the threads' node hints; renewed when nodes are forgotten.
+  // Names this cache in the threads' slots (free lists, node hints); renewed when nodes are
+  // forgotten.
   std::atomic<std::uint64_t> serial_;
+  int cpu_index_ = 0;        // the threads' slot of this cache (cache_registry)
+  bool cpu_owns_index_ = false;  // ... its own, or shared with others when there are many
+  std::uint32_t cpu_limit_;  // free objects a thread keeps
+
   bool leaked_ = false;
   std::vector<std::unique_ptr<kmem_cache_node>> orphans_;  // nodes of dead hierarchies
   kmem_cache* next_ = nullptr;  // registry list
@@ -799,6 +965,12 @@ inline bool kmem_cache_destroy(kmem_cache* c) {
   delete c;
   return true;
 }
+// kmem_cache_shrink(): the free objects the calling thread keeps for c go back to the backing
+// allocator (each thread keeps a few per cache, the kernel's cpu slab; they are charged to
+// nobody). Other threads' go at their exit.
+inline void kmem_cache_shrink(kmem_cache* c) noexcept {
+  if (c) c->flush_cpu_slab();
+}
 MEMCG_ALWAYS_INLINE void* kmem_cache_alloc(kmem_cache* c, gfp flags) noexcept {
   return c->alloc(flags);
 }
@@ -842,6 +1014,41 @@ inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
   std::memcpy(q, p, have);
   kfree(p);
   return q;
+}
+
+// ---- fork(2) -------------------------------------------------------------------------------
+
+// pthread_atfork handlers for a program that forks while other threads allocate (the preload
+// shim registers them). prepare takes, in this order, the cache registry's and every cache's
+// locks, h's locks (tree, limits, reclaimers), the thread stocks' registry and the statistics
+// stripes' registry, so that nothing they guard is half changed when the process is copied;
+// the parent releases them. The child, where only the forking thread lives, gets fresh locks;
+// the other threads' stocks give back what they held and leave, and their statistics stripes
+// are free for the child's new threads (what they counted stays counted: their objects live
+// on in the child's copy of the memory). The other threads' free lists are lost to the child
+// (a few blocks each, charged to nobody).
+// Requires: h is the only hierarchy whose locks can be held at fork (the others' callers must
+// not fork while they change them); the forking thread holds none of these locks.
+inline void slab_fork_prepare(hierarchy& h) {
+  kmem_cache::fork_prepare();
+  h.fork_prepare();
+  detail::stock_registry<sync::atomic>::instance().fork_prepare();
+  detail::stripe_registry().mu.lock();
+}
+inline void slab_fork_parent(hierarchy& h) {
+  detail::stripe_registry().mu.unlock();
+  detail::stock_registry<sync::atomic>::instance().fork_parent();
+  h.fork_parent();
+  kmem_cache::fork_parent();
+}
+inline void slab_fork_child(hierarchy& h) {
+  auto& sr = detail::stripe_registry();
+  ::new (&sr.mu) std::mutex();
+  std::intptr_t own = detail::slab_tls_stripe();  // i + 1: this thread's stripe i
+  sr.used = own > 0 ? 1u << (own - 1) : 0;
+  detail::stock_registry<sync::atomic>::instance().fork_child();
+  h.fork_child();
+  kmem_cache::fork_child();
 }
 
 // Objects and bytes charged to g over every cache (kmalloc included).

@@ -122,6 +122,7 @@ class thread_stock {
   MEMCG_ALWAYS_INLINE bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
     if (!enter()) return false;
     bool hit = false;
+#pragma GCC unroll 8
     for (obj_slot& s : obj_slots_) {
       if (s.cached.load_relaxed() != o || s.kind.load_relaxed() != k) continue;
       std::int64_t have = s.nr_bytes.load_relaxed();
@@ -147,6 +148,7 @@ class thread_stock {
       return 0;
     }
     obj_slot* t = nullptr;
+#pragma GCC unroll 8
     for (obj_slot& s : obj_slots_)
       if (s.cached.load_relaxed() == o && s.kind.load_relaxed() == k) {
         t = &s;
@@ -545,6 +547,35 @@ class stock_registry {
   void flush_stats() ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce([&](slot& s) { stock::fold_stats(s); });
   }
+  // fork(2), through pthread_atfork (memcg/slab.hpp's fork handlers, a preloaded malloc):
+  // prepare takes the registry lock, so that no drain is half done when the process is copied;
+  // the parent releases it. In the child only the forking thread lives: it gets a fresh lock,
+  // and the other threads' stocks give back what they held (pages to the counters, byte rests
+  // to their handles, statistics deltas folded) and leave the registry; their memory is left
+  // (their owners never run in the child). A charge another thread had half done when the
+  // process was copied stays charged in the child (at most one batch per such thread).
+  void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.lock(); }
+  void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.unlock(); }
+  void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    mu_.reset_after_fork();
+    stock* self = stock::peek();
+    for (stock* s = head_; s;) {
+      stock* next = s->next_;
+      if (s != self) {
+        // Relaxed: one thread is left; an owner caught inside enter()/leave() is gone.
+        s->busy_.store_relaxed(0);
+        s->pending_.store_relaxed(0);
+        for (slot& sl : s->slots_) stock::drain_slot(sl, true);
+        for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
+        if (s->prev_) s->prev_->next_ = s->next_;
+        else head_ = s->next_;
+        if (s->next_) s->next_->prev_ = s->prev_;
+        s->next_ = s->prev_ = nullptr;
+      }
+      s = next;
+    }
+  }
+
   // Pages parked in all stocks for g (a snapshot under quiescence).
   std::int64_t parked(const group* g) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t n = 0;

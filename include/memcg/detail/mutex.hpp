@@ -16,6 +16,8 @@
 #endif
 #endif
 
+#include <new>
+
 #ifdef MEMCG_TSAN_BUILD
 #include <shared_mutex>
 #endif
@@ -24,6 +26,18 @@ namespace memcg::detail {
 
 class ABSL_LOCKABLE mutex {
  public:
+  // In the child of fork(2) only, where the forking thread is the only one: a fresh, unlocked
+  // mutex in place of one the parent held across fork (pthread_atfork's prepare). Waiters queued
+  // in the parent do not exist in the child; a fresh mutex forgets them (unlocking could wait
+  // forever for a waiter caught half enqueued). absl::Mutex's debug deadlock detector still
+  // counts the old one as held by this thread, so the child turns the detector off.
+  void reset_after_fork() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+#ifndef MEMCG_TSAN_BUILD
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
+    ::new (&mu_) decltype(mu_)();
+  }
+
 #ifdef MEMCG_TSAN_BUILD
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
   void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
