@@ -603,6 +603,9 @@ class kmem_cache {
     if constexpr (MEMCG_DEBUG >= 1)
       if (!detail::slab_backend::owns(p)) detail::slab_bad_free("kfree", p);
     std::size_t usable = detail::slab_backend::usable(p);
+    // A freed block may report no usable size (the system allocator of sanitizer builds).
+    if constexpr (MEMCG_DEBUG >= 1)
+      if (usable < detail::obj_tag_size) detail::slab_bad_free("kfree", p);
     kmem_cache_node* n =
         take_tag(p, static_cast<char*>(p) + usable - detail::obj_tag_size, "kfree");
     if (MEMCG_UNLIKELY(!n)) {  // alloc_raw()
