@@ -118,19 +118,22 @@ class thread_stock {
   // U16_MAX: a stock refilled without uncharging never holds more.
   static constexpr std::int64_t obj_stock_max = 65535;
 
-  // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k.
+  // As key_drain_bit for the byte stock: set in obj slot 0's kind by a drainer.
+  static constexpr std::int64_t obj_kind_drain_bit = std::int64_t{1} << 32;
+
+  // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k. The fast path
+  // looks at slot 0 only, as consume() does.
   MEMCG_ALWAYS_INLINE bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
-    if (!enter()) return false;
-    bool hit = false;
-#pragma GCC unroll 8
-    for (obj_slot& s : obj_slots_) {
-      if (s.cached.load_relaxed() != o || s.kind.load_relaxed() != k) continue;
-      std::int64_t have = s.nr_bytes.load_relaxed();
-      if (have >= nr_bytes) {
-        s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
-        hit = true;
-      }
-      break;
+    enter_fast();
+    bool hit;
+    obj_slot& s = obj_slots_[0];
+    std::int64_t have = s.nr_bytes.load_relaxed();
+    if (MEMCG_LIKELY(s.cached.load_relaxed() == o && s.kind.load_relaxed() == k &&
+                     have >= nr_bytes)) {
+      s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
+      hit = true;
+    } else {
+      hit = consume_obj_slow(o, k, nr_bytes);
     }
     leave();
     return hit;
@@ -143,28 +146,16 @@ class thread_stock {
   // the counters, the rest parked in its handle) and adopts o's parked bytes.
   MEMCG_ALWAYS_INLINE std::int64_t refill_obj(objcg* o, int k, std::int64_t nr_bytes,
                                               bool allow_uncharge) noexcept {
-    if (!enter()) {  // a drainer owns the stock: park in the handle
-      o->park_bytes(static_cast<kind>(k), nr_bytes);
+    enter_fast();
+    obj_slot& s = obj_slots_[0];
+    std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
+    if (MEMCG_LIKELY(s.cached.load_relaxed() == o && s.kind.load_relaxed() == k &&
+                     !(allow_uncharge && have > page_size) && have <= obj_stock_max)) {
+      s.nr_bytes.store_relaxed(have);
+      leave();
       return 0;
     }
-    obj_slot* t = nullptr;
-#pragma GCC unroll 8
-    for (obj_slot& s : obj_slots_)
-      if (s.cached.load_relaxed() == o && s.kind.load_relaxed() == k) {
-        t = &s;
-        break;
-      }
-    if (MEMCG_UNLIKELY(!t)) {
-      t = switch_obj_slot(o, k);
-      allow_uncharge = true;  // switching forces it, as the kernel does
-    }
-    std::int64_t have = t->nr_bytes.load_relaxed() + nr_bytes;
-    std::int64_t pages = 0;
-    if ((allow_uncharge && have > page_size) || have > obj_stock_max) {
-      pages = have >> page_shift;
-      have &= page_size - 1;
-    }
-    t->nr_bytes.store_relaxed(have);
+    std::int64_t pages = refill_obj_slow(o, k, nr_bytes, allow_uncharge);
     leave();
     return pages;
   }
@@ -172,7 +163,8 @@ class thread_stock {
   // Bytes of kind k parked for o in this thread's byte stock (owner thread only).
   std::int64_t obj_parked(const objcg* o, int k) const noexcept {
     for (const obj_slot& s : obj_slots_)
-      if (s.cached.load_relaxed() == o && s.kind.load_relaxed() == k) return s.nr_bytes.load_relaxed();
+      if (s.cached.load_relaxed() == o && (s.kind.load_relaxed() & ~obj_kind_drain_bit) == k)
+        return s.nr_bytes.load_relaxed();
     return 0;
   }
 
@@ -428,7 +420,7 @@ class thread_stock {
   static void drain_obj_slot(obj_slot& s) noexcept {
     objcg* o = s.cached.load_relaxed();
     if (!o) return;
-    auto k = static_cast<kind>(s.kind.load_relaxed());
+    auto k = static_cast<kind>(s.kind.load_relaxed() & ~obj_kind_drain_bit);
     std::int64_t have = s.nr_bytes.load_relaxed();
     std::int64_t pages = have >> page_shift, rest = have & (page_size - 1);
     if (pages) {
@@ -441,21 +433,73 @@ class thread_stock {
     s.nr_bytes.store_relaxed(0);
     s.cached.store_relaxed(nullptr);
   }
-  MEMCG_NOINLINE obj_slot* switch_obj_slot(objcg* o, int k) noexcept {
-    obj_slot* t = nullptr;
-    for (obj_slot& s : obj_slots_)
-      if (!s.cached.load_relaxed()) {
-        t = &s;
-        break;
-      }
-    if (!t) {  // evict round-robin (NR_OBJ_STOCK slots in the kernel)
-      t = &obj_slots_[obj_drain_idx_++ % nr_slots];
-      drain_obj_slot(*t);
+  int find_obj_slot(const objcg* o, int k) const noexcept {
+    for (int i = 0; i < nr_slots; ++i)
+      if (obj_slots_[i].cached.load_relaxed() == o &&
+          (obj_slots_[i].kind.load_relaxed() & ~obj_kind_drain_bit) == k)
+        return i;
+    return -1;
+  }
+  // Moves obj slot i to the front, keeping the others' order.
+  void obj_to_front(int i) noexcept {
+    if (i <= 0) return;
+    objcg* o = obj_slots_[i].cached.load_relaxed();
+    std::int64_t k = obj_slots_[i].kind.load_relaxed(), n = obj_slots_[i].nr_bytes.load_relaxed();
+    for (; i > 0; --i) {
+      obj_slots_[i].cached.store_relaxed(obj_slots_[i - 1].cached.load_relaxed());
+      obj_slots_[i].kind.store_relaxed(obj_slots_[i - 1].kind.load_relaxed());
+      obj_slots_[i].nr_bytes.store_relaxed(obj_slots_[i - 1].nr_bytes.load_relaxed());
     }
-    t->cached.store_relaxed(o);
-    t->kind.store_relaxed(k);
-    t->nr_bytes.store_relaxed(o->take_bytes(static_cast<kind>(k)));
-    return t;
+    obj_slots_[0].cached.store_relaxed(o);
+    obj_slots_[0].kind.store_relaxed(k);
+    obj_slots_[0].nr_bytes.store_relaxed(n);
+  }
+  MEMCG_NOINLINE bool consume_obj_slow(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    if (!pending_ok()) return false;  // a drainer owns the stock
+    int i = find_obj_slot(o, k);
+    if (i < 0) return false;
+    obj_to_front(i);
+    obj_slot& s = obj_slots_[0];
+    std::int64_t have = s.nr_bytes.load_relaxed();
+    if (have < nr_bytes) return false;
+    s.nr_bytes.store_relaxed(have - nr_bytes);
+    return true;
+  }
+  MEMCG_NOINLINE std::int64_t refill_obj_slow(objcg* o, int k, std::int64_t nr_bytes,
+                                              bool allow_uncharge) noexcept {
+    if (!pending_ok()) {  // a drainer owns the stock: park in the handle
+      o->park_bytes(static_cast<kind>(k), nr_bytes);
+      return 0;
+    }
+    int i = find_obj_slot(o, k);
+    if (i < 0) {
+      i = switch_obj_slot(o, k);
+      allow_uncharge = true;  // switching forces it, as the kernel does
+    }
+    obj_to_front(i);
+    obj_slot& s = obj_slots_[0];
+    std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
+    std::int64_t pages = 0;
+    if ((allow_uncharge && have > page_size) || have > obj_stock_max) {
+      pages = have >> page_shift;
+      have &= page_size - 1;
+    }
+    s.nr_bytes.store_relaxed(have);
+    return pages;
+  }
+  // A slot for (o, k): an empty one, or the least recently used one drained.
+  int switch_obj_slot(objcg* o, int k) noexcept {
+    int i = 0;
+    while (i < nr_slots && obj_slots_[i].cached.load_relaxed()) ++i;
+    if (i == nr_slots) {  // NR_OBJ_STOCK slots in the kernel
+      i = nr_slots - 1;
+      drain_obj_slot(obj_slots_[i]);
+    }
+    obj_slot& t = obj_slots_[i];
+    t.cached.store_relaxed(o);
+    t.kind.store_relaxed(k);
+    t.nr_bytes.store_relaxed(o->take_bytes(static_cast<kind>(k)));
+    return i;
   }
 
   alignas(64) cell busy_;
@@ -466,7 +510,6 @@ class thread_stock {
   bool disabled_ = false;
   std::array<slot, nr_slots> slots_{};
   std::array<obj_slot, nr_slots> obj_slots_{};
-  unsigned obj_drain_idx_ = 0;
   thread_stock* next_ = nullptr;
   thread_stock* prev_ = nullptr;
 
@@ -600,17 +643,23 @@ class stock_registry {
       for (stock* s = head_; s; s = s->next_) {
         s->pending_.store_release(1);
         poison(s->slots_[0]);
+        poison(s->obj_slots_[0]);
       }
       if (fence) asymmetric_fence_heavy();
       wait_idle();
       // A slow path that had passed its pending_ test before we set it may have rewritten slot
       // 0's key meanwhile; none can start now. Poison those again and wait once more.
       bool again = false;
-      for (stock* s = head_; s; s = s->next_)
+      for (stock* s = head_; s; s = s->next_) {
         if (!(s->slots_[0].key.load_relaxed() & stock::key_drain_bit)) {
           poison(s->slots_[0]);
           again = true;
         }
+        if (!(s->obj_slots_[0].kind.load_relaxed() & stock::obj_kind_drain_bit)) {
+          poison(s->obj_slots_[0]);
+          again = true;
+        }
+      }
       if (again) {
         if (fence) asymmetric_fence_heavy();
         wait_idle();
@@ -624,6 +673,8 @@ class stock_registry {
       for (stock* s = head_; s; s = s->next_) {
         // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
         for (slot& sl : s->slots_) sl.key.store_relaxed(sl.key.load_relaxed() & ~stock::key_drain_bit);
+        for (obj_slot& o : s->obj_slots_)
+          o.kind.store_relaxed(o.kind.load_relaxed() & ~stock::obj_kind_drain_bit);
         // release: our slot writes are visible to the owner once it sees pending == 0.
         s->pending_.store_release(s->disabled_ ? 1 : 0);
       }
@@ -636,6 +687,11 @@ class stock_registry {
   static void poison(slot& s0) noexcept {
     std::uintptr_t k = s0.key.load_relaxed();
     while (!s0.key.cas_acq_rel(k, k | stock::key_drain_bit)) {
+    }
+  }
+  static void poison(obj_slot& s0) noexcept {
+    std::int64_t k = s0.kind.load_relaxed();
+    while (!s0.kind.cas_acq_rel(k, k | stock::obj_kind_drain_bit)) {
     }
   }
   void wait_idle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
