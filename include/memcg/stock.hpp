@@ -202,22 +202,14 @@ class thread_stock {
 
   // refill_stock(): parks nr_pages charged to g (an uncharge, or the rest of a batch) and
   // records stat_delta in statistic stat_kind (if >= 0). Pages beyond `batch` in the slot go
-  // back to the counters. With batch <= 1 nothing is parked.
-  // fast_ok false: g's slot must not serve fast paths (its hierarchy is traced).
-  MEMCG_ALWAYS_INLINE void refill(group* g, std::int64_t nr_pages, int stat_kind,
-                                  std::int64_t stat_delta, std::int64_t batch,
-                                  bool fast_ok = true) noexcept {
+  // back to the counters. With batch <= 1 nothing is parked. Slow paths only (the uncharge fast
+  // path is uncharge_fast()). fast_ok false: g's slot must not serve fast paths (its hierarchy
+  // is traced).
+  void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
+              std::int64_t batch, bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
-    if (MEMCG_LIKELY(enter())) {
-      slot& s = slots_[0];
-      std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
-      // An uncharge of the primary kind: the implicit delta moves with nr_pages.
-      if (MEMCG_LIKELY(stat_kind >= 0 && stat_delta == -nr_pages &&
-                       s.key.load_relaxed() == key_of(g, stat_kind) &&
-                       have <= s.limit.load_relaxed()))
-        s.nr_pages.store_relaxed(have);
-      else
-        refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
+    if (enter()) {
+      refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       leave();
       return;
     }
