@@ -139,8 +139,7 @@ class basic_hierarchy {
   basic_hierarchy& operator=(const basic_hierarchy&) = delete;
   ~basic_hierarchy() {
     if (auto* hook = detail::hierarchy_exit_hook<Sync>.load(std::memory_order_acquire)) hook(this);
-    detail::stock_registry<Sync>::instance().drain_if(
-        [this](group* g) { return &g->hierarchy() == this; });
+    drain_own_stocks(nullptr);
     auto* ts = detail::thread_stock<Sync>::peek();
     if (ts && ts->over_high_owner == this) {
       ts->over_high_group = nullptr;
@@ -268,8 +267,7 @@ class basic_hierarchy {
   // hierarchy reaches the tracer (a charge racing with this call may still go untraced).
   void set_tracer(charge_tracer<Sync>* t) {
     tracer_.store(t, std::memory_order_release);
-    detail::stock_registry<Sync>::instance().drain_if(
-        [this](group* g) { return &g->hierarchy() == this; });
+    drain_own_stocks(nullptr);
   }
   bool traced() const noexcept { return tracer_.load(std::memory_order_relaxed) != nullptr; }
   void set_reclaim_observer(reclaim_observer<Sync>* o) noexcept {
@@ -376,9 +374,7 @@ class basic_hierarchy {
   std::int64_t parked(group& g) { return detail::stock_registry<Sync>::instance().parked(&g); }
   // drain_all_stock(): every thread's stock for the subtree of root (all groups if null).
   void drain_stocks(group* root) {
-    detail::stock_registry<Sync>::instance().drain_if([this, root](group* g) {
-      return &g->hierarchy() == this && (!root || g->is_descendant_of(root));
-    });
+    drain_own_stocks(root);
     if (root) trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
     pressure_.check_thresholds();
   }
@@ -643,6 +639,13 @@ class basic_hierarchy {
     callback_failures_.fetch_add(1, std::memory_order_relaxed);
     std::fprintf(stderr, "memcg: %s of group %s failed (exception); counted as no progress\n", what,
                  g.path().c_str());
+  }
+
+  // Every thread's stock slots of this hierarchy's groups (of root's subtree if given).
+  void drain_own_stocks(const group* root) {
+    detail::stock_registry<Sync>::instance().drain_if([this, root](group* g) {
+      return &g->hierarchy() == this && (!root || g->is_descendant_of(root));
+    });
   }
 
   // The reclaimers of g free up to nr pages; returns the pages really uncharged meanwhile.
