@@ -115,16 +115,18 @@ TEST_CASE("drains racing with owners on the fast path lose no page and no statis
   memcg::hierarchy h;
   auto& a = make(h, "A");
   auto& b = make(h, "B");
-  constexpr int nr_threads = 2;
+  constexpr int nr_threads = 4;
   std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> ops{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < nr_threads; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(t));
       std::int64_t held[2] = {};
       memcg::group* gs[2] = {&a, &b};
-      // relaxed: a flag; the join orders everything else.
-      while (!stop.load(std::memory_order_relaxed)) {
+      // relaxed: a flag and a progress count; the join orders everything else.
+      for (std::int64_t n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+        if (n % 1024 == 0) ops.fetch_add(1024, std::memory_order_relaxed);
         int i = static_cast<int>(rng() % 2);
         kind k = rng() % 3 ? kind::anon : kind::file;
         if (held[i] == 0 || rng() % 2) {
@@ -143,8 +145,9 @@ TEST_CASE("drains racing with owners on the fast path lose no page and no statis
         if (held[i]) h.uncharge_unchecked(*gs[i], kind::anon, held[i]);
     });
   }
-  // Every flush and drain quiesces the owners' stocks while they run.
-  for (int i = 0; i < 300; ++i) {
+  // Every flush and drain quiesces the owners' stocks while they run (more owners than CPUs,
+  // so that some are preempted inside a fast path), until the owners made enough progress.
+  for (int i = 0; i < 300 || ops.load(std::memory_order_relaxed) < (memcg::sanitizer_build ? 400'000 : 4'000'000); ++i) {
     if (i % 3 == 0) h.drain_stocks(nullptr);
     else if (i % 3 == 1) (void)h.stat_local(a, kind::anon);
     else h.drain_stocks(&b);

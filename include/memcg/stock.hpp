@@ -21,6 +21,10 @@
 // slot 0's key before its membarrier, so they miss, and every slow path tests `pending` first.
 // They also skip the statistics: slot 0's primary kind's delta is implied by its pages (see
 // `slot`). So a hit is: busy = 1; compare the key; take or park the pages; busy = 0.
+// Where MEMCG_STOCK_RSEQ (memcg/detail/rseq.hpp) they are restartable sequences instead and
+// store no busy flag: compare the key, take or park the pages, one commit store. The drainer's
+// membarrier then also restarts every sibling's sequence that is running or preempted, so after
+// it none can commit against the key it poisoned; a restarted one takes the slow path.
 // The slow paths move the slot they use to the front.
 //
 // Invariant: a slot's pages are charged to its group's memory counter (and ancestors) and
@@ -33,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "memcg/config.hpp"
 #include "memcg/detail/mutex.hpp"
+#include "memcg/detail/rseq.hpp"
 #include "memcg/group.hpp"
 #include "memcg/sync.hpp"
 
@@ -50,6 +55,9 @@ class thread_stock {
   using cell = typename Sync::template cell<std::int64_t>;
   using group_cell = typename Sync::template cell<group*>;
   static constexpr int nr_slots = Sync::stock_slots;
+  // The page fast paths as restartable sequences (memcg/detail/rseq.hpp) instead of under the
+  // busy flag.
+  static constexpr bool use_rseq = Sync::concurrent && Sync::accounting && MEMCG_STOCK_RSEQ;
   // Statistics deltas past this many pages are folded into the group at once.
   static constexpr std::int64_t stat_fold_bound = 1024;
 
@@ -185,9 +193,15 @@ class thread_stock {
   // consume_stock(): takes nr_pages of g's pre-charged pages; stat_kind >= 0 also records the
   // charge in that statistic. False when the stock can't serve it (the caller charges counters).
   MEMCG_ALWAYS_INLINE bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    slot& s = slots_[0];  // the most recently used slot comes first
+    if constexpr (use_rseq) {
+      if (MEMCG_LIKELY(stat_kind >= 0) &&
+          MEMCG_LIKELY(rseq_take(s.key, s.nr_pages, key_of(g, stat_kind), nr_pages)))
+        return true;  // the implicit delta records the charge
+      return consume_miss(g, nr_pages, stat_kind);
+    }
     enter_fast();
     bool hit;
-    slot& s = slots_[0];  // the most recently used slot comes first
     std::int64_t have = s.nr_pages.load_relaxed();
     if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind) &&
                      have >= nr_pages)) {
@@ -221,8 +235,9 @@ class thread_stock {
   // The uncharge fast path: parks nr_pages of kind k (the slot's primary kind) in slot 0 if it
   // caches g and stays within its batch. False otherwise: the caller calls refill().
   MEMCG_ALWAYS_INLINE bool uncharge_fast(group* g, std::int64_t nr_pages, int k) noexcept {
-    enter_fast();
     slot& s = slots_[0];
+    if constexpr (use_rseq) return rseq_park(s.key, s.nr_pages, s.limit, key_of(g, k), nr_pages);
+    enter_fast();
     std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
     bool hit = s.key.load_relaxed() == key_of(g, k) && have <= s.limit.load_relaxed();
     if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
@@ -354,6 +369,14 @@ class thread_stock {
     for (int i = 0; i < nr_slots; ++i)
       if (slot_group(slots_[i]) == g) return i;
     return -1;
+  }
+
+  // consume()'s miss with rseq fast paths: the slow path under the busy flag.
+  MEMCG_NOINLINE bool consume_miss(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    enter_fast();
+    bool hit = consume_slow(g, nr_pages, stat_kind);
+    leave();
+    return hit;
   }
 
   // consume() off the fast path: another slot, another kind, or too few pages.
@@ -716,6 +739,9 @@ thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
   static thread_local thread_stock_holder<Sync> holder;
   if (!holder.stock) {
     holder.stock = new thread_stock<Sync>();
+    // With rseq fast paths a thread without an rseq area would race with drainers: its stock
+    // stays off (every charge takes the counters).
+    if constexpr (thread_stock<Sync>::use_rseq) light = light && rseq_registered();
     holder.stock->disabled_ = !light;
     if constexpr (Sync::concurrent)
       if (!light) holder.stock->pending_.store_relaxed(1);  // relaxed: not yet shared

@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "memcg/config.hpp"
+#include "memcg/detail/rseq.hpp"
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
@@ -144,9 +145,16 @@ inline bool membarrier_init() noexcept {
   bool ok = false;
 #if defined(__linux__) && defined(SYS_membarrier)
   long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+#if MEMCG_STOCK_RSEQ
+  // The page fast paths are restartable sequences: the drainer's fence must also restart them.
+  if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) && __rseq_size != 0 &&
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+    ok = true;
+#else
   if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
       syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
     ok = true;
+#endif
 #endif
   // seq_cst: every thread that reads "available" afterwards may rely on the registration.
   s.store(static_cast<int>(ok ? membarrier_state::available : membarrier_state::unavailable));
@@ -160,7 +168,10 @@ inline void asymmetric_fence_heavy() noexcept {
 #if defined(__linux__) && defined(SYS_membarrier)
   if (membarrier_state_word().load(std::memory_order_relaxed) ==
       static_cast<int>(membarrier_state::available))
-    syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+    // With rseq fast paths: a full barrier on those CPUs and every critical section of a
+    // sibling thread that is running (or preempted) restarted (memcg/detail/rseq.hpp).
+    syscall(SYS_membarrier, MEMCG_STOCK_RSEQ ? MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
+                                             : MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 #endif
 }
 
