@@ -333,12 +333,11 @@ class basic_hierarchy {
   MEMCG_ALWAYS_INLINE void uncharge_unchecked(group& g, kind k, std::int64_t nr_pages) noexcept {
     if constexpr (!Sync::accounting) return;
     if (MEMCG_UNLIKELY(nr_pages <= 0)) return;
-    // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (the thread sees
-    // the empty stock, or checks the depth with one slot) and when traced the fast path misses.
-    auto* ts = detail::thread_stock<Sync>::fast_local();
-    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock &&
-                     (Sync::concurrent || ts->reclaim_depth == 0)) &&
-        MEMCG_LIKELY(ts->uncharge_fast(&g, nr_pages, static_cast<int>(k))))
+    // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (slot 0's key
+    // carries the reclaim bit) and when traced the fast path misses.
+    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock) &&
+        MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->uncharge_fast(
+            &g, nr_pages, static_cast<int>(k))))
       return;
     uncharge_slow(g, k, nr_pages);
   }

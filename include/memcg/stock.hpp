@@ -78,7 +78,9 @@ class thread_stock {
   // Set in slot 0's key by a drainer (quiesce()): the page fast paths, which test the key but
   // not pending_, miss. No group lives at such an address.
   static constexpr std::uintptr_t key_drain_bit = std::uintptr_t{1} << (sizeof(std::uintptr_t) * 8 - 1);
-  static constexpr std::uintptr_t key_group_mask = ~(key_kind_mask | key_drain_bit);
+  // Set in slot 0's key by its owner while it reclaims (enter_reclaim()).
+  static constexpr std::uintptr_t key_reclaim_bit = key_drain_bit >> 1;
+  static constexpr std::uintptr_t key_group_mask = ~(key_kind_mask | key_drain_bit | key_reclaim_bit);
   // A slot whose primary kind is this one never serves a fast path (a traced hierarchy's group:
   // every charge and uncharge must reach the tracer); its statistics are all explicit.
   static constexpr int no_fast_kind = 7;
@@ -176,19 +178,16 @@ class thread_stock {
     return 0;
   }
 
-  // The calling thread's stock; created (and registered) on first use.
+  // The calling thread's stock; registered on first use.
   static thread_stock* local() noexcept {
-    thread_stock* s = tls_stock_;
-    if (MEMCG_LIKELY(s != empty())) return s;
+    if (MEMCG_LIKELY(tls_self_.registered_)) return &tls_self_;
     return create_local();
   }
-  // The calling thread's stock, or (before its first use) a shared empty stock on which every
-  // fast path misses (its pending_ is always set): one TLS load, no test. Fast paths only.
-  MEMCG_ALWAYS_INLINE static thread_stock* fast_local() noexcept {
-    if constexpr (Sync::concurrent) return tls_stock_;
-    else return local();
-  }
-  thread_stock() = default;
+  // The calling thread's stock, registered or not: the page fast paths miss on an unregistered
+  // one (its keys are 0) and their slow paths call local(). A thread-local object rather than a
+  // pointer: no load to find it, and its words sit at fixed offsets from the thread pointer.
+  MEMCG_ALWAYS_INLINE static thread_stock* fast_local() noexcept { return &tls_self_; }
+  constexpr thread_stock() noexcept = default;
 
   // consume_stock(): takes nr_pages of g's pre-charged pages; stat_kind >= 0 also records the
   // charge in that statistic. False when the stock can't serve it (the caller charges counters).
@@ -222,12 +221,12 @@ class thread_stock {
   void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
               std::int64_t batch, bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
-    if (enter()) {
+    if (reclaim_depth == 0 && enter()) {
       refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       leave();
       return;
     }
-    // A drainer owns the stock right now: bypass it.
+    // A drainer owns the stock right now, or this thread reclaims: bypass it.
     if (nr_pages) (void)g->memory.uncharge(nr_pages);
     if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
   }
@@ -257,10 +256,9 @@ class thread_stock {
     return i < 0 ? 0 : slots_[i].nr_pages.load_relaxed();
   }
 
-  // The calling thread's stock if it has one (never creates one: safe during exit).
+  // The calling thread's stock if it is registered (never registers it: safe during exit).
   static thread_stock* peek() noexcept {
-    thread_stock* s = tls_stock_;
-    return s == empty() ? nullptr : s;
+    return tls_self_.registered_ && !tls_self_.retired_ ? &tls_self_ : nullptr;
   }
 
   // memory.high: pages charged above high since the last throttle point, the group, and its
@@ -268,16 +266,26 @@ class thread_stock {
   std::int64_t over_high_pages = 0;
   group* over_high_group = nullptr;
   const void* over_high_owner = nullptr;
-  // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages.
-  // The thread's fast paths then see the empty stock (they miss without testing the depth).
+  // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages,
+  // and charges bypass it too (PF_MEMALLOC). Slot 0's key carries key_reclaim_bit meanwhile,
+  // so the page fast paths miss without testing the depth; the slow paths leave the stock alone.
   int reclaim_depth = 0;
   void enter_reclaim() noexcept {
-    if (reclaim_depth++ == 0 && Sync::concurrent) tls_stock_ = empty();
+    if (reclaim_depth++ == 0) set_key_bits(slots_[0], key_reclaim_bit, 0);
   }
   void leave_reclaim() noexcept {
-    if (--reclaim_depth == 0 && Sync::concurrent) tls_stock_ = this;
+    if (--reclaim_depth == 0) set_key_bits(slots_[0], 0, key_reclaim_bit);
   }
   std::int64_t reclaimed_pages = 0;
+
+  // An atomic read-modify-write of a key's flag bits: the owner (reclaim) and drainers
+  // (key_drain_bit) both change slot 0's key while the other may. The slow paths' plain key
+  // stores happen under the busy flag; quiesce() re-checks for those.
+  static void set_key_bits(slot& s, std::uintptr_t set, std::uintptr_t clear) noexcept {
+    std::uintptr_t k = s.key.load_relaxed();
+    while (!s.key.cas_acq_rel(k, (k | set) & ~clear)) {
+    }
+  }
 
  private:
   friend class stock_registry<Sync>;
@@ -305,6 +313,8 @@ class thread_stock {
         busy_.store_release(0);
         return false;
       }
+    } else {
+      if (MEMCG_UNLIKELY(disabled_)) return false;  // retired at thread exit
     }
     return true;
   }
@@ -382,6 +392,7 @@ class thread_stock {
   // consume() off the fast path: another slot, another kind, or too few pages.
   MEMCG_NOINLINE bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
     if (!pending_ok()) return false;  // a drainer owns the stock
+    if (reclaim_depth > 0) return false;  // see enter_reclaim()
     int i = find_slot(g);
     if (i < 0) return false;
     to_front(i);
@@ -523,26 +534,21 @@ class thread_stock {
   // pending_ stays set and every charge takes the counters (set before the stock is
   // registered, never changed).
   bool disabled_ = false;
+  // In the registry (create_local()); retired: left it at thread exit, for good.
+  bool registered_ = false;
+  bool retired_ = false;
   std::array<slot, nr_slots> slots_{};
   std::array<obj_slot, nr_slots> obj_slots_{};
   thread_stock* next_ = nullptr;
   thread_stock* prev_ = nullptr;
 
-  struct empty_tag {};
-  explicit constexpr thread_stock(empty_tag) noexcept : pending_(1), disabled_(true) {}
-  static constexpr thread_stock* empty() noexcept {
-    if constexpr (Sync::concurrent) return &empty_;
-    else return nullptr;
-  }
-  static thread_stock empty_;
-  static thread_local thread_stock* tls_stock_;
+  // Zero-initialized and trivially destructible: no guard on access. The registry holds its
+  // address until the owner's exit; the thread's static TLS block outlives that.
+  static thread_local thread_stock tls_self_;
 };
 
-// The shared empty stock: never registered, never drained; threads only store busy_ on it.
 template <sync_policy Sync>
-constinit thread_stock<Sync> thread_stock<Sync>::empty_{typename thread_stock<Sync>::empty_tag{}};
-template <sync_policy Sync>
-constinit thread_local thread_stock<Sync>* thread_stock<Sync>::tls_stock_ = thread_stock<Sync>::empty();
+constinit thread_local thread_stock<Sync> thread_stock<Sync>::tls_self_{};
 
 // Every live thread's stock. Drains and flushes take the registry mutex and quiesce the owners
 // with the asymmetric fence; owners never take the mutex except at thread start and exit.
@@ -573,6 +579,11 @@ class stock_registry {
     if (s->prev_) s->prev_->next_ = s->next_;
     else head_ = s->next_;
     if (s->next_) s->next_->prev_ = s->prev_;
+    s->next_ = s->prev_ = nullptr;
+    // Retired: its keys are 0 (fast paths miss) and its slow paths bypass it from now on.
+    s->retired_ = true;
+    s->disabled_ = true;
+    if constexpr (Sync::concurrent) s->pending_.store_relaxed(1);  // relaxed: no longer shared
   }
 
   // drain_all_stock(): every slot caching a group of the subtree of `root` (or of any group
@@ -687,7 +698,7 @@ class stock_registry {
     if constexpr (Sync::concurrent) {
       for (stock* s = head_; s; s = s->next_) {
         // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
-        for (slot& sl : s->slots_) sl.key.store_relaxed(sl.key.load_relaxed() & ~stock::key_drain_bit);
+        for (slot& sl : s->slots_) stock::set_key_bits(sl, 0, stock::key_drain_bit);
         for (obj_slot& o : s->obj_slots_)
           o.kind.store_relaxed(o.kind.load_relaxed() & ~stock::obj_kind_drain_bit);
         // release: our slot writes are visible to the owner once it sees pending == 0.
@@ -699,11 +710,7 @@ class stock_registry {
   // An atomic read-modify-write: an owner's slow path may be rewriting the key right now (it
   // passed its pending_ test before we set it); then either its key or our bit survives, and
   // quiesce() checks which.
-  static void poison(slot& s0) noexcept {
-    std::uintptr_t k = s0.key.load_relaxed();
-    while (!s0.key.cas_acq_rel(k, k | stock::key_drain_bit)) {
-    }
-  }
+  static void poison(slot& s0) noexcept { stock::set_key_bits(s0, stock::key_drain_bit, 0); }
   static void poison(obj_slot& s0) noexcept {
     std::int64_t k = s0.kind.load_relaxed();
     while (!s0.kind.cas_acq_rel(k, k | stock::obj_kind_drain_bit)) {
@@ -721,34 +728,35 @@ class stock_registry {
   stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+// Thread exit: the stock gives back what it holds and leaves the registry, and is retired:
+// later charges and uncharges of this thread (other thread-local destructors) bypass it.
 template <sync_policy Sync>
 struct thread_stock_holder {
   thread_stock<Sync>* stock = nullptr;
   ~thread_stock_holder() {
     if (!stock) return;
     stock_registry<Sync>::instance().remove(stock);
-    thread_stock<Sync>::tls_stock_ = thread_stock<Sync>::empty();
-    delete stock;
     stock = nullptr;
   }
 };
 
 template <sync_policy Sync>
 thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
+  thread_stock* self = &tls_self_;
+  if (self->registered_) return self;
   bool light = membarrier_init();
-  static thread_local thread_stock_holder<Sync> holder;
-  if (!holder.stock) {
-    holder.stock = new thread_stock<Sync>();
-    // With rseq fast paths a thread without an rseq area would race with drainers: its stock
-    // stays off (every charge takes the counters).
-    if constexpr (thread_stock<Sync>::use_rseq) light = light && rseq_registered();
-    holder.stock->disabled_ = !light;
-    if constexpr (Sync::concurrent)
-      if (!light) holder.stock->pending_.store_relaxed(1);  // relaxed: not yet shared
-    stock_registry<Sync>::instance().add(holder.stock);
+  // With rseq fast paths a thread without an rseq area would race with drainers: its stock
+  // stays off (every charge takes the counters).
+  if constexpr (use_rseq) light = light && rseq_registered();
+  if constexpr (Sync::concurrent) {
+    self->disabled_ = !light;
+    if (!light) self->pending_.store_relaxed(1);  // relaxed: not yet shared
   }
-  if (holder.stock->reclaim_depth == 0) tls_stock_ = holder.stock;  // see enter_reclaim()
-  return holder.stock;
+  static thread_local thread_stock_holder<Sync> holder;  // registers its destructor now
+  holder.stock = self;
+  self->registered_ = true;
+  stock_registry<Sync>::instance().add(self);
+  return self;
 }
 
 }  // namespace memcg::detail
