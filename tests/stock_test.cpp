@@ -1,6 +1,7 @@
 // Tests of memcg/stock.hpp: the per-thread page stock under the charge path — slots taken in
 // turn by groups and kinds, statistics the slots keep (one kind's implicitly), tracing and
-// reclaim making the fast path miss, and drains racing with owners on the fast path.
+// reclaim making the fast path miss, a stock retired at thread exit, and drains racing with
+// owners on the fast path.
 #include <doctest/doctest.h>
 
 #include <array>
@@ -108,6 +109,41 @@ TEST_CASE_TEMPLATE("a traced hierarchy sees every charge and uncharge, even with
   CHECK(t.total == before);
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == 0);
+}
+
+// A thread-local object constructed before the thread's stock registers is destroyed after
+// the stock left the registry: what it gives back then must reach the counters, not a stock
+// nobody drains any more.
+template <class P>
+struct exit_uncharger {
+  hier<P>* h = nullptr;
+  memcg::basic_group<P>* g = nullptr;
+  std::int64_t held = 0;
+  ~exit_uncharger() {
+    if (h && held) h->uncharge_unchecked(*g, kind::anon, held);
+  }
+};
+
+TEST_CASE_TEMPLATE("charges given back by thread-local destructors after the stock retired reach the counters",
+                   P, MEMCG_STOCK_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  std::thread t([&] {
+    static thread_local exit_uncharger<P> late;  // constructed first, destroyed last
+    late.h = &h;
+    late.g = &a;
+    for (int i = 0; i < 3; ++i) {
+      REQUIRE(h.try_charge(a, kind::anon, 2).error == ok);
+      late.held += 2;
+    }
+    h.uncharge_unchecked(a, kind::anon, 1);  // parks one page: the stock serves this thread
+    late.held -= 1;
+    CHECK(h.parked(a) > 0);
+  });
+  t.join();
+  CHECK(h.parked(a) == 0);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon) == 0);
 }
 
 TEST_SUITE("concurrency") {
