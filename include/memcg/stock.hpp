@@ -753,6 +753,9 @@ thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
     if (!light) self->pending_.store_relaxed(1);  // relaxed: not yet shared
   }
   static thread_local thread_stock_holder<Sync> holder;  // registers its destructor now
+  // That registration may allocate, and a preloaded malloc charges: it may have come back
+  // here and registered the stock already.
+  if (self->registered_) return self;
   holder.stock = self;
   self->registered_ = true;
   stock_registry<Sync>::instance().add(self);
