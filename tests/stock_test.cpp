@@ -4,6 +4,8 @@
 // owners on the fast path.
 #include <doctest/doctest.h>
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -144,6 +146,33 @@ TEST_CASE_TEMPLATE("charges given back by thread-local destructors after the sto
   CHECK(h.parked(a) == 0);
   CHECK(a.memory.usage() == 0);
   CHECK(h.stat_local(a, kind::anon) == 0);
+}
+
+// A thread that first touches its stock in a pthread key's destructor (after its thread-local
+// destructors ran) still leaves the registry with nothing parked.
+template <class P>
+struct key_exit_uncharge {
+  static inline hier<P>* h = nullptr;
+  static inline memcg::basic_group<P>* g = nullptr;
+  static void run(void*) { h->uncharge_unchecked(*g, kind::anon, 1); }
+};
+
+TEST_CASE_TEMPLATE("a stock first used in a pthread key destructor leaves the registry at exit", P,
+                   MEMCG_STOCK_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);  // this thread's: the other gives it back
+  h.drain_stocks(nullptr);
+  key_exit_uncharge<P>::h = &h;
+  key_exit_uncharge<P>::g = &a;
+  pthread_key_t key;
+  REQUIRE(pthread_key_create(&key, &key_exit_uncharge<P>::run) == 0);
+  std::thread t([&] { pthread_setspecific(key, &key); });
+  t.join();
+  CHECK(h.parked(a) == 0);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon) == 0);
+  pthread_key_delete(key);
 }
 
 TEST_SUITE("concurrency") {

@@ -31,6 +31,8 @@
 // belong to nobody; at most `batch` pages per slot after every refill.
 #pragma once
 
+#include <pthread.h>
+
 #include <array>
 #include <cstdint>
 
@@ -45,8 +47,6 @@ namespace memcg::detail {
 
 template <sync_policy Sync>
 class stock_registry;
-template <sync_policy Sync>
-struct thread_stock_holder;
 
 template <sync_policy Sync>
 class thread_stock {
@@ -289,7 +289,6 @@ class thread_stock {
 
  private:
   friend class stock_registry<Sync>;
-  friend struct thread_stock_holder<Sync>;
 
   // Owner side of the asymmetric fence. Returns false if a drainer holds the stock.
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
@@ -543,7 +542,7 @@ class thread_stock {
   thread_stock* prev_ = nullptr;
 
   // Zero-initialized and trivially destructible: no guard on access. The registry holds its
-  // address until the owner's exit; the thread's static TLS block outlives that.
+  // address until the owner's exit (stock_registry::exit_key()); the thread's TLS outlives that.
   static thread_local thread_stock tls_self_;
 };
 
@@ -563,6 +562,12 @@ class stock_registry {
     // Never destroyed: threads may exit after static destructors ran.
     static stock_registry* r = new stock_registry();
     return *r;
+  }
+
+  // The key whose destructor removes a thread's stock at its exit (null: none could be made).
+  const pthread_key_t* exit_key() noexcept {
+    static const bool made = pthread_key_create(&exit_key_, &thread_exit) == 0;
+    return made ? &exit_key_ : nullptr;
   }
 
   void add(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -724,41 +729,34 @@ class stock_registry {
     }
   }
 
+  static void thread_exit(void* s) noexcept { instance().remove(static_cast<stock*>(s)); }
+
   mutex mu_;
   stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
-};
-
-// Thread exit: the stock gives back what it holds and leaves the registry, and is retired:
-// later charges and uncharges of this thread (other thread-local destructors) bypass it.
-template <sync_policy Sync>
-struct thread_stock_holder {
-  thread_stock<Sync>* stock = nullptr;
-  ~thread_stock_holder() {
-    if (!stock) return;
-    stock_registry<Sync>::instance().remove(stock);
-    stock = nullptr;
-  }
+  pthread_key_t exit_key_{};
 };
 
 template <sync_policy Sync>
 thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
   thread_stock* self = &tls_self_;
   if (self->registered_) return self;
-  bool light = membarrier_init();
-  // With rseq fast paths a thread without an rseq area would race with drainers: its stock
-  // stays off (every charge takes the counters).
-  if constexpr (use_rseq) light = light && rseq_registered();
+  auto& registry = stock_registry<Sync>::instance();
+  bool light;
+  if constexpr (use_rseq) light = membarrier_restarts_rseq() && rseq_registered();
+  else light = membarrier_init();
+  // A thread without the fence (or, with rseq fast paths, without an rseq area) would race with
+  // drainers: its stock stays off (every charge takes the counters).
   if constexpr (Sync::concurrent) {
     self->disabled_ = !light;
     if (!light) self->pending_.store_relaxed(1);  // relaxed: not yet shared
   }
-  static thread_local thread_stock_holder<Sync> holder;  // registers its destructor now
-  // That registration may allocate, and a preloaded malloc charges: it may have come back
-  // here and registered the stock already.
-  if (self->registered_) return self;
-  holder.stock = self;
-  self->registered_ = true;
-  stock_registry<Sync>::instance().add(self);
+  self->registered_ = true;  // before anything that may allocate (a preloaded malloc charges)
+  registry.add(self);
+  // The thread's exit takes it out again: a pthread key's destructor runs after the thread-local
+  // destructors (which may still charge) and again if a key destructor registered it meanwhile.
+  // Without a key (none left) it leaves at once: retired, every charge takes the counters.
+  const pthread_key_t* key = registry.exit_key();
+  if (!key || pthread_setspecific(*key, self) != 0) registry.remove(self);
   return self;
 }
 

@@ -129,49 +129,58 @@ class lock_guard {
 // compiler barrier; the rare side (a thread draining other threads' stocks) issues membarrier(2),
 // which runs a full barrier on every CPU running a thread of this process. Where membarrier is
 // not available the stocks are off (memcg/stock.hpp): every charge takes the counters.
-enum class membarrier_state : int { unknown = 0, available = 1, unavailable = 2 };
+// Where glibc registers rseq and the kernel has the RSEQ command, the fence also restarts every
+// sibling's restartable sequence (the page fast paths with MEMCG_STOCK_RSEQ).
+enum class membarrier_state : int { unknown = 0, unavailable = 1, expedited = 2, expedited_rseq = 3 };
 
 inline std::atomic<int>& membarrier_state_word() noexcept {
   static std::atomic<int> state{static_cast<int>(membarrier_state::unknown)};
   return state;
 }
 
-inline bool membarrier_init() noexcept {
+inline membarrier_state membarrier_probe() noexcept {
   auto& s = membarrier_state_word();
-  // Relaxed: the state only ever moves unknown -> final value, and both final values are safe.
+  // Relaxed: the state only ever moves unknown -> final value, and every final value is safe.
   int cur = s.load(std::memory_order_relaxed);
-  if (cur != static_cast<int>(membarrier_state::unknown))
-    return cur == static_cast<int>(membarrier_state::available);
-  bool ok = false;
+  if (cur != static_cast<int>(membarrier_state::unknown)) return static_cast<membarrier_state>(cur);
+  auto st = membarrier_state::unavailable;
 #if defined(__linux__) && defined(SYS_membarrier)
   long mask = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-#if MEMCG_STOCK_RSEQ
-  // The page fast paths are restartable sequences: the drainer's fence must also restart them.
-  if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) && __rseq_size != 0 &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
-    ok = true;
-#else
   if (mask > 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
-    ok = true;
+      syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0) {
+    st = membarrier_state::expedited;
+#if MEMCG_HAVE_SYS_RSEQ
+    // Registered whether or not this translation unit compiled rseq fast paths: the fence then
+    // restarts them in any that did.
+    if (__rseq_size != 0 && (mask & MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+      st = membarrier_state::expedited_rseq;
 #endif
+  }
 #endif
-  // seq_cst: every thread that reads "available" afterwards may rely on the registration.
-  s.store(static_cast<int>(ok ? membarrier_state::available : membarrier_state::unavailable));
-  return ok;
+  // seq_cst: every thread that reads the state afterwards may rely on the registrations.
+  s.store(static_cast<int>(st));
+  return st;
+}
+// The fence can pair with a compiler barrier.
+inline bool membarrier_init() noexcept { return membarrier_probe() >= membarrier_state::expedited; }
+// The fence also restarts restartable sequences.
+inline bool membarrier_restarts_rseq() noexcept {
+  return membarrier_probe() == membarrier_state::expedited_rseq;
 }
 
 // The drainer's side: pairs with the compiler barrier of thread_stock::enter() on every other
-// thread.
+// thread, and restarts their rseq fast paths.
 inline void asymmetric_fence_heavy() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 #if defined(__linux__) && defined(SYS_membarrier)
-  if (membarrier_state_word().load(std::memory_order_relaxed) ==
-      static_cast<int>(membarrier_state::available))
-    // With rseq fast paths: a full barrier on those CPUs and every critical section of a
-    // sibling thread that is running (or preempted) restarted (memcg/detail/rseq.hpp).
-    syscall(SYS_membarrier, MEMCG_STOCK_RSEQ ? MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
-                                             : MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+  auto st = static_cast<membarrier_state>(membarrier_state_word().load(std::memory_order_relaxed));
+  if (st < membarrier_state::expedited) return;  // no stock is on
+  int cmd = st == membarrier_state::expedited_rseq ? MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
+                                                   : MEMBARRIER_CMD_PRIVATE_EXPEDITED;
+  // Registered, so it cannot fail; if it did, a drain would race the owners.
+  if (syscall(SYS_membarrier, cmd, 0, 0) != 0)
+    assert_fail("membarrier(2) failed after registration", __FILE__, __LINE__);
 #endif
 }
 

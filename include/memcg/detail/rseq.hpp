@@ -2,7 +2,9 @@
 //
 // Contents:
 //   MEMCG_STOCK_RSEQ   1 where the fast paths below are compiled in (x86-64 Linux, glibc that
-//                      registers rseq, not under TSan, not disabled with -DMEMCG_STOCK_RSEQ=0)
+//                      registers rseq, not under TSan, not disabled with -DMEMCG_STOCK_RSEQ=0;
+//                      every translation unit of a program must agree, as with any macro that
+//                      changes an inline function)
 //   rseq_registered()  the calling thread has an rseq area registered with the kernel
 //   rseq_take()        slot.nr -= n if slot.key == want and slot.nr >= n, as one critical section
 //   rseq_park()        slot.nr += n if slot.key == want and slot.nr + n <= slot.limit, likewise
@@ -22,9 +24,17 @@
 
 #include "memcg/config.hpp"
 
+// glibc's rseq registration (__rseq_offset, __rseq_size): glibc 2.35 and later.
+#if defined(__linux__) && __has_include(<sys/rseq.h>)
+#define MEMCG_HAVE_SYS_RSEQ 1
+#include <sys/rseq.h>
+#else
+#define MEMCG_HAVE_SYS_RSEQ 0
+#endif
+
 #if !defined(MEMCG_STOCK_RSEQ)
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__SANITIZE_THREAD__) && \
-    __has_include(<sys/rseq.h>)
+#if defined(__x86_64__) && !defined(__ILP32__) && defined(__GNUC__) && \
+    !defined(__SANITIZE_THREAD__) && MEMCG_HAVE_SYS_RSEQ
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define MEMCG_STOCK_RSEQ 0
@@ -36,10 +46,6 @@
 #else
 #define MEMCG_STOCK_RSEQ 0
 #endif
-#endif
-
-#if MEMCG_STOCK_RSEQ
-#include <sys/rseq.h>
 #endif
 
 namespace memcg::detail {
