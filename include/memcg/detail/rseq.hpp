@@ -84,23 +84,29 @@ inline bool rseq_registered() noexcept {
   "movq %%rax, %%fs:8(%[area])\n"                                              \
   "1:\n\t"
 
+// The key compared, the pages loaded (into rax), then, after the test, the commit store: the
+// last instruction of the sequence.
+#define MEMCG_RSEQ_LOAD      \
+  "cmpq %[want], %[key]\n\t" \
+  "jne %l[miss]\n\t"         \
+  "movq %[nr], %%rax\n\t"
+#define MEMCG_RSEQ_COMMIT \
+  "movq %%rax, %[nr]\n"   \
+  "2:\n"
+#define MEMCG_RSEQ_INPUTS \
+  [area] "r"(__rseq_offset), [want] "r"(want), [n] "r"(n), [key] "m"(key), [nr] "m"(nr)
+
 // Takes n pages from a slot: the key compare, the pages test and the commit store in one
 // restartable sequence. Key, Nr: the slot's 8-byte cells (same layout as std::int64_t).
 template <class Key, class Nr>
 MEMCG_ALWAYS_INLINE bool rseq_take(const Key& key, Nr& nr, std::uintptr_t want,
                                    std::int64_t n) noexcept {
   static_assert(sizeof(Key) == 8 && sizeof(Nr) == 8);
-  __asm__ goto(MEMCG_RSEQ_ENTER
-               "cmpq %[want], %[key]\n\t"
-               "jne %l[miss]\n\t"
-               "movq %[nr], %%rax\n\t"
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_LOAD
                "subq %[n], %%rax\n\t"
-               "jl %l[miss]\n\t"
-               "movq %%rax, %[nr]\n"  // the commit
-               "2:\n"
+               "jl %l[miss]\n\t" MEMCG_RSEQ_COMMIT
                :
-               : [area] "r"(__rseq_offset), [want] "r"(want), [n] "r"(n), [key] "m"(key),
-                 [nr] "m"(nr)
+               : MEMCG_RSEQ_INPUTS
                : "rax", "memory", "cc"
                : miss);
   return true;
@@ -113,18 +119,12 @@ template <class Key, class Nr>
 MEMCG_ALWAYS_INLINE bool rseq_park(const Key& key, Nr& nr, const Nr& limit, std::uintptr_t want,
                                    std::int64_t n) noexcept {
   static_assert(sizeof(Key) == 8 && sizeof(Nr) == 8);
-  __asm__ goto(MEMCG_RSEQ_ENTER
-               "cmpq %[want], %[key]\n\t"
-               "jne %l[miss]\n\t"
-               "movq %[nr], %%rax\n\t"
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_LOAD
                "addq %[n], %%rax\n\t"
                "cmpq %[limit], %%rax\n\t"
-               "jg %l[miss]\n\t"
-               "movq %%rax, %[nr]\n"  // the commit
-               "2:\n"
+               "jg %l[miss]\n\t" MEMCG_RSEQ_COMMIT
                :
-               : [area] "r"(__rseq_offset), [want] "r"(want), [n] "r"(n), [key] "m"(key),
-                 [nr] "m"(nr), [limit] "m"(limit)
+               : MEMCG_RSEQ_INPUTS, [limit] "m"(limit)
                : "rax", "memory", "cc"
                : miss);
   return true;
@@ -133,6 +133,9 @@ miss:
 }
 
 #undef MEMCG_RSEQ_ENTER
+#undef MEMCG_RSEQ_LOAD
+#undef MEMCG_RSEQ_COMMIT
+#undef MEMCG_RSEQ_INPUTS
 
 #else
 
