@@ -579,12 +579,7 @@ class stock_registry {
   // Thread exit: the stock's pages and statistics go back, then it leaves the registry.
   void remove(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);  // no drainer runs while we hold it
-    for (slot& sl : s->slots_) stock::drain_slot(sl, true);
-    for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
-    if (s->prev_) s->prev_->next_ = s->next_;
-    else head_ = s->next_;
-    if (s->next_) s->next_->prev_ = s->prev_;
-    s->next_ = s->prev_ = nullptr;
+    detach(s);
     // Retired: its keys are 0 (fast paths miss) and its slow paths bypass it from now on.
     s->retired_ = true;
     s->disabled_ = true;
@@ -639,12 +634,7 @@ class stock_registry {
         // Relaxed: one thread is left; an owner caught inside enter()/leave() is gone.
         s->busy_.store_relaxed(0);
         s->pending_.store_relaxed(0);
-        for (slot& sl : s->slots_) stock::drain_slot(sl, true);
-        for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
-        if (s->prev_) s->prev_->next_ = s->next_;
-        else head_ = s->next_;
-        if (s->next_) s->next_->prev_ = s->prev_;
-        s->next_ = s->prev_ = nullptr;
+        detach(s);
       }
       s = next;
     }
@@ -730,6 +720,17 @@ class stock_registry {
   }
 
   static void thread_exit(void* s) noexcept { instance().remove(static_cast<stock*>(s)); }
+
+  // A stock whose owner is exiting (remove()) or gone (fork_child()): everything it holds goes
+  // back, then it leaves the list.
+  void detach(stock* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (slot& sl : s->slots_) stock::drain_slot(sl, true);
+    for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
+    if (s->prev_) s->prev_->next_ = s->next_;
+    else head_ = s->next_;
+    if (s->next_) s->next_->prev_ = s->prev_;
+    s->next_ = s->prev_ = nullptr;
+  }
 
   mutex mu_;
   stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
