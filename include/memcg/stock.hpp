@@ -278,6 +278,9 @@ class thread_stock {
   }
   std::int64_t reclaimed_pages = 0;
 
+ private:
+  friend class stock_registry<Sync>;
+
   // An atomic read-modify-write of a key's flag bits: the owner (reclaim) and drainers
   // (key_drain_bit) both change slot 0's key while the other may. The slow paths' plain key
   // stores happen under the busy flag; quiesce() re-checks for those.
@@ -286,9 +289,6 @@ class thread_stock {
     while (!s.key.cas_acq_rel(k, (k | set) & ~clear)) {
     }
   }
-
- private:
-  friend class stock_registry<Sync>;
 
   // Owner side of the asymmetric fence. Returns false if a drainer holds the stock.
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
