@@ -185,7 +185,15 @@ TEST_SUITE("concurrency") {
     std::mutex gate;
     constexpr bool gated = !memcg::detail::slab_backend::is_mimalloc;
     std::vector<std::thread> ts;
-    for (int t = 0; t < 3; ++t)
+    // Under ASan no other thread runs at the fork: GCC 12's ASan allocator is not fork-safe
+    // with live threads (a child hung in its size-class lock, 1 run in 15-25 under load, with
+    // the gate held; before and after the stock changed). The other builds keep the threads.
+#if defined(__SANITIZE_ADDRESS__)
+    constexpr int nr_threads = 0;
+#else
+    constexpr int nr_threads = 3;
+#endif
+    for (int t = 0; t < nr_threads; ++t)
       ts.emplace_back([&] {
         std::vector<void*> keep(32, nullptr);
         for (unsigned i = 0; !stop.load(std::memory_order_relaxed); ++i) {
