@@ -49,6 +49,7 @@ class plain_cell {
   T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
   T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
   T exchange_seq_cst(T v) noexcept { return exchange_acq_rel(v); }
+  T fetch_or_seq_cst(T v) noexcept { T old = v_; v_ = old | v; return old; }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     if (v_ != expected) { expected = v_; return false; }
     v_ = desired;
@@ -77,6 +78,7 @@ class atomic_cell {
   T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
   T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
   T exchange_seq_cst(T v) noexcept { return v_.exchange(v, std::memory_order_seq_cst); }
+  T fetch_or_seq_cst(T v) noexcept { return v_.fetch_or(v, std::memory_order_seq_cst); }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     return v_.compare_exchange_strong(expected, desired, std::memory_order_acq_rel,
                                       std::memory_order_relaxed);
@@ -91,6 +93,15 @@ struct no_lock {
   void unlock() noexcept {}
 };
 
+// A spin-wait hint to the CPU.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Test-and-test-and-set lock, as the 2011 res_counter's spinlock_t (without IRQ masking).
 class spinlock {
  public:
@@ -103,13 +114,6 @@ class spinlock {
   void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
  private:
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-  }
   std::atomic<bool> locked_{false};
 };
 
