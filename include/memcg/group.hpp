@@ -92,9 +92,9 @@ class basic_group_pressure;  // memcg/pressure.hpp
 
 // The obj_cgroup: what long-lived charges point to instead of the group itself, so that a
 // removed group's charges can be redirected to its parent without touching the objects.
-// 16-byte aligned: a byte stock slot's key keeps a kind and a flag in the low bits.
+// 32-byte aligned: a byte stock slot's key keeps a kind and two flags in the low bits.
 template <sync_policy Sync>
-class alignas(16) basic_objcg {
+class alignas(32) basic_objcg {
  public:
   explicit basic_objcg(basic_group<Sync>* g) noexcept : memcg_(g) {}
   // The group charges through this handle reach now.

@@ -88,14 +88,18 @@ class thread_stock {
     cell base;
     std::array<cell, nr_kinds> stat{};
   };
-  static_assert(alignof(group) >= 32, "the slot key keeps kind and flags in a group's low bits");
+  static_assert(alignof(group) >= 64, "the slot key keeps kind and flags in a group's low bits");
   static constexpr std::uintptr_t key_kind_mask = 7;
   // Set in slot 0's key by a drainer (quiesce()): the page fast paths, which test the key but
   // not pending_, miss. No group lives at such an address.
   static constexpr std::uintptr_t key_drain_bit = 8;
   // Set in slot 0's key by its owner while it reclaims (enter_reclaim()).
   static constexpr std::uintptr_t key_reclaim_bit = 16;
-  static constexpr std::uintptr_t key_group_mask = ~std::uintptr_t{31};
+  // Set in slot 0's key by its owner inside a slow path (enter()): a signal handler that
+  // interrupts it misses the fast path too, and its slow path bypasses the stock.
+  static constexpr std::uintptr_t key_busy_bit = 32;
+  static constexpr std::uintptr_t key_group_mask = ~std::uintptr_t{63};
+  static constexpr std::uintptr_t key_flag_mask = key_drain_bit | key_reclaim_bit | key_busy_bit;
   // A slot whose primary kind is this one never serves a fast path (a traced hierarchy's group:
   // every charge and uncharge must reach the tracer); its statistics are all explicit.
   static constexpr int no_fast_kind = 7;
@@ -126,7 +130,8 @@ class thread_stock {
     if (p == k) return;
     if (p != no_fast_kind) s.stat[p].store_relaxed(stat_delta(s, p));
     s.base.store_relaxed(s.nr_pages.load_relaxed());
-    s.key.store_relaxed(key_of(slot_group(s), k));
+    std::uintptr_t key = s.key.load_relaxed();
+    s.key.store_relaxed(key_of(slot_group(s), k) | (key & key_flag_mask));  // flags stay
   }
 
   // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of one
@@ -140,8 +145,10 @@ class thread_stock {
     key_cell key;
     cell nr_bytes;
   };
-  static_assert(alignof(objcg) >= 16, "the byte slot key keeps kind and flag in a handle's low bits");
-  static constexpr std::uintptr_t obj_key_mask = ~std::uintptr_t{15};
+  static_assert(alignof(objcg) >= 32, "the byte slot key keeps kind and flags in a handle's low bits");
+  static constexpr std::uintptr_t obj_busy_bit = 16;  // as key_busy_bit
+  static constexpr std::uintptr_t obj_key_mask = ~std::uintptr_t{31};
+  static constexpr std::uintptr_t obj_flag_mask = key_drain_bit | obj_busy_bit;
   MEMCG_ALWAYS_INLINE static std::uintptr_t obj_key_of(const objcg* o, int k) noexcept {
     return reinterpret_cast<std::uintptr_t>(o) | static_cast<std::uintptr_t>(k);
   }
@@ -349,6 +356,9 @@ class thread_stock {
         busy_.store_release(0);
         return false;
       }
+      // Plain read-modify-writes: a drainer's poison they overwrite is re-checked (quiesce()).
+      slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() | key_busy_bit);
+      obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() | obj_busy_bit);
       MEMCG_DELAY(stock_busy);
       if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0 ||
                          (slots_[0].key.load_relaxed() & key_drain_bit) ||
@@ -382,11 +392,20 @@ class thread_stock {
   // key stores and busy = 0 before the request's load: either we see the request here, or the
   // drainer's second poison (after its request) comes after our key stores and survives.
   void leave_slow() noexcept {
-    leave();
+    leave_section();
     if constexpr (Sync::concurrent) {
       std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with skip()'s fetch_or
-      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && reclaim_depth == 0 && enter()) leave();
+      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && reclaim_depth == 0 && enter())
+        leave_section();
     }
+  }
+  // The end of enter()'s section: the busy bits off slot 0's keys, then busy = 0.
+  void leave_section() noexcept {
+    if constexpr (Sync::concurrent) {
+      slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() & ~key_busy_bit);
+      obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() & ~obj_busy_bit);
+    }
+    leave();
   }
 
   // The owner serves what drainers asked while it was busy (enter(), under the busy flag):
@@ -443,7 +462,7 @@ class thread_stock {
     if (nr) (void)g->memory.uncharge(nr);
     s.nr_pages.store_relaxed(0);
     s.base.store_relaxed(0);
-    if (forget_group) s.key.store_relaxed(s.key.load_relaxed() & ~key_group_mask & ~key_kind_mask);
+    if (forget_group) s.key.store_relaxed(s.key.load_relaxed() & key_flag_mask);  // flags stay
   }
 
   // Moves slot i to the front (the fast paths look at slot 0 only), keeping the others' order.
@@ -454,8 +473,10 @@ class thread_stock {
     for (; i > 0; --i) copy_slot(slots_[i], slots_[i - 1]);
     copy_slot(slots_[0], moved);
   }
+  // The key's identity moves; the destination's flag bits stay (slot 0's belong to slot 0).
   static void copy_slot(slot& to, const slot& from) noexcept {
-    to.key.store_relaxed(from.key.load_relaxed());
+    to.key.store_relaxed((from.key.load_relaxed() & ~key_flag_mask) |
+                         (to.key.load_relaxed() & key_flag_mask));
     to.nr_pages.store_relaxed(from.nr_pages.load_relaxed());
     to.limit.store_relaxed(from.limit.load_relaxed());
     to.base.store_relaxed(from.base.load_relaxed());
@@ -514,8 +535,7 @@ class thread_stock {
         i = nr_slots - 1;
         drain_slot(slots_[i], true);
       }
-      // The flag bits stay (a drainer's poison of slot 0 included).
-      std::uintptr_t flags = slots_[i].key.load_relaxed() & ~key_group_mask & ~key_kind_mask;
+      std::uintptr_t flags = slots_[i].key.load_relaxed() & key_flag_mask;  // they stay
       slots_[i].key.store_relaxed(key_of(g, primary >= 0 ? primary : 0) | flags);
       slots_[i].base.store_relaxed(slots_[i].nr_pages.load_relaxed());
     }
@@ -551,7 +571,7 @@ class thread_stock {
     }
     if (rest) o->park_bytes(k, rest);
     s.nr_bytes.store_relaxed(0);
-    s.key.store_relaxed(s.key.load_relaxed() & key_drain_bit);  // forgotten; a poison stays
+    s.key.store_relaxed(s.key.load_relaxed() & obj_flag_mask);  // forgotten; the flags stay
   }
   int find_obj_slot(const objcg* o, int k) const noexcept {
     for (int i = 0; i < nr_slots; ++i)
@@ -561,13 +581,17 @@ class thread_stock {
   // Moves obj slot i to the front, keeping the others' order.
   void obj_to_front(int i) noexcept {
     if (i <= 0) return;
+    // Identities move; each slot's flag bits stay (slot 0's belong to slot 0).
+    auto move_key = [](obj_slot& to, std::uintptr_t from) {
+      to.key.store_relaxed((from & ~obj_flag_mask) | (to.key.load_relaxed() & obj_flag_mask));
+    };
     std::uintptr_t key = obj_slots_[i].key.load_relaxed();
     std::int64_t n = obj_slots_[i].nr_bytes.load_relaxed();
     for (; i > 0; --i) {
-      obj_slots_[i].key.store_relaxed(obj_slots_[i - 1].key.load_relaxed());
+      move_key(obj_slots_[i], obj_slots_[i - 1].key.load_relaxed());
       obj_slots_[i].nr_bytes.store_relaxed(obj_slots_[i - 1].nr_bytes.load_relaxed());
     }
-    obj_slots_[0].key.store_relaxed(key);
+    move_key(obj_slots_[0], key);
     obj_slots_[0].nr_bytes.store_relaxed(n);
   }
   // consume_obj()'s miss: the slow path, or the handle when the stock can't be used.
@@ -629,8 +653,7 @@ class thread_stock {
     }
     obj_slot& t = obj_slots_[i];
     t.nr_bytes.store_relaxed(o->take_bytes(static_cast<kind>(k)));
-    // The flag bit stays (a drainer's poison of slot 0).
-    t.key.store_relaxed(obj_key_of(o, k) | (t.key.load_relaxed() & key_drain_bit));
+    t.key.store_relaxed(obj_key_of(o, k) | (t.key.load_relaxed() & obj_flag_mask));  // flags stay
     return i;
   }
 
