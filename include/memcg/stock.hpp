@@ -51,6 +51,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "memcg/config.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/detail/mutex.hpp"
 #include "memcg/detail/rseq.hpp"
 #include "memcg/group.hpp"
@@ -471,6 +472,7 @@ class thread_stock {
     slot moved;
     copy_slot(moved, slots_[i]);
     for (; i > 0; --i) copy_slot(slots_[i], slots_[i - 1]);
+    MEMCG_DELAY(stock_slot_half);  // the moved slot is in no slot now
     copy_slot(slots_[0], moved);
   }
   // The key's identity moves; the destination's flag bits stay (slot 0's belong to slot 0).
@@ -548,6 +550,7 @@ class thread_stock {
       // Over one batch: the kernel drains the whole slot.
       (void)g->memory.uncharge(have);
       have = 0;
+      MEMCG_DELAY(stock_slot_half);  // uncharged, not yet taken out of the slot
     }
     set_pages(s, have);
     if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);

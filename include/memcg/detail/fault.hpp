@@ -31,6 +31,7 @@ enum class delay_site : int {
   fork_prepared,       // between the fork handlers' prepare and the fork itself
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
+  stock_slot_half,     // a stock slow path with a slot half updated (pages uncharged, a slot moving)
 };
 
 enum class fault_site : int {
