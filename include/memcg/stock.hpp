@@ -874,7 +874,8 @@ class stock_registry {
     // Requests left by earlier drains in stocks we own now: serve them for their owners.
     for (stock* s = head_; s; s = s->next_) {
       if (s->skipped_) continue;
-      std::int64_t r = s->requests_.exchange_seq_cst(0);
+      std::int64_t r = s->requests_.load_relaxed();  // only we and the idle owner write it
+      if (r) r = s->requests_.exchange_seq_cst(0);
       if (r & stock::request_drain) {
         for (slot& sl : s->slots_) stock::drain_slot(sl, true);
         for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
@@ -889,8 +890,12 @@ class stock_registry {
     for (stock* s = head_; s; s = s->next_) {
       if (!s->skipped_) {
         // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
-        for (slot& sl : s->slots_) stock::set_key_bits(sl, 0, stock::key_drain_bit);
-        for (obj_slot& o : s->obj_slots_) stock::set_key_bits(o.key, 0, stock::key_drain_bit);
+        for (slot& sl : s->slots_)
+          if (sl.key.load_relaxed() & stock::key_drain_bit)
+            stock::set_key_bits(sl, 0, stock::key_drain_bit);
+        for (obj_slot& o : s->obj_slots_)
+          if (o.key.load_relaxed() & stock::key_drain_bit)
+            stock::set_key_bits(o.key, 0, stock::key_drain_bit);
       }
       s->skipped_ = false;
       // release: our slot writes are visible to the owner once it sees pending == 0.
