@@ -516,6 +516,72 @@ TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes not
   CHECK(p.memory_allocated() == 1);
 }
 
+// Issue 14 item 10: a give-back of more than the socket holds used to drive memory_allocated
+// below zero (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the
+// group's counters. Every one is EINVAL and changes no counter.
+TEST_CASE_TEMPLATE("every give-back of more than a socket holds is EINVAL and changes no counter", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {}, 4));
+  auto& g = make(h, "G");
+  sock<P> s(p, &g);
+  sock<P> other(p, &g);  // holds pages of the same protocol and group
+  struct state {
+    std::int64_t fwd, rmem, wmem, stack, allocated, tcp, memory, stat;
+    bool operator==(const state&) const = default;
+  };
+  auto now = [&] {
+    return state{s.forward_alloc(), s.rmem_alloc(),  s.wmem_queued(), s.stack_charged(),
+                 p.memory_allocated(), g.tcp.usage(), g.memory.usage(), h.stat_local(g, kind::sock)};
+  };
+  constexpr auto einval = std::errc::invalid_argument;
+  state before = now();
+  CHECK(s.sk_mem_uncharge(1 << 20) == einval);  // the reported case
+  CHECK(s.sk_mem_uncharge(1) == einval);
+  CHECK(s.consume(1) == einval);
+  CHECK(s.ack(1) == einval);
+  CHECK(now() == before);
+  CHECK(p.memory_allocated() == 0);
+
+  REQUIRE(other.recv(3 * page_size) == ok);
+  REQUIRE(s.recv(1500) == ok);
+  REQUIRE(s.send(700) == ok);
+  REQUIRE(s.sk_rmem_schedule(5000));
+  REQUIRE(s.sk_mem_charge(300) == ok);
+  before = now();
+  CHECK(before.allocated == 5);
+  CHECK(before.stack == 300);
+  CHECK(s.sk_mem_uncharge(301) == einval);
+  CHECK(s.sk_mem_uncharge(-1) == einval);
+  CHECK(s.sk_mem_uncharge(INT64_MAX) == einval);
+  CHECK(s.sk_mem_charge(s.forward_alloc() + 1) == einval);
+  CHECK(s.sk_mem_charge(-1) == einval);
+  CHECK(s.consume(1501) == einval);
+  CHECK(s.consume(INT64_MAX) == einval);
+  CHECK(s.ack(701) == einval);
+  CHECK(s.ack(INT64_MIN) == einval);
+  CHECK(now() == before);
+  CHECK(other.rmem_alloc() == 3 * page_size);
+
+  REQUIRE(s.sk_mem_uncharge(300) == ok);
+  CHECK(s.sk_mem_uncharge(1) == einval);  // given back once only
+  REQUIRE(s.consume(1500) == ok);
+  REQUIRE(s.ack(700) == ok);
+  REQUIRE(other.consume(3 * page_size) == ok);
+  CHECK(p.memory_allocated() == 0);
+  CHECK(g.tcp.usage() == 0);
+  // Bytes a stack still holds when the socket closes come back with it.
+  REQUIRE(s.sk_wmem_schedule(9000));
+  REQUIRE(s.sk_mem_charge(9000) == ok);
+  CHECK(p.memory_allocated() == 3);
+  REQUIRE(s.close() == ok);
+  CHECK(s.sk_mem_uncharge(9000) == std::errc::bad_file_descriptor);
+  CHECK(s.sk_mem_charge(0) == std::errc::bad_file_descriptor);
+  REQUIRE(other.close() == ok);
+  check_all_zero(h, p, g);
+}
+
 TEST_CASE_TEMPLATE("closing twice and using a closed socket are caught", P, MEMCG_SOCK_POLICIES) {
   vclock c;
   hier<P> h;

@@ -119,8 +119,8 @@ bool group_socket_pressure(basic_group<Sync>& g) noexcept {
 
 // One protocol's memory (struct proto's memory fields, §4.1).
 // Invariants (at rest, single-thread or after every operation returned):
-//   memory_allocated() == sum over open sockets of sk_mem_pages-whole forward allocations, i.e.
-//                         sum of (forward_alloc + rmem_alloc + wmem_queued) / page_size
+//   memory_allocated() == sum over open sockets of the pages they hold, i.e. sum of
+//                         (forward_alloc + rmem_alloc + wmem_queued + stack_charged) / page_size
 //   sockets_allocated() == sockets created and not yet closed
 //   memory_allocated()  == global_ + sum of the per-thread reserves (each within +-reserve)
 template <sync_policy Sync = sync::atomic>
@@ -330,8 +330,9 @@ struct window_advice {
 
 // One socket's memory state (the memory fields of struct sock).
 // Invariants (between operations):
-//   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0
-//   (forward_alloc + rmem_alloc + wmem_queued) % page_size == 0, and those pages are charged to
+//   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0, stack_charged >= 0
+//   (forward_alloc + rmem_alloc + wmem_queued + stack_charged) % page_size == 0: the bytes it
+//   holds, and those pages are charged to
 //   the protocol's memory_allocated and (if the socket has a group) to the group's memory and
 //   tcp counters, as kind sock
 //   forward_alloc < page_size after every uncharge (sk_mem_reclaim)
@@ -343,14 +344,15 @@ class basic_sock_memory {
   using group = basic_group<Sync>;
   using objcg = basic_objcg<Sync>;
   using cell = typename Sync::template cell<std::int64_t>;
+  using buf_cell = typename Sync::template cell<std::int32_t>;
 
   // sk_alloc() + mem_cgroup_sk_alloc(): the socket belongs to g (nullptr: no group accounting)
   // for its lifetime; after g's rmdir, to its parent through g's handle. rcvbuf and sndbuf
   // start from the protocol's defaults. sockets_allocated is incremented.
   basic_sock_memory(proto& prot, group* g) noexcept
       : prot_(&prot), objcg_(g ? g->live()->objcg() : nullptr) {
-    rcvbuf_.store_relaxed(prot.sysctl_rmem().def);
-    sndbuf_.store_relaxed(prot.sysctl_wmem().def);
+    rcvbuf_.store_relaxed(static_cast<std::int32_t>(prot.sysctl_rmem().def));  // <= INT32_MAX
+    sndbuf_.store_relaxed(static_cast<std::int32_t>(prot.sysctl_wmem().def));
     prot.sockets_allocated_inc();
   }
   ~basic_sock_memory() { (void)close(); }
@@ -361,15 +363,20 @@ class basic_sock_memory {
   std::int64_t forward_alloc() const noexcept { return fwd_.load_relaxed(); }
   std::int64_t rmem_alloc() const noexcept { return rmem_.load_relaxed(); }
   std::int64_t wmem_queued() const noexcept { return wmem_.load_relaxed(); }
+  // Bytes a stack took from the forward allocation with sk_mem_charge() and has not given back.
+  std::int64_t stack_charged() const noexcept { return stack_.load_relaxed(); }
   std::int64_t rcvbuf() const noexcept { return rcvbuf_.load_relaxed(); }
   std::int64_t sndbuf() const noexcept { return sndbuf_.load_relaxed(); }
   bool closed() const noexcept { return closed_.load_relaxed() != 0; }
   proto& protocol() const noexcept { return *prot_; }
   // The group charges reach now (the creator, or the live ancestor that adopted it).
   group* memcg() const noexcept { return objcg_ ? objcg_->memcg() : nullptr; }
-  void set_rcvbuf(std::int64_t bytes) noexcept { rcvbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, 0, INT32_MAX)); }
+  void set_rcvbuf(std::int64_t bytes) noexcept {
+    rcvbuf_.store_relaxed(static_cast<std::int32_t>(std::clamp<std::int64_t>(bytes, 0, INT32_MAX)));
+  }
   void set_sndbuf(std::int64_t bytes) noexcept {
-    sndbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, sock_min_sndbuf, INT32_MAX));
+    sndbuf_.store_relaxed(
+        static_cast<std::int32_t>(std::clamp<std::int64_t>(bytes, sock_min_sndbuf, INT32_MAX)));
   }
 
   // sk_under_memory_pressure(): the group's (or an ancestor's) socket pressure, or the
@@ -392,7 +399,7 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (!sk_rmem_schedule(size, forced)) return std::errc::not_enough_memory;
     rmem_.store_relaxed(rmem_alloc() + size);
-    sk_mem_charge(size);
+    mem_charge(size);
     return {};
   }
   // The application reads `size` received bytes: the skb destructor (rmem_alloc and
@@ -401,7 +408,7 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (size > rmem_alloc()) return std::errc::invalid_argument;
     rmem_.store_relaxed(rmem_alloc() - size);
-    sk_mem_uncharge(size);
+    mem_uncharge(size);
     return {};
   }
   // The application queues `size` bytes: sk_wmem_schedule() then sk_wmem_queued_add() and
@@ -410,7 +417,7 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (!sk_wmem_schedule(size)) return std::errc::not_enough_memory;
     wmem_.store_relaxed(wmem_queued() + size);
-    sk_mem_charge(size);
+    mem_charge(size);
     return {};
   }
   // The peer acknowledges `size` queued bytes (sk_wmem_free_skb()). EINVAL if fewer are queued.
@@ -418,20 +425,20 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (size > wmem_queued()) return std::errc::invalid_argument;
     wmem_.store_relaxed(wmem_queued() - size);
-    sk_mem_uncharge(size);
+    mem_uncharge(size);
     return {};
   }
-  // Everything the socket held goes back (queues purged, sk_mem_reclaim of every page), and
-  // sockets_allocated is decremented. EBADF if already closed (nothing changes).
+  // Everything the socket held goes back (queues purged, bytes a stack charged with
+  // sk_mem_charge() and still owns, sk_mem_reclaim of every page), and sockets_allocated is
+  // decremented. EBADF if already closed (nothing changes).
   std::errc close() noexcept {
     if (closed()) return std::errc::bad_file_descriptor;
-    std::int64_t held = rmem_alloc() + wmem_queued();
+    std::int64_t held = rmem_alloc() + wmem_queued() + stack_charged();
     rmem_.store_relaxed(0);
     wmem_.store_relaxed(0);
-    if (held) sk_mem_uncharge(held);
-    // What stays is below a page and, by the invariant, zero, unless a stack that drives the
-    // primitives (sk_mem_charge) still owns bytes it charged: those stay charged (its bug;
-    // their pages come back with the bytes' uncharge, which close does not do for it).
+    stack_.store_relaxed(0);
+    if (held) mem_uncharge(held);
+    // What stays is below a page and, by the invariant, zero.
     prot_->sockets_allocated_dec();
     closed_.store_relaxed(1);
     return {};
@@ -472,12 +479,28 @@ class basic_sock_memory {
     std::int64_t delta = size - forward_alloc();
     return delta <= 0 || sk_mem_schedule(delta, sk_mem_kind::send, false);
   }
-  // sk_mem_charge(): fwd -= size.
-  void sk_mem_charge(std::int64_t size) noexcept { fwd_.store_relaxed(forward_alloc() - size); }
-  // sk_mem_uncharge(): fwd += size, then sk_mem_reclaim().
-  void sk_mem_uncharge(std::int64_t size) noexcept {
-    fwd_.store_relaxed(forward_alloc() + size);
-    sk_mem_reclaim();
+  // sk_mem_charge() for a stack that keeps its own queues: `size` bytes of the forward
+  // allocation become the stack's (fwd -= size, stack_charged += size). EBADF after close;
+  // EINVAL (nothing changes) for a negative size or more than is forward-allocated (schedule
+  // first).
+  std::errc sk_mem_charge(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > forward_alloc()) return std::errc::invalid_argument;
+    stack_.store_relaxed(stack_charged() + size);
+    mem_charge(size);
+    return {};
+  }
+  // sk_mem_uncharge() for such a stack: gives back `size` of the bytes it charged (fwd += size,
+  // then sk_mem_reclaim()). EBADF after close; EINVAL (nothing changes) for a negative size or
+  // more than the stack charged: the kernel trusts its callers, a library cannot (an uncharge of
+  // bytes the socket never charged would take pages from the protocol and the group that other
+  // sockets hold).
+  std::errc sk_mem_uncharge(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > stack_charged()) return std::errc::invalid_argument;
+    stack_.store_relaxed(stack_charged() - size);
+    mem_uncharge(size);
+    return {};
   }
   // sk_mem_reclaim(): gives back floor(fwd / PAGE_SIZE) pages when fwd >= PAGE_SIZE.
   void sk_mem_reclaim() noexcept {
@@ -494,6 +517,13 @@ class basic_sock_memory {
     return ok;
   }
 
+  // sk_stream_moderate_sndbuf(): sndbuf = max(min(sndbuf, wmem_queued / 2), SOCK_MIN_SNDBUF).
+  void sk_stream_moderate_sndbuf() noexcept {
+    std::int64_t v = std::min(sndbuf(), wmem_queued() >> 1);
+    sndbuf_.store_relaxed(static_cast<std::int32_t>(std::max(v, sock_min_sndbuf)));  // <= sndbuf
+  }
+
+ private:
   // __sk_mem_raise_allocated() (kernel-model.md §4.3, v6.7+), step by step.
   bool sk_mem_raise_allocated(std::int64_t size, std::int64_t amt, sk_mem_kind k,
                               bool forced = false) noexcept {
@@ -564,13 +594,12 @@ class basic_sock_memory {
       prot.leave_memory_pressure();
   }
 
-  // sk_stream_moderate_sndbuf(): sndbuf = max(min(sndbuf, wmem_queued / 2), SOCK_MIN_SNDBUF).
-  void sk_stream_moderate_sndbuf() noexcept {
-    std::int64_t v = std::min(sndbuf(), wmem_queued() >> 1);
-    sndbuf_.store_relaxed(std::max(v, sock_min_sndbuf));
+  // sk_mem_charge() / sk_mem_uncharge() of the kernel, unchecked: the callers checked.
+  void mem_charge(std::int64_t size) noexcept { fwd_.store_relaxed(forward_alloc() - size); }
+  void mem_uncharge(std::int64_t size) noexcept {
+    fwd_.store_relaxed(forward_alloc() + size);
+    sk_mem_reclaim();
   }
-
- private:
   std::errc check(std::int64_t size) const noexcept {
     if (closed()) return std::errc::bad_file_descriptor;
     if (size < 0 || size > sk_max_op_size) return std::errc::invalid_argument;
@@ -604,8 +633,9 @@ class basic_sock_memory {
   cell fwd_{};    // sk_forward_alloc (bytes)
   cell rmem_{};   // sk_rmem_alloc
   cell wmem_{};   // sk_wmem_queued
-  cell rcvbuf_{};  // sk_rcvbuf
-  cell sndbuf_{};  // sk_sndbuf
+  cell stack_{};  // bytes charged by a stack through sk_mem_charge()
+  buf_cell rcvbuf_{};  // sk_rcvbuf (int in the kernel)
+  buf_cell sndbuf_{};  // sk_sndbuf
   typename Sync::template cell<std::uint8_t> closed_{};
 };
 
