@@ -38,6 +38,7 @@
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/pressure.hpp"
@@ -202,6 +203,16 @@ class basic_proto_memory {
   std::int64_t memory_allocated_global() const noexcept {
     return std::max<std::int64_t>(0, global_.load_relaxed());
   }
+  // The largest |share| of any thread's reserve (a check of the bound above: always less than
+  // pcpu_reserve(), 0 without a reserve).
+  std::int64_t largest_share() const noexcept {
+    std::int64_t m = 0;
+    for (const shard& s : shards_) {
+      std::int64_t v = s.fw_alloc.load_relaxed();
+      m = std::max(m, v < 0 ? -v : v);
+    }
+    return m;
+  }
   // sk_sockets_allocated_read_positive().
   std::int64_t sockets_allocated() const noexcept {
     std::int64_t sum = 0;
@@ -251,18 +262,10 @@ class basic_proto_memory {
 
   // ---- memory_allocated (§4.1), used by the sockets ----
   // sk_memory_allocated_add(): into the thread's share; folded into the global word when the
-  // share reaches the reserve. Memory ordering: relaxed RMWs; the count is only ever summed.
-  void memory_allocated_add(std::int64_t amt) noexcept {
-    shard& s = my_shard();
-    std::int64_t local = s.fw_alloc.fetch_add_relaxed(amt) + amt;
-    if (local >= reserve_) fold(s, local);
-  }
-  // sk_memory_allocated_sub(): symmetric, folded at <= -reserve.
-  void memory_allocated_sub(std::int64_t amt) noexcept {
-    shard& s = my_shard();
-    std::int64_t local = s.fw_alloc.fetch_add_relaxed(-amt) - amt;
-    if (local <= -reserve_) fold(s, local);
-  }
+  // share would reach the reserve.
+  void memory_allocated_add(std::int64_t amt) noexcept { share_add(my_shard(), amt); }
+  // sk_memory_allocated_sub(): symmetric, folded when the share would reach -reserve.
+  void memory_allocated_sub(std::int64_t amt) noexcept { share_add(my_shard(), -amt); }
   // sk_sockets_allocated_inc() / _dec().
   void sockets_allocated_inc() noexcept { my_shard().sockets.fetch_add_relaxed(1); }
   void sockets_allocated_dec() noexcept { my_shard().sockets.fetch_add_relaxed(-1); }
@@ -278,11 +281,33 @@ class basic_proto_memory {
     if constexpr (nr_shards == 1) return shards_[0];
     else return shards_[detail::sock_shard_index() % nr_shards];
   }
-  void fold(shard& s, std::int64_t local) noexcept {
-    // Sub from the share first, then add to the global word: a concurrent exact read may miss
-    // `local` for an instant (the bound stated at memory_allocated()).
-    s.fw_alloc.fetch_add_relaxed(-local);
-    global_.fetch_add_relaxed(local);
+  // Adds d to a share, or folds the share and d into the global word when the share would
+  // reach +-reserve. More threads than shards share one, so the share is only ever replaced by
+  // a CAS from the value the decision was taken on: a fold never subtracts a value another
+  // thread has changed meanwhile (a fetch_add then a subtraction of the stale sum left shares
+  // past +-reserve, and memory_allocated_surely_at_most() then decided on a wrong bound).
+  // Every share stays within (-reserve, reserve) at every instant. Lock-free: a CAS fails only
+  // when a sharing thread's CAS succeeded.
+  void share_add(shard& s, std::int64_t d) noexcept {
+    if (reserve_ == 0) {  // no shares (the simulator): straight to the global word
+      global_.fetch_add_relaxed(d);  // relaxed: the count is only ever summed
+      return;
+    }
+    // Relaxed throughout: the words are only ever summed; the CAS orders nothing else.
+    std::int64_t old = s.fw_alloc.load_relaxed();
+    for (;;) {
+      std::int64_t next = old + d;
+      MEMCG_DELAY(sock_update);  // a sharing thread may move the share here
+      if (next < reserve_ && next > -reserve_) {
+        if (s.fw_alloc.cas_acq_rel(old, next)) return;  // (acq_rel: the only CAS a cell has)
+        continue;  // `old` is the share's new value
+      }
+      // Fold: the global word first, so that a concurrent read (and the bound of
+      // memory_allocated_surely_at_most) may count `next` twice for an instant, never miss it.
+      global_.fetch_add_relaxed(next);
+      if (s.fw_alloc.cas_acq_rel(old, 0)) return;
+      global_.fetch_add_relaxed(-next);  // the share moved: undo, retry with its new value
+    }
   }
   static bool valid_buf(const tcp_buf_sysctl& b) noexcept {
     return b.min >= 0 && b.min <= b.def && b.def <= b.max && b.max <= INT32_MAX;
