@@ -184,6 +184,57 @@ static void test_bad_give_backs(void) {
   memcg_hierarchy_destroy(h);
 }
 
+/* TCP's rules around the raise (issue 15): the forced first segment, rcvbuf, a send that would
+ * block, SO_RCVBUF / SO_SNDBUF. */
+static void test_tcp_rules(void) {
+  memcg_hierarchy* h = memcg_hierarchy_create();
+  memcg_proto* p = memcg_proto_create(0);
+  memcg_group* g = NULL;
+  memcg_sock* r = NULL;
+  memcg_sock* w = NULL;
+  memcg_sock_info info;
+  char buf[32];
+  CHECK(memcg_mkdir(h, "G", &g) == 0);
+  CHECK(memcg_write(h, g, "memory.kmem.tcp.limit_in_bytes", "8K") == 0);
+  CHECK(memcg_sock_open(p, g, &r) == 0);
+  CHECK(memcg_sock_open(p, g, &w) == 0);
+  /* Past the tcp limit into an empty queue: taken; then dropped. */
+  CHECK(memcg_sock_recv(r, 12288, 0) == 0);
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "12288") == 0);
+  CHECK(memcg_sock_recv(r, 4096, 0) == -ENOMEM);
+  CHECK(memcg_sock_consume(r, 12288) == 0);
+  /* rcvbuf: SO_RCVBUF 1 gives 2304; a queue above it drops with -ENOBUFS. */
+  CHECK(memcg_sock_set_rcvbuf(r, -1) == -EINVAL);
+  CHECK(memcg_sock_set_rcvbuf(r, 1) == 0);
+  CHECK(memcg_sock_get_info(r, &info) == 0);
+  CHECK(info.rcvbuf == 2304);
+  CHECK(memcg_sock_recv(r, 2000, 0) == 0);
+  CHECK(memcg_sock_recv(r, 1000, 0) == 0); /* 2000 <= 2304 */
+  CHECK(memcg_sock_recv(r, 10, 0) == -ENOBUFS);
+  /* sndbuf: SO_SNDBUF 3000 gives 6000; a full queue would block. */
+  CHECK(memcg_sock_set_sndbuf(w, 3000) == 0);
+  CHECK(memcg_sock_send(w, 6000) == 0);
+  CHECK(memcg_sock_send(w, 1) == -EAGAIN);
+  CHECK(memcg_sock_get_info(w, &info) == 0);
+  CHECK(info.sndbuf == 6000);
+  CHECK(info.wmem_queued == 6000);
+  /* The primitive for stacks with their own queues. */
+  CHECK(memcg_sock_forced_mem_schedule(w, -1) == -EINVAL);
+  CHECK(memcg_sock_forced_mem_schedule(w, 3 * 4096) == 0);
+  CHECK(memcg_sock_get_info(w, &info) == 0);
+  CHECK(info.forward_alloc >= 3 * 4096);
+  CHECK(memcg_sock_set_rcvbuf(NULL, 1) == -EINVAL);
+  CHECK(memcg_sock_forced_mem_schedule(NULL, 1) == -EINVAL);
+  memcg_sock_destroy(r);
+  memcg_sock_destroy(w);
+  CHECK(memcg_proto_memory_allocated(p) == 0);
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "0") == 0);
+  memcg_proto_destroy(p);
+  memcg_hierarchy_destroy(h);
+}
+
 int main(void) {
   char buf[256];
   memcg_group* a = NULL;
@@ -200,6 +251,7 @@ int main(void) {
 
   test_null_handles();
   test_bad_give_backs();
+  test_tcp_rules();
   CHECK(h != NULL);
   CHECK(p != NULL);
   CHECK(memcg_proto_create(-1) == NULL);

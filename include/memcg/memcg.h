@@ -142,17 +142,25 @@ typedef struct memcg_window_advice {
 int memcg_sock_open(memcg_proto* p, memcg_group* g, memcg_sock** out);
 /* Gives back everything and frees the socket (a closed socket is only freed). */
 void memcg_sock_destroy(memcg_sock* s);
-/* A segment of size bytes arrives; -ENOMEM: refused (drop it). forced: charge the group as the
- * kernel's softirq does (past memory.max). */
+/* A segment of size bytes arrives (TCP's rules): -ENOBUFS: the queue holds more than rcvbuf
+ * (drop it); -ENOMEM: refused (drop it); but a segment into an empty receive queue is always
+ * taken, charged past every limit. forced: charge the group as the kernel's softirq does (past
+ * memory.max). */
 int memcg_sock_recv(memcg_sock* s, int64_t size, int forced);
 /* The application read size received bytes; -EINVAL (nothing changes) if fewer are held. */
 int memcg_sock_consume(memcg_sock* s, int64_t size);
-/* The application queues size bytes; -ENOMEM: refused (block). */
+/* The application queues size bytes; -EAGAIN: the send queue holds sndbuf or more (it would
+ * block; nothing charged); -ENOMEM: refused (block; sndbuf moderated unless set). */
 int memcg_sock_send(memcg_sock* s, int64_t size);
 /* The peer acknowledged size queued bytes; -EINVAL (nothing changes) if fewer are queued. */
 int memcg_sock_ack(memcg_sock* s, int64_t size);
 /* Gives back everything; -EBADF if already closed. Every later call on s is -EBADF. */
 int memcg_sock_close(memcg_sock* s);
+/* setsockopt(SO_RCVBUF / SO_SNDBUF): the buffer becomes twice bytes, at least 2304 (rcvbuf) or
+ * 4608 (sndbuf), and is locked (a locked sndbuf is never moderated). -EINVAL (nothing changes)
+ * unless 0 <= bytes <= INT32_MAX. */
+int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes);
+int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes);
 /* The kernel's primitives: sk_rmem_schedule / sk_wmem_schedule (1 allowed, 0 refused),
  * sk_mem_charge, sk_mem_uncharge (with sk_mem_reclaim). For stacks that keep rmem/wmem
  * themselves. memcg_sock_mem_charge takes bytes of the forward allocation (-EINVAL if fewer
@@ -160,6 +168,9 @@ int memcg_sock_close(memcg_sock* s);
  * if fewer were). Close gives back whatever is still taken. */
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced);
 int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size);
+/* sk_forced_mem_schedule: size bytes forward-allocated past every limit (the segment into an
+ * empty receive queue). */
+int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size);
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out);
@@ -381,6 +392,12 @@ int memcg_sock_ack(memcg_sock* s, int64_t size) {
   return s ? memcg::detail::c_err(s->s.ack(size)) : -EINVAL;
 }
 int memcg_sock_close(memcg_sock* s) { return s ? memcg::detail::c_err(s->s.close()) : -EINVAL; }
+int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes) {
+  return s ? memcg::detail::c_err(s->s.setsockopt_rcvbuf(bytes)) : -EINVAL;
+}
+int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes) {
+  return s ? memcg::detail::c_err(s->s.setsockopt_sndbuf(bytes)) : -EINVAL;
+}
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced) {
   if (!s) return -EINVAL;
   if (s->s.closed()) return -EBADF;
@@ -392,6 +409,13 @@ int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size) {
   if (s->s.closed()) return -EBADF;
   if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
   return s->s.sk_wmem_schedule(size) ? 1 : 0;
+}
+int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size) {
+  if (!s) return -EINVAL;
+  if (s->s.closed()) return -EBADF;
+  if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
+  s->s.sk_forced_mem_schedule(size);
+  return 0;
 }
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size) {
   return s ? memcg::detail::c_err(s->s.sk_mem_charge(size)) : -EINVAL;
