@@ -5,9 +5,9 @@
  *                                   name, charge/uncharge
  *   memcg_proto                     a protocol's socket memory (tcp_mem, memory_allocated,
  *                                   sockets_allocated, the pressure flag with a callback)
- *   memcg_sock                      a socket's memory: receive/consume/send/ack/close, the
- *                                   kernel's primitives (schedule, charge, uncharge) and window
- *                                   advice
+ *   memcg_sock                      a socket's memory: receive/consume/send/ack/close,
+ *                                   SO_RCVBUF/SO_SNDBUF, the kernel's primitives (schedule,
+ *                                   forced schedule, charge, uncharge) and window advice
  *
  * Handles are opaque. Every function that can fail returns 0 (or a count) on success and a
  * negative errno value on failure (-EINVAL, -ENOMEM, -ENOENT, -EEXIST, -EBUSY, -EBADF); a NULL
