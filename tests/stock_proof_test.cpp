@@ -19,7 +19,7 @@
 #include "memcg/hierarchy.hpp"
 
 #if !defined(MEMCG_FAULT_INJECTION)
-#error "stock_schedule_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
+#error "stock_proof_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
 #endif
 
 #include "support.hpp"
