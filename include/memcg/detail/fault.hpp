@@ -31,6 +31,8 @@ enum class delay_site : int {
   fork_prepared,       // between the fork handlers' prepare and the fork itself
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
+  slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
+  preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
 };
 
 enum class fault_site : int {
