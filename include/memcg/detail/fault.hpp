@@ -32,6 +32,8 @@ enum class delay_site : int {
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
   stock_slot_half,     // a stock slow path with a slot half updated (pages uncharged, a slot moving)
+  slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
+  preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
 };
 
 enum class fault_site : int {
