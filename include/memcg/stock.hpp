@@ -32,8 +32,9 @@
 // otherwise; parked()) wait for busy owners; a busy section never blocks, so that wait ends.
 // The protocol's corner: a slow path writes slot 0's key with a plain store and may overwrite a
 // drainer's poison. So a drainer re-checks the poison of an idle stock (and fences again if it
-// had to re-poison it), and a slow path leaves with a full fence and looks for a request
-// (leave_slow()); a request left after that fence is covered by the poison, set after it.
+// had to re-poison it); after skipping busy owners it fences again and poisons their slot 0
+// once more, and a slow path looks for a request as it leaves (leave_slow()): either it sees
+// the request, or its key stores came before that fence and the second poison survives them.
 //
 // Signal handlers: an operation that finds its own thread already inside a busy section of its
 // stock (a handler interrupted it) bypasses the stock (the counters directly). The restartable
@@ -389,13 +390,14 @@ class thread_stock {
     if constexpr (Sync::concurrent) busy_.store_release(0);
   }
   // Leaves a slow path. It may have overwritten a drainer's poison of slot 0 with a plain key
-  // store; that drainer skipped us (we were busy) and left a request. The full fence orders our
-  // key stores and busy = 0 before the request's load: either we see the request here, or the
-  // drainer's second poison (after its request) comes after our key stores and survives.
+  // store; that drainer skipped us (we were busy) and left a request, then fenced with
+  // membarrier(2) and poisoned again (take_all()). Either our load below runs after that fence
+  // and sees the request, or our key stores ran before it and the second poison survives them.
+  // Only a compiler barrier here; the drainer's fence makes it a full one when it matters.
   void leave_slow() noexcept {
     leave_section();
     if constexpr (Sync::concurrent) {
-      std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with skip()'s fetch_or
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // pairs with take_all()'s 2nd fence
       if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && reclaim_depth == 0 && enter())
         leave_section();
     }
@@ -842,6 +844,7 @@ class stock_registry {
   void take_all(busy_owner busy, std::int64_t request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     // The calling thread's own stock alone needs no fence (a single-threaded program).
     const bool fence = head_ && (head_ != stock::peek() || head_->next_);
+    any_skipped_ = false;
     for (stock* s = head_; s; s = s->next_) {
       s->skipped_ = false;
       s->retake_ = false;
@@ -866,10 +869,14 @@ class stock_registry {
         again = true;
       }
     }
-    if (again) {
+    if (again || any_skipped_) {
+      // Skipped owners: the fence orders their requests before the owners' next loads of
+      // requests_ (leave_slow()), and their key stores before the poison below.
       if (fence) asymmetric_fence_heavy();
       for (stock* s = head_; s; s = s->next_)
-        if (s->retake_ && !owner_idle(s, busy)) skip(s, request);
+        if (s->retake_ && !s->skipped_ && !owner_idle(s, busy)) skip(s, request);
+      for (stock* s = head_; s; s = s->next_)
+        if (s->skipped_) poison(s);
     }
     // Requests left by earlier drains in stocks we own now: serve them for their owners.
     for (stock* s = head_; s; s = s->next_) {
@@ -915,14 +922,13 @@ class stock_registry {
     }
     return true;
   }
-  // Leaves a busy owner its request, then poisons slot 0 again: if the owner overwrote the
-  // first poison, this one comes after its key stores and its leave_slow() fence, or that
-  // fence let it see the request. seq_cst: pairs with leave_slow() and serve_requests().
-  void skip(stock* s, std::int64_t request) noexcept {
+  // Leaves a busy owner its request; take_all() fences and poisons its slot 0 again after
+  // (see leave_slow()). seq_cst: pairs with serve_requests()'s exchange.
+  void skip(stock* s, std::int64_t request) noexcept ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     s->skipped_ = true;
+    any_skipped_ = true;
     nr_skipped_.fetch_add(1, std::memory_order_relaxed);  // a statistic
     if (request) s->requests_.fetch_or_seq_cst(request);
-    poison(s);
   }
   static void poison(stock* s) noexcept {
     stock::set_key_bits(s->slots_[0], stock::key_drain_bit, 0);
@@ -951,6 +957,7 @@ class stock_registry {
 
   mutex mu_;
   stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  bool any_skipped_ ABSL_GUARDED_BY(mu_) = false;
   pthread_key_t exit_key_{};
   std::atomic<std::int64_t> nr_skipped_{0};
 };
