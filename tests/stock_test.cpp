@@ -175,6 +175,35 @@ TEST_CASE_TEMPLATE("a stock first used in a pthread key destructor leaves the re
   pthread_key_delete(key);
 }
 
+// Issue 15, model.md "The stock": a slot changes group only when pages are refilled; the new
+// batch is charged first, then the old slot's pages go back (a watermark sees both); a charge
+// that takes exactly its own pages from the counters leaves the stock as it was.
+TEST_CASE("the single-slot stock changes group only in a refill, after the new batch is charged") {
+  hier<memcg::sync::single_thread> h;
+  auto& p = make(h, "P");
+  auto& a = make(h, "P/A");
+  auto& b = make(h, "P/B");
+  REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);  // a batch: 63 parked for A
+  CHECK(h.parked(a) == 63);
+  // B charges exactly a batch: nothing to refill, so A keeps its slot and its pages.
+  REQUIRE(h.try_charge(b, kind::anon, 64).error == ok);
+  CHECK(h.parked(a) == 63);
+  CHECK(h.parked(b) == 0);
+  CHECK(p.memory.usage() == 128);
+  CHECK(h.stat_local(b, kind::anon) == 64);
+  // B charges one page: a new batch for B first (P holds 64 + 64 + 63 for an instant), then
+  // A's 63 pages go back.
+  REQUIRE(h.try_charge(b, kind::anon, 1).error == ok);
+  CHECK(p.memory.watermark() == 64 + 64 + 64);
+  CHECK(h.parked(a) == 0);
+  CHECK(h.parked(b) == 63);
+  CHECK(p.memory.usage() == 1 + 65 + 63);
+  h.uncharge_unchecked(a, kind::anon, 1);
+  h.uncharge_unchecked(b, kind::anon, 65);
+  h.drain_stocks(nullptr);
+  CHECK(p.memory.usage() == 0);
+}
+
 // Issue 14 (7): the flag bits lived in bits 31 and 30 of the key, which a group above 1 GiB has
 // set on a 32-bit machine. They live in the low bits a group's alignment leaves zero now.
 TEST_CASE("slot keys keep a group's address whole, whatever its high bits") {
