@@ -556,16 +556,17 @@ TEST_CASE_TEMPLATE("a kmem refusal reclaims kernel reclaimables only", P, MEMCG_
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
   rc.add(h, a, kind::file, 8);
-  rc.add(h, a, kind::slab_reclaimable, 8);
+  rc.add(h, a, kind::slab_reclaimable, 40);
   rc.add(h, a, kind::file, 8);
-  REQUIRE(h.write_kmem_limit(a, 8) == ok);
+  REQUIRE(h.write_kmem_limit(a, 40) == ok);
   auto s = h.try_charge(a, kind::kmem, 4);
   CHECK(s.error == ok);
+  // Reclaim asked max(4, 32) = 32 kernel pages; the page cache around them stays.
   CHECK(rc.held(kind::file) == 16);
-  CHECK(rc.held(kind::slab_reclaimable) == 4);
-  CHECK(a.kmem.usage() == 8);
+  CHECK(rc.held(kind::slab_reclaimable) == 8);
+  CHECK(a.kmem.usage() == 12);
   CHECK(h.stat(a, kind::file) == 16);
-  CHECK(h.stat(a, kind::slab_reclaimable) == 4);
+  CHECK(h.stat(a, kind::slab_reclaimable) == 8);
   CHECK(h.stat(a, kind::kmem) == 4);
   CHECK(a.kmem.failcnt() >= 1);
   CHECK(a.memory.usage() == stats_sum(h, a) + h.parked(a));
@@ -577,22 +578,22 @@ TEST_CASE_TEMPLATE("a memory refusal reclaims user pages and kernel reclaimables
                    MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  REQUIRE(h.write_max(a, 16) == ok);
+  REQUIRE(h.write_max(a, 48) == ok);
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
   rc.add(h, a, kind::file, 4);
   rc.add(h, a, kind::slab_reclaimable, 4);
   rc.add(h, a, kind::file, 4);
-  rc.add(h, a, kind::slab_reclaimable, 4);
-  REQUIRE(a.memory.usage() == 16);
+  rc.add(h, a, kind::slab_reclaimable, 36);
+  REQUIRE(a.memory.usage() == 48);
   auto s = h.try_charge(a, kind::anon, 12);
   CHECK(s.error == ok);
-  // Oldest first from one queue: file 4, slab 4, file 4.
+  // Reclaim asked max(12, 32) = 32, oldest first from one queue: file 4, slab 4, file 4, slab 20.
   CHECK(rc.held(kind::file) == 0);
-  CHECK(rc.held(kind::slab_reclaimable) == 4);
-  CHECK(a.kmem.usage() == 4);
+  CHECK(rc.held(kind::slab_reclaimable) == 16);
+  CHECK(a.kmem.usage() == 16);
   CHECK(h.stat(a, kind::anon) == 12);
-  CHECK(a.memory.usage() == 16);
+  CHECK(a.memory.usage() == 48 - 32 + 12);
   rc.pages.clear();
   h.unregister_reclaimer(rc);
 }
@@ -630,34 +631,35 @@ TEST_CASE_TEMPLATE("the walk counts what reclaimers really uncharge, not what th
   auto& a = make(h, "A");
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 40);
+  rc.add(h, a, kind::file, 400);
+  // Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX): 10 asked is a target of 32.
   SUBCASE("a reclaimer that frees less than it claims") {
     rc.free_cap = 3;
     rc.lie = 20;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
-    CHECK(r.reclaimed == 40 - rc.held(kind::file));
-    CHECK(r.reclaimed == 10);  // steps of 3, 3, 3, then the 1 left of the target
+    CHECK(r.reclaimed == 400 - rc.held(kind::file));
+    CHECK(r.reclaimed == 32);  // ten steps of 3, then the 2 left of the target
     CHECK(h.stat(a, kind::file) == rc.held(kind::file));
   }
   SUBCASE("a reclaimer that frees more than it claims") {
     rc.lie = -1000;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
-    CHECK(r.reclaimed == 10);
-    CHECK(rc.held(kind::file) == 30);
+    CHECK(r.reclaimed == 32);
+    CHECK(rc.held(kind::file) == 368);
   }
   SUBCASE("a reclaimer that frees nothing") {
     rc.free_cap = 0;
     rc.lie = 32;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
     CHECK(r.reclaimed == 0);
-    CHECK(rc.held(kind::file) == 40);
+    CHECK(rc.held(kind::file) == 400);
     // A charge relying on it fails cleanly.
     REQUIRE(h.write_max(a, a.memory.usage()) == ok);
     h.drain_stocks(nullptr);
-    REQUIRE(h.write_max(a, 40) == ok);
+    REQUIRE(h.write_max(a, 400) == ok);
     auto s = h.try_charge(a, kind::anon, 1);
     CHECK(s.error == std::errc::not_enough_memory);
-    CHECK(a.memory.usage() == 40);
+    CHECK(a.memory.usage() == 400);
   }
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == h.stat(a, kind::file));

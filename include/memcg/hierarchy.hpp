@@ -380,9 +380,11 @@ class basic_hierarchy {
 
   // ---- reclaim ----
 
-  // Reclaims up to target pages from the subtree of root (model.md's walk).
+  // try_to_free_mem_cgroup_pages(): reclaims from the subtree of root (model.md's walk) up to
+  // max(target, 32) pages (reclaim_target()); soft limits count only when root is the root.
   reclaim_result reclaim(group& root, std::int64_t target, reclaim_filter filter)
       ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
+    target = reclaim_target(target);
     std::vector<group*> gs = preorder(root);
     reclaim_result res;
     {
@@ -698,7 +700,8 @@ class basic_hierarchy {
       if (m->memory.usage() <= m->memory.high()) continue;
       m->memory_event(event::high);
       std::int64_t got = reclaim(*m, nr, reclaim_filter::all).reclaimed;
-      trace({trace_point::high_reclaim, &g, m, counter_id::memory, kind::anon, nr, got});
+      trace({trace_point::high_reclaim, &g, m, counter_id::memory, kind::anon, reclaim_target(nr),
+             got});
       total += got;
     }
     return total;
@@ -783,9 +786,12 @@ class basic_hierarchy {
       raised_max_event = true;
       {
         pressure_.memstall_enter(g);  // direct reclaim is stall time (psi_memstall_enter)
+        // Asks max(nr_pages, 32) (reclaim()): after a refused page, usage lands up to 31 pages
+        // under the limit, so the next charges fit without another refusal.
         std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::all).reclaimed;
         pressure_.memstall_leave(g);
-        trace({trace_point::reclaim, &g, over, counter_id::memory, k, nr_pages, reclaimed});
+        trace({trace_point::reclaim, &g, over, counter_id::memory, k, reclaim_target(nr_pages),
+               reclaimed});
         if (over->memory.margin() >= nr_pages) continue;
         if (!drained) {
           drain_stocks(over);
@@ -848,7 +854,8 @@ class basic_hierarchy {
       pressure_.memstall_enter(g);
       std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::kernel).reclaimed;
       pressure_.memstall_leave(g);
-      trace({trace_point::reclaim, &g, over, counter_id::kmem, k, nr_pages, reclaimed});
+      trace({trace_point::reclaim, &g, over, counter_id::kmem, k, reclaim_target(nr_pages),
+             reclaimed});
       if (over->kmem.margin() >= nr_pages) continue;
       if (has(flags, gfp::noretry)) break;
       if (reclaimed && nr_pages <= oom_max_pages) continue;
@@ -918,9 +925,9 @@ class basic_hierarchy {
         drained = true;
         continue;
       }
-      std::int64_t need = c.usage() - nr_pages;
-      if (need <= 0) continue;
-      if (!reclaim(g, need, filter).reclaimed && !nr_retries--) return err;
+      if (c.usage() <= nr_pages) continue;
+      // One page per try, as mem_cgroup_resize_max(): reclaim rounds it up to 32.
+      if (!reclaim(g, 1, filter).reclaimed && !nr_retries--) return err;
     }
   }
 
