@@ -862,6 +862,44 @@ TEST_CASE_TEMPLATE("limits that parse badly are EINVAL and change nothing", P,
   CHECK(a.memory.max() == 1);
 }
 
+// The kernel measured (issue 15): writing 5 to memory.max_usage_in_bytes or memory.failcnt
+// resets it; mem_cgroup_reset() ignores the value.
+TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file resets it", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h({.charge_batch = 1});
+  auto& a = make(h, "A");
+  REQUIRE(h.write_max(a, 8) == ok);
+  REQUIRE(h.write_kmem_limit(a, 2) == ok);
+  REQUIRE(h.write_tcp_limit(a, 2) == ok);
+  REQUIRE(h.try_charge(a, kind::kmem, 2));
+  REQUIRE(h.try_charge(a, kind::sock, 2));
+  CHECK(h.try_charge(a, kind::anon, 5).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(a, kind::kmem, 1).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(a, kind::sock, 1).error == std::errc::not_enough_memory);
+  h.uncharge_unchecked(a, kind::kmem, 1);
+  h.uncharge_unchecked(a, kind::sock, 1);
+  REQUIRE(a.memory.failcnt() > 0);
+  REQUIRE(a.kmem.failcnt() > 0);
+  REQUIRE(a.tcp.failcnt() > 0);
+  REQUIRE(a.memory.watermark() >= 4);
+  const char* values[] = {"5", "0", "banana", "-1", ""};
+  int i = 0;
+  for (const char* file : {"memory.failcnt", "memory.kmem.failcnt", "memory.kmem.tcp.failcnt",
+                           "memory.max_usage_in_bytes", "memory.kmem.max_usage_in_bytes",
+                           "memory.kmem.tcp.max_usage_in_bytes"})
+    CHECK_MESSAGE(memcg::write_control(h, a, file, values[i++ % 5]) == ok, file);
+  CHECK(a.memory.failcnt() == 0);
+  CHECK(a.kmem.failcnt() == 0);
+  CHECK(a.tcp.failcnt() == 0);
+  CHECK(a.memory.watermark() == 2);  // reset to the usage
+  CHECK(a.kmem.watermark() == 1);
+  CHECK(a.tcp.watermark() == 1);
+  // memory.peak is v2: any non-empty value resets the file's watermark, "" is refused.
+  CHECK(memcg::write_control(h, a, "memory.peak", "") == std::errc::invalid_argument);
+  h.uncharge_unchecked(a, kind::kmem, 1);
+  h.uncharge_unchecked(a, kind::sock, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Threads
 
