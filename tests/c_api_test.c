@@ -69,6 +69,35 @@ static void test_null_handles(void) {
   memcg_hierarchy_destroy(NULL);
 }
 
+/* Where socket pages are charged: v1 the tcp counter alone, v2 the memory counter alone. */
+static void test_socket_accounting(void) {
+  char buf[64];
+  memcg_group* g = NULL;
+  memcg_hierarchy* h = memcg_hierarchy_create();
+  CHECK(memcg_hierarchy_socket_accounting(NULL) == -EINVAL);
+  CHECK(memcg_hierarchy_set_socket_accounting(NULL, MEMCG_SOCKET_ACCOUNTING_V1) == -EINVAL);
+  CHECK(memcg_hierarchy_socket_accounting(h) == MEMCG_SOCKET_ACCOUNTING_BOTH);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, (memcg_socket_accounting)3) == -EINVAL);
+  CHECK(memcg_mkdir(h, "G", &g) == 0);
+  CHECK(memcg_write(h, g, "memory.max", "8K") == 0);
+  CHECK(memcg_charge(g, MEMCG_KIND_SOCK, 1, MEMCG_GFP_KERNEL) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V1) == -EBUSY);
+  CHECK(memcg_uncharge(g, MEMCG_KIND_SOCK, 1) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V1) == 0);
+  CHECK(memcg_hierarchy_socket_accounting(h) == MEMCG_SOCKET_ACCOUNTING_V1);
+  CHECK(memcg_charge(g, MEMCG_KIND_SOCK, 4, MEMCG_GFP_KERNEL) == 0); /* past memory.max */
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "16384") == 0);
+  CHECK(memcg_uncharge(g, MEMCG_KIND_SOCK, 4) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V2) == 0);
+  CHECK(memcg_write(h, g, "memory.kmem.tcp.limit_in_bytes", "4K") == 0);
+  CHECK(memcg_charge(g, MEMCG_KIND_SOCK, 2, MEMCG_GFP_KERNEL) == 0); /* past the tcp limit */
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "0") == 0);
+  CHECK(memcg_uncharge(g, MEMCG_KIND_SOCK, 2) == 0);
+  memcg_hierarchy_destroy(h);
+}
+
 int main(void) {
   char buf[256];
   memcg_group* a = NULL;
@@ -203,6 +232,7 @@ int main(void) {
 
   memcg_proto_destroy(p);
   memcg_hierarchy_destroy(h);
+  test_socket_accounting();
   if (failures) {
     fprintf(stderr, "c_api_test: %d checks failed\n", failures);
     return 1;

@@ -622,6 +622,89 @@ TEST_CASE_TEMPLATE("a tcp refusal sets the group's tcp pressure and a later succ
   CHECK(a.tcp.usage() == 2);
 }
 
+// The socket-accounting option (model.md, "Socket charging per group"). The kernel measured
+// (issue 15): on cgroup v1, socket pages are not in memory.usage_in_bytes.
+TEST_CASE_TEMPLATE("socket_accounting picks the counters socket pages are charged to", P,
+                   MEMCG_GROUP_POLICIES) {
+  using memcg::sock_accounting;
+  SUBCASE("both (the default): the memory and the tcp counter") {
+    hier<P> h;
+    CHECK(h.socket_accounting() == sock_accounting::both);
+    auto& a = make(h, "A");
+    REQUIRE(h.try_charge(a, kind::sock, 3));
+    CHECK(a.memory.usage() - h.parked(a) == 3);
+    CHECK(a.tcp.usage() == 3);
+    h.uncharge_unchecked(a, kind::sock, 3);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(a.tcp.usage() == 0);
+  }
+  SUBCASE("v1: the tcp counter alone; memory.max does not bind, the tcp limit does") {
+    hier<P> h({.socket_accounting = sock_accounting::v1});
+    auto& a = make(h, "A");
+    auto& b = make(h, "A/B");
+    REQUIRE(h.write_max(a, 2) == ok);
+    REQUIRE(h.write_tcp_limit(a, 8) == ok);
+    REQUIRE(h.try_charge(b, kind::sock, 8));
+    CHECK(a.memory.usage() == 0);
+    CHECK(h.parked(b) == 0);  // no batch, no stock
+    CHECK(a.tcp.usage() == 8);
+    CHECK(b.tcp.usage() == 8);
+    CHECK(h.stat(a, kind::sock) == 8);
+    auto s = h.try_charge(b, kind::sock, 1);
+    CHECK(s.error == std::errc::not_enough_memory);
+    CHECK(s.counter == memcg::counter_id::tcp);
+    CHECK(s.over_limit == &a);
+    CHECK(a.memory.failcnt() == 0);
+    CHECK(a.events(event::max) == 0);
+    CHECK(b.tcp_pressure());
+    CHECK(h.uncharge(b, kind::sock, 8) == ok);
+    CHECK(a.tcp.usage() == 0);
+    CHECK(h.stat(a, kind::sock) == 0);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    // Other kinds are unchanged: anon still meets memory.max.
+    CHECK(h.try_charge(b, kind::anon, 3).error == std::errc::not_enough_memory);
+  }
+  SUBCASE("v2: the memory counter alone; the tcp limit does not bind") {
+    hier<P> h({.socket_accounting = sock_accounting::v2});
+    auto& a = make(h, "A");
+    REQUIRE(h.write_tcp_limit(a, 1) == ok);
+    REQUIRE(h.write_max(a, 4) == ok);
+    REQUIRE(h.try_charge(a, kind::sock, 4));
+    CHECK(a.tcp.usage() == 0);
+    CHECK(a.memory.usage() == 4);
+    auto s = h.try_charge(a, kind::sock, 1, gfp::noreclaim);
+    CHECK(s.error == std::errc::not_enough_memory);
+    CHECK(s.counter == memcg::counter_id::memory);
+    CHECK(a.tcp.failcnt() == 0);
+    CHECK_FALSE(a.tcp_pressure());
+    CHECK(h.uncharge(a, kind::sock, 4) == ok);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(a.tcp.usage() == 0);
+  }
+  SUBCASE("the setting changes only while no socket page is charged") {
+    hier<P> h;
+    auto& a = make(h, "A");
+    REQUIRE(h.try_charge(a, kind::sock, 1));
+    CHECK(h.set_socket_accounting(sock_accounting::v1) == std::errc::device_or_resource_busy);
+    CHECK(h.socket_accounting() == sock_accounting::both);
+    CHECK(h.set_socket_accounting(static_cast<sock_accounting>(7)) ==
+          std::errc::invalid_argument);
+    h.uncharge_unchecked(a, kind::sock, 1);
+    CHECK(h.set_socket_accounting(sock_accounting::v1) == ok);
+    CHECK(h.socket_accounting() == sock_accounting::v1);
+    REQUIRE(h.try_charge(a, kind::sock, 2));
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(h.set_socket_accounting(sock_accounting::both) == std::errc::device_or_resource_busy);
+    h.uncharge_unchecked(a, kind::sock, 2);
+    CHECK(a.tcp.usage() == 0);
+    CHECK(h.set_socket_accounting(sock_accounting::both) == ok);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reclaimers
 

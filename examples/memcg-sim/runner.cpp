@@ -540,6 +540,15 @@ class runner_state {
       h_.set_recursive_protection(c.args[1] == "1");
       return ok();
     }
+    if (name == "memcg.socket_accounting") {
+      using memcg::sock_accounting;
+      const std::string& v = c.args[1];  // both, v1 or v2 (checked by the parser)
+      std::errc e = h_.set_socket_accounting(v == "v1"   ? sock_accounting::v1
+                                             : v == "v2" ? sock_accounting::v2
+                                                         : sock_accounting::both);
+      if (e != std::errc{}) return fail(e, "socket pages are charged: close the sockets first");
+      return ok();
+    }
     // net.ipv4.*: three numbers, checked by the parser; the order is checked here.
     std::int64_t v[3];
     for (int i = 0; i < 3; ++i) v[i] = *parse_uint(c.args[1 + i]);

@@ -100,6 +100,14 @@ struct [[nodiscard]] charge_status {
 };
 static_assert(sizeof(charge_status<sync::atomic>) == 16);
 
+// Where socket pages are charged (model.md, "Socket charging per group"; the simulator's
+// `sysctl memcg.socket_accounting`).
+enum class sock_accounting : std::uint8_t {
+  both,  // the memory and the tcp counter: the composite limit (the default)
+  v1,    // the tcp counter alone, as cgroup v1: socket pages are not in memory usage
+  v2,    // the memory counter alone, as cgroup v2: no tcp counter is charged
+};
+
 template <sync_policy Sync>
 class basic_hierarchy;
 
@@ -124,10 +132,14 @@ class basic_hierarchy {
   struct options {
     std::int64_t charge_batch = default_charge_batch;
     bool recursive_protection = false;  // memory_recursiveprot
+    sock_accounting socket_accounting = sock_accounting::both;
   };
 
   basic_hierarchy() : basic_hierarchy(options{}) {}
-  explicit basic_hierarchy(options o) : batch_(o.charge_batch), recursive_(o.recursive_protection) {
+  explicit basic_hierarchy(options o)
+      : batch_(o.charge_batch),
+        recursive_(o.recursive_protection),
+        sock_accounting_(static_cast<std::uint8_t>(o.socket_accounting)) {
     mutex_lock l(&tree_mu_);
     auto r = std::make_unique<group>(this, nullptr, "", "/", next_id_++);
     r->pressure_state_ = new_pressure_state();
@@ -260,6 +272,21 @@ class basic_hierarchy {
   bool recursive_protection() const noexcept { return recursive_.load(std::memory_order_relaxed); }
   void set_recursive_protection(bool on) noexcept {
     recursive_.store(on, std::memory_order_relaxed);
+  }
+  sock_accounting socket_accounting() const noexcept {
+    // relaxed: a setting read per socket charge, changed only while no socket page is charged.
+    return static_cast<sock_accounting>(sock_accounting_.load(std::memory_order_relaxed));
+  }
+  // EBUSY while any group of this hierarchy holds socket pages (they would be given back to
+  // counters other than those they were charged to); EINVAL for a value out of range.
+  // Requires: no socket charge runs concurrently (the check sees the charges made so far).
+  std::errc set_socket_accounting(sock_accounting a) {
+    if (static_cast<std::uint8_t>(a) > static_cast<std::uint8_t>(sock_accounting::v2))
+      return std::errc::invalid_argument;
+    if (stat(*root_, kind::sock) != 0 || root_->tcp.usage() != 0)
+      return std::errc::device_or_resource_busy;
+    sock_accounting_.store(static_cast<std::uint8_t>(a), std::memory_order_relaxed);
+    return {};
   }
 
   // ---- hooks ----
@@ -722,18 +749,22 @@ class basic_hierarchy {
     if (nr_pages == 0) return {};
     if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
     stock* ts = stock::local();
-    bool sub = is_kernel_kind(k) || k == kind::sock;
-    bool from_stock = !stock_tried && ts->consume(&g, nr_pages, -1);
-    if (from_stock) {
-      trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
-    } else {
-      status s = charge_memory(g, k, nr_pages, flags, ts);
-      if (!s) return s;
+    // Socket pages go to the counters the socket-accounting option names.
+    const sock_accounting sa = k == kind::sock ? socket_accounting() : sock_accounting::both;
+    const bool mem = sa != sock_accounting::v1;
+    const bool sub = is_kernel_kind(k) || (k == kind::sock && sa != sock_accounting::v2);
+    if (mem) {
+      if (!stock_tried && ts->consume(&g, nr_pages, -1)) {
+        trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+      } else {
+        status s = charge_memory(g, k, nr_pages, flags, ts);
+        if (!s) return s;
+      }
     }
     if (sub) {
       status s = k == kind::sock ? charge_tcp(g, nr_pages, flags) : charge_kmem(g, k, nr_pages, flags);
       if (!s) {
-        (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
+        if (mem) (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
         return s;
       }
     }
@@ -894,8 +925,16 @@ class basic_hierarchy {
 
   MEMCG_NOINLINE void uncharge_slow(group& g, kind k, std::int64_t nr_pages) noexcept {
     stock* ts = stock::local();
+    const sock_accounting sa = k == kind::sock ? socket_accounting() : sock_accounting::both;
     if (is_kernel_kind(k)) (void)g.kmem.uncharge(nr_pages);
-    else if (k == kind::sock) (void)g.tcp.uncharge(nr_pages);
+    else if (k == kind::sock && sa != sock_accounting::v2) (void)g.tcp.uncharge(nr_pages);
+    if (sa == sock_accounting::v1) {
+      // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
+      if (ts->reclaim_depth > 0) g.live()->stat_add(k, -nr_pages);
+      else ts->stat_only(&g, static_cast<int>(k), -nr_pages, charge_batch(), !traced());
+      trace({trace_point::uncharge, &g, nullptr, counter_id::tcp, k, nr_pages, nr_pages});
+      return;
+    }
     if (ts->reclaim_depth > 0) {
       // Reclaimed pages leave the counters at once, and count as the walk's progress.
       (void)g.memory.uncharge(nr_pages);
@@ -948,6 +987,7 @@ class basic_hierarchy {
   mutex limits_mu_;
   std::atomic<std::int64_t> batch_;
   std::atomic<bool> recursive_;
+  std::atomic<std::uint8_t> sock_accounting_;  // a sock_accounting
   std::atomic<charge_tracer<Sync>*> tracer_{nullptr};
   std::atomic<reclaim_observer<Sync>*> observer_{nullptr};
   std::atomic<std::int64_t> callback_failures_{0};
