@@ -622,6 +622,36 @@ TEST_CASE_TEMPLATE("a tcp refusal sets the group's tcp pressure and a later succ
   CHECK(a.tcp.usage() == 2);
 }
 
+// model.md, "Sub-counters": stocks hold memory-counter pages only, so a kmem or tcp refusal
+// leaves them alone (the memory pages of the refused charge go straight back to the counters).
+TEST_CASE_TEMPLATE("a kmem or tcp refusal drains no stock", P, MEMCG_GROUP_POLICIES) {
+  hier<P> h;  // the default batch of 64
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  REQUIRE(h.write_kmem_limit(a, 1) == ok);
+  REQUIRE(h.write_tcp_limit(a, 1) == ok);
+  REQUIRE(h.try_charge(b, kind::anon, 1));
+  REQUIRE(h.parked(b) == 63);
+  const std::int64_t usage = a.memory.usage();
+  // Larger than the stock: the memory counter takes them (no refill), then the sub-counter
+  // refuses; with no reclaimable kernel memory the kmem loop retries and gives up.
+  auto k = h.try_charge(b, kind::kmem, 100);
+  CHECK(k.error == std::errc::not_enough_memory);
+  CHECK(k.counter == memcg::counter_id::kmem);
+  auto t = h.try_charge(b, kind::sock, 100);
+  CHECK(t.error == std::errc::not_enough_memory);
+  CHECK(t.counter == memcg::counter_id::tcp);
+  CHECK(h.parked(b) == 63);
+  CHECK(a.memory.usage() == usage);
+  // Served by the stock, then refused: the two pages leave the stock for the counters.
+  CHECK(h.try_charge(b, kind::kmem, 2).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(b, kind::sock, 2).error == std::errc::not_enough_memory);
+  CHECK(h.parked(b) == 63 - 4);
+  CHECK(a.memory.usage() == usage - 4);
+  CHECK(a.memory.failcnt() == 0);
+  h.uncharge_unchecked(b, kind::anon, 1);
+}
+
 // The socket-accounting option (model.md, "Socket charging per group"). The kernel measured
 // (issue 15): on cgroup v1, socket pages are not in memory.usage_in_bytes.
 TEST_CASE_TEMPLATE("socket_accounting picks the counters socket pages are charged to", P,
