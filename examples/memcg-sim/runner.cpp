@@ -161,7 +161,8 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
         else
           line("that was the reclaim round under " + over +
                " (the group that refused, not the charging one; `max` event counted there): freed " +
-               std::to_string(r.value) + " of " + std::to_string(r.nr_pages) + " pages asked");
+               std::to_string(r.value) + " of " + std::to_string(r.nr_pages) +
+               " pages asked (reclaim never asks for fewer than 32)");
         break;
       case tp::drain:
         line("drained the stocks of " + over + "'s subtree: pre-charged pages go back to the counters");

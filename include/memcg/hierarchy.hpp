@@ -531,8 +531,8 @@ class basic_hierarchy {
 
   // ---- limit writes (control path) ----
 
-  // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims and calls the
-  // OOM handler. Never fails on a valid value.
+  // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims (the excess,
+  // at least 32 pages) and calls the OOM handler. Never fails on a valid value.
   std::errc write_max(group& g, std::int64_t nr_pages) {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     {
@@ -559,7 +559,8 @@ class basic_hierarchy {
     return {};
   }
 
-  // v1 memory.limit_in_bytes: drains and reclaims; EBUSY (limit unchanged) if usage stays above.
+  // v1 memory.limit_in_bytes: drains and reclaims 32 pages per try; EBUSY (limit unchanged) if
+  // usage stays above.
   std::errc write_limit_in_bytes(group& g, std::int64_t nr_pages) {
     return write_v1_limit(g, g.memory, nr_pages, reclaim_filter::all, true);
   }
@@ -573,7 +574,8 @@ class basic_hierarchy {
     mutex_lock l(&limits_mu_);
     return g.tcp.set_max(nr_pages);
   }
-  // v2 memory.high: sets, then reclaims above it (never fails, never OOMs).
+  // v2 memory.high: sets, then reclaims above it, the excess, at least 32 pages (never fails,
+  // never OOMs).
   std::errc write_high(group& g, std::int64_t nr_pages) {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     {
