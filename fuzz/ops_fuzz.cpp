@@ -328,9 +328,9 @@ answer step(side<P>& s, std::vector<std::string>& paths, int& next_name, reader&
       auto& sk = *s.socks[r.pick(s.socks.size())];
       std::int64_t size = 1 + static_cast<std::int64_t>(r.byte()) * 97;
       std::errc e{};
-      // A forced receive (GFP_ATOMIC) and a send under the minimum send buffer may pass max.
-      bool forced = op == 1 && (r.peek() & 1);
-      if ((forced || op == 3) && sk.memcg()) {
+      // A receive (into an empty queue: sk_forced_mem_schedule; or forced: GFP_ATOMIC) and a
+      // send at its sndbuf may pass max.
+      if ((op == 1 || op == 3) && sk.memcg()) {
         s.checker.allow_over(*sk.memcg(), counter_id::memory);
         s.checker.allow_over(*sk.memcg(), counter_id::tcp);
       }

@@ -98,16 +98,66 @@ TEST_CASE("realloc, calloc and the aligned entry points keep their contracts") {
   CHECK(s.cache().stat(s.group()).objects == 0);
 }
 
-TEST_CASE("allocations made inside the shim are served uncharged") {
-  memcg_preload::shim s(memcg_preload::config{});
+TEST_CASE("nested entries serve blocks of their own, charged straight to the counter") {
+  // A nested entry: a signal handler inside malloc, or the library allocating inside a charge.
+  memcg_preload::shim s(limit(1 << 20));
+  auto before = memcg_preload::nested_stats();
+  std::int64_t usage = s.group().memory.usage();
   ++memcg_preload::tls_depth();
   void* p = s.malloc(100);
+  auto* z = static_cast<unsigned char*>(s.calloc(10, 1000));  // 10,032 bytes: 3 pages
+  void* a = s.memalign(8192, 100);
+  void* r = s.realloc(p, 20000);  // moves into another nested block
   --memcg_preload::tls_depth();
   REQUIRE(p);
-  CHECK(s.cache().stat(s.group()).objects == 0);
-  CHECK(s.cache().stat_unaccounted().objects == 1);
-  s.free(p);
+  REQUIRE(z);
+  REQUIRE(a);
+  REQUIRE(r);
+  for (int i = 0; i < 10000; ++i) REQUIRE(z[i] == 0);
+  CHECK(reinterpret_cast<std::uintptr_t>(a) % 8192 == 0);
+  CHECK(s.usable_size(z) >= 10000);
+  CHECK(s.cache().stat(s.group()).objects == 0);  // none of the cache's
   CHECK(s.cache().stat_unaccounted().objects == 0);
+  auto mid = memcg_preload::nested_stats();
+  CHECK(mid.objects == before.objects + 3);
+  CHECK(mid.uncharged == before.uncharged);
+  std::int64_t pages = mid.charged_pages - before.charged_pages;
+  CHECK(pages == 3 + 3 + 5);  // whole pages with the 32-byte header (and the alignment's slack)
+  CHECK(s.group().memory.usage() == usage + pages);
+  CHECK(s.hierarchy().stat(s.group(), memcg::kind::anon) >= pages);
+  s.free(r);  // from the outermost level too
+  s.free(z);
+  s.free(a);
+  CHECK(s.group().memory.usage() == usage);
+  CHECK(memcg_preload::nested_stats().charged_pages == before.charged_pages);
+  CHECK(memcg_preload::nested_stats().objects == before.objects);
+
+  // At the limit a nested block is served uncharged (counted), never refused.
+  std::vector<void*> full;
+  while (void* q = s.malloc(64 << 10)) full.push_back(q);
+  std::int64_t at_limit = s.group().memory.usage();
+  ++memcg_preload::tls_depth();
+  void* over = s.malloc(256 << 10);
+  --memcg_preload::tls_depth();
+  REQUIRE(over);
+  CHECK(s.group().memory.usage() == at_limit);
+  CHECK(memcg_preload::nested_stats().uncharged == before.uncharged + 1);
+  s.free(over);
+  CHECK(memcg_preload::nested_stats().uncharged == before.uncharged);
+
+  // A nested free of an ordinary block is deferred to the outermost entry's return.
+  void* ordinary = full.back();
+  full.pop_back();
+  ++memcg_preload::tls_depth();
+  s.free(ordinary);  // nested: deferred
+  CHECK(s.cache().stat(s.group()).objects == static_cast<std::int64_t>(full.size()) + 1);
+  CHECK(memcg_preload::nested_stats().deferred == before.deferred + 1);
+  --memcg_preload::tls_depth();
+  s.free(s.malloc(16));  // the next outermost entry frees it
+  CHECK(s.cache().stat(s.group()).objects == static_cast<std::int64_t>(full.size()));
+  for (void* q : full) s.free(q);
+  CHECK(s.cache().stat(s.group()).objects == 0);
+
   void* raw = memcg::kmem_cache::alloc_raw(100, 0, true);  // before any cache existed
   REQUIRE(raw);
   s.free(raw);

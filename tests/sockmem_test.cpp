@@ -194,7 +194,8 @@ TEST_CASE_TEMPLATE("(C) above tcp_mem pressure the protocol enters pressure once
   p.set_pressure_listener(nullptr);
 }
 
-TEST_CASE_TEMPLATE("(D) above the hard limit a receive is refused even under the minimum buffer",
+TEST_CASE_TEMPLATE("(D) above the hard limit a receive is refused even under the minimum buffer; "
+                   "into an empty receive queue it is forced",
                    P, MEMCG_SOCK_POLICIES) {
   vclock c;
   hier<P> h({.charge_batch = 1});
@@ -203,12 +204,22 @@ TEST_CASE_TEMPLATE("(D) above the hard limit a receive is refused even under the
   sock<P> a(p, &g), b(p, &g);
   REQUIRE(a.recv(3 * 4096) == ok);  // 3 <= max 3 (the minimum buffer lets it through)
   CHECK(b.rmem_alloc() == 0);
-  CHECK(b.recv(100) == std::errc::not_enough_memory);  // 4 > 3, rmem 0 < tcp_rmem min: refused
-  CHECK(b.forward_alloc() == 0);
-  CHECK(p.memory_allocated() == 3);
+  // 4 > 3, rmem 0 < tcp_rmem min: §4.3 refuses; but b's receive queue is empty, so TCP charges
+  // the segment past every limit (sk_forced_mem_schedule).
+  CHECK(b.recv(100) == ok);
   CHECK(p.exceeded() == 1);
-  CHECK(g.tcp.usage() == 3);  // the group charge was given back
-  CHECK(h.stat_local(g, kind::sock) == 3);
+  CHECK(p.memory_allocated() == 4);
+  CHECK(g.tcp.usage() == 4);
+  CHECK(b.forward_alloc() == 3996);
+  // Now the queue is not empty: a segment that needs a page is dropped.
+  CHECK(b.recv(4000) == std::errc::not_enough_memory);
+  CHECK(b.forward_alloc() == 3996);
+  CHECK(b.rmem_alloc() == 100);
+  CHECK(p.memory_allocated() == 4);
+  CHECK(p.exceeded() == 2);
+  CHECK(g.tcp.usage() == 4);  // the group charge was given back
+  CHECK(h.stat_local(g, kind::sock) == 4);
+  CHECK(b.recv(3996) == ok);  // what the forward allocation holds needs no page
 }
 
 TEST_CASE_TEMPLATE("(E) under pressure a socket below tcp_rmem min or tcp_wmem min still gets memory",
@@ -276,9 +287,10 @@ TEST_CASE_TEMPLATE("a forced send under sndbuf is refused and moderates sndbuf; 
   proto<P> p(opts<P>(&c, {0, 0, 4}));
   auto& g = make(h, "A");
   sock<P> s(p, &g);
+  s.set_sndbuf(32768);  // the stack's own setting (autotuning): not locked
   REQUIRE(s.send(4 * 4096) == ok);  // 4 pages: wmem 0 < tcp_wmem min, the minimum buffer
   CHECK(s.wmem_queued() == 16384);
-  CHECK(s.sndbuf() == 16384);
+  CHECK(s.sndbuf() == 32768);
   // 5 > 4: suppress; moderated sndbuf = max(min(16384, 8192), 4608) = 8192; 16384 + 100 >= 8192:
   // the send is allowed (forced) and the group charged.
   REQUIRE(s.send(100) == ok);
@@ -301,6 +313,11 @@ TEST_CASE_TEMPLATE("a forced send under sndbuf is refused and moderates sndbuf; 
   CHECK(p.memory_allocated() == 4);
   REQUIRE(s.send(800) == ok);  // 4000 + 704 >= 4608: forced
   CHECK(p.memory_allocated() == 5);
+  // wmem 4800 >= sndbuf 4608: the next send would block (sk_stream_memory_free), charging nothing.
+  CHECK(s.send(1) == std::errc::resource_unavailable_try_again);
+  CHECK(s.wmem_queued() == 4800);
+  CHECK(p.memory_allocated() == 5);
+  CHECK(p.exceeded() == 1);  // the refused 500 (the forced sends are not counted)
 }
 
 TEST_CASE_TEMPLATE("a forced send charges the group with nofail when the group refused", P,
@@ -320,6 +337,162 @@ TEST_CASE_TEMPLATE("a forced send charges the group with nofail when the group r
   CHECK(g.tcp.failcnt() == 2);
   CHECK(g.tcp_pressure());
   CHECK(s.under_memory_pressure());
+}
+
+// ---------------------------------------------------------------------------------------------
+// TCP's rules around §4.3 (model.md "Sockets", issue 15: measured on Linux 6.18, cgroup v1)
+
+TEST_CASE_TEMPLATE("a non-reading receiver at its group's tcp limit holds one forced segment per "
+                   "connection past it",
+                   P, MEMCG_SOCK_POLICIES) {
+  // The kernel: tcp limit 64K, 4 connections, nobody reads: 147456 bytes charged (2.25x), one
+  // 36K segment in each queue; every later segment dropped.
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_tcp_limit(g, 16) == ok);
+  std::vector<std::unique_ptr<sock<P>>> conns;
+  for (int i = 0; i < 4; ++i) conns.push_back(std::make_unique<sock<P>>(p, &g));
+  constexpr std::int64_t seg = 9 * page_size;
+  int taken = 0, dropped = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (auto& s : conns) {
+      std::errc e = s->recv(seg);
+      if (e == ok) ++taken;
+      else if (e == std::errc::not_enough_memory) ++dropped;
+    }
+  }
+  CHECK(taken == 4);
+  CHECK(dropped == 8);
+  for (auto& s : conns) CHECK(s->rmem_alloc() == seg);
+  CHECK(g.tcp.usage() * page_size == 147456);
+  CHECK(p.memory_allocated() == 36);
+  CHECK(h.stat_local(g, kind::sock) == 36);
+  CHECK(g.tcp_pressure());  // the tcp counter refused
+  for (auto& s : conns) REQUIRE(s->close() == ok);
+  check_all_zero(h, p, g);
+}
+
+TEST_CASE_TEMPLATE("a receive is dropped while rmem_alloc is above rcvbuf, without charging",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  CHECK(s.rcvbuf() == 131072);  // tcp_rmem[1]
+  constexpr std::int64_t seg = 2 * page_size;
+  int taken = 0;
+  while (s.recv(seg) == ok) ++taken;
+  // The check precedes the segment: the queue passes rcvbuf by at most one segment.
+  CHECK(taken == 17);
+  CHECK(s.rmem_alloc() == 17 * seg);
+  CHECK(s.rmem_alloc() > s.rcvbuf());
+  CHECK(s.recv(1) == std::errc::no_buffer_space);
+  CHECK(p.memory_allocated() == 34);
+  CHECK(p.exceeded() == 0);  // not a memory refusal
+  CHECK(g.tcp.usage() == 34);
+  REQUIRE(s.consume(2 * seg) == ok);  // back to rcvbuf: taken again
+  CHECK(s.recv(seg) == ok);
+  REQUIRE(s.close() == ok);
+  check_all_zero(h, p, g);
+}
+
+TEST_CASE_TEMPLATE("a send blocks while wmem_queued is at or above sndbuf, charging nothing", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  CHECK(s.sndbuf() == 16384);  // tcp_wmem[1]
+  REQUIRE(s.send(10000) == ok);
+  REQUIRE(s.send(10000) == ok);  // 10000 < 16384: queued, past sndbuf
+  CHECK(s.wmem_queued() == 20000);
+  std::int64_t fwd = s.forward_alloc();
+  CHECK(s.send(1) == std::errc::resource_unavailable_try_again);
+  CHECK(s.forward_alloc() == fwd);
+  CHECK(p.memory_allocated() == 5);
+  CHECK(g.tcp.usage() == 5);
+  REQUIRE(s.ack(4000) == ok);  // 16000 < 16384: room again
+  CHECK(s.send(1) == ok);
+  CHECK(s.sndbuf() == 16384);  // never moderated: no refusal
+}
+
+TEST_CASE_TEMPLATE("a sender at its group's tcp limit: sndbuf moderated, one send forced past the "
+                   "limit per connection, then EAGAIN",
+                   P, MEMCG_SOCK_POLICIES) {
+  // The kernel: tcp limit 256K, 4 connections, 16K writes, nobody reads: sndbuf moderated,
+  // then EAGAIN; peak 430080 (1.64x; its autotuned sndbuf and skb sizes differ from here).
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_tcp_limit(g, 64) == ok);
+  std::vector<std::unique_ptr<sock<P>>> conns;
+  for (int i = 0; i < 4; ++i) {
+    conns.push_back(std::make_unique<sock<P>>(p, &g));
+    conns.back()->set_sndbuf(4194304);  // autotuned to tcp_wmem[2] (the stack's own setting)
+  }
+  constexpr std::int64_t write = 16384;
+  std::int64_t peak = 0;
+  int would_block = 0;
+  for (int round = 0; round < 8; ++round) {
+    for (auto& s : conns) {
+      std::errc e = s->send(write);
+      CHECK((e == ok || e == std::errc::resource_unavailable_try_again));
+      if (e != ok) ++would_block;
+      peak = std::max(peak, g.tcp.usage());
+    }
+  }
+  // 16 writes fill the 64 pages; each connection's 5th is refused, moderates its sndbuf to
+  // 65536 / 2 and, being above it, is forced; every later one would block.
+  CHECK(peak == 64 + 4 * 4);
+  CHECK(would_block == 4 * 3);
+  for (auto& s : conns) {
+    CHECK(s->sndbuf() == 32768);
+    CHECK(s->wmem_queued() == 5 * write);
+  }
+  CHECK(g.tcp.failcnt() == 8);  // each forced send: refused, then refused again under nofail
+  // A program that set SO_SNDBUF keeps it: refused sends do not moderate a locked sndbuf.
+  sock<P> set(p, &g);
+  REQUIRE(set.setsockopt_sndbuf(8192) == ok);
+  CHECK(set.sndbuf() == 16384);
+  CHECK(set.sndbuf_locked());
+  CHECK(set.send(1000) == std::errc::not_enough_memory);  // refused, under sndbuf: blocks
+  CHECK(set.sndbuf() == 16384);  // unlocked it would be 4608 now
+  REQUIRE(set.send(16384) == ok);  // refused, reaching sndbuf: forced
+  CHECK(set.sndbuf() == 16384);
+  CHECK(set.send(1) == std::errc::resource_unavailable_try_again);
+}
+
+TEST_CASE_TEMPLATE("SO_RCVBUF and SO_SNDBUF: twice the value, at least 2304 and 4608, locked; "
+                   "bad values are EINVAL",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  sock<P> s(p, &h.root());
+  CHECK_FALSE(s.rcvbuf_locked());
+  CHECK_FALSE(s.sndbuf_locked());
+  REQUIRE(s.setsockopt_rcvbuf(100000) == ok);
+  CHECK(s.rcvbuf() == 200000);
+  CHECK(s.rcvbuf_locked());
+  REQUIRE(s.setsockopt_rcvbuf(1) == ok);
+  CHECK(s.rcvbuf() == 2304);
+  REQUIRE(s.setsockopt_sndbuf(1000) == ok);
+  CHECK(s.sndbuf() == 4608);
+  CHECK(s.sndbuf_locked());
+  REQUIRE(s.setsockopt_sndbuf(INT32_MAX) == ok);
+  CHECK(s.sndbuf() == INT32_MAX - 1);
+  CHECK(s.setsockopt_rcvbuf(-1) == std::errc::invalid_argument);
+  CHECK(s.setsockopt_sndbuf(std::int64_t{INT32_MAX} + 1) == std::errc::invalid_argument);
+  CHECK(s.rcvbuf() == 2304);
+  CHECK(s.sndbuf() == INT32_MAX - 1);
+  REQUIRE(s.close() == ok);
+  CHECK(s.setsockopt_rcvbuf(4096) == std::errc::bad_file_descriptor);
+  CHECK(s.setsockopt_sndbuf(4096) == std::errc::bad_file_descriptor);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,6 +657,7 @@ TEST_CASE("with a per-thread reserve the global word lags but every read is exac
   memcg::proto_memory p(opts<memcg::sync::atomic>(&c, {}, memcg::sk_memory_pcpu_reserve));
   CHECK(p.pcpu_reserve() == 256);
   memcg::sock_memory s(p, &h.root());
+  s.set_rcvbuf(1 << 30);  // no drop for rcvbuf
   REQUIRE(s.recv(100 * 4096) == ok);
   CHECK(p.memory_allocated() == 100);
   CHECK(p.memory_allocated_global() == 0);  // still in this thread's share
@@ -514,6 +688,72 @@ TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes not
   CHECK(s.rmem_alloc() == 1000);
   CHECK(s.wmem_queued() == 500);
   CHECK(p.memory_allocated() == 1);
+}
+
+// Issue 14 item 10: a give-back of more than the socket holds used to drive memory_allocated
+// below zero (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the
+// group's counters. Every one is EINVAL and changes no counter.
+TEST_CASE_TEMPLATE("every give-back of more than a socket holds is EINVAL and changes no counter", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c, {}, 4));
+  auto& g = make(h, "G");
+  sock<P> s(p, &g);
+  sock<P> other(p, &g);  // holds pages of the same protocol and group
+  struct state {
+    std::int64_t fwd, rmem, wmem, stack, allocated, tcp, memory, stat;
+    bool operator==(const state&) const = default;
+  };
+  auto now = [&] {
+    return state{s.forward_alloc(), s.rmem_alloc(),  s.wmem_queued(), s.stack_charged(),
+                 p.memory_allocated(), g.tcp.usage(), g.memory.usage(), h.stat_local(g, kind::sock)};
+  };
+  constexpr auto einval = std::errc::invalid_argument;
+  state before = now();
+  CHECK(s.sk_mem_uncharge(1 << 20) == einval);  // the reported case
+  CHECK(s.sk_mem_uncharge(1) == einval);
+  CHECK(s.consume(1) == einval);
+  CHECK(s.ack(1) == einval);
+  CHECK(now() == before);
+  CHECK(p.memory_allocated() == 0);
+
+  REQUIRE(other.recv(3 * page_size) == ok);
+  REQUIRE(s.recv(1500) == ok);
+  REQUIRE(s.send(700) == ok);
+  REQUIRE(s.sk_rmem_schedule(5000));
+  REQUIRE(s.sk_mem_charge(300) == ok);
+  before = now();
+  CHECK(before.allocated == 5);
+  CHECK(before.stack == 300);
+  CHECK(s.sk_mem_uncharge(301) == einval);
+  CHECK(s.sk_mem_uncharge(-1) == einval);
+  CHECK(s.sk_mem_uncharge(INT64_MAX) == einval);
+  CHECK(s.sk_mem_charge(s.forward_alloc() + 1) == einval);
+  CHECK(s.sk_mem_charge(-1) == einval);
+  CHECK(s.consume(1501) == einval);
+  CHECK(s.consume(INT64_MAX) == einval);
+  CHECK(s.ack(701) == einval);
+  CHECK(s.ack(INT64_MIN) == einval);
+  CHECK(now() == before);
+  CHECK(other.rmem_alloc() == 3 * page_size);
+
+  REQUIRE(s.sk_mem_uncharge(300) == ok);
+  CHECK(s.sk_mem_uncharge(1) == einval);  // given back once only
+  REQUIRE(s.consume(1500) == ok);
+  REQUIRE(s.ack(700) == ok);
+  REQUIRE(other.consume(3 * page_size) == ok);
+  CHECK(p.memory_allocated() == 0);
+  CHECK(g.tcp.usage() == 0);
+  // Bytes a stack still holds when the socket closes come back with it.
+  REQUIRE(s.sk_wmem_schedule(9000));
+  REQUIRE(s.sk_mem_charge(9000) == ok);
+  CHECK(p.memory_allocated() == 3);
+  REQUIRE(s.close() == ok);
+  CHECK(s.sk_mem_uncharge(9000) == std::errc::bad_file_descriptor);
+  CHECK(s.sk_mem_charge(0) == std::errc::bad_file_descriptor);
+  REQUIRE(other.close() == ok);
+  check_all_zero(h, p, g);
 }
 
 TEST_CASE_TEMPLATE("closing twice and using a closed socket are caught", P, MEMCG_SOCK_POLICIES) {

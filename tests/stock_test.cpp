@@ -175,6 +175,27 @@ TEST_CASE_TEMPLATE("a stock first used in a pthread key destructor leaves the re
   pthread_key_delete(key);
 }
 
+// Issue 14 (7): the flag bits lived in bits 31 and 30 of the key, which a group above 1 GiB has
+// set on a 32-bit machine. They live in the low bits a group's alignment leaves zero now.
+TEST_CASE("slot keys keep a group's address whole, whatever its high bits") {
+  using stock = memcg::detail::thread_stock<memcg::sync::atomic>;
+  for (std::uintptr_t addr : {std::uintptr_t{0x40000000u}, std::uintptr_t{0x80000040u},
+                              std::uintptr_t{0xC0000000u}, std::uintptr_t{0xFFFFFFC0u},
+                              ~std::uintptr_t{63}}) {
+    auto* g = reinterpret_cast<memcg::group*>(addr);  // never dereferenced
+    for (int k = 0; k < memcg::nr_kinds; ++k) {
+      stock::slot s;
+      s.key.store_relaxed(stock::key_of(g, k) | stock::key_drain_bit | stock::key_reclaim_bit |
+                          stock::key_busy_bit);
+      CHECK(stock::slot_group(s) == g);
+      CHECK(stock::slot_primary(s) == k);
+      CHECK((stock::key_of(g, k) & stock::key_flag_mask) == 0);
+    }
+  }
+  static_assert((stock::key_flag_mask & stock::key_kind_mask) == 0);
+  static_assert((stock::key_flag_mask | stock::key_kind_mask) < alignof(memcg::group));
+}
+
 TEST_SUITE("concurrency") {
 TEST_CASE("drains racing with owners on the fast path lose no page and no statistic") {
   memcg::hierarchy h;

@@ -9,7 +9,10 @@
 //
 // Sockets (memcg/sockmem.hpp): one protocol with the kernel's defaults and no per-thread
 // reserve, so every read is exact; `recv` runs as the stack's receive path (no reclaim: at the
-// group's limit the segment is dropped), `send` as the application (may reclaim).
+// group's limit the segment is dropped, unless the receive queue is empty: TCP always takes that
+// one; above rcvbuf it is dropped), `send` as the application (may reclaim; it blocks while the
+// send queue holds sndbuf or more). `write NAME sock.rcvbuf|sock.sndbuf SIZE` is SO_RCVBUF /
+// SO_SNDBUF.
 // The virtual clock is the hierarchy's clock policy: throttling and `sleep` advance it, and
 // memory.pressure and the socket-pressure hold read it.
 #include <algorithm>
@@ -442,6 +445,7 @@ class runner_state {
 
   outcome do_write(const command& c) {
     outcome err;
+    if (socket_file(c.args[1])) return write_socket(c);
     group* g = lookup(c.args[0], &err);
     if (!g) return err;
     const std::string& file = c.args[1];
@@ -602,13 +606,15 @@ class runner_state {
     std::errc e{};
     if (c.name == "recv") {
       e = s->recv(size);
-      if (e == std::errc::not_enough_memory) {
+      // Refused by the raise, or the queue is above rcvbuf.
+      if (e == std::errc::not_enough_memory || e == std::errc::no_buffer_space) {
         std::printf("drop %s %s\n", c.args[0].c_str(), c.args[1].c_str());
         return refused();
       }
     } else if (c.name == "send") {
       e = s->send(size);
-      if (e == std::errc::not_enough_memory) {
+      // Refused by the raise, or the queue holds sndbuf or more (it would block).
+      if (e == std::errc::not_enough_memory || e == std::errc::resource_unavailable_try_again) {
         std::printf("block %s %s\n", c.args[0].c_str(), c.args[1].c_str());
         return refused();
       }
@@ -647,8 +653,30 @@ class runner_state {
     if (file == "sock.rmem_alloc") return one_value(s->rmem_alloc());
     if (file == "sock.wmem_queued") return one_value(s->wmem_queued());
     if (file == "sock.under_pressure") return one_value(s->under_memory_pressure() ? 1 : 0);
+    if (file == "sock.rcvbuf") return one_value(s->rcvbuf());
+    if (file == "sock.sndbuf") return one_value(s->sndbuf());
     *err = fail(std::errc::no_such_file_or_directory, "no socket file " + file);
     return std::nullopt;
+  }
+
+  // `write NAME sock.rcvbuf SIZE` / `sock.sndbuf`: setsockopt(SO_RCVBUF / SO_SNDBUF).
+  outcome write_socket(const command& c) {
+    outcome err;
+    sock* s = find_socket(c.args[0], &err);
+    if (!s) return err;
+    const std::string& file = c.args[1];
+    if (file != "sock.rcvbuf" && file != "sock.sndbuf") {
+      if (file == "sock.forward_alloc" || file == "sock.rmem_alloc" || file == "sock.wmem_queued" ||
+          file == "sock.under_pressure")
+        return fail(std::errc::invalid_argument, file + " is read-only");
+      return fail(std::errc::no_such_file_or_directory, "no socket file " + file);
+    }
+    std::optional<std::int64_t> size;
+    if (c.args.size() == 3) size = parse_size(c.args[2]);
+    if (!size || *size > INT32_MAX) return fail(std::errc::invalid_argument, "invalid value for " + file);
+    std::errc e = file == "sock.rcvbuf" ? s->setsockopt_rcvbuf(*size) : s->setsockopt_sndbuf(*size);
+    if (e != std::errc{}) return fail(e);
+    return ok();
   }
 
   outcome do_sleep(const command& c) {

@@ -6,7 +6,15 @@
  * otherwise) and must still be charged: it allocates 1 MiB blocks until malloc returns NULL with
  * errno ENOMEM (MEMCG_MAX holds it), frees them, allocates again (the charges came back), starts
  * a thread of its own that allocates too, and exits 0. Usage: fork_test LIMIT_MIB
- * Exit status 0 when every child passed; the parent prints one line per failure. */
+ * Exit status 0 when every child passed; the parent prints one line per failure.
+ *
+ * fork_test signals SECONDS: a signal handler that allocates (README.md, "Signal handlers").
+ * SIGALRM every 100 microseconds while the main thread mallocs, reallocs and frees a ring of
+ * blocks (16 bytes to 1 MiB, each filled with its own byte and checked before it goes); the
+ * handler mallocs 64 bytes, 3000 bytes and 200 KiB, fills and checks them, grows the first with
+ * realloc, frees them, and frees a block the main thread handed over. Most signals land inside
+ * the shim's entry points. Prints "ok: N signals" when no block changed under its owner and
+ * every block was freed (run_tests.sh then compares memory.current with what is left). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -15,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { nr_threads = 4, nr_forks = 40, max_blocks = 4096 };
@@ -82,7 +92,105 @@ static int child(long limit_mib) {
   return 0;
 }
 
+/* ---- fork_test signals SECONDS ---- */
+
+static volatile long sig_runs, sig_bad;
+static void* volatile handed; /* main -> handler */
+
+static int fill_check(unsigned char* p, size_t n, unsigned char v) {
+  memset(p, v, n);
+  for (size_t i = 0; i < n; i += 97)
+    if (p[i] != v) return 0;
+  return p[n - 1] == v;
+}
+
+static void on_alarm(int sig) {
+  (void)sig;
+  int saved = errno;
+  ++sig_runs;
+  unsigned char* a = malloc(64);
+  unsigned char* b = malloc(3000);
+  unsigned char* c = malloc(200 << 10);
+  if (a && !fill_check(a, 64, 0xa1)) ++sig_bad;
+  if (b && !fill_check(b, 3000, 0xb2)) ++sig_bad;
+  if (c && !fill_check(c, 200 << 10, 0xc3)) ++sig_bad;
+  unsigned char* a2 = a ? realloc(a, 5000) : NULL;
+  if (a2) {
+    if (a2[63] != 0xa1) ++sig_bad;
+    a = a2;
+  }
+  free(a);
+  free(b);
+  free(c);
+  void* h = handed;
+  if (h) {
+    handed = NULL;
+    free(h);
+  }
+  errno = saved;
+}
+
+static int signals(double seconds) {
+  enum { ring = 64 };
+  static unsigned char* live[ring];
+  static size_t size[ring];
+  static unsigned char tag[ring];
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval it = {{0, 100}, {0, 100}};
+  setitimer(ITIMER_REAL, &it, NULL);
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  long bad = 0, iters = 0;
+  unsigned seed = 7;
+  for (;; ++iters) {
+    if ((iters & 63) == 0) {
+      clock_gettime(CLOCK_MONOTONIC, &t);
+      if ((double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9 > seconds) break;
+    }
+    seed = seed * 1103515245u + 12345u;
+    unsigned i = (seed >> 8) % ring;
+    size_t n = (seed >> 20) % 61 == 0 ? (size_t)1 << 20 : 16 + (seed >> 16) % 6000;
+    if (live[i]) {
+      if (live[i][0] != tag[i] || live[i][size[i] - 1] != tag[i]) ++bad;
+    }
+    if (live[i] && (seed & 1)) {
+      unsigned char* r = realloc(live[i], n);
+      if (!r) continue;
+      if (r[0] != tag[i]) ++bad;
+      live[i] = r;
+    } else {
+      free(live[i]);
+      live[i] = malloc(n);
+      if (!live[i]) continue;
+    }
+    size[i] = n;
+    tag[i] = (unsigned char)(seed >> 24);
+    memset(live[i], tag[i], n);
+    if (!handed) handed = malloc(1000);
+  }
+  struct itimerval off = {{0, 0}, {0, 0}};
+  setitimer(ITIMER_REAL, &off, NULL);
+  for (int i = 0; i < ring; ++i) {
+    if (live[i] && (live[i][0] != tag[i] || live[i][size[i] - 1] != tag[i])) ++bad;
+    free(live[i]);
+  }
+  free(handed);
+  if (bad || sig_bad || sig_runs < 1000) {
+    fprintf(stderr, "signals: %ld blocks changed under the main code, %ld under the handler, "
+            "%ld signals\n", bad, (long)sig_bad, (long)sig_runs);
+    return 1;
+  }
+  printf("ok: %ld signals, %ld iterations\n", (long)sig_runs, iters);
+  return 0;
+}
+
 int main(int argc, char** argv) {
+  if (argc > 2 && strcmp(argv[1], "signals") == 0) return signals(atof(argv[2]));
   long limit_mib = argc > 1 ? atol(argv[1]) : 64;
   alarm(240);
   pthread_t ts[nr_threads];

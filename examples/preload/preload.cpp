@@ -13,7 +13,9 @@
 // library inside a charge, are served uncharged; free() takes any of them, and leaves alone a
 // pointer mimalloc does not know (memory from before the shim existed); realloc() moves such a
 // pointer's contents into a new block and leaves it alone too. fork() while other threads
-// allocate is safe (pthread_atfork handlers: shim::fork_prepare()).
+// allocate is safe (pthread_atfork handlers: shim::fork_prepare()). A signal handler may call
+// every entry point, also while it interrupted one (shim.hpp, "Nesting"; README.md, "Signal
+// handlers").
 #include <pthread.h>
 #include <unistd.h>
 
@@ -47,11 +49,13 @@ MEMCG_NOINLINE memcg_preload::shim* build() {
   int expected = 0;
   // acq_rel: one builder; the others see 1 and allocate uncharged meanwhile.
   if (!state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) return nullptr;
-  ++memcg_preload::tls_depth();
-  auto cfg = memcg_preload::config::from_env();
-  auto* s = new (storage) memcg_preload::shim(cfg);
-  if (!cfg.stat_file.empty()) std::atexit(&write_stats_at_exit);
-  --memcg_preload::tls_depth();
+  memcg_preload::shim* s;
+  {
+    memcg_preload::entry e;  // what building allocates is nested (uncharged)
+    auto cfg = memcg_preload::config::from_env();
+    s = new (storage) memcg_preload::shim(cfg);
+    if (!cfg.stat_file.empty()) std::atexit(&write_stats_at_exit);
+  }
   instance.store(s, std::memory_order_release);  // release: pairs with get()'s acquire
   // After the store: the handlers find the shim. A fork before this point copies a process
   // whose shim is being built by this thread only; the child then builds nothing and serves
@@ -61,56 +65,26 @@ MEMCG_NOINLINE memcg_preload::shim* build() {
   return s;
 }
 
-// The shim, or nullptr while it is being built (by this or another thread).
+// The shim, or nullptr while it is being built (by this or another thread). A nested call (a
+// signal handler inside an entry point, or the library allocating inside one) never builds.
 MEMCG_ALWAYS_INLINE memcg_preload::shim* get() {
   memcg_preload::shim* s = instance.load(std::memory_order_acquire);
   if (MEMCG_LIKELY(s != nullptr)) return s;
+  if (memcg_preload::tls_depth() > 0) return nullptr;
   return build();
 }
 
-// Uncharged service while the shim is not there yet: mimalloc blocks tagged without a cache
-// (kmem_cache::alloc_raw), so free() treats them like every other.
-void* early_alloc(std::size_t n, std::size_t align, bool zero) {
-  void* p = memcg::kmem_cache::alloc_raw(n ? n : 1, align, zero);
-  if (!p) errno = ENOMEM;
-  return p;
-}
+using memcg_preload::shim;
 
 }  // namespace
 
-MEMCG_EXPORT void* malloc(std::size_t n) {
-  if (auto* s = get()) return s->malloc(n);
-  return early_alloc(n, 0, false);
-}
-MEMCG_EXPORT void free(void* p) {
-  if (!p) return;
-  if (!memcg::detail::slab_backend::owns(p)) return;
-  memcg::kmem_cache::free_bytes(p);
-}
-MEMCG_EXPORT void cfree(void* p) { free(p); }
-MEMCG_EXPORT void* calloc(std::size_t n, std::size_t size) {
-  if (auto* s = get()) return s->calloc(n, size);
-  std::size_t bytes;
-  if (__builtin_mul_overflow(n, size, &bytes)) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  return early_alloc(bytes, 0, true);
-}
-MEMCG_EXPORT void* realloc(void* p, std::size_t n) {
-  if (auto* s = get()) return s->realloc(p, n);
-  if (!p) return early_alloc(n, 0, false);
-  void* q = early_alloc(n, 0, false);
-  if (!q) return nullptr;
-  if (memcg::detail::slab_backend::owns(p)) {
-    std::size_t have = memcg::kmem_cache::usable_size(p);
-    std::memcpy(q, p, n < have ? n : have);
-    free(p);
-  } else {
-    (void)memcg_preload::copy_foreign(q, p, n);  // not ours: copied, left alone
-  }
-  return q;
-}
+// Without a shim (not built yet) the entry points serve uncharged: mimalloc blocks tagged
+// without a cache (kmem_cache::alloc_raw), which free() treats like every other.
+MEMCG_EXPORT void* malloc(std::size_t n) { return shim::malloc_in(get(), n); }
+MEMCG_EXPORT void free(void* p) { shim::free_any(p); }
+MEMCG_EXPORT void cfree(void* p) { shim::free_any(p); }
+MEMCG_EXPORT void* calloc(std::size_t n, std::size_t size) { return shim::calloc_in(get(), n, size); }
+MEMCG_EXPORT void* realloc(void* p, std::size_t n) { return shim::realloc_in(get(), p, n); }
 MEMCG_EXPORT void* reallocarray(void* p, std::size_t n, std::size_t size) {
   std::size_t bytes;
   if (__builtin_mul_overflow(n, size, &bytes)) {
@@ -120,26 +94,18 @@ MEMCG_EXPORT void* reallocarray(void* p, std::size_t n, std::size_t size) {
   return realloc(p, bytes);
 }
 MEMCG_EXPORT void* memalign(std::size_t align, std::size_t n) {
-  if (auto* s = get()) return s->memalign(align, n);
-  return early_alloc(n, align, false);
+  return shim::memalign_in(get(), align, n);
 }
 MEMCG_EXPORT void* aligned_alloc(std::size_t align, std::size_t n) { return memalign(align, n); }
 MEMCG_EXPORT int posix_memalign(void** out, std::size_t align, std::size_t n) {
-  if (auto* s = get()) return s->posix_memalign(out, align, n);
-  void* p = early_alloc(n, align, false);
-  if (!p) return ENOMEM;
-  *out = p;
-  return 0;
+  return shim::posix_memalign_in(get(), out, align, n);
 }
 MEMCG_EXPORT void* valloc(std::size_t n) { return memalign(static_cast<std::size_t>(getpagesize()), n); }
 MEMCG_EXPORT void* pvalloc(std::size_t n) {
   std::size_t page = static_cast<std::size_t>(getpagesize());
   return memalign(page, (n + page - 1) & ~(page - 1));
 }
-MEMCG_EXPORT std::size_t malloc_usable_size(void* p) {
-  if (!p || !memcg::detail::slab_backend::owns(p)) return 0;
-  return memcg::kmem_cache::usable_size(p);
-}
+MEMCG_EXPORT std::size_t malloc_usable_size(void* p) { return shim::usable_any(p); }
 
 // ---- operator new / delete ----
 

@@ -92,8 +92,9 @@ class basic_group_pressure;  // memcg/pressure.hpp
 
 // The obj_cgroup: what long-lived charges point to instead of the group itself, so that a
 // removed group's charges can be redirected to its parent without touching the objects.
+// 32-byte aligned: a byte stock slot's key keeps a kind and two flags in the low bits.
 template <sync_policy Sync>
-class basic_objcg {
+class alignas(32) basic_objcg {
  public:
   explicit basic_objcg(basic_group<Sync>* g) noexcept : memcg_(g) {}
   // The group charges through this handle reach now.
@@ -122,6 +123,28 @@ class basic_objcg {
   void forward_parked() noexcept;
   std::int64_t take_bytes(kind k) noexcept {
     return charged_bytes_[static_cast<int>(k)].exchange(0, std::memory_order_seq_cst);
+  }
+  // Takes nr_bytes of the parked bytes if there are that many (a thread whose byte stock can't
+  // be used charges from here; memcg/stock.hpp). seq_cst: as park_bytes().
+  bool try_take_bytes(kind k, std::int64_t nr_bytes) noexcept {
+    auto& c = charged_bytes_[static_cast<int>(k)];
+    std::int64_t have = c.load(std::memory_order_relaxed);
+    while (have >= nr_bytes)
+      if (c.compare_exchange_weak(have, have - nr_bytes, std::memory_order_seq_cst,
+                                  std::memory_order_relaxed))
+        return true;
+    return false;
+  }
+  // Takes the whole pages out of the parked bytes once they pass one page (the sub-page rest
+  // stays); the caller uncharges them. seq_cst: as park_bytes().
+  std::int64_t take_whole_pages(kind k) noexcept {
+    auto& c = charged_bytes_[static_cast<int>(k)];
+    std::int64_t have = c.load(std::memory_order_relaxed);
+    while (have > page_size)
+      if (c.compare_exchange_weak(have, have & (page_size - 1), std::memory_order_seq_cst,
+                                  std::memory_order_relaxed))
+        return have >> page_shift;
+    return 0;
   }
   std::int64_t parked_bytes(kind k) const noexcept {
     return charged_bytes_[static_cast<int>(k)].load(std::memory_order_relaxed);

@@ -375,16 +375,19 @@ class basic_hierarchy {
     if (nr_pages == 0) return {};
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     group& g = *g0.live();
-    if (stat_local(g, k) < nr_pages) return std::errc::invalid_argument;
+    // The flush does not wait for threads busy in their stock; before refusing, one that does.
+    if (stat_local(g, k) < nr_pages && stat_local(g, k, true) < nr_pages)
+      return std::errc::invalid_argument;
     uncharge_unchecked(g, k, nr_pages);
     return {};
   }
 
   // ---- statistics ----
 
-  // g's own pages of k (folds every thread's deltas first).
-  std::int64_t stat_local(group& g, kind k) {
-    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats();
+  // g's own pages of k (folds every thread's deltas first; those of a thread busy in its stock
+  // only if exact, which waits for it).
+  std::int64_t stat_local(group& g, kind k, bool exact = false) {
+    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats(exact);
     else flush_local_stats();
     return g.stat_folded(k);
   }
@@ -398,9 +401,10 @@ class basic_hierarchy {
   }
   // Pages of g parked in every thread's stock.
   std::int64_t parked(group& g) { return detail::stock_registry<Sync>::instance().parked(&g); }
-  // drain_all_stock(): every thread's stock for the subtree of root (all groups if null).
+  // drain_all_stock(): every thread's stock for the subtree of root (all groups if null). A
+  // thread busy in its stock gives back at its next stock operation (never waited for).
   void drain_stocks(group* root) {
-    drain_own_stocks(root);
+    detail::stock_registry<Sync>::instance().drain(root);
     if (root) trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
     pressure_.check_thresholds();
   }
@@ -671,7 +675,15 @@ class basic_hierarchy {
                  g.path().c_str());
   }
 
-  // Every thread's stock slots of this hierarchy's groups (of root's subtree if given).
+  // drain_stocks() for the charge path: nothing if another drain is running.
+  void drain_stocks_nowait(group* root) {
+    if (detail::stock_registry<Sync>::instance().drain(root, true))
+      trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
+    pressure_.check_thresholds();
+  }
+
+  // Every thread's stock slots of this hierarchy's groups (of root's subtree if given); waits
+  // for threads busy in their stock (destruction, tracing).
   void drain_own_stocks(const group* root) {
     detail::stock_registry<Sync>::instance().drain_if([this, root](group* g) {
       return &g->hierarchy() == this && (!root || g->is_descendant_of(root));
@@ -827,7 +839,8 @@ class basic_hierarchy {
                reclaimed});
         if (over->memory.margin() >= nr_pages) continue;
         if (!drained) {
-          drain_stocks(over);
+          // As the kernel's trylock: while another drain runs, this charge does not queue.
+          drain_stocks_nowait(over);
           drained = true;
           continue;
         }

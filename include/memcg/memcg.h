@@ -5,9 +5,9 @@
  *                                   name, charge/uncharge
  *   memcg_proto                     a protocol's socket memory (tcp_mem, memory_allocated,
  *                                   sockets_allocated, the pressure flag with a callback)
- *   memcg_sock                      a socket's memory: receive/consume/send/ack/close, the
- *                                   kernel's primitives (schedule, charge, uncharge) and window
- *                                   advice
+ *   memcg_sock                      a socket's memory: receive/consume/send/ack/close,
+ *                                   SO_RCVBUF/SO_SNDBUF, the kernel's primitives (schedule,
+ *                                   forced schedule, charge, uncharge) and window advice
  *
  * Handles are opaque. Every function that can fail returns 0 (or a count) on success and a
  * negative errno value on failure (-EINVAL, -ENOMEM, -ENOENT, -EEXIST, -EBUSY, -EBADF); a NULL
@@ -94,9 +94,11 @@ int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char
 int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len);
 
 /* Charges nr_pages of kind to g (the charge path, with reclaim unless gfp says otherwise).
- * -ENOMEM: refused (nothing charged). */
+ * -ENOMEM: refused (nothing charged). MEMCG_KIND_SOCK is -EINVAL here: socket pages are
+ * charged and given back through a memcg_sock. */
 int memcg_charge(memcg_group* g, memcg_kind kind, int64_t nr_pages, unsigned gfp);
-/* Gives back nr_pages of kind; -EINVAL (nothing changes) if g holds less of it. */
+/* Gives back nr_pages of kind; -EINVAL (nothing changes) if nr_pages < 0, if g holds less of
+ * it, or for MEMCG_KIND_SOCK. */
 int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages);
 
 /* ---- a protocol ---- */
@@ -152,24 +154,35 @@ typedef struct memcg_window_advice {
 int memcg_sock_open(memcg_proto* p, memcg_group* g, memcg_sock** out);
 /* Gives back everything and frees the socket (a closed socket is only freed). */
 void memcg_sock_destroy(memcg_sock* s);
-/* A segment of size bytes arrives; -ENOMEM: refused (drop it). forced: charge the group as the
- * kernel's softirq does (past memory.max). */
+/* A segment of size bytes arrives (TCP's rules): -ENOBUFS: the queue holds more than rcvbuf
+ * (drop it); -ENOMEM: refused (drop it); but a segment into an empty receive queue is always
+ * taken, charged past every limit. forced: charge the group as the kernel's softirq does (past
+ * memory.max). */
 int memcg_sock_recv(memcg_sock* s, int64_t size, int forced);
-/* The application read size received bytes; -EINVAL if fewer are held. */
+/* The application read size received bytes; -EINVAL (nothing changes) if fewer are held. */
 int memcg_sock_consume(memcg_sock* s, int64_t size);
-/* The application queues size bytes; -ENOMEM: refused (block). */
+/* The application queues size bytes; -EAGAIN: the send queue holds sndbuf or more (it would
+ * block; nothing charged); -ENOMEM: refused (block; sndbuf moderated unless set). */
 int memcg_sock_send(memcg_sock* s, int64_t size);
-/* The peer acknowledged size queued bytes; -EINVAL if fewer are queued. */
+/* The peer acknowledged size queued bytes; -EINVAL (nothing changes) if fewer are queued. */
 int memcg_sock_ack(memcg_sock* s, int64_t size);
 /* Gives back everything; -EBADF if already closed. Every later call on s is -EBADF. */
 int memcg_sock_close(memcg_sock* s);
+/* setsockopt(SO_RCVBUF / SO_SNDBUF): the buffer becomes twice bytes, at least 2304 (rcvbuf) or
+ * 4608 (sndbuf), and is locked (a locked sndbuf is never moderated). -EINVAL (nothing changes)
+ * unless 0 <= bytes <= INT32_MAX. */
+int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes);
+int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes);
 /* The kernel's primitives: sk_rmem_schedule / sk_wmem_schedule (1 allowed, 0 refused),
  * sk_mem_charge, sk_mem_uncharge (with sk_mem_reclaim). For stacks that keep rmem/wmem
- * themselves. Requires: every byte charged with memcg_sock_mem_charge is uncharged with
- * memcg_sock_mem_uncharge before close (close gives back only what the socket's own queues and
- * forward allocation hold). */
+ * themselves. memcg_sock_mem_charge takes bytes of the forward allocation (-EINVAL if fewer
+ * are scheduled); memcg_sock_mem_uncharge gives back bytes taken so (-EINVAL, nothing changes,
+ * if fewer were). Close gives back whatever is still taken. */
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced);
 int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size);
+/* sk_forced_mem_schedule: size bytes forward-allocated past every limit (the segment into an
+ * empty receive queue). */
+int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size);
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out);
@@ -238,6 +251,9 @@ inline bool c_kind(memcg_kind k) noexcept {
 static_assert(static_cast<int>(memcg::sock_accounting::both) == MEMCG_SOCKET_ACCOUNTING_BOTH &&
               static_cast<int>(memcg::sock_accounting::v1) == MEMCG_SOCKET_ACCOUNTING_V1 &&
               static_cast<int>(memcg::sock_accounting::v2) == MEMCG_SOCKET_ACCOUNTING_V2);
+// The kinds a group is charged directly: not sock, whose pages belong to sockets (a group
+// cannot tell its own sock pages from its sockets', so an uncharge could take theirs).
+inline bool c_group_kind(memcg_kind k) noexcept { return c_kind(k) && k != MEMCG_KIND_SOCK; }
 }  // namespace memcg::detail
 
 extern "C" {
@@ -316,14 +332,14 @@ int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, 
   }
 }
 int memcg_charge(memcg_group* g, memcg_kind kind, int64_t nr_pages, unsigned gfp) {
-  if (!g || !memcg::detail::c_kind(kind)) return -EINVAL;
+  if (!g || !memcg::detail::c_group_kind(kind)) return -EINVAL;
   memcg::group& grp = *memcg::detail::c_group(g);
   auto s = grp.hierarchy().try_charge(grp, static_cast<memcg::kind>(kind), nr_pages,
                                       static_cast<memcg::gfp>(gfp & 31u));
   return memcg::detail::c_err(s.error);
 }
 int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages) {
-  if (!g || !memcg::detail::c_kind(kind)) return -EINVAL;
+  if (!g || !memcg::detail::c_group_kind(kind)) return -EINVAL;
   memcg::group& grp = *memcg::detail::c_group(g);
   try {
     return memcg::detail::c_err(
@@ -404,6 +420,12 @@ int memcg_sock_ack(memcg_sock* s, int64_t size) {
   return s ? memcg::detail::c_err(s->s.ack(size)) : -EINVAL;
 }
 int memcg_sock_close(memcg_sock* s) { return s ? memcg::detail::c_err(s->s.close()) : -EINVAL; }
+int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes) {
+  return s ? memcg::detail::c_err(s->s.setsockopt_rcvbuf(bytes)) : -EINVAL;
+}
+int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes) {
+  return s ? memcg::detail::c_err(s->s.setsockopt_sndbuf(bytes)) : -EINVAL;
+}
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced) {
   if (!s) return -EINVAL;
   if (s->s.closed()) return -EBADF;
@@ -416,19 +438,18 @@ int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size) {
   if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
   return s->s.sk_wmem_schedule(size) ? 1 : 0;
 }
-int memcg_sock_mem_charge(memcg_sock* s, int64_t size) {
-  if (!s) return -EINVAL;
-  if (s->s.closed()) return -EBADF;
-  if (size < 0 || size > s->s.forward_alloc()) return -EINVAL;  // schedule first
-  s->s.sk_mem_charge(size);
-  return 0;
-}
-int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size) {
+int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size) {
   if (!s) return -EINVAL;
   if (s->s.closed()) return -EBADF;
   if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
-  s->s.sk_mem_uncharge(size);
+  s->s.sk_forced_mem_schedule(size);
   return 0;
+}
+int memcg_sock_mem_charge(memcg_sock* s, int64_t size) {
+  return s ? memcg::detail::c_err(s->s.sk_mem_charge(size)) : -EINVAL;
+}
+int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size) {
+  return s ? memcg::detail::c_err(s->s.sk_mem_uncharge(size)) : -EINVAL;
 }
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out) {
   if (!s || !out) return -EINVAL;

@@ -158,6 +158,32 @@ class kmem_cache;
 
 namespace detail {
 
+// ---- nesting (signal handlers) ----
+
+// How deep the calling thread is inside work that a signal handler must not re-enter through
+// an allocator built on this slab: a preloaded malloc's entry points (examples/preload) and the
+// slab's thread-exit work (deleting the thread's heap, flushing its free lists). A preloaded
+// malloc that finds it above 0 serves the call without the backing allocator, the stocks and
+// the free lists (a signal handler interrupted one of them, or the library allocates inside a
+// charge). Only the calling thread (and its signal handlers) touch it: plain int, compiler
+// barriers around its changes. The slab's own alloc/free do not read it.
+inline int& slab_tls_nesting() noexcept {
+  static thread_local constinit int depth = 0;
+  return depth;
+}
+struct slab_nesting_scope {
+  slab_nesting_scope() noexcept {
+    ++slab_tls_nesting();
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // raised before the work starts
+  }
+  ~slab_nesting_scope() {
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // lowered after it ended
+    --slab_tls_nesting();
+  }
+  slab_nesting_scope(const slab_nesting_scope&) = delete;
+  slab_nesting_scope& operator=(const slab_nesting_scope&) = delete;
+};
+
 // ---- the backing allocator ----
 
 #if defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
@@ -190,6 +216,7 @@ inline bool& slab_tls_heap_gone() noexcept {
   return gone;
 }
 inline slab_heap_holder::~slab_heap_holder() {
+  slab_nesting_scope nested;  // a signal handler's malloc must not enter the heap being deleted
   slab_tls_heap_gone() = true;
   slab_tls_heap() = nullptr;
   if (heap) mi_heap_delete(heap);
@@ -337,6 +364,7 @@ inline void cpu_slab_flush(cpu_slab& s) noexcept {
 }
 struct cpu_slab_holder {
   ~cpu_slab_holder() {
+    slab_nesting_scope nested;  // the flush frees into the backing allocator
     cpu_slab_table& t = cpu_slabs();
     t.state = 2;
     for (cpu_slab& s : t.slot) {
@@ -402,7 +430,10 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
     if (MEMCG_LIKELY(s > 0)) {
       auto& st = stripes_.data()[s - 1];
       auto& c = st.*count;
-      c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      std::int64_t v = c.load(std::memory_order_relaxed);
+      // A signal handler that counts here now loses its count (test builds stretch this).
+      MEMCG_DELAY(slab_stat_update);
+      c.store(v + 1, std::memory_order_relaxed);
       if (bytes) {
         auto& b = st.*bytes_field;
         b.store(b.load(std::memory_order_relaxed) + bytes, std::memory_order_relaxed);

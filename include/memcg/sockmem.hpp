@@ -2,7 +2,9 @@
 //
 // Contents:
 //   sk_mem_kind                     SK_MEM_RECV / SK_MEM_SEND
-//   sock_min_sndbuf, sk_mem_pages() SOCK_MIN_SNDBUF (4608) and the page quantum (§4.2)
+//   sock_min_sndbuf, sock_min_rcvbuf, sk_mem_pages()
+//                                   SOCK_MIN_SNDBUF (4608), SOCK_MIN_RCVBUF (2304), the page
+//                                   quantum (§4.2)
 //   tcp_mem_sysctl, tcp_buf_sysctl  net.ipv4.tcp_mem (pages) and tcp_rmem / tcp_wmem (bytes)
 //   basic_proto_pressure_listener   enter/leave callbacks of a protocol's pressure flag (§4.4)
 //   basic_proto_memory<Sync>        one per protocol: tcp_mem limits, memory_allocated with
@@ -22,7 +24,11 @@
 // model's differences (model.md, "Socket receives may be refused"): a receive charges its group
 // without reclaim (gfp::noreclaim) and is refused at the group's limit; `forced` gives the
 // kernel's GFP_ATOMIC behaviour (forced past memory.max). A send charges as the application
-// (GFP_KERNEL: it may reclaim). rcvbuf and sndbuf act only in the suppress branch.
+// (GFP_KERNEL: it may reclaim). Around it, TCP's own rules (model.md, "Sockets", measured on
+// Linux 6.18): a receive is dropped while rmem_alloc > rcvbuf; a segment into an empty receive
+// queue that would be dropped is charged past every limit (sk_forced_mem_schedule); a send
+// blocks, charging nothing, while wmem_queued >= sndbuf (sk_stream_memory_free); a refused raise
+// moderates sndbuf unless the program set it (SO_SNDBUF locks it).
 //
 // Threads: a socket's operations need its owner's lock (the kernel's socket lock): one thread
 // at a time per socket; any thread may read its fields (relaxed, never torn). The protocol and
@@ -38,6 +44,7 @@
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/pressure.hpp"
@@ -47,8 +54,11 @@ namespace memcg {
 
 enum class sk_mem_kind : std::uint8_t { recv, send };  // SK_MEM_RECV, SK_MEM_SEND
 
-// SOCK_MIN_SNDBUF: the floor of sk_stream_moderate_sndbuf() (2 * (2048 + sizeof(sk_buff))).
+// SOCK_MIN_SNDBUF: the floor of sk_stream_moderate_sndbuf() and of SO_SNDBUF
+// (2 * (2048 + sizeof(sk_buff))).
 inline constexpr std::int64_t sock_min_sndbuf = 4608;
+// SOCK_MIN_RCVBUF: the floor of SO_RCVBUF (2048 + sizeof(sk_buff)).
+inline constexpr std::int64_t sock_min_rcvbuf = 2304;
 // SK_MEMORY_PCPU_RESERVE: 1 MiB of memory_allocated per thread (§4.1); the default in programs.
 inline constexpr std::int64_t sk_memory_pcpu_reserve = std::int64_t{1} << (20 - page_shift);
 // The largest size one operation accepts (bytes): beyond it, EINVAL (the kernel's sizes are int).
@@ -119,8 +129,8 @@ bool group_socket_pressure(basic_group<Sync>& g) noexcept {
 
 // One protocol's memory (struct proto's memory fields, §4.1).
 // Invariants (at rest, single-thread or after every operation returned):
-//   memory_allocated() == sum over open sockets of sk_mem_pages-whole forward allocations, i.e.
-//                         sum of (forward_alloc + rmem_alloc + wmem_queued) / page_size
+//   memory_allocated() == sum over open sockets of the pages they hold, i.e. sum of
+//                         (forward_alloc + rmem_alloc + wmem_queued + stack_charged) / page_size
 //   sockets_allocated() == sockets created and not yet closed
 //   memory_allocated()  == global_ + sum of the per-thread reserves (each within +-reserve)
 template <sync_policy Sync = sync::atomic>
@@ -202,6 +212,16 @@ class basic_proto_memory {
   std::int64_t memory_allocated_global() const noexcept {
     return std::max<std::int64_t>(0, global_.load_relaxed());
   }
+  // The largest |share| of any thread's reserve (a check of the bound above: always less than
+  // pcpu_reserve(), 0 without a reserve).
+  std::int64_t largest_share() const noexcept {
+    std::int64_t m = 0;
+    for (const shard& s : shards_) {
+      std::int64_t v = s.fw_alloc.load_relaxed();
+      m = std::max(m, v < 0 ? -v : v);
+    }
+    return m;
+  }
   // sk_sockets_allocated_read_positive().
   std::int64_t sockets_allocated() const noexcept {
     std::int64_t sum = 0;
@@ -251,18 +271,10 @@ class basic_proto_memory {
 
   // ---- memory_allocated (§4.1), used by the sockets ----
   // sk_memory_allocated_add(): into the thread's share; folded into the global word when the
-  // share reaches the reserve. Memory ordering: relaxed RMWs; the count is only ever summed.
-  void memory_allocated_add(std::int64_t amt) noexcept {
-    shard& s = my_shard();
-    std::int64_t local = s.fw_alloc.fetch_add_relaxed(amt) + amt;
-    if (local >= reserve_) fold(s, local);
-  }
-  // sk_memory_allocated_sub(): symmetric, folded at <= -reserve.
-  void memory_allocated_sub(std::int64_t amt) noexcept {
-    shard& s = my_shard();
-    std::int64_t local = s.fw_alloc.fetch_add_relaxed(-amt) - amt;
-    if (local <= -reserve_) fold(s, local);
-  }
+  // share would reach the reserve.
+  void memory_allocated_add(std::int64_t amt) noexcept { share_add(my_shard(), amt); }
+  // sk_memory_allocated_sub(): symmetric, folded when the share would reach -reserve.
+  void memory_allocated_sub(std::int64_t amt) noexcept { share_add(my_shard(), -amt); }
   // sk_sockets_allocated_inc() / _dec().
   void sockets_allocated_inc() noexcept { my_shard().sockets.fetch_add_relaxed(1); }
   void sockets_allocated_dec() noexcept { my_shard().sockets.fetch_add_relaxed(-1); }
@@ -278,11 +290,33 @@ class basic_proto_memory {
     if constexpr (nr_shards == 1) return shards_[0];
     else return shards_[detail::sock_shard_index() % nr_shards];
   }
-  void fold(shard& s, std::int64_t local) noexcept {
-    // Sub from the share first, then add to the global word: a concurrent exact read may miss
-    // `local` for an instant (the bound stated at memory_allocated()).
-    s.fw_alloc.fetch_add_relaxed(-local);
-    global_.fetch_add_relaxed(local);
+  // Adds d to a share, or folds the share and d into the global word when the share would
+  // reach +-reserve. More threads than shards share one, so the share is only ever replaced by
+  // a CAS from the value the decision was taken on: a fold never subtracts a value another
+  // thread has changed meanwhile (a fetch_add then a subtraction of the stale sum left shares
+  // past +-reserve, and memory_allocated_surely_at_most() then decided on a wrong bound).
+  // Every share stays within (-reserve, reserve) at every instant. Lock-free: a CAS fails only
+  // when a sharing thread's CAS succeeded.
+  void share_add(shard& s, std::int64_t d) noexcept {
+    if (reserve_ == 0) {  // no shares (the simulator): straight to the global word
+      global_.fetch_add_relaxed(d);  // relaxed: the count is only ever summed
+      return;
+    }
+    // Relaxed throughout: the words are only ever summed; the CAS orders nothing else.
+    std::int64_t old = s.fw_alloc.load_relaxed();
+    for (;;) {
+      std::int64_t next = old + d;
+      MEMCG_DELAY(sock_update);  // a sharing thread may move the share here
+      if (next < reserve_ && next > -reserve_) {
+        if (s.fw_alloc.cas_acq_rel(old, next)) return;  // (acq_rel: the only CAS a cell has)
+        continue;  // `old` is the share's new value
+      }
+      // Fold: the global word first, so that a concurrent read (and the bound of
+      // memory_allocated_surely_at_most) may count `next` twice for an instant, never miss it.
+      global_.fetch_add_relaxed(next);
+      if (s.fw_alloc.cas_acq_rel(old, 0)) return;
+      global_.fetch_add_relaxed(-next);  // the share moved: undo, retry with its new value
+    }
   }
   static bool valid_buf(const tcp_buf_sysctl& b) noexcept {
     return b.min >= 0 && b.min <= b.def && b.def <= b.max && b.max <= INT32_MAX;
@@ -330,8 +364,9 @@ struct window_advice {
 
 // One socket's memory state (the memory fields of struct sock).
 // Invariants (between operations):
-//   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0
-//   (forward_alloc + rmem_alloc + wmem_queued) % page_size == 0, and those pages are charged to
+//   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0, stack_charged >= 0
+//   (forward_alloc + rmem_alloc + wmem_queued + stack_charged) % page_size == 0: the bytes it
+//   holds, and those pages are charged to
 //   the protocol's memory_allocated and (if the socket has a group) to the group's memory and
 //   tcp counters, as kind sock
 //   forward_alloc < page_size after every uncharge (sk_mem_reclaim)
@@ -343,14 +378,15 @@ class basic_sock_memory {
   using group = basic_group<Sync>;
   using objcg = basic_objcg<Sync>;
   using cell = typename Sync::template cell<std::int64_t>;
+  using buf_cell = typename Sync::template cell<std::int32_t>;
 
   // sk_alloc() + mem_cgroup_sk_alloc(): the socket belongs to g (nullptr: no group accounting)
   // for its lifetime; after g's rmdir, to its parent through g's handle. rcvbuf and sndbuf
   // start from the protocol's defaults. sockets_allocated is incremented.
   basic_sock_memory(proto& prot, group* g) noexcept
       : prot_(&prot), objcg_(g ? g->live()->objcg() : nullptr) {
-    rcvbuf_.store_relaxed(prot.sysctl_rmem().def);
-    sndbuf_.store_relaxed(prot.sysctl_wmem().def);
+    rcvbuf_.store_relaxed(static_cast<std::int32_t>(prot.sysctl_rmem().def));  // <= INT32_MAX
+    sndbuf_.store_relaxed(static_cast<std::int32_t>(prot.sysctl_wmem().def));
     prot.sockets_allocated_inc();
   }
   ~basic_sock_memory() { (void)close(); }
@@ -361,15 +397,25 @@ class basic_sock_memory {
   std::int64_t forward_alloc() const noexcept { return fwd_.load_relaxed(); }
   std::int64_t rmem_alloc() const noexcept { return rmem_.load_relaxed(); }
   std::int64_t wmem_queued() const noexcept { return wmem_.load_relaxed(); }
+  // Bytes a stack took from the forward allocation with sk_mem_charge() and has not given back.
+  std::int64_t stack_charged() const noexcept { return stack_.load_relaxed(); }
   std::int64_t rcvbuf() const noexcept { return rcvbuf_.load_relaxed(); }
   std::int64_t sndbuf() const noexcept { return sndbuf_.load_relaxed(); }
-  bool closed() const noexcept { return closed_.load_relaxed() != 0; }
+  bool closed() const noexcept { return (flags_.load_relaxed() & flag_closed) != 0; }
+  // SOCK_SNDBUF_LOCK / SOCK_RCVBUF_LOCK: the program set the size (no moderation, no tuning).
+  bool sndbuf_locked() const noexcept { return (flags_.load_relaxed() & flag_sndbuf_lock) != 0; }
+  bool rcvbuf_locked() const noexcept { return (flags_.load_relaxed() & flag_rcvbuf_lock) != 0; }
   proto& protocol() const noexcept { return *prot_; }
   // The group charges reach now (the creator, or the live ancestor that adopted it).
   group* memcg() const noexcept { return objcg_ ? objcg_->memcg() : nullptr; }
-  void set_rcvbuf(std::int64_t bytes) noexcept { rcvbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, 0, INT32_MAX)); }
+  // The stack's own setting (autotuning, a clamp): not locked, clamped to [0, INT32_MAX] (rcvbuf)
+  // and [SOCK_MIN_SNDBUF, INT32_MAX] (sndbuf). A program sets them with setsockopt_*().
+  void set_rcvbuf(std::int64_t bytes) noexcept {
+    rcvbuf_.store_relaxed(static_cast<std::int32_t>(std::clamp<std::int64_t>(bytes, 0, INT32_MAX)));
+  }
   void set_sndbuf(std::int64_t bytes) noexcept {
-    sndbuf_.store_relaxed(std::clamp<std::int64_t>(bytes, sock_min_sndbuf, INT32_MAX));
+    sndbuf_.store_relaxed(
+        static_cast<std::int32_t>(std::clamp<std::int64_t>(bytes, sock_min_sndbuf, INT32_MAX)));
   }
 
   // sk_under_memory_pressure(): the group's (or an ancestor's) socket pressure, or the
@@ -382,17 +428,28 @@ class basic_sock_memory {
 
   // ---- the application's operations (each returns {} or an error; never throws) ----
   // Errors: EBADF after close; EINVAL for a negative or oversized size; ENOMEM when §4.3
-  // refused (a receive is then dropped, a send blocks); nothing changed on any error except the
-  // side effects a refusal has in the kernel (pressure flags, failcnt).
+  // refused (a receive is then dropped, a send blocks); ENOBUFS when a receive is dropped for
+  // rmem_alloc > rcvbuf; EAGAIN when a send would block for wmem_queued >= sndbuf. Nothing
+  // changed on any error except the side effects a refusal has in the kernel (pressure flags,
+  // failcnt, a moderated sndbuf).
 
-  // A segment of `size` bytes arrives: sk_rmem_schedule() then skb_set_owner_r() (rmem_alloc
-  // and sk_mem_charge()). `forced` charges the group as the kernel does in softirq (GFP_ATOMIC:
-  // forced past memory.max) instead of refusing at its limit.
+  // A segment of `size` bytes (its truesize) arrives: tcp_data_queue()'s
+  // tcp_try_rmem_schedule(), then skb_set_owner_r() (rmem_alloc and sk_mem_charge()). Dropped
+  // (ENOBUFS) while rmem_alloc > rcvbuf, or (ENOMEM) when sk_rmem_schedule() is refused; but a
+  // segment into an empty receive queue is never dropped: sk_forced_mem_schedule() charges it
+  // past every limit, so a connection always makes progress (a tcp limit of 64K with 4
+  // connections held 147456 bytes on Linux 6.18). `forced` charges the group as the kernel does
+  // in softirq (GFP_ATOMIC: forced past memory.max) instead of refusing at its limit.
   std::errc recv(std::int64_t size, bool forced = false) noexcept {
     if (std::errc e = check(size); e != std::errc{}) return e;
-    if (!sk_rmem_schedule(size, forced)) return std::errc::not_enough_memory;
+    const bool over_rcvbuf = rmem_alloc() > rcvbuf();
+    if (over_rcvbuf || !sk_rmem_schedule(size, forced)) {
+      if (rmem_alloc() != 0)
+        return over_rcvbuf ? std::errc::no_buffer_space : std::errc::not_enough_memory;
+      sk_forced_mem_schedule(size);
+    }
     rmem_.store_relaxed(rmem_alloc() + size);
-    sk_mem_charge(size);
+    mem_charge(size);
     return {};
   }
   // The application reads `size` received bytes: the skb destructor (rmem_alloc and
@@ -401,16 +458,20 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (size > rmem_alloc()) return std::errc::invalid_argument;
     rmem_.store_relaxed(rmem_alloc() - size);
-    sk_mem_uncharge(size);
+    mem_uncharge(size);
     return {};
   }
-  // The application queues `size` bytes: sk_wmem_schedule() then sk_wmem_queued_add() and
-  // sk_mem_charge().
+  // The application queues `size` bytes: tcp_sendmsg()'s sk_stream_memory_free() (EAGAIN,
+  // nothing charged, while wmem_queued >= sndbuf: a non-blocking send would block), then
+  // sk_wmem_schedule() (ENOMEM: refused; it moderated sndbuf) and sk_wmem_queued_add() and
+  // sk_mem_charge(). A refused raise at or above sndbuf is forced through (§4.3), so a sender at
+  // its group's limit overshoots by about a send and then blocks.
   std::errc send(std::int64_t size) noexcept {
     if (std::errc e = check(size); e != std::errc{}) return e;
+    if (wmem_queued() >= sndbuf()) return std::errc::resource_unavailable_try_again;
     if (!sk_wmem_schedule(size)) return std::errc::not_enough_memory;
     wmem_.store_relaxed(wmem_queued() + size);
-    sk_mem_charge(size);
+    mem_charge(size);
     return {};
   }
   // The peer acknowledges `size` queued bytes (sk_wmem_free_skb()). EINVAL if fewer are queued.
@@ -418,22 +479,40 @@ class basic_sock_memory {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (size > wmem_queued()) return std::errc::invalid_argument;
     wmem_.store_relaxed(wmem_queued() - size);
-    sk_mem_uncharge(size);
+    mem_uncharge(size);
     return {};
   }
-  // Everything the socket held goes back (queues purged, sk_mem_reclaim of every page), and
-  // sockets_allocated is decremented. EBADF if already closed (nothing changes).
+  // setsockopt(SO_RCVBUF): rcvbuf = max(2 * min(bytes, INT_MAX / 2), SOCK_MIN_RCVBUF), locked.
+  // EBADF after close; EINVAL for a negative size or one above INT32_MAX (nothing changes).
+  // net.core.rmem_max (the kernel's cap on `bytes`) is not modelled.
+  std::errc setsockopt_rcvbuf(std::int64_t bytes) noexcept {
+    if (std::errc e = check_buf(bytes); e != std::errc{}) return e;
+    rcvbuf_.store_relaxed(static_cast<std::int32_t>(so_buf(bytes, sock_min_rcvbuf)));
+    set_flag(flag_rcvbuf_lock);
+    return {};
+  }
+  // setsockopt(SO_SNDBUF): sndbuf = max(2 * min(bytes, INT_MAX / 2), SOCK_MIN_SNDBUF), locked:
+  // never moderated afterwards. Errors as setsockopt_rcvbuf (net.core.wmem_max not modelled).
+  std::errc setsockopt_sndbuf(std::int64_t bytes) noexcept {
+    if (std::errc e = check_buf(bytes); e != std::errc{}) return e;
+    sndbuf_.store_relaxed(static_cast<std::int32_t>(so_buf(bytes, sock_min_sndbuf)));
+    set_flag(flag_sndbuf_lock);
+    return {};
+  }
+
+  // Everything the socket held goes back (queues purged, bytes a stack charged with
+  // sk_mem_charge() and still owns, sk_mem_reclaim of every page), and sockets_allocated is
+  // decremented. EBADF if already closed (nothing changes).
   std::errc close() noexcept {
     if (closed()) return std::errc::bad_file_descriptor;
-    std::int64_t held = rmem_alloc() + wmem_queued();
+    std::int64_t held = rmem_alloc() + wmem_queued() + stack_charged();
     rmem_.store_relaxed(0);
     wmem_.store_relaxed(0);
-    if (held) sk_mem_uncharge(held);
-    // What stays is below a page and, by the invariant, zero, unless a stack that drives the
-    // primitives (sk_mem_charge) still owns bytes it charged: those stay charged (its bug;
-    // their pages come back with the bytes' uncharge, which close does not do for it).
+    stack_.store_relaxed(0);
+    if (held) mem_uncharge(held);
+    // What stays is below a page and, by the invariant, zero.
     prot_->sockets_allocated_dec();
-    closed_.store_relaxed(1);
+    set_flag(flag_closed);
     return {};
   }
 
@@ -451,7 +530,8 @@ class basic_sock_memory {
     std::int64_t snd = std::max<std::int64_t>(0, sndbuf() - wmem);
     if (a.under_pressure) {
       rcv = std::min(rcv, std::max(fwd, 2 * mss));
-      std::int64_t moderated = std::max(std::min(sndbuf(), wmem / 2), sock_min_sndbuf);
+      std::int64_t moderated =
+          sndbuf_locked() ? sndbuf() : std::max(std::min(sndbuf(), wmem / 2), sock_min_sndbuf);
       snd = std::min(snd, std::max<std::int64_t>(0, moderated - wmem));
     }
     a.rcv_window = std::max<std::int64_t>(0, std::min(rcv, room));
@@ -472,12 +552,40 @@ class basic_sock_memory {
     std::int64_t delta = size - forward_alloc();
     return delta <= 0 || sk_mem_schedule(delta, sk_mem_kind::send, false);
   }
-  // sk_mem_charge(): fwd -= size.
-  void sk_mem_charge(std::int64_t size) noexcept { fwd_.store_relaxed(forward_alloc() - size); }
-  // sk_mem_uncharge(): fwd += size, then sk_mem_reclaim().
-  void sk_mem_uncharge(std::int64_t size) noexcept {
-    fwd_.store_relaxed(forward_alloc() + size);
-    sk_mem_reclaim();
+  // sk_forced_mem_schedule(): the pages `size` needs beyond the forward allocation, charged past
+  // every limit: the protocol's (no §4.3 decision, no pressure change) and the group's (nofail;
+  // a refusing tcp counter still sets the group's tcp pressure). Requires: size >= 0.
+  void sk_forced_mem_schedule(std::int64_t size) noexcept {
+    std::int64_t delta = size - forward_alloc();
+    if (delta <= 0) return;
+    std::int64_t amt = sk_mem_pages(delta);
+    fwd_.store_relaxed(forward_alloc() + (amt << page_shift));
+    prot_->memory_allocated_add(amt);
+    if (group* memcg = this->memcg())
+      (void)memcg->hierarchy().try_charge(*memcg, kind::sock, amt, GFP_NOWAIT | gfp::nofail);
+  }
+  // sk_mem_charge() for a stack that keeps its own queues: `size` bytes of the forward
+  // allocation become the stack's (fwd -= size, stack_charged += size). EBADF after close;
+  // EINVAL (nothing changes) for a negative size or more than is forward-allocated (schedule
+  // first).
+  std::errc sk_mem_charge(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > forward_alloc()) return std::errc::invalid_argument;
+    stack_.store_relaxed(stack_charged() + size);
+    mem_charge(size);
+    return {};
+  }
+  // sk_mem_uncharge() for such a stack: gives back `size` of the bytes it charged (fwd += size,
+  // then sk_mem_reclaim()). EBADF after close; EINVAL (nothing changes) for a negative size or
+  // more than the stack charged: the kernel trusts its callers, a library cannot (an uncharge of
+  // bytes the socket never charged would take pages from the protocol and the group that other
+  // sockets hold).
+  std::errc sk_mem_uncharge(std::int64_t size) noexcept {
+    if (std::errc e = check(size); e != std::errc{}) return e;
+    if (size > stack_charged()) return std::errc::invalid_argument;
+    stack_.store_relaxed(stack_charged() - size);
+    mem_uncharge(size);
+    return {};
   }
   // sk_mem_reclaim(): gives back floor(fwd / PAGE_SIZE) pages when fwd >= PAGE_SIZE.
   void sk_mem_reclaim() noexcept {
@@ -494,6 +602,15 @@ class basic_sock_memory {
     return ok;
   }
 
+  // sk_stream_moderate_sndbuf(): sndbuf = max(min(sndbuf, wmem_queued / 2), SOCK_MIN_SNDBUF),
+  // unless the program set sndbuf (SOCK_SNDBUF_LOCK).
+  void sk_stream_moderate_sndbuf() noexcept {
+    if (sndbuf_locked()) return;
+    std::int64_t v = std::min(sndbuf(), wmem_queued() >> 1);
+    sndbuf_.store_relaxed(static_cast<std::int32_t>(std::max(v, sock_min_sndbuf)));  // <= sndbuf
+  }
+
+ private:
   // __sk_mem_raise_allocated() (kernel-model.md §4.3, v6.7+), step by step.
   bool sk_mem_raise_allocated(std::int64_t size, std::int64_t amt, sk_mem_kind k,
                               bool forced = false) noexcept {
@@ -564,13 +681,26 @@ class basic_sock_memory {
       prot.leave_memory_pressure();
   }
 
-  // sk_stream_moderate_sndbuf(): sndbuf = max(min(sndbuf, wmem_queued / 2), SOCK_MIN_SNDBUF).
-  void sk_stream_moderate_sndbuf() noexcept {
-    std::int64_t v = std::min(sndbuf(), wmem_queued() >> 1);
-    sndbuf_.store_relaxed(std::max(v, sock_min_sndbuf));
+  static constexpr std::uint8_t flag_closed = 1;
+  static constexpr std::uint8_t flag_sndbuf_lock = 2;  // SOCK_SNDBUF_LOCK
+  static constexpr std::uint8_t flag_rcvbuf_lock = 4;  // SOCK_RCVBUF_LOCK
+  void set_flag(std::uint8_t f) noexcept {
+    flags_.store_relaxed(static_cast<std::uint8_t>(flags_.load_relaxed() | f));
   }
-
- private:
+  // sk_mem_charge() / sk_mem_uncharge() of the kernel, unchecked: the callers checked.
+  void mem_charge(std::int64_t size) noexcept { fwd_.store_relaxed(forward_alloc() - size); }
+  void mem_uncharge(std::int64_t size) noexcept {
+    fwd_.store_relaxed(forward_alloc() + size);
+    sk_mem_reclaim();
+  }
+  std::errc check_buf(std::int64_t bytes) const noexcept {
+    if (closed()) return std::errc::bad_file_descriptor;
+    if (bytes < 0 || bytes > INT32_MAX) return std::errc::invalid_argument;
+    return {};
+  }
+  static std::int64_t so_buf(std::int64_t bytes, std::int64_t floor) noexcept {
+    return std::max(2 * std::min<std::int64_t>(bytes, INT32_MAX / 2), floor);  // <= INT32_MAX - 1
+  }
   std::errc check(std::int64_t size) const noexcept {
     if (closed()) return std::errc::bad_file_descriptor;
     if (size < 0 || size > sk_max_op_size) return std::errc::invalid_argument;
@@ -604,9 +734,10 @@ class basic_sock_memory {
   cell fwd_{};    // sk_forward_alloc (bytes)
   cell rmem_{};   // sk_rmem_alloc
   cell wmem_{};   // sk_wmem_queued
-  cell rcvbuf_{};  // sk_rcvbuf
-  cell sndbuf_{};  // sk_sndbuf
-  typename Sync::template cell<std::uint8_t> closed_{};
+  cell stack_{};  // bytes charged by a stack through sk_mem_charge()
+  buf_cell rcvbuf_{};  // sk_rcvbuf (int in the kernel)
+  buf_cell sndbuf_{};  // sk_sndbuf
+  typename Sync::template cell<std::uint8_t> flags_{};  // flag_*: written by the owner only
 };
 
 static_assert(sizeof(basic_sock_memory<sync::atomic>) <= 64, "a socket's state fits a cache line");

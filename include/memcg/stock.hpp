@@ -1,43 +1,57 @@
 // memcg/stock.hpp: the per-thread stock of pre-charged pages and unflushed statistics.
 //
 // Contents:
-//   detail::thread_stock<Sync>    one thread's slots: (group, pre-charged pages, stat deltas)
-//   detail::stock_registry<Sync>  every live thread's stock, for synchronous drains and flushes
+//   detail::thread_stock<Sync>    one thread's slots: (group, pre-charged pages, stat deltas),
+//                                 and the byte stock of obj_cgroup charging
+//   detail::stock_registry<Sync>  every live thread's stock, for drains and flushes
 //
 // The kernel keeps one stock per CPU (kernel-model.md §2.3) and drains the others
 // asynchronously. A program may have thousands of mostly idle threads, so here a charge that
-// would fail drains every thread's stock for the refusing subtree *synchronously* before giving
-// up, and readers fold every thread's statistics deltas when they read.
+// would fail drains every thread's stock for the refusing subtree before giving up, and
+// readers fold every thread's statistics deltas when they read.
 //
-// The owner's fast path has no lock-prefixed instruction. It pairs with the drainer through an
-// asymmetric fence (DESIGN.md, "Stocks across threads"):
-//   owner:   busy = 1; compiler barrier; if pending: back off ... work ...; busy = 0 (release)
-//   drainer: pending = 1; membarrier(); wait until busy == 0 (acquire); ... drain ...; pending = 0
-// Either the owner sees `pending` and leaves its stock alone, or the drainer sees `busy` and
-// waits for the owner to finish. The membarrier turns the owner's compiler barrier into a full
-// fence whenever it matters. Without membarrier(2) the stock is off (pending stays set).
+// The owner and drainers. A stock is written by its owner thread only, except while a drainer
+// owns it. The owner's fast paths have no lock-prefixed instruction:
+//   - with MEMCG_STOCK_RSEQ (memcg/detail/rseq.hpp) the page and byte hits are restartable
+//     sequences: compare slot 0's key, take or park, one commit store;
+//   - without it (TSan, other architectures) they run under the busy flag:
+//     busy = 1; compiler barrier; compare slot 0's key ...; busy = 0 (release).
+// The slow paths run under the busy flag and test `pending` first (enter()).
+// A drainer, under the registry mutex (quiesce()):
+//   1. sets `pending` and the drain bit in slot 0's keys (page and byte) of every stock;
+//   2. membarrier(2) (asymmetric_fence_heavy): it turns every owner's compiler barrier into a
+//      full fence and restarts every sibling's restartable sequence, so after it no fast path
+//      commits against a poisoned key and no slow path starts without seeing `pending`;
+//   3. a stock whose owner is not busy is the drainer's: it drains (or folds) its slots;
+//   4. a stock whose owner is busy (inside a slow path, maybe preempted there) is skipped, not
+//      waited for: the drainer leaves a request in it and keeps slot 0 poisoned. The owner's
+//      next stock operation misses, its slow path serves the request first (serve_requests()).
+//      A drain therefore never waits for a preempted owner; what such an owner holds comes back
+//      at its next stock operation, or at the next drain that finds it idle.
+// Only fork's prepare handler and exact statistics reads (a checked uncharge that would fail
+// otherwise; parked()) wait for busy owners; a busy section never blocks, so that wait ends.
+// The protocol's corner: a slow path writes slot 0's key with a plain store and may overwrite a
+// drainer's poison. So a drainer re-checks the poison of an idle stock (and fences again if it
+// had to re-poison it), and a slow path leaves with a full fence and looks for a request
+// (leave_slow()); a request left after that fence is covered by the poison, set after it.
 //
-// The page fast paths (a hit in slot 0) skip the `pending` test: the drainer also sets a bit in
-// slot 0's key before its membarrier, so they miss, and every slow path tests `pending` first.
-// They also skip the statistics: slot 0's primary kind's delta is implied by its pages (see
-// `slot`). So a hit is: busy = 1; compare the key; take or park the pages; busy = 0.
-// Where MEMCG_STOCK_RSEQ (memcg/detail/rseq.hpp) they are restartable sequences instead and
-// store no busy flag: compare the key, take or park the pages, one commit store. The drainer's
-// membarrier then also restarts every sibling's sequence that is running or preempted, so after
-// it none can commit against the key it poisoned; a restarted one takes the slow path.
-// The slow paths move the slot they use to the front.
+// Signal handlers: an operation that finds its own thread already inside a busy section of its
+// stock (a handler interrupted it) bypasses the stock (the counters directly). The restartable
+// hits restart when a signal arrives. What a handler may call: README "Signal handlers".
 //
 // Invariant: a slot's pages are charged to its group's memory counter (and ancestors) and
 // belong to nobody; at most `batch` pages per slot after every refill.
 #pragma once
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <array>
 #include <cstdint>
 
 #include "absl/base/thread_annotations.h"
 #include "memcg/config.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/detail/mutex.hpp"
 #include "memcg/detail/rseq.hpp"
 #include "memcg/group.hpp"
@@ -53,10 +67,9 @@ class thread_stock {
  public:
   using group = basic_group<Sync>;
   using cell = typename Sync::template cell<std::int64_t>;
-  using group_cell = typename Sync::template cell<group*>;
   static constexpr int nr_slots = Sync::stock_slots;
-  // The page fast paths as restartable sequences (memcg/detail/rseq.hpp) instead of under the
-  // busy flag.
+  // The fast paths as restartable sequences (memcg/detail/rseq.hpp) instead of under the busy
+  // flag.
   static constexpr bool use_rseq = Sync::concurrent && Sync::accounting && MEMCG_STOCK_RSEQ;
   // Statistics deltas past this many pages are folded into the group at once.
   static constexpr std::int64_t stat_fold_bound = 1024;
@@ -64,7 +77,10 @@ class thread_stock {
   // A slot: pre-charged pages of one group, and that group's statistics deltas. The delta of
   // the slot's primary kind is implicit, `base - nr_pages` (plus stat[primary]): a charge or
   // uncharge of the primary kind through the stock writes nr_pages alone. Everything else keeps
-  // it unchanged (set_pages()). key = group pointer | primary kind (groups are 64-byte aligned).
+  // it unchanged (set_pages()).
+  // key = group pointer | flag bits | primary kind, in the low bits that a group's alignment
+  // leaves zero, so that one word holds identity and poison and the layout works with 32-bit
+  // pointers too.
   using key_cell = typename Sync::template cell<std::uintptr_t>;
   struct slot {
     key_cell key;
@@ -73,14 +89,18 @@ class thread_stock {
     cell base;
     std::array<cell, nr_kinds> stat{};
   };
-  static_assert(alignof(group) > 7, "the slot key keeps the primary kind in a group's low bits");
+  static_assert(alignof(group) >= 64, "the slot key keeps kind and flags in a group's low bits");
   static constexpr std::uintptr_t key_kind_mask = 7;
   // Set in slot 0's key by a drainer (quiesce()): the page fast paths, which test the key but
   // not pending_, miss. No group lives at such an address.
-  static constexpr std::uintptr_t key_drain_bit = std::uintptr_t{1} << (sizeof(std::uintptr_t) * 8 - 1);
+  static constexpr std::uintptr_t key_drain_bit = 8;
   // Set in slot 0's key by its owner while it reclaims (enter_reclaim()).
-  static constexpr std::uintptr_t key_reclaim_bit = key_drain_bit >> 1;
-  static constexpr std::uintptr_t key_group_mask = ~(key_kind_mask | key_drain_bit | key_reclaim_bit);
+  static constexpr std::uintptr_t key_reclaim_bit = 16;
+  // Set in slot 0's key by its owner inside a slow path (enter()): a signal handler that
+  // interrupts it misses the fast path too, and its slow path bypasses the stock.
+  static constexpr std::uintptr_t key_busy_bit = 32;
+  static constexpr std::uintptr_t key_group_mask = ~std::uintptr_t{63};
+  static constexpr std::uintptr_t key_flag_mask = key_drain_bit | key_reclaim_bit | key_busy_bit;
   // A slot whose primary kind is this one never serves a fast path (a traced hierarchy's group:
   // every charge and uncharge must reach the tracer); its statistics are all explicit.
   static constexpr int no_fast_kind = 7;
@@ -111,42 +131,59 @@ class thread_stock {
     if (p == k) return;
     if (p != no_fast_kind) s.stat[p].store_relaxed(stat_delta(s, p));
     s.base.store_relaxed(s.nr_pages.load_relaxed());
-    s.key.store_relaxed(key_of(slot_group(s), k));
+    std::uintptr_t key = s.key.load_relaxed();
+    s.key.store_relaxed(key_of(slot_group(s), k) | (key & key_flag_mask));  // flags stay
   }
 
-  // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of kind
-  // `kind` pre-charged, as whole pages, through `cached`->memcg().
+  // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of one
+  // kind pre-charged, as whole pages, through the handle's memcg(). key = handle | flag | kind,
+  // one word as the page slot's, for the same reason: a drained slot (key 0) or a poisoned one
+  // never matches a fast path, whatever it loaded before.
   // Invariant: 0 <= nr_bytes <= obj_stock_max + one object; owner-only writes (the protocol
-  // above), drainers write under quiescence.
+  // above), drainers write while they own the stock.
   using objcg = basic_objcg<Sync>;
-  using objcg_cell = typename Sync::template cell<objcg*>;
   struct obj_slot {
-    objcg_cell cached;
-    cell kind;
+    key_cell key;
     cell nr_bytes;
   };
+  static_assert(alignof(objcg) >= 32, "the byte slot key keeps kind and flags in a handle's low bits");
+  static constexpr std::uintptr_t obj_busy_bit = 16;  // as key_busy_bit
+  static constexpr std::uintptr_t obj_key_mask = ~std::uintptr_t{31};
+  static constexpr std::uintptr_t obj_flag_mask = key_drain_bit | obj_busy_bit;
+  MEMCG_ALWAYS_INLINE static std::uintptr_t obj_key_of(const objcg* o, int k) noexcept {
+    return reinterpret_cast<std::uintptr_t>(o) | static_cast<std::uintptr_t>(k);
+  }
+  static objcg* obj_slot_objcg(const obj_slot& s) noexcept {
+    return reinterpret_cast<objcg*>(s.key.load_relaxed() & obj_key_mask);
+  }
+  static int obj_slot_kind(const obj_slot& s) noexcept {
+    return static_cast<int>(s.key.load_relaxed() & key_kind_mask);
+  }
   // U16_MAX: a stock refilled without uncharging never holds more.
   static constexpr std::int64_t obj_stock_max = 65535;
 
-  // As key_drain_bit for the byte stock: set in obj slot 0's kind by a drainer.
-  static constexpr std::int64_t obj_kind_drain_bit = std::int64_t{1} << 32;
-
   // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k. The fast path
-  // looks at slot 0 only, as consume() does.
+  // looks at slot 0 only, as consume() does. A stock that cannot be used (off, owned by a
+  // drainer, retired, reentered) takes them from the handle's parked bytes instead.
   MEMCG_ALWAYS_INLINE bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
-    enter_fast();
-    bool hit;
     obj_slot& s = obj_slots_[0];
-    std::int64_t have = s.nr_bytes.load_relaxed();
-    if (MEMCG_LIKELY(s.cached.load_relaxed() == o && s.kind.load_relaxed() == k &&
-                     have >= nr_bytes)) {
-      s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
-      hit = true;
-    } else {
-      hit = consume_obj_slow(o, k, nr_bytes);
+    if constexpr (use_rseq) {
+      if (MEMCG_LIKELY(rseq_take(s.key, s.nr_bytes, obj_key_of(o, k), nr_bytes))) return true;
+      return consume_obj_miss(o, k, nr_bytes);
+    }
+    if (MEMCG_UNLIKELY(!enter_fast())) return o->try_take_bytes(static_cast<kind>(k), nr_bytes);
+    // Acquire: pairs with quiesce()'s release of the key; a key that matches was not drained.
+    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {
+      MEMCG_DELAY(stock_obj_busy);
+      std::int64_t have = s.nr_bytes.load_relaxed();
+      if (MEMCG_LIKELY(have >= nr_bytes)) {
+        s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
+        leave();
+        return true;
+      }
     }
     leave();
-    return hit;
+    return consume_obj_miss(o, k, nr_bytes);
   }
 
   // refill_obj_stock(): parks nr_bytes charged through o (of kind k). Returns the whole pages
@@ -156,25 +193,30 @@ class thread_stock {
   // the counters, the rest parked in its handle) and adopts o's parked bytes.
   MEMCG_ALWAYS_INLINE std::int64_t refill_obj(objcg* o, int k, std::int64_t nr_bytes,
                                               bool allow_uncharge) noexcept {
-    enter_fast();
     obj_slot& s = obj_slots_[0];
-    std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
-    if (MEMCG_LIKELY(s.cached.load_relaxed() == o && s.kind.load_relaxed() == k &&
-                     !(allow_uncharge && have > page_size) && have <= obj_stock_max)) {
-      s.nr_bytes.store_relaxed(have);
-      leave();
-      return 0;
+    const std::int64_t limit = allow_uncharge ? page_size : obj_stock_max;
+    if constexpr (use_rseq) {
+      if (MEMCG_LIKELY(rseq_park(s.key, s.nr_bytes, limit, obj_key_of(o, k), nr_bytes))) return 0;
+      return refill_obj_miss(o, k, nr_bytes, allow_uncharge);
     }
-    std::int64_t pages = refill_obj_slow(o, k, nr_bytes, allow_uncharge);
+    if (MEMCG_UNLIKELY(!enter_fast())) return refill_obj_bypass(o, k, nr_bytes);
+    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {  // acquire: as consume_obj()
+      MEMCG_DELAY(stock_obj_busy);
+      std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
+      if (MEMCG_LIKELY(have <= limit)) {
+        s.nr_bytes.store_relaxed(have);
+        leave();
+        return 0;
+      }
+    }
     leave();
-    return pages;
+    return refill_obj_miss(o, k, nr_bytes, allow_uncharge);
   }
 
   // Bytes of kind k parked for o in this thread's byte stock (owner thread only).
   std::int64_t obj_parked(const objcg* o, int k) const noexcept {
     for (const obj_slot& s : obj_slots_)
-      if (s.cached.load_relaxed() == o && (s.kind.load_relaxed() & ~obj_kind_drain_bit) == k)
-        return s.nr_bytes.load_relaxed();
+      if (obj_slot_objcg(s) == o && obj_slot_kind(s) == k) return s.nr_bytes.load_relaxed();
     return 0;
   }
 
@@ -199,18 +241,18 @@ class thread_stock {
         return true;  // the implicit delta records the charge
       return consume_miss(g, nr_pages, stat_kind);
     }
-    enter_fast();
-    bool hit;
-    std::int64_t have = s.nr_pages.load_relaxed();
-    if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind) &&
-                     have >= nr_pages)) {
-      s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
-      hit = true;
-    } else {
-      hit = consume_slow(g, nr_pages, stat_kind);
+    if (MEMCG_UNLIKELY(!enter_fast())) return false;
+    if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind))) {
+      MEMCG_DELAY(stock_busy);
+      std::int64_t have = s.nr_pages.load_relaxed();
+      if (MEMCG_LIKELY(have >= nr_pages)) {
+        s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
+        leave();
+        return true;
+      }
     }
     leave();
-    return hit;
+    return consume_miss(g, nr_pages, stat_kind);
   }
 
   // refill_stock(): parks nr_pages charged to g (an uncharge, or the rest of a batch) and
@@ -223,10 +265,10 @@ class thread_stock {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
     if (reclaim_depth == 0 && enter()) {
       refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
-      leave();
+      leave_slow();
       return;
     }
-    // A drainer owns the stock right now, or this thread reclaims: bypass it.
+    // A drainer owns the stock right now, it is off, or this thread reclaims: bypass it.
     if (nr_pages) (void)g->memory.uncharge(nr_pages);
     if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
   }
@@ -235,11 +277,17 @@ class thread_stock {
   // caches g and stays within its batch. False otherwise: the caller calls refill().
   MEMCG_ALWAYS_INLINE bool uncharge_fast(group* g, std::int64_t nr_pages, int k) noexcept {
     slot& s = slots_[0];
-    if constexpr (use_rseq) return rseq_park(s.key, s.nr_pages, s.limit, key_of(g, k), nr_pages);
-    enter_fast();
-    std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
-    bool hit = s.key.load_relaxed() == key_of(g, k) && have <= s.limit.load_relaxed();
-    if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
+    if constexpr (use_rseq) {
+      return rseq_park(s.key, s.nr_pages, s.limit.load_relaxed(), key_of(g, k), nr_pages);
+    }
+    if (MEMCG_UNLIKELY(!enter_fast())) return false;
+    bool hit = false;
+    if (s.key.load_relaxed() == key_of(g, k)) {
+      MEMCG_DELAY(stock_busy);
+      std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+      hit = have <= s.limit.load_relaxed();
+      if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
+    }
     leave();
     return hit;
   }
@@ -260,6 +308,8 @@ class thread_stock {
   static thread_stock* peek() noexcept {
     return tls_self_.registered_ && !tls_self_.retired_ ? &tls_self_ : nullptr;
   }
+  // Whether this stock can hold anything (registered, not retired, not off). Tests.
+  bool usable() const noexcept { return registered_ && !retired_ && !disabled_; }
 
   // memory.high: pages charged above high since the last throttle point, the group, and its
   // hierarchy (compared, never dereferenced: it may be gone).
@@ -281,45 +331,102 @@ class thread_stock {
  private:
   friend class stock_registry<Sync>;
 
-  // An atomic read-modify-write of a key's flag bits: the owner (reclaim) and drainers
-  // (key_drain_bit) both change slot 0's key while the other may. The slow paths' plain key
-  // stores happen under the busy flag; quiesce() re-checks for those.
-  static void set_key_bits(slot& s, std::uintptr_t set, std::uintptr_t clear) noexcept {
-    std::uintptr_t k = s.key.load_relaxed();
-    while (!s.key.cas_acq_rel(k, (k | set) & ~clear)) {
+  // What a drainer that skipped a busy stock asks its owner to do (requests_).
+  static constexpr std::int64_t request_drain = 1;  // give back every slot (drain_all_stock)
+  static constexpr std::int64_t request_fold = 2;   // fold every statistics delta (a flush)
+
+  // An atomic read-modify-write of a key's flag bits: the owner (reclaim, serving requests) and
+  // drainers (key_drain_bit) both change slot 0's keys while the other may.
+  static void set_key_bits(key_cell& key, std::uintptr_t set, std::uintptr_t clear) noexcept {
+    std::uintptr_t k = key.load_relaxed();
+    while (!key.cas_acq_rel(k, (k | set) & ~clear)) {
     }
+  }
+  static void set_key_bits(slot& s, std::uintptr_t set, std::uintptr_t clear) noexcept {
+    set_key_bits(s.key, set, clear);
   }
 
-  // Owner side of the asymmetric fence. Returns false if a drainer holds the stock.
+  // Owner side of the protocol, for the slow paths. False if the stock can't be used now: a
+  // drainer owns it, it is off or retired, or this thread is already inside a section of it (a
+  // signal handler interrupted that section: the slots may be half written). Serves the
+  // requests a drainer left while the owner was busy.
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
-    enter_fast();
-    return pending_ok();
-  }
-  // The page fast paths' half of enter(): they test slot 0's key instead of pending_ (a drainer
-  // sets key_drain_bit there), and call pending_ok() before anything else.
-  MEMCG_ALWAYS_INLINE void enter_fast() noexcept {
-    if constexpr (Sync::concurrent) {
-      busy_.store_relaxed(1);
-      // Orders the store above before the loads that follow (pending_, slot 0's key); pairs
-      // with asymmetric_fence_heavy() in stock_registry::quiesce(). Only a compiler barrier:
-      // without membarrier(2) the stock is off (pending_ stays set; create_local()).
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-    }
-  }
-  MEMCG_ALWAYS_INLINE bool pending_ok() noexcept {
+    if (MEMCG_UNLIKELY(!enter_fast())) return false;
     if constexpr (Sync::concurrent) {
       if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with quiesce()
         busy_.store_release(0);
         return false;
       }
-    } else {
-      if (MEMCG_UNLIKELY(disabled_)) return false;  // retired at thread exit
+      // Plain read-modify-writes: a drainer's poison they overwrite is re-checked (quiesce()).
+      slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() | key_busy_bit);
+      obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() | obj_busy_bit);
+      MEMCG_DELAY(stock_busy);
+      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0 ||
+                         (slots_[0].key.load_relaxed() & key_drain_bit) ||
+                         (obj_slots_[0].key.load_relaxed() & key_drain_bit)) &&
+          reclaim_depth == 0)
+        serve_requests();
     }
     return true;
+  }
+  // The busy store and its fence (the fast paths without rseq test slot 0's key instead of
+  // pending_: a drainer poisons it). False only when this thread is inside a section already.
+  MEMCG_ALWAYS_INLINE bool enter_fast() noexcept {
+    if constexpr (Sync::concurrent) {
+      if (MEMCG_UNLIKELY(busy_.load_relaxed() != 0)) return false;  // reentered: bypass
+      busy_.store_relaxed(1);
+      // Orders the store above before the loads that follow (pending_, slot 0's key); pairs
+      // with asymmetric_fence_heavy() in stock_registry::quiesce(). Only a compiler barrier:
+      // without membarrier(2) the stock is off (pending_ stays set; create_local()).
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      return true;
+    } else {
+      return !disabled_;  // retired at thread exit
+    }
   }
   MEMCG_ALWAYS_INLINE void leave() noexcept {
     // release: our slot writes are visible to a drainer that sees busy == 0.
     if constexpr (Sync::concurrent) busy_.store_release(0);
+  }
+  // Leaves a slow path. It may have overwritten a drainer's poison of slot 0 with a plain key
+  // store; that drainer skipped us (we were busy) and left a request. The full fence orders our
+  // key stores and busy = 0 before the request's load: either we see the request here, or the
+  // drainer's second poison (after its request) comes after our key stores and survives.
+  void leave_slow() noexcept {
+    leave_section();
+    if constexpr (Sync::concurrent) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with skip()'s fetch_or
+      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && reclaim_depth == 0 && enter())
+        leave_section();
+    }
+  }
+  // The end of enter()'s section: the busy bits off slot 0's keys, then busy = 0.
+  void leave_section() noexcept {
+    if constexpr (Sync::concurrent) {
+      slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() & ~key_busy_bit);
+      obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() & ~obj_busy_bit);
+    }
+    leave();
+  }
+
+  // The owner serves what drainers asked while it was busy (enter(), under the busy flag):
+  // drains or folds, clears slot 0's poison, and takes the requests again until none is left.
+  // A drainer that asks after our last exchange poisons slot 0 after it, so our next operation
+  // comes back here.
+  MEMCG_NOINLINE void serve_requests() noexcept {
+    std::int64_t r = requests_.exchange_seq_cst(0);
+    for (;;) {
+      if (r & request_drain) {
+        for (slot& sl : slots_) drain_slot(sl, true);
+        for (obj_slot& o : obj_slots_) drain_obj_slot(o);
+      } else if (r & request_fold) {
+        for (slot& sl : slots_) fold_stats(sl);
+      }
+      for (slot& sl : slots_) set_key_bits(sl, 0, key_drain_bit);
+      for (obj_slot& o : obj_slots_) set_key_bits(o.key, 0, key_drain_bit);
+      r = requests_.exchange_seq_cst(0);  // seq_cst: after the clears above; pairs with skip()
+      if (!r) return;
+    }
   }
 
   // Adds delta to kind k's statistic in s (explicit part), folding the slot's deltas into the
@@ -356,7 +463,7 @@ class thread_stock {
     if (nr) (void)g->memory.uncharge(nr);
     s.nr_pages.store_relaxed(0);
     s.base.store_relaxed(0);
-    if (forget_group) s.key.store_relaxed(0);
+    if (forget_group) s.key.store_relaxed(s.key.load_relaxed() & key_flag_mask);  // flags stay
   }
 
   // Moves slot i to the front (the fast paths look at slot 0 only), keeping the others' order.
@@ -365,10 +472,13 @@ class thread_stock {
     slot moved;
     copy_slot(moved, slots_[i]);
     for (; i > 0; --i) copy_slot(slots_[i], slots_[i - 1]);
+    MEMCG_DELAY(stock_slot_half);  // the moved slot is in no slot now
     copy_slot(slots_[0], moved);
   }
+  // The key's identity moves; the destination's flag bits stay (slot 0's belong to slot 0).
   static void copy_slot(slot& to, const slot& from) noexcept {
-    to.key.store_relaxed(from.key.load_relaxed());
+    to.key.store_relaxed((from.key.load_relaxed() & ~key_flag_mask) |
+                         (to.key.load_relaxed() & key_flag_mask));
     to.nr_pages.store_relaxed(from.nr_pages.load_relaxed());
     to.limit.store_relaxed(from.limit.load_relaxed());
     to.base.store_relaxed(from.base.load_relaxed());
@@ -380,17 +490,16 @@ class thread_stock {
     return -1;
   }
 
-  // consume()'s miss with rseq fast paths: the slow path under the busy flag.
+  // consume()'s miss: the slow path under the busy flag.
   MEMCG_NOINLINE bool consume_miss(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    enter_fast();
+    if (!enter()) return false;
     bool hit = consume_slow(g, nr_pages, stat_kind);
-    leave();
+    leave_slow();
     return hit;
   }
 
   // consume() off the fast path: another slot, another kind, or too few pages.
-  MEMCG_NOINLINE bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    if (!pending_ok()) return false;  // a drainer owns the stock
+  bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
     if (reclaim_depth > 0) return false;  // see enter_reclaim()
     int i = find_slot(g);
     if (i < 0) return false;
@@ -415,13 +524,21 @@ class thread_stock {
     const int primary = !fast_ok ? no_fast_kind : stat_kind >= 0 ? stat_kind : -1;
     int i = find_slot(g);
     if (i < 0) {
+      // Statistics alone never take a slot: a slot changes group only when pages are refilled
+      // (model.md, the stock), so a charge that took exactly its pages from the counters leaves
+      // the stock as it was.
+      if (nr_pages == 0) {
+        if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
+        return;
+      }
       for (i = 0; i < nr_slots && slot_group(slots_[i]); ++i) {
       }
       if (i == nr_slots) {  // evict the least recently used slot, as a multi-slot stock would
         i = nr_slots - 1;
         drain_slot(slots_[i], true);
       }
-      slots_[i].key.store_relaxed(key_of(g, primary >= 0 ? primary : 0));
+      std::uintptr_t flags = slots_[i].key.load_relaxed() & key_flag_mask;  // they stay
+      slots_[i].key.store_relaxed(key_of(g, primary >= 0 ? primary : 0) | flags);
       slots_[i].base.store_relaxed(slots_[i].nr_pages.load_relaxed());
     }
     to_front(i);
@@ -433,6 +550,7 @@ class thread_stock {
       // Over one batch: the kernel drains the whole slot.
       (void)g->memory.uncharge(have);
       have = 0;
+      MEMCG_DELAY(stock_slot_half);  // uncharged, not yet taken out of the slot
     }
     set_pages(s, have);
     if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);
@@ -443,9 +561,9 @@ class thread_stock {
 
   // drain_obj_stock(): whole pages straight to the counters, the rest parked in the handle.
   static void drain_obj_slot(obj_slot& s) noexcept {
-    objcg* o = s.cached.load_relaxed();
+    objcg* o = obj_slot_objcg(s);
     if (!o) return;
-    auto k = static_cast<kind>(s.kind.load_relaxed() & ~obj_kind_drain_bit);
+    auto k = static_cast<kind>(obj_slot_kind(s));
     std::int64_t have = s.nr_bytes.load_relaxed();
     std::int64_t pages = have >> page_shift, rest = have & (page_size - 1);
     if (pages) {
@@ -456,31 +574,37 @@ class thread_stock {
     }
     if (rest) o->park_bytes(k, rest);
     s.nr_bytes.store_relaxed(0);
-    s.cached.store_relaxed(nullptr);
+    s.key.store_relaxed(s.key.load_relaxed() & obj_flag_mask);  // forgotten; the flags stay
   }
   int find_obj_slot(const objcg* o, int k) const noexcept {
     for (int i = 0; i < nr_slots; ++i)
-      if (obj_slots_[i].cached.load_relaxed() == o &&
-          (obj_slots_[i].kind.load_relaxed() & ~obj_kind_drain_bit) == k)
-        return i;
+      if (obj_slot_objcg(obj_slots_[i]) == o && obj_slot_kind(obj_slots_[i]) == k) return i;
     return -1;
   }
   // Moves obj slot i to the front, keeping the others' order.
   void obj_to_front(int i) noexcept {
     if (i <= 0) return;
-    objcg* o = obj_slots_[i].cached.load_relaxed();
-    std::int64_t k = obj_slots_[i].kind.load_relaxed(), n = obj_slots_[i].nr_bytes.load_relaxed();
+    // Identities move; each slot's flag bits stay (slot 0's belong to slot 0).
+    auto move_key = [](obj_slot& to, std::uintptr_t from) {
+      to.key.store_relaxed((from & ~obj_flag_mask) | (to.key.load_relaxed() & obj_flag_mask));
+    };
+    std::uintptr_t key = obj_slots_[i].key.load_relaxed();
+    std::int64_t n = obj_slots_[i].nr_bytes.load_relaxed();
     for (; i > 0; --i) {
-      obj_slots_[i].cached.store_relaxed(obj_slots_[i - 1].cached.load_relaxed());
-      obj_slots_[i].kind.store_relaxed(obj_slots_[i - 1].kind.load_relaxed());
+      move_key(obj_slots_[i], obj_slots_[i - 1].key.load_relaxed());
       obj_slots_[i].nr_bytes.store_relaxed(obj_slots_[i - 1].nr_bytes.load_relaxed());
     }
-    obj_slots_[0].cached.store_relaxed(o);
-    obj_slots_[0].kind.store_relaxed(k);
+    move_key(obj_slots_[0], key);
     obj_slots_[0].nr_bytes.store_relaxed(n);
   }
-  MEMCG_NOINLINE bool consume_obj_slow(objcg* o, int k, std::int64_t nr_bytes) noexcept {
-    if (!pending_ok()) return false;  // a drainer owns the stock
+  // consume_obj()'s miss: the slow path, or the handle when the stock can't be used.
+  MEMCG_NOINLINE bool consume_obj_miss(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    if (!enter()) return o->try_take_bytes(static_cast<kind>(k), nr_bytes);
+    bool hit = consume_obj_slow(o, k, nr_bytes);
+    leave_slow();
+    return hit;
+  }
+  bool consume_obj_slow(objcg* o, int k, std::int64_t nr_bytes) noexcept {
     int i = find_obj_slot(o, k);
     if (i < 0) return false;
     obj_to_front(i);
@@ -490,12 +614,22 @@ class thread_stock {
     s.nr_bytes.store_relaxed(have - nr_bytes);
     return true;
   }
-  MEMCG_NOINLINE std::int64_t refill_obj_slow(objcg* o, int k, std::int64_t nr_bytes,
+  MEMCG_NOINLINE std::int64_t refill_obj_miss(objcg* o, int k, std::int64_t nr_bytes,
                                               bool allow_uncharge) noexcept {
-    if (!pending_ok()) {  // a drainer owns the stock: park in the handle
-      o->park_bytes(static_cast<kind>(k), nr_bytes);
-      return 0;
-    }
+    if (!enter()) return refill_obj_bypass(o, k, nr_bytes);
+    std::int64_t pages = refill_obj_slow(o, k, nr_bytes, allow_uncharge);
+    leave_slow();
+    return pages;
+  }
+  // The stock can't be used (off, a drainer owns it, retired, reentered): the handle's parked
+  // bytes are the byte stock, shared by every such thread, and give back whole pages as soon
+  // as they pass one page. Without this, every object charged a page that stayed parked.
+  static std::int64_t refill_obj_bypass(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    o->park_bytes(static_cast<kind>(k), nr_bytes);
+    return o->take_whole_pages(static_cast<kind>(k));
+  }
+  std::int64_t refill_obj_slow(objcg* o, int k, std::int64_t nr_bytes,
+                               bool allow_uncharge) noexcept {
     int i = find_obj_slot(o, k);
     if (i < 0) {
       i = switch_obj_slot(o, k);
@@ -515,20 +649,23 @@ class thread_stock {
   // A slot for (o, k): an empty one, or the least recently used one drained.
   int switch_obj_slot(objcg* o, int k) noexcept {
     int i = 0;
-    while (i < nr_slots && obj_slots_[i].cached.load_relaxed()) ++i;
+    while (i < nr_slots && obj_slot_objcg(obj_slots_[i])) ++i;
     if (i == nr_slots) {  // NR_OBJ_STOCK slots in the kernel
       i = nr_slots - 1;
       drain_obj_slot(obj_slots_[i]);
     }
     obj_slot& t = obj_slots_[i];
-    t.cached.store_relaxed(o);
-    t.kind.store_relaxed(k);
     t.nr_bytes.store_relaxed(o->take_bytes(static_cast<kind>(k)));
+    t.key.store_relaxed(obj_key_of(o, k) | (t.key.load_relaxed() & obj_flag_mask));  // flags stay
     return i;
   }
 
   alignas(64) cell busy_;
   cell pending_;
+  // Set by drainers that skipped this stock while its owner was busy (request_drain,
+  // request_fold); served and cleared by the owner (serve_requests()) or by a drainer that
+  // finds the stock idle.
+  cell requests_;
   // membarrier(2) is missing: the owner's compiler barrier would not pair with anything, so
   // pending_ stays set and every charge takes the counters (set before the stock is
   // registered, never changed).
@@ -536,6 +673,10 @@ class thread_stock {
   // In the registry (create_local()); retired: left it at thread exit, for good.
   bool registered_ = false;
   bool retired_ = false;
+  // The registry's, under its mutex: this drain skipped the stock (its owner was busy) / must
+  // look at it again after a second fence.
+  bool skipped_ = false;
+  bool retake_ = false;
   std::array<slot, nr_slots> slots_{};
   std::array<obj_slot, nr_slots> obj_slots_{};
   thread_stock* next_ = nullptr;
@@ -549,8 +690,8 @@ class thread_stock {
 template <sync_policy Sync>
 constinit thread_local thread_stock<Sync> thread_stock<Sync>::tls_self_{};
 
-// Every live thread's stock. Drains and flushes take the registry mutex and quiesce the owners
-// with the asymmetric fence; owners never take the mutex except at thread start and exit.
+// Every live thread's stock. Drains and flushes take the registry mutex and take the owners'
+// stocks with the protocol above; owners never take the mutex except at thread start and exit.
 template <sync_policy Sync>
 class stock_registry {
  public:
@@ -586,137 +727,210 @@ class stock_registry {
     if constexpr (Sync::concurrent) s->pending_.store_relaxed(1);  // relaxed: no longer shared
   }
 
+  // What a drain or flush does with a stock whose owner is inside a busy section.
+  enum class busy_owner { skip, wait };
+
   // drain_all_stock(): every slot caching a group of the subtree of `root` (or of any group
-  // when root is null) gives its pages back and folds its statistics. Synchronous.
-  void drain(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce(
+  // when root is null) gives its pages back and folds its statistics. Never waits for a busy
+  // owner (it gives back at its next operation). may_skip: if another drain is running, return
+  // at once (false), as the kernel's trylock of percpu_charge_mutex: the charge path's drains.
+  bool drain(const group* root, bool may_skip = false) ABSL_LOCKS_EXCLUDED(mu_) {
+    return quiesce(
+        may_skip, busy_owner::skip, stock::request_drain,
         [&](slot& s) {
           group* g = stock::slot_group(s);
           if (g && (!root || g->is_descendant_of(root))) stock::drain_slot(s, true);
         },
         [&](obj_slot& s) {
-          auto* o = s.cached.load_relaxed();
+          auto* o = stock::obj_slot_objcg(s);
           if (o && (!root || o->memcg()->is_descendant_of(root))) stock::drain_obj_slot(s);
         });
   }
-  // Drains the slots of groups of one hierarchy (hierarchy destruction).
+  // Drains the slots of groups of one hierarchy (its destruction): waits for busy owners, since
+  // the groups are freed after it.
   template <class Pred>
   void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce(
+        false, busy_owner::wait, 0,
         [&](slot& s) {
           group* g = stock::slot_group(s);
           if (g && pred(g)) stock::drain_slot(s, true);
         },
         [&](obj_slot& s) {
-          auto* o = s.cached.load_relaxed();
+          auto* o = stock::obj_slot_objcg(s);
           if (o && pred(o->memcg())) stock::drain_obj_slot(s);
         });
   }
-  // The rstat flush: every thread's statistics deltas folded into their groups.
-  void flush_stats() ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce([&](slot& s) { stock::fold_stats(s); });
+  // The rstat flush: every thread's statistics deltas folded into their groups. A busy owner
+  // is asked to fold its own at its next operation (exact = false), or waited for (exact: a
+  // checked uncharge that would otherwise refuse, tests).
+  void flush_stats(bool exact = false) ABSL_LOCKS_EXCLUDED(mu_) {
+    quiesce(false, exact ? busy_owner::wait : busy_owner::skip, stock::request_fold,
+            [&](slot& s) { stock::fold_stats(s); }, &no_obj);
   }
   // fork(2), through pthread_atfork (memcg/slab.hpp's fork handlers, a preloaded malloc):
-  // prepare takes the registry lock, so that no drain is half done when the process is copied;
-  // the parent releases it. In the child only the forking thread lives: it gets a fresh lock,
-  // and the other threads' stocks give back what they held (pages to the counters, byte rests
-  // to their handles, statistics deltas folded) and leave the registry; their memory is left
-  // (their owners never run in the child). A charge another thread had half done when the
-  // process was copied stays charged in the child (at most one batch per such thread).
-  void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.lock(); }
-  void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.unlock(); }
+  // prepare takes the registry lock and every stock, waiting for busy owners, so that no stock
+  // is half updated when the process is copied; the parent gives them back and releases the
+  // lock. In the child only the forking thread lives: it gets a fresh lock, and the other
+  // threads' stocks give back what they held (pages to the counters, byte rests to their
+  // handles, statistics deltas folded) and leave the registry; their memory is left (their
+  // owners never run in the child). A charge another thread had half done outside its stock
+  // when the process was copied stays charged in the child (at most one batch per thread);
+  // nothing is given back twice.
+  void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    mu_.lock();
+    if constexpr (Sync::concurrent) {
+      take_all(busy_owner::wait, 0);
+      MEMCG_DELAY(fork_prepared);
+    }
+  }
+  void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if constexpr (Sync::concurrent) release_all();
+    mu_.unlock();
+  }
   void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     mu_.reset_after_fork();
     stock* self = stock::peek();
     for (stock* s = head_; s;) {
       stock* next = s->next_;
-      if (s != self) {
-        // Relaxed: one thread is left; an owner caught inside enter()/leave() is gone.
-        s->busy_.store_relaxed(0);
-        s->pending_.store_relaxed(0);
-        detach(s);
-      }
+      if (s != self) detach(s);  // taken in prepare: consistent
       s = next;
     }
+    if constexpr (Sync::concurrent) release_all();
   }
 
-  // Pages parked in all stocks for g (a snapshot under quiescence).
+  // Pages parked in all stocks for g (a snapshot; waits for busy owners).
   std::int64_t parked(const group* g) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t n = 0;
-    quiesce([&](slot& s) {
+    quiesce(false, busy_owner::wait, 0, [&](slot& s) {
       if (stock::slot_group(s) == g) n += s.nr_pages.load_relaxed();
-    });
+    }, &no_obj);
     return n;
   }
+
+  // Drains that skipped a busy owner since the start (tests, benchmarks).
+  std::int64_t skipped_owners() const noexcept { return nr_skipped_.load(std::memory_order_relaxed); }
 
  private:
   using obj_slot = typename stock::obj_slot;
   static void no_obj(obj_slot&) noexcept {}
 
-  template <class Fn, class ObjFn = void (*)(obj_slot&) noexcept>
-  void quiesce(Fn fn, ObjFn obj_fn = &no_obj) ABSL_LOCKS_EXCLUDED(mu_) {
-    mutex_lock l(&mu_);
-    if constexpr (Sync::concurrent) {
-      // The calling thread's own stock alone needs no fence (a single-threaded program).
-      const bool fence = head_ && (head_ != stock::peek() || head_->next_);
-      // Slow paths test pending_ after their busy_ store; the page fast paths test slot 0's key.
-      // release + the heavy fence: pairs with the owners' compiler barrier (enter_fast()).
-      for (stock* s = head_; s; s = s->next_) {
-        s->pending_.store_release(1);
-        poison(s->slots_[0]);
-        poison(s->obj_slots_[0]);
-      }
-      if (fence) asymmetric_fence_heavy();
-      wait_idle();
-      // A slow path that had passed its pending_ test before we set it may have rewritten slot
-      // 0's key meanwhile; none can start now. Poison those again and wait once more.
-      bool again = false;
-      for (stock* s = head_; s; s = s->next_) {
-        if (!(s->slots_[0].key.load_relaxed() & stock::key_drain_bit)) {
-          poison(s->slots_[0]);
-          again = true;
-        }
-        if (!(s->obj_slots_[0].kind.load_relaxed() & stock::obj_kind_drain_bit)) {
-          poison(s->obj_slots_[0]);
-          again = true;
-        }
-      }
-      if (again) {
-        if (fence) asymmetric_fence_heavy();
-        wait_idle();
-      }
+  // Takes every stock it can (all with busy_owner::wait) and runs fn on its slots and obj_fn on
+  // its byte slots; a busy owner's stock is skipped with `request` left in it (busy_owner::skip)
+  // and served by its owner. Returns false when may_skip and another drain holds the lock.
+  template <class Fn, class ObjFn>
+  bool quiesce(bool may_skip, busy_owner busy, std::int64_t request, Fn fn, ObjFn obj_fn)
+      ABSL_LOCKS_EXCLUDED(mu_) {
+    if (may_skip) {
+      if (!mu_.try_lock()) return false;
+    } else {
+      mu_.lock();
     }
+    if constexpr (Sync::concurrent) take_all(busy, request);
     for (stock* s = head_; s; s = s->next_) {
+      if (s->skipped_) continue;
       for (slot& sl : s->slots_) fn(sl);
       for (obj_slot& o : s->obj_slots_) obj_fn(o);
     }
-    if constexpr (Sync::concurrent) {
-      for (stock* s = head_; s; s = s->next_) {
-        // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
-        for (slot& sl : s->slots_) stock::set_key_bits(sl, 0, stock::key_drain_bit);
-        for (obj_slot& o : s->obj_slots_)
-          o.kind.store_relaxed(o.kind.load_relaxed() & ~stock::obj_kind_drain_bit);
-        // release: our slot writes are visible to the owner once it sees pending == 0.
-        s->pending_.store_release(s->disabled_ ? 1 : 0);
+    if constexpr (Sync::concurrent) release_all();
+    mu_.unlock();
+    return true;
+  }
+
+  // Steps 1-4 of the protocol (stock.hpp's header): afterwards every stock without `skipped_`
+  // is ours until release_all().
+  void take_all(busy_owner busy, std::int64_t request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    // The calling thread's own stock alone needs no fence (a single-threaded program).
+    const bool fence = head_ && (head_ != stock::peek() || head_->next_);
+    for (stock* s = head_; s; s = s->next_) {
+      s->skipped_ = false;
+      s->retake_ = false;
+      // release + the heavy fence: pairs with the owners' compiler barrier (enter_fast()).
+      s->pending_.store_release(1);
+      poison(s);
+    }
+    if (fence) asymmetric_fence_heavy();
+    MEMCG_DELAY(drain_poisoned);
+    bool again = false;
+    for (stock* s = head_; s; s = s->next_) {
+      if (!owner_idle(s, busy)) {
+        skip(s, request);
+        continue;
       }
+      // Idle now, but a slow path that passed its pending_ test before we set it may have
+      // rewritten slot 0's key (our poison) before it left; a fast path may have begun on it
+      // since. Poison again and fence again; no slow path can start any more.
+      if (!poisoned(s)) {
+        poison(s);
+        s->retake_ = true;
+        again = true;
+      }
+    }
+    if (again) {
+      if (fence) asymmetric_fence_heavy();
+      for (stock* s = head_; s; s = s->next_)
+        if (s->retake_ && !owner_idle(s, busy)) skip(s, request);
+    }
+    // Requests left by earlier drains in stocks we own now: serve them for their owners.
+    for (stock* s = head_; s; s = s->next_) {
+      if (s->skipped_) continue;
+      std::int64_t r = s->requests_.load_relaxed();  // only we and the idle owner write it
+      if (r) r = s->requests_.exchange_seq_cst(0);
+      if (r & stock::request_drain) {
+        for (slot& sl : s->slots_) stock::drain_slot(sl, true);
+        for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
+      } else if (r & stock::request_fold) {
+        for (slot& sl : s->slots_) stock::fold_stats(sl);
+      }
+    }
+  }
+  // Gives every stock taken back to its owner: poison cleared, pending_ released. A skipped
+  // stock keeps its poison until its owner served the request.
+  void release_all() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (stock* s = head_; s; s = s->next_) {
+      if (!s->skipped_) {
+        // Every slot: a slow path racing with poison() may have moved slot 0 elsewhere.
+        for (slot& sl : s->slots_)
+          if (sl.key.load_relaxed() & stock::key_drain_bit)
+            stock::set_key_bits(sl, 0, stock::key_drain_bit);
+        for (obj_slot& o : s->obj_slots_)
+          if (o.key.load_relaxed() & stock::key_drain_bit)
+            stock::set_key_bits(o.key, 0, stock::key_drain_bit);
+      }
+      s->skipped_ = false;
+      // release: our slot writes are visible to the owner once it sees pending == 0.
+      s->pending_.store_release(s->disabled_ ? 1 : 0);
     }
   }
 
-  // An atomic read-modify-write: an owner's slow path may be rewriting the key right now (it
-  // passed its pending_ test before we set it); then either its key or our bit survives, and
-  // quiesce() checks which.
-  static void poison(slot& s0) noexcept { stock::set_key_bits(s0, stock::key_drain_bit, 0); }
-  static void poison(obj_slot& s0) noexcept {
-    std::int64_t k = s0.kind.load_relaxed();
-    while (!s0.kind.cas_acq_rel(k, k | stock::obj_kind_drain_bit)) {
+  // acquire: pairs with leave(); the owner's slot writes are visible after this. With
+  // busy_owner::wait, spins, then yields, until the owner leaves its section (never blocked
+  // inside one: no lock is taken there).
+  static bool owner_idle(stock* s, busy_owner busy) noexcept {
+    if (s->busy_.load_acquire() == 0) return true;
+    if (busy == busy_owner::skip) return false;
+    for (int spins = 0; s->busy_.load_acquire() != 0; ++spins) {
+      if (spins < 256) cpu_relax();
+      else sched_yield();
     }
+    return true;
   }
-  void wait_idle() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (stock* s = head_; s; s = s->next_) {
-      // acquire: pairs with leave(); the owner's slot writes are visible after this.
-      while (s->busy_.load_acquire() != 0) {
-      }
-    }
+  // Leaves a busy owner its request, then poisons slot 0 again: if the owner overwrote the
+  // first poison, this one comes after its key stores and its leave_slow() fence, or that
+  // fence let it see the request. seq_cst: pairs with leave_slow() and serve_requests().
+  void skip(stock* s, std::int64_t request) noexcept {
+    s->skipped_ = true;
+    nr_skipped_.fetch_add(1, std::memory_order_relaxed);  // a statistic
+    if (request) s->requests_.fetch_or_seq_cst(request);
+    poison(s);
+  }
+  static void poison(stock* s) noexcept {
+    stock::set_key_bits(s->slots_[0], stock::key_drain_bit, 0);
+    stock::set_key_bits(s->obj_slots_[0].key, stock::key_drain_bit, 0);
+  }
+  static bool poisoned(stock* s) noexcept {
+    return (s->slots_[0].key.load_relaxed() & stock::key_drain_bit) &&
+           (s->obj_slots_[0].key.load_relaxed() & stock::key_drain_bit);
   }
 
   static void thread_exit(void* s) noexcept { instance().remove(static_cast<stock*>(s)); }
@@ -726,6 +940,9 @@ class stock_registry {
   void detach(stock* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (slot& sl : s->slots_) stock::drain_slot(sl, true);
     for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
+    for (slot& sl : s->slots_) sl.key.store_relaxed(0);
+    for (obj_slot& o : s->obj_slots_) o.key.store_relaxed(0);
+    s->requests_.store_relaxed(0);
     if (s->prev_) s->prev_->next_ = s->next_;
     else head_ = s->next_;
     if (s->next_) s->next_->prev_ = s->prev_;
@@ -735,6 +952,7 @@ class stock_registry {
   mutex mu_;
   stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
   pthread_key_t exit_key_{};
+  std::atomic<std::int64_t> nr_skipped_{0};
 };
 
 template <sync_policy Sync>

@@ -24,9 +24,17 @@
 
 #if defined(__linux__)
 #include <linux/membarrier.h>
+#include <sched.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #endif
+
+#include "memcg/detail/fault.hpp"
 
 namespace memcg {
 namespace detail {
@@ -49,6 +57,7 @@ class plain_cell {
   T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
   T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
   T exchange_seq_cst(T v) noexcept { return exchange_acq_rel(v); }
+  T fetch_or_seq_cst(T v) noexcept { T old = v_; v_ = old | v; return old; }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     if (v_ != expected) { expected = v_; return false; }
     v_ = desired;
@@ -77,6 +86,7 @@ class atomic_cell {
   T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
   T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
   T exchange_seq_cst(T v) noexcept { return v_.exchange(v, std::memory_order_seq_cst); }
+  T fetch_or_seq_cst(T v) noexcept { return v_.fetch_or(v, std::memory_order_seq_cst); }
   bool cas_acq_rel(T& expected, T desired) noexcept {
     return v_.compare_exchange_strong(expected, desired, std::memory_order_acq_rel,
                                       std::memory_order_relaxed);
@@ -91,6 +101,15 @@ struct no_lock {
   void unlock() noexcept {}
 };
 
+// A spin-wait hint to the CPU.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 // Test-and-test-and-set lock, as the 2011 res_counter's spinlock_t (without IRQ masking).
 class spinlock {
  public:
@@ -103,13 +122,6 @@ class spinlock {
   void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
  private:
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield");
-#endif
-  }
   std::atomic<bool> locked_{false};
 };
 
@@ -169,8 +181,45 @@ inline bool membarrier_restarts_rseq() noexcept {
   return membarrier_probe() == membarrier_state::expedited_rseq;
 }
 
+// Errors of a registered membarrier(2) command that say nothing about the registration: the
+// kernel could not allocate its CPU mask (ENOMEM), or the call was interrupted (EINTR, EAGAIN).
+// Anything else (EINVAL, EPERM from a seccomp filter installed later, ENOSYS) will not pass.
+constexpr bool membarrier_error_transient(int err) noexcept {
+#if defined(__linux__)
+  return err == ENOMEM || err == EINTR || err == EAGAIN;
+#else
+  (void)err;
+  return false;
+#endif
+}
+
+#if defined(__linux__) && defined(SYS_membarrier)
+// One membarrier(2) call; -1 with errno set on failure. Test builds may fail it (ENOMEM).
+inline long membarrier_call(int cmd) noexcept {
+  if (MEMCG_FAULT(membarrier, &cmd)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+[[noreturn]] inline void membarrier_fatal(int err) noexcept {
+  const char* why = err == EPERM    ? "EPERM: a seccomp filter or policy forbids it now"
+                    : err == EINVAL ? "EINVAL: the command registered at start is refused"
+                    : err == ENOSYS ? "ENOSYS: the system call is blocked now"
+                                    : "an error that will not pass";
+  std::fprintf(stderr,
+               "memcg: membarrier(2) failed after registration (errno %d, %s); a drain cannot "
+               "fence the stocks of other threads\n",
+               err, why);
+  std::abort();
+}
+#endif
+
 // The drainer's side: pairs with the compiler barrier of thread_stock::enter() on every other
-// thread, and restarts their rseq fast paths.
+// thread, and restarts their rseq fast paths. A transient error is retried until the fence
+// succeeds (a drain that went on without it would race the owners): a few yields, then sleeps
+// from 1 us doubling to 1 ms. Errors that cannot pass abort with their name. errno is kept.
 inline void asymmetric_fence_heavy() noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 #if defined(__linux__) && defined(SYS_membarrier)
@@ -178,9 +227,22 @@ inline void asymmetric_fence_heavy() noexcept {
   if (st < membarrier_state::expedited) return;  // no stock is on
   int cmd = st == membarrier_state::expedited_rseq ? MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ
                                                    : MEMBARRIER_CMD_PRIVATE_EXPEDITED;
-  // Registered, so it cannot fail; if it did, a drain would race the owners.
-  if (syscall(SYS_membarrier, cmd, 0, 0) != 0)
-    assert_fail("membarrier(2) failed after registration", __FILE__, __LINE__);
+  const int saved_errno = errno;  // the callers (malloc in the shim) must not see ours
+  if (MEMCG_LIKELY(membarrier_call(cmd) == 0)) return;
+  long sleep_ns = 1000;
+  for (int tries = 0;; ++tries) {
+    int err = errno;
+    if (!membarrier_error_transient(err)) membarrier_fatal(err);
+    if (tries < 4) {
+      sched_yield();
+    } else {
+      timespec ts{0, sleep_ns};
+      (void)nanosleep(&ts, nullptr);  // EINTR: retry sooner, harmless
+      if (sleep_ns < 1000000) sleep_ns *= 2;
+    }
+    if (membarrier_call(cmd) == 0) break;
+  }
+  errno = saved_errno;
 #endif
 }
 

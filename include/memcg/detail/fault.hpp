@@ -2,7 +2,7 @@
 //
 // Contents:
 //   fault_site             where a fault can be injected: a counter level's try_charge, a
-//                          backing allocation of the slab
+//                          backing allocation of the slab, a drainer's membarrier(2)
 //   MEMCG_FAULT(site, obj) true when the injected plan says this call must fail
 //   set_fault_hook()       installs the plan (a function of the site and the object)
 //   delay_site             where a schedule can be stretched: inside busy sections, between
@@ -31,11 +31,15 @@ enum class delay_site : int {
   fork_prepared,       // between the fork handlers' prepare and the fork itself
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
+  stock_slot_half,     // a stock slow path with a slot half updated (pages uncharged, a slot moving)
+  slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
+  preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
 };
 
 enum class fault_site : int {
   counter_try_charge,  // object: the basic_counter level about to be charged (a refusal)
   backing_alloc,       // object: the kmem_cache asking its backing allocator (nullptr back)
+  membarrier,          // object: the membarrier(2) command; the call fails with ENOMEM
 };
 
 #if defined(MEMCG_FAULT_INJECTION)

@@ -40,6 +40,7 @@ class ABSL_LOCKABLE mutex {
 
 #ifdef MEMCG_TSAN_BUILD
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.lock(); }
+  bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) { return mu_.try_lock(); }
   void unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
   void lock_shared() ABSL_SHARED_LOCK_FUNCTION() { mu_.lock_shared(); }
   void unlock_shared() ABSL_UNLOCK_FUNCTION() { mu_.unlock_shared(); }
@@ -48,6 +49,7 @@ class ABSL_LOCKABLE mutex {
   std::shared_mutex mu_;
 #else
   void lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() { mu_.Lock(); }
+  bool try_lock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true) { return mu_.TryLock(); }
   void unlock() ABSL_UNLOCK_FUNCTION() { mu_.Unlock(); }
   void lock_shared() ABSL_SHARED_LOCK_FUNCTION() { mu_.ReaderLock(); }
   void unlock_shared() ABSL_UNLOCK_FUNCTION() { mu_.ReaderUnlock(); }

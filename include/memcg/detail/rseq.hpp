@@ -7,7 +7,8 @@
 //                      changes an inline function)
 //   rseq_registered()  the calling thread has an rseq area registered with the kernel
 //   rseq_take()        slot.nr -= n if slot.key == want and slot.nr >= n, as one critical section
-//   rseq_park()        slot.nr += n if slot.key == want and slot.nr + n <= slot.limit, likewise
+//   rseq_park()        slot.nr += n if slot.key == want and slot.nr + n <= limit, likewise
+// Both serve the page stock (nr in pages) and the byte stock (nr in bytes).
 //
 // Why: a stock hit must not race with a thread draining that stock (stock.hpp). With a busy
 // flag the owner pays two stores per hit; as a restartable sequence it pays one (the pointer
@@ -114,9 +115,9 @@ miss:
   return false;
 }
 
-// Parks n pages in a slot if it stays within the slot's limit; as rseq_take().
+// Parks n pages (or bytes) in a slot if it stays within limit; as rseq_take().
 template <class Key, class Nr>
-MEMCG_ALWAYS_INLINE bool rseq_park(const Key& key, Nr& nr, const Nr& limit, std::uintptr_t want,
+MEMCG_ALWAYS_INLINE bool rseq_park(const Key& key, Nr& nr, std::int64_t limit, std::uintptr_t want,
                                    std::int64_t n) noexcept {
   static_assert(sizeof(Key) == 8 && sizeof(Nr) == 8);
   __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_LOAD
@@ -124,7 +125,7 @@ MEMCG_ALWAYS_INLINE bool rseq_park(const Key& key, Nr& nr, const Nr& limit, std:
                "cmpq %[limit], %%rax\n\t"
                "jg %l[miss]\n\t" MEMCG_RSEQ_COMMIT
                :
-               : MEMCG_RSEQ_INPUTS, [limit] "m"(limit)
+               : MEMCG_RSEQ_INPUTS, [limit] "r"(limit)
                : "rax", "memory", "cc"
                : miss);
   return true;

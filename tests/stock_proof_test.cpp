@@ -1,0 +1,334 @@
+// Tests of memcg/stock.hpp under adversarial schedules (issue 14): an owner stopped inside its
+// stock while others drain and flush, a fork while owners are inside their stocks, a signal
+// handler that charges while its thread is inside a slow path of its stock. The delay hook
+// (MEMCG_DELAY in memcg/detail/fault.hpp) stops or stretches a thread at the busy sections.
+//
+// Built into memcg_proof_tests (MEMCG_FAULT_INJECTION).
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#include "memcg/detail/fault.hpp"
+#include "memcg/hierarchy.hpp"
+
+#if !defined(MEMCG_FAULT_INJECTION)
+#error "stock_proof_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
+#endif
+
+#include "support.hpp"
+
+namespace {
+
+using memcg::kind;
+using memcg::detail::delay_site;
+using memcg_test::make;
+using namespace std::chrono_literals;
+
+constexpr std::errc ok{};
+
+// The thread the hooks below act on.
+thread_local bool tl_target = false;
+
+// ---- an owner stopped inside its stock -------------------------------------------------------
+
+std::atomic<bool> g_hold{false};
+std::atomic<bool> g_inside{false};
+
+// Stops the target thread at its first slow-path section while g_hold is set.
+void hold_hook(delay_site site) noexcept {
+  if (site != delay_site::stock_busy || !tl_target) return;
+  // acquire/release: flags between the test's threads; the joins order the rest.
+  if (!g_hold.load(std::memory_order_acquire)) return;
+  g_inside.store(true, std::memory_order_release);
+  while (g_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+  g_inside.store(false, std::memory_order_release);
+}
+
+struct hook_guard {
+  explicit hook_guard(memcg::detail::delay_hook h) { memcg::detail::set_delay_hook(h); }
+  ~hook_guard() { memcg::detail::set_delay_hook(nullptr); }
+};
+
+// Waits up to `limit` for `flag`; true if it came.
+bool wait_for(const std::atomic<bool>& flag, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (!flag.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(100us);
+  }
+  return true;
+}
+
+TEST_CASE("a drain does not wait for an owner stopped inside its stock; the owner gives back next") {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  hook_guard hook(&hold_hook);
+  auto& reg = memcg::detail::stock_registry<memcg::sync::atomic>::instance();
+  std::atomic<bool> charged{false}, release_owner{false}, owner_done{false};
+  std::thread owner([&] {
+    tl_target = true;
+    REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);  // a batch: 63 pages parked
+    charged.store(true, std::memory_order_release);
+    wait_for(release_owner, 10s);
+    // Another kind misses slot 0's key: the slow path, where the hook stops us.
+    g_hold.store(true, std::memory_order_release);
+    CHECK(h.try_charge(a, kind::file, 1).error == ok);
+    owner_done.store(true, std::memory_order_release);
+    wait_for(release_owner, 10s);  // stays alive: its stock stays registered
+  });
+  REQUIRE(wait_for(charged, 5s));
+  if (!memcg::detail::thread_stock<memcg::sync::atomic>::local()->usable()) {
+    MESSAGE("the stock is off in this process (no rseq/membarrier): nothing to test");
+    g_hold.store(false);
+    release_owner.store(true);
+    owner.join();
+    return;
+  }
+  CHECK(a.memory.usage() == 64);
+  release_owner.store(true, std::memory_order_release);
+  REQUIRE(wait_for(g_inside, 5s));
+  // The owner is inside its slow path now and stays there while g_hold is set.
+  std::int64_t skipped_before = reg.skipped_owners();
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    h.drain_stocks(&a);           // a limit write's or a refused charge's drain
+    (void)h.stat_local(a, kind::anon);  // a memory.stat read's flush
+    drained.store(true, std::memory_order_release);
+  });
+  bool in_time = wait_for(drained, 5s);
+  CHECK_MESSAGE(in_time, "the drain waited for the stopped owner");
+  CHECK(reg.skipped_owners() >= skipped_before + 1);
+  CHECK(g_inside.load());  // the owner was still stopped during the whole drain
+  g_hold.store(false, std::memory_order_release);
+  drainer.join();
+  REQUIRE(wait_for(owner_done, 5s));
+  // The owner served the request when it left its slow path: its stock holds nothing now, so
+  // memory.current is what is charged (2 pages), not a batch.
+  CHECK(a.memory.usage() == 2);
+  owner.join();
+  h.uncharge_unchecked(a, kind::anon, 1);
+  h.uncharge_unchecked(a, kind::file, 1);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon) == 0);
+  CHECK(h.stat_local(a, kind::file) == 0);
+}
+
+TEST_CASE("a checked uncharge of pages a stopped owner's stock still counts waits for it, refuses nothing") {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  hook_guard hook(&hold_hook);
+  std::atomic<bool> charged{false}, go{false};
+  std::thread owner([&] {
+    tl_target = true;
+    // 5 anon pages recorded in this thread's stock (the implicit delta), not in the group.
+    for (int i = 0; i < 5; ++i) REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);
+    charged.store(true, std::memory_order_release);
+    wait_for(go, 10s);
+    g_hold.store(true, std::memory_order_release);
+    CHECK(h.try_charge(a, kind::file, 1).error == ok);  // stopped inside the slow path
+  });
+  REQUIRE(wait_for(charged, 5s));
+  go.store(true, std::memory_order_release);
+  REQUIRE(wait_for(g_inside, 5s));
+  // Release the owner a little later, from another thread: the exact flush waits until then.
+  std::thread releaser([] {
+    std::this_thread::sleep_for(50ms);
+    g_hold.store(false, std::memory_order_release);
+  });
+  // The pages were charged by the owner and handed to us: the check must find them.
+  CHECK(h.uncharge(a, kind::anon, 5) == ok);
+  releaser.join();
+  owner.join();
+  h.uncharge_unchecked(a, kind::file, 1);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon) == 0);
+}
+
+// ---- fork while owners are inside their stocks -----------------------------------------------
+
+std::atomic<int> g_stretch{0};
+// Stretches the workers' slow-path sections, so that forks land inside them.
+void stretch_hook(delay_site site) noexcept {
+  if ((site != delay_site::stock_busy && site != delay_site::stock_slot_half) || !tl_target) return;
+  // relaxed: a counter that spreads the stretches out.
+  if (g_stretch.fetch_add(1, std::memory_order_relaxed) % 7 == 0) std::this_thread::sleep_for(20us);
+}
+
+TEST_CASE("300 forks while two threads charge and uncharge: no child finds its counter below what it holds") {
+  if (memcg::sanitizer_build) {
+    // The sanitizers' runtimes are not fork-safe with threads running (see preload_test.cpp).
+    MESSAGE("skipped in sanitizer builds");
+    return;
+  }
+  memcg::hierarchy h;
+  auto& p = make(h, "P");
+  memcg::group* gs[2] = {&make(h, "P/A"), &make(h, "P/B")};
+  hook_guard hook(&stretch_hook);
+  auto& reg = memcg::detail::stock_registry<memcg::sync::atomic>::instance();
+  constexpr int nr_workers = 2;
+  // Pages each worker holds: raised after a charge returned, lowered before an uncharge, so
+  // that what the child copies is never more than what is charged.
+  std::atomic<std::int64_t> held[nr_workers] = {};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> workers;
+  for (int w = 0; w < nr_workers; ++w) {
+    workers.emplace_back([&, w] {
+      tl_target = true;
+      std::int64_t mine[2][2] = {};  // [group][anon, file]
+      std::int64_t total = 0;
+      unsigned x = 12345u + static_cast<unsigned>(w);
+      // seq_cst: held[] is read by the forked child, which copies memory as it was.
+      while (!stop.load(std::memory_order_relaxed)) {
+        x = x * 1103515245u + 12345u;
+        int g = static_cast<int>(x >> 16) % 2, i = static_cast<int>(x >> 18) % 2;
+        kind k = i ? kind::file : kind::anon;
+        std::int64_t n = 1 + static_cast<std::int64_t>(x >> 20) % 3;
+        // Two groups (slots move to the front), two kinds (the primary kind changes), up to
+        // 100 pages held (uncharges overflow a slot's batch).
+        if ((x >> 24) % 2 && total + n <= 100) {
+          if (h.try_charge(*gs[g], k, n).error == ok) {
+            mine[g][i] += n;
+            held[w].store(total += n, std::memory_order_seq_cst);
+          }
+        } else if (mine[g][i] >= n) {
+          mine[g][i] -= n;
+          held[w].store(total -= n, std::memory_order_seq_cst);
+          h.uncharge_unchecked(*gs[g], k, n);
+        }
+      }
+      held[w].store(0, std::memory_order_seq_cst);
+      for (int g = 0; g < 2; ++g) {
+        h.uncharge_unchecked(*gs[g], kind::anon, mine[g][0]);
+        h.uncharge_unchecked(*gs[g], kind::file, mine[g][1]);
+      }
+    });
+  }
+  int bad = 0, hung = 0;
+  for (int i = 0; i < 300; ++i) {
+    h.fork_prepare();
+    reg.fork_prepare();
+    pid_t pid = fork();
+    if (pid == 0) {
+      reg.fork_child();
+      h.fork_child();
+      std::int64_t hold = 0;
+      for (auto& x : held) hold += x.load(std::memory_order_relaxed);
+      // The other threads' stocks were given back; what is left is charged to their holders
+      // (and perhaps a charge half done at the fork).
+      _exit(p.memory.usage() >= hold ? 0 : 1);
+    }
+    reg.fork_parent();
+    h.fork_parent();
+    REQUIRE(pid > 0);
+    int status = 0;
+    auto end = std::chrono::steady_clock::now() + 5s;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > end) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        ++hung;
+        break;
+      }
+      std::this_thread::sleep_for(50us);
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++bad;
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (auto& t : workers) t.join();
+  CHECK(hung == 0);
+  CHECK(bad == 0);
+  h.drain_stocks(nullptr);
+  CHECK(p.memory.usage() == 0);
+}
+
+// ---- a signal handler that charges -----------------------------------------------------------
+
+memcg::hierarchy* g_sig_h = nullptr;
+memcg::group* g_sig_group = nullptr;
+std::atomic<int> g_sig_count{0};
+
+std::atomic<std::int64_t> g_sig_held{0};
+
+void charging_handler(int) {
+  // A charge of the slot's own kind (the fast path's, which would hit the stock the
+  // interrupted slow path is rewriting); the main loop gives it back later.
+  if (g_sig_h->try_charge(*g_sig_group, kind::anon, 1, memcg::gfp::noreclaim).error == ok)
+    g_sig_held.fetch_add(1, std::memory_order_relaxed);  // lock-free: signal-safe
+  g_sig_count.fetch_add(1, std::memory_order_relaxed);  // a counter
+}
+
+std::atomic<int> g_underflows{0};
+void count_underflow(const memcg::underflow_report&) noexcept {
+  g_underflows.fetch_add(1, std::memory_order_relaxed);  // a counter
+}
+
+// Raises the signal where a slow path of the target thread has a slot half updated, and in
+// every fourth slow-path section.
+void signal_hook(delay_site site) noexcept {
+  if (!tl_target) return;
+  static thread_local unsigned n = 0;
+  if (site == delay_site::stock_slot_half || (site == delay_site::stock_busy && ++n % 4 == 0))
+    raise(SIGUSR1);
+}
+
+TEST_CASE("a signal handler that charges while its thread is inside a slow path of its stock loses nothing") {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  g_sig_h = &h;
+  g_sig_group = &a;
+  struct sigaction sa = {}, old = {};
+  sa.sa_handler = &charging_handler;
+  sigemptyset(&sa.sa_mask);
+  REQUIRE(sigaction(SIGUSR1, &sa, &old) == 0);
+  hook_guard hook(&signal_hook);
+  auto old_underflow = memcg::set_underflow_hook(&count_underflow);
+  auto& b = make(h, "B");
+  std::int64_t held[2][2] = {};  // [A, B][anon, file]
+  tl_target = true;
+  unsigned x = 7;
+  for (int i = 0; i < 20000; ++i) {
+    // Two groups, two kinds, sizes up to 3 and up to 150 pages held: slots move to the front,
+    // primary kinds change, uncharges overflow a slot's batch.
+    x = x * 1103515245u + 12345u;
+    int g = static_cast<int>(x >> 16) % 2, ki = static_cast<int>(x >> 18) % 2;
+    kind k = ki ? kind::file : kind::anon;
+    memcg::group& grp = g ? b : a;
+    std::int64_t n = 1 + static_cast<std::int64_t>(x >> 20) % 3;
+    std::int64_t& mine = held[g][ki];
+    if (((x >> 24) % 2 && mine + n <= 150) || mine < n) {
+      REQUIRE(h.try_charge(grp, k, n).error == ok);
+      mine += n;
+    } else {
+      h.uncharge_unchecked(grp, k, n);
+      mine -= n;
+    }
+    if (i % 64 == 0) h.uncharge_unchecked(a, kind::anon, g_sig_held.exchange(0));
+  }
+  tl_target = false;
+  CHECK(g_sig_count.load() > 1000);
+  h.uncharge_unchecked(a, kind::anon, g_sig_held.exchange(0));
+  for (int g = 0; g < 2; ++g) {
+    h.uncharge_unchecked(g ? b : a, kind::anon, held[g][0]);
+    h.uncharge_unchecked(g ? b : a, kind::file, held[g][1]);
+  }
+  h.drain_stocks(nullptr);
+  CHECK(g_underflows.load() == 0);  // nothing given back twice
+  for (memcg::group* m : {&a, &b}) {
+    CHECK(m->memory.usage() == 0);  // nothing kept
+    CHECK(h.stat_local(*m, kind::anon) == 0);
+    CHECK(h.stat_local(*m, kind::file) == 0);
+  }
+  memcg::set_underflow_hook(old_underflow);
+  sigaction(SIGUSR1, &old, nullptr);
+}
+
+}  // namespace
