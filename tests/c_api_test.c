@@ -235,6 +235,43 @@ static void test_tcp_rules(void) {
   memcg_hierarchy_destroy(h);
 }
 
+/* Where socket pages are charged: v1 the tcp counter alone, v2 the memory counter alone. */
+static void test_socket_accounting(void) {
+  char buf[64];
+  memcg_group* g = NULL;
+  memcg_sock* s = NULL;
+  memcg_hierarchy* h = memcg_hierarchy_create();
+  memcg_proto* p = memcg_proto_create(0);
+  CHECK(memcg_hierarchy_socket_accounting(NULL) == -EINVAL);
+  CHECK(memcg_hierarchy_set_socket_accounting(NULL, MEMCG_SOCKET_ACCOUNTING_V1) == -EINVAL);
+  CHECK(memcg_hierarchy_socket_accounting(h) == MEMCG_SOCKET_ACCOUNTING_BOTH);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, (memcg_socket_accounting)3) == -EINVAL);
+  CHECK(memcg_mkdir(h, "G", &g) == 0);
+  CHECK(memcg_write(h, g, "memory.max", "8K") == 0);
+  CHECK(memcg_sock_open(p, g, &s) == 0);
+  CHECK(memcg_sock_recv(s, 4096, 0) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V1) == -EBUSY);
+  CHECK(memcg_sock_recv(s, 8192, 0) == -ENOMEM); /* both: memory.max binds */
+  CHECK(memcg_sock_consume(s, 4096) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V1) == 0);
+  CHECK(memcg_hierarchy_socket_accounting(h) == MEMCG_SOCKET_ACCOUNTING_V1);
+  CHECK(memcg_sock_recv(s, 4096, 0) == 0);
+  CHECK(memcg_sock_recv(s, 12288, 0) == 0); /* v1: past memory.max */
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "16384") == 0);
+  CHECK(memcg_sock_consume(s, 16384) == 0);
+  CHECK(memcg_hierarchy_set_socket_accounting(h, MEMCG_SOCKET_ACCOUNTING_V2) == 0);
+  CHECK(memcg_write(h, g, "memory.kmem.tcp.limit_in_bytes", "4K") == 0);
+  CHECK(memcg_sock_recv(s, 4096, 0) == 0);
+  CHECK(memcg_sock_recv(s, 4096, 0) == 0); /* v2: past the tcp limit */
+  CHECK(memcg_read(h, g, "memory.kmem.tcp.usage_in_bytes", buf, sizeof buf) > 0);
+  CHECK(strcmp(buf, "0") == 0);
+  CHECK(memcg_sock_consume(s, 8192) == 0);
+  memcg_sock_destroy(s);
+  memcg_proto_destroy(p);
+  memcg_hierarchy_destroy(h);
+}
+
 int main(void) {
   char buf[256];
   memcg_group* a = NULL;
@@ -371,6 +408,7 @@ int main(void) {
 
   memcg_proto_destroy(p);
   memcg_hierarchy_destroy(h);
+  test_socket_accounting();
   if (failures) {
     fprintf(stderr, "c_api_test: %d checks failed\n", failures);
     return 1;

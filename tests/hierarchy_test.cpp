@@ -556,16 +556,17 @@ TEST_CASE_TEMPLATE("a kmem refusal reclaims kernel reclaimables only", P, MEMCG_
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
   rc.add(h, a, kind::file, 8);
-  rc.add(h, a, kind::slab_reclaimable, 8);
+  rc.add(h, a, kind::slab_reclaimable, 40);
   rc.add(h, a, kind::file, 8);
-  REQUIRE(h.write_kmem_limit(a, 8) == ok);
+  REQUIRE(h.write_kmem_limit(a, 40) == ok);
   auto s = h.try_charge(a, kind::kmem, 4);
   CHECK(s.error == ok);
+  // Reclaim asked max(4, 32) = 32 kernel pages; the page cache around them stays.
   CHECK(rc.held(kind::file) == 16);
-  CHECK(rc.held(kind::slab_reclaimable) == 4);
-  CHECK(a.kmem.usage() == 8);
+  CHECK(rc.held(kind::slab_reclaimable) == 8);
+  CHECK(a.kmem.usage() == 12);
   CHECK(h.stat(a, kind::file) == 16);
-  CHECK(h.stat(a, kind::slab_reclaimable) == 4);
+  CHECK(h.stat(a, kind::slab_reclaimable) == 8);
   CHECK(h.stat(a, kind::kmem) == 4);
   CHECK(a.kmem.failcnt() >= 1);
   CHECK(a.memory.usage() == stats_sum(h, a) + h.parked(a));
@@ -577,22 +578,22 @@ TEST_CASE_TEMPLATE("a memory refusal reclaims user pages and kernel reclaimables
                    MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  REQUIRE(h.write_max(a, 16) == ok);
+  REQUIRE(h.write_max(a, 48) == ok);
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
   rc.add(h, a, kind::file, 4);
   rc.add(h, a, kind::slab_reclaimable, 4);
   rc.add(h, a, kind::file, 4);
-  rc.add(h, a, kind::slab_reclaimable, 4);
-  REQUIRE(a.memory.usage() == 16);
+  rc.add(h, a, kind::slab_reclaimable, 36);
+  REQUIRE(a.memory.usage() == 48);
   auto s = h.try_charge(a, kind::anon, 12);
   CHECK(s.error == ok);
-  // Oldest first from one queue: file 4, slab 4, file 4.
+  // Reclaim asked max(12, 32) = 32, oldest first from one queue: file 4, slab 4, file 4, slab 20.
   CHECK(rc.held(kind::file) == 0);
-  CHECK(rc.held(kind::slab_reclaimable) == 4);
-  CHECK(a.kmem.usage() == 4);
+  CHECK(rc.held(kind::slab_reclaimable) == 16);
+  CHECK(a.kmem.usage() == 16);
   CHECK(h.stat(a, kind::anon) == 12);
-  CHECK(a.memory.usage() == 16);
+  CHECK(a.memory.usage() == 48 - 32 + 12);
   rc.pages.clear();
   h.unregister_reclaimer(rc);
 }
@@ -621,6 +622,119 @@ TEST_CASE_TEMPLATE("a tcp refusal sets the group's tcp pressure and a later succ
   CHECK(a.tcp.usage() == 2);
 }
 
+// model.md, "Sub-counters": stocks hold memory-counter pages only, so a kmem or tcp refusal
+// leaves them alone (the memory pages of the refused charge go straight back to the counters).
+TEST_CASE_TEMPLATE("a kmem or tcp refusal drains no stock", P, MEMCG_GROUP_POLICIES) {
+  hier<P> h;  // the default batch of 64
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  REQUIRE(h.write_kmem_limit(a, 1) == ok);
+  REQUIRE(h.write_tcp_limit(a, 1) == ok);
+  REQUIRE(h.try_charge(b, kind::anon, 1));
+  REQUIRE(h.parked(b) == 63);
+  const std::int64_t usage = a.memory.usage();
+  // Larger than the stock: the memory counter takes them (no refill), then the sub-counter
+  // refuses; with no reclaimable kernel memory the kmem loop retries and gives up.
+  auto k = h.try_charge(b, kind::kmem, 100);
+  CHECK(k.error == std::errc::not_enough_memory);
+  CHECK(k.counter == memcg::counter_id::kmem);
+  auto t = h.try_charge(b, kind::sock, 100);
+  CHECK(t.error == std::errc::not_enough_memory);
+  CHECK(t.counter == memcg::counter_id::tcp);
+  CHECK(h.parked(b) == 63);
+  CHECK(a.memory.usage() == usage);
+  // Served by the stock, then refused: the two pages leave the stock for the counters.
+  CHECK(h.try_charge(b, kind::kmem, 2).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(b, kind::sock, 2).error == std::errc::not_enough_memory);
+  CHECK(h.parked(b) == 63 - 4);
+  CHECK(a.memory.usage() == usage - 4);
+  CHECK(a.memory.failcnt() == 0);
+  h.uncharge_unchecked(b, kind::anon, 1);
+}
+
+// The socket-accounting option (model.md, "Socket charging per group"). The kernel measured
+// (issue 15): on cgroup v1, socket pages are not in memory.usage_in_bytes.
+TEST_CASE_TEMPLATE("socket_accounting picks the counters socket pages are charged to", P,
+                   MEMCG_GROUP_POLICIES) {
+  using memcg::sock_accounting;
+  SUBCASE("both (the default): the memory and the tcp counter") {
+    hier<P> h;
+    CHECK(h.socket_accounting() == sock_accounting::both);
+    auto& a = make(h, "A");
+    REQUIRE(h.try_charge(a, kind::sock, 3));
+    CHECK(a.memory.usage() - h.parked(a) == 3);
+    CHECK(a.tcp.usage() == 3);
+    h.uncharge_unchecked(a, kind::sock, 3);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(a.tcp.usage() == 0);
+  }
+  SUBCASE("v1: the tcp counter alone; memory.max does not bind, the tcp limit does") {
+    hier<P> h({.socket_accounting = sock_accounting::v1});
+    auto& a = make(h, "A");
+    auto& b = make(h, "A/B");
+    REQUIRE(h.write_max(a, 2) == ok);
+    REQUIRE(h.write_tcp_limit(a, 8) == ok);
+    REQUIRE(h.try_charge(b, kind::sock, 8));
+    CHECK(a.memory.usage() == 0);
+    CHECK(h.parked(b) == 0);  // no batch, no stock
+    CHECK(a.tcp.usage() == 8);
+    CHECK(b.tcp.usage() == 8);
+    CHECK(h.stat(a, kind::sock) == 8);
+    auto s = h.try_charge(b, kind::sock, 1);
+    CHECK(s.error == std::errc::not_enough_memory);
+    CHECK(s.counter == memcg::counter_id::tcp);
+    CHECK(s.over_limit == &a);
+    CHECK(a.memory.failcnt() == 0);
+    CHECK(a.events(event::max) == 0);
+    CHECK(b.tcp_pressure());
+    CHECK(h.uncharge(b, kind::sock, 8) == ok);
+    CHECK(a.tcp.usage() == 0);
+    CHECK(h.stat(a, kind::sock) == 0);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    // Other kinds are unchanged: anon still meets memory.max.
+    CHECK(h.try_charge(b, kind::anon, 3).error == std::errc::not_enough_memory);
+  }
+  SUBCASE("v2: the memory counter alone; the tcp limit does not bind") {
+    hier<P> h({.socket_accounting = sock_accounting::v2});
+    auto& a = make(h, "A");
+    REQUIRE(h.write_tcp_limit(a, 1) == ok);
+    REQUIRE(h.write_max(a, 4) == ok);
+    REQUIRE(h.try_charge(a, kind::sock, 4));
+    CHECK(a.tcp.usage() == 0);
+    CHECK(a.memory.usage() == 4);
+    auto s = h.try_charge(a, kind::sock, 1, gfp::noreclaim);
+    CHECK(s.error == std::errc::not_enough_memory);
+    CHECK(s.counter == memcg::counter_id::memory);
+    CHECK(a.tcp.failcnt() == 0);
+    CHECK_FALSE(a.tcp_pressure());
+    CHECK(h.uncharge(a, kind::sock, 4) == ok);
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(a.tcp.usage() == 0);
+  }
+  SUBCASE("the setting changes only while no socket page is charged") {
+    hier<P> h;
+    auto& a = make(h, "A");
+    REQUIRE(h.try_charge(a, kind::sock, 1));
+    CHECK(h.set_socket_accounting(sock_accounting::v1) == std::errc::device_or_resource_busy);
+    CHECK(h.socket_accounting() == sock_accounting::both);
+    CHECK(h.set_socket_accounting(static_cast<sock_accounting>(7)) ==
+          std::errc::invalid_argument);
+    h.uncharge_unchecked(a, kind::sock, 1);
+    CHECK(h.set_socket_accounting(sock_accounting::v1) == ok);
+    CHECK(h.socket_accounting() == sock_accounting::v1);
+    REQUIRE(h.try_charge(a, kind::sock, 2));
+    h.drain_stocks(nullptr);
+    CHECK(a.memory.usage() == 0);
+    CHECK(h.set_socket_accounting(sock_accounting::both) == std::errc::device_or_resource_busy);
+    h.uncharge_unchecked(a, kind::sock, 2);
+    CHECK(a.tcp.usage() == 0);
+    CHECK(h.set_socket_accounting(sock_accounting::both) == ok);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reclaimers
 
@@ -630,34 +744,35 @@ TEST_CASE_TEMPLATE("the walk counts what reclaimers really uncharge, not what th
   auto& a = make(h, "A");
   page_reclaimer<P> rc;
   h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 40);
+  rc.add(h, a, kind::file, 400);
+  // Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX): 10 asked is a target of 32.
   SUBCASE("a reclaimer that frees less than it claims") {
     rc.free_cap = 3;
     rc.lie = 20;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
-    CHECK(r.reclaimed == 40 - rc.held(kind::file));
-    CHECK(r.reclaimed == 10);  // steps of 3, 3, 3, then the 1 left of the target
+    CHECK(r.reclaimed == 400 - rc.held(kind::file));
+    CHECK(r.reclaimed == 32);  // ten steps of 3, then the 2 left of the target
     CHECK(h.stat(a, kind::file) == rc.held(kind::file));
   }
   SUBCASE("a reclaimer that frees more than it claims") {
     rc.lie = -1000;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
-    CHECK(r.reclaimed == 10);
-    CHECK(rc.held(kind::file) == 30);
+    CHECK(r.reclaimed == 32);
+    CHECK(rc.held(kind::file) == 368);
   }
   SUBCASE("a reclaimer that frees nothing") {
     rc.free_cap = 0;
     rc.lie = 32;
     auto r = h.reclaim(a, 10, reclaim_filter::all);
     CHECK(r.reclaimed == 0);
-    CHECK(rc.held(kind::file) == 40);
+    CHECK(rc.held(kind::file) == 400);
     // A charge relying on it fails cleanly.
     REQUIRE(h.write_max(a, a.memory.usage()) == ok);
     h.drain_stocks(nullptr);
-    REQUIRE(h.write_max(a, 40) == ok);
+    REQUIRE(h.write_max(a, 400) == ok);
     auto s = h.try_charge(a, kind::anon, 1);
     CHECK(s.error == std::errc::not_enough_memory);
-    CHECK(a.memory.usage() == 40);
+    CHECK(a.memory.usage() == 400);
   }
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == h.stat(a, kind::file));
@@ -858,6 +973,44 @@ TEST_CASE_TEMPLATE("limits that parse badly are EINVAL and change nothing", P,
   CHECK(a.memory.max() == memcg::page_counter_max);
   CHECK(memcg::write_control(h, a, "memory.max", "4097") == ok);  // rounded down
   CHECK(a.memory.max() == 1);
+}
+
+// The kernel measured (issue 15): writing 5 to memory.max_usage_in_bytes or memory.failcnt
+// resets it; mem_cgroup_reset() ignores the value.
+TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file resets it", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h({.charge_batch = 1});
+  auto& a = make(h, "A");
+  REQUIRE(h.write_max(a, 8) == ok);
+  REQUIRE(h.write_kmem_limit(a, 2) == ok);
+  REQUIRE(h.write_tcp_limit(a, 2) == ok);
+  REQUIRE(h.try_charge(a, kind::kmem, 2));
+  REQUIRE(h.try_charge(a, kind::sock, 2));
+  CHECK(h.try_charge(a, kind::anon, 5).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(a, kind::kmem, 1).error == std::errc::not_enough_memory);
+  CHECK(h.try_charge(a, kind::sock, 1).error == std::errc::not_enough_memory);
+  h.uncharge_unchecked(a, kind::kmem, 1);
+  h.uncharge_unchecked(a, kind::sock, 1);
+  REQUIRE(a.memory.failcnt() > 0);
+  REQUIRE(a.kmem.failcnt() > 0);
+  REQUIRE(a.tcp.failcnt() > 0);
+  REQUIRE(a.memory.watermark() >= 4);
+  const char* values[] = {"5", "0", "banana", "-1", ""};
+  int i = 0;
+  for (const char* file : {"memory.failcnt", "memory.kmem.failcnt", "memory.kmem.tcp.failcnt",
+                           "memory.max_usage_in_bytes", "memory.kmem.max_usage_in_bytes",
+                           "memory.kmem.tcp.max_usage_in_bytes"})
+    CHECK_MESSAGE(memcg::write_control(h, a, file, values[i++ % 5]) == ok, file);
+  CHECK(a.memory.failcnt() == 0);
+  CHECK(a.kmem.failcnt() == 0);
+  CHECK(a.tcp.failcnt() == 0);
+  CHECK(a.memory.watermark() == 2);  // reset to the usage
+  CHECK(a.kmem.watermark() == 1);
+  CHECK(a.tcp.watermark() == 1);
+  // memory.peak is v2: any non-empty value resets the file's watermark, "" is refused.
+  CHECK(memcg::write_control(h, a, "memory.peak", "") == std::errc::invalid_argument);
+  h.uncharge_unchecked(a, kind::kmem, 1);
+  h.uncharge_unchecked(a, kind::sock, 1);
 }
 
 // ---------------------------------------------------------------------------------------------

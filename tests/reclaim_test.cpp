@@ -552,12 +552,15 @@ TEST_CASE_TEMPLATE("min is never reclaimed, even when the charge must fail", S,
     REQUIRE(h.write_low(M, 100) == ok);
     auto s = h.try_charge(W, memcg::kind::anon, 1);
     CHECK(s);
-    CHECK(m.held() == 99);
+    CHECK(m.held() == 100 - 32);  // reclaim asks max(1, 32): one step of 32 in the second pass
     CHECK(M.events_local(memcg::event::low) == 1);
   }
 }
 
-TEST_CASE_TEMPLATE("groups over their soft limit go first, largest excess first, each down to it",
+// Soft limits order only the root's reclaim (the kernel's global reclaim); a limit reclaim
+// below the root ignores them (model.md, "The reclaim walk (pinned)").
+TEST_CASE_TEMPLATE("in the root's reclaim, groups over their soft limit go first, largest excess "
+                   "first, each down to it",
                    S, MEMCG_RECLAIM_POLICIES) {
   hierarchy<S> h(exact<S>());
   auto& P = mk(h, "P");
@@ -576,7 +579,7 @@ TEST_CASE_TEMPLATE("groups over their soft limit go first, largest excess first,
   recorder<S> rec;
   h.set_reclaim_observer(&rec);
   SUBCASE("a target covered by the excesses") {
-    auto r = h.reclaim(P, 250, memcg::reclaim_filter::all);
+    auto r = h.reclaim(h.root(), 250, memcg::reclaim_filter::all);
     CHECK(r.reclaimed == 250);
     CHECK(s1.held() == 100);  // all of S1's excess
     CHECK(s2.held() == 150);  // then half of S2's
@@ -591,7 +594,7 @@ TEST_CASE_TEMPLATE("groups over their soft limit go first, largest excess first,
     }
   }
   SUBCASE("a larger target: the excesses, then the proportional walk") {
-    auto r = h.reclaim(P, 400, memcg::reclaim_filter::all);
+    auto r = h.reclaim(h.root(), 400, memcg::reclaim_filter::all);
     CHECK(r.reclaimed == 400);
     CHECK(rec.freed_from(S1) >= 200);
     CHECK(rec.freed_from(S2) >= 100);
@@ -605,10 +608,18 @@ TEST_CASE_TEMPLATE("groups over their soft limit go first, largest excess first,
     for (std::size_t i = 0; i < soft_steps; ++i) soft_freed += rec.steps[i].freed;
     CHECK(soft_freed == 300);
   }
+  SUBCASE("a limit reclaim below the root ignores them") {
+    auto r = h.reclaim(P, 96, memcg::reclaim_filter::all);
+    CHECK(r.reclaimed == 96);
+    for (const auto& s : rec.steps) CHECK_FALSE(s.soft);
+    CHECK(s2.held() == 200 - 32);  // one round: 32 each, in pre-order
+    CHECK(s1.held() == 300 - 32);
+    CHECK(u.held() == 500 - 32);
+  }
   SUBCASE("removing the soft limit removes the priority") {
     REQUIRE(h.write_soft_limit(S1, memcg::page_counter_max) == ok);
     REQUIRE(h.write_soft_limit(S2, memcg::page_counter_max) == ok);
-    auto r = h.reclaim(P, 96, memcg::reclaim_filter::all);
+    auto r = h.reclaim(h.root(), 96, memcg::reclaim_filter::all);
     CHECK(r.reclaimed == 96);
     for (const auto& s : rec.steps) CHECK_FALSE(s.soft);
     CHECK(s2.held() == 200 - 32);  // one round: 32 each, in pre-order
@@ -691,6 +702,68 @@ TEST_CASE_TEMPLATE("charges over memory.high bring the page cache back to high w
     CHECK(H.memory.usage() == 150);  // never fails, never OOMs
     CHECK(H.events_local(memcg::event::oom) == 0);
     h.uncharge_unchecked(H, memcg::kind::anon, 150);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX; model.md, "The reclaim walk (pinned)")
+
+// The kernel measured (issue 15): page cache written 4 KiB at a time past a 16 MiB limit counts
+// about 265 failcnt per MiB, usage 50-210 KiB under the limit. Here, with the 64-page batch: the
+// first refused page gets 2 (the batch, then the page), reclaim frees 32, and each of the 31
+// pages that follow gets 1 (its batch is refused, the page fits): 33 per 32 pages.
+TEST_CASE_TEMPLATE("page cache charged a page at a time at a limit: about one failcnt per page, "
+                   "usage up to 31 pages under the limit",
+                   S, MEMCG_RECLAIM_POLICIES) {
+  hierarchy<S> h;  // the default batch of 64
+  auto& P = mk(h, "P");
+  auto& W = mk(h, "P/W");
+  REQUIRE(h.write_limit_in_bytes(P, MiB) == ok);
+  page_cache<S> c(h, W);
+  REQUIRE(c.fill(MiB, 1) == ok);  // four batches of 64: exactly at the limit, the stock empty
+  CHECK(P.memory.usage() == MiB);
+  CHECK(P.memory.failcnt() == 0);
+  std::int64_t lowest = P.memory.usage(), highest = 0;
+  for (int i = 0; i < MiB; ++i) {
+    REQUIRE(c.fill(1) == ok);
+    lowest = std::min(lowest, P.memory.usage());
+    highest = std::max(highest, P.memory.usage());
+  }
+  CHECK(P.memory.failcnt() == MiB / 32 * 33);  // 264 per MiB (the kernel: about 265)
+  CHECK(lowest == MiB - 31);
+  CHECK(highest == MiB);
+  CHECK(P.events_local(memcg::event::max) == MiB / 32);  // one reclaim round per 32 pages
+  CHECK(c.held() == W.memory.usage() - h.parked(W));
+}
+
+TEST_CASE_TEMPLATE("limit writes and memory.high reclaim at least 32 pages", S,
+                   MEMCG_RECLAIM_POLICIES) {
+  hierarchy<S> h(exact<S>());
+  auto& A = mk(h, "A");
+  page_cache<S> c(h, A);
+  REQUIRE(c.fill(200) == ok);
+  SUBCASE("v1 memory.limit_in_bytes: one page asked per try, rounded up to 32") {
+    REQUIRE(h.write_limit_in_bytes(A, 190) == ok);
+    CHECK(A.memory.usage() == 168);
+    REQUIRE(h.write_limit_in_bytes(A, 100) == ok);  // 68 over: three tries of 32
+    CHECK(A.memory.usage() == 72);
+  }
+  SUBCASE("v2 memory.max: the excess, at least 32") {
+    REQUIRE(h.write_max(A, 190) == ok);
+    CHECK(A.memory.usage() == 168);
+    REQUIRE(h.write_max(A, 100) == ok);  // 68 over: 68 asked
+    CHECK(A.memory.usage() == 100);
+  }
+  SUBCASE("v2 memory.high: the excess, at least 32") {
+    REQUIRE(h.write_high(A, 190) == ok);
+    CHECK(A.memory.usage() == 168);
+  }
+  SUBCASE("memory.high at the throttle point: the over-high pages, at least 32") {
+    REQUIRE(h.write_high(A, 200) == ok);
+    REQUIRE(c.fill(1) == ok);
+    CHECK(h.over_high_pages() == 1);
+    CHECK(h.handle_over_high() == 0);
+    CHECK(A.memory.usage() == 201 - 32);
   }
 }
 

@@ -99,12 +99,17 @@ std::string check_sysctl(const command& c) {
     if (c.args[1] != "0" && c.args[1] != "1") return name + " takes 0 or 1";
     return "";
   }
+  if (name == "memcg.socket_accounting") {
+    if (c.args.size() != 2 || (c.args[1] != "both" && c.args[1] != "v1" && c.args[1] != "v2"))
+      return name + " takes both, v1 or v2";
+    return "";
+  }
   if (name == "net.ipv4.tcp_mem") return want(3, "MIN PRESSURE MAX in pages");
   if (name == "net.ipv4.tcp_rmem" || name == "net.ipv4.tcp_wmem")
     return want(3, "MIN DEFAULT MAX in bytes");
   return "unknown sysctl " + quote(name) +
-         " (memcg.charge_batch, memcg.memory_recursiveprot, net.ipv4.tcp_mem, "
-         "net.ipv4.tcp_rmem, net.ipv4.tcp_wmem)";
+         " (memcg.charge_batch, memcg.memory_recursiveprot, memcg.socket_accounting, "
+         "net.ipv4.tcp_mem, net.ipv4.tcp_rmem, net.ipv4.tcp_wmem)";
 }
 
 std::string check_expect(const command& c) {

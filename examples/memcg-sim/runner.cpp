@@ -164,7 +164,8 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
         else
           line("that was the reclaim round under " + over +
                " (the group that refused, not the charging one; `max` event counted there): freed " +
-               std::to_string(r.value) + " of " + std::to_string(r.nr_pages) + " pages asked");
+               std::to_string(r.value) + " of " + std::to_string(r.nr_pages) +
+               " pages asked (reclaim never asks for fewer than 32)");
         break;
       case tp::drain:
         line("drained the stocks of " + over + "'s subtree: pre-charged pages go back to the counters");
@@ -542,6 +543,15 @@ class runner_state {
     }
     if (name == "memcg.memory_recursiveprot") {
       h_.set_recursive_protection(c.args[1] == "1");
+      return ok();
+    }
+    if (name == "memcg.socket_accounting") {
+      using memcg::sock_accounting;
+      const std::string& v = c.args[1];  // both, v1 or v2 (checked by the parser)
+      std::errc e = h_.set_socket_accounting(v == "v1"   ? sock_accounting::v1
+                                             : v == "v2" ? sock_accounting::v2
+                                                         : sock_accounting::both);
+      if (e != std::errc{}) return fail(e, "socket pages are charged: close the sockets first");
       return ok();
     }
     // net.ipv4.*: three numbers, checked by the parser; the order is checked here.

@@ -230,7 +230,7 @@ std::errc write_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::str
     if (!(p = limit(v1))) return std::errc::invalid_argument;
     return h.write_tcp_limit(g, *p);
   }
-  // v1 resets: only "0" is accepted.
+  // v1 resets: any value resets (mem_cgroup_reset() ignores it; model.md, "Limit writes").
   basic_counter<Sync>* c = nullptr;
   bool failcnt = false;
   if (file == "memory.max_usage_in_bytes") c = &g.memory;
@@ -240,7 +240,6 @@ std::errc write_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::str
   else if (file == "memory.kmem.tcp.max_usage_in_bytes") c = &g.tcp;
   else if (file == "memory.kmem.tcp.failcnt") c = &g.tcp, failcnt = true;
   if (c) {
-    if (value != "0") return std::errc::invalid_argument;
     if (failcnt) c->reset_failcnt();
     else c->reset_watermark();
     return {};

@@ -100,6 +100,14 @@ struct [[nodiscard]] charge_status {
 };
 static_assert(sizeof(charge_status<sync::atomic>) == 16);
 
+// Where socket pages are charged (model.md, "Socket charging per group"; the simulator's
+// `sysctl memcg.socket_accounting`).
+enum class sock_accounting : std::uint8_t {
+  both,  // the memory and the tcp counter: the composite limit (the default)
+  v1,    // the tcp counter alone, as cgroup v1: socket pages are not in memory usage
+  v2,    // the memory counter alone, as cgroup v2: no tcp counter is charged
+};
+
 template <sync_policy Sync>
 class basic_hierarchy;
 
@@ -124,10 +132,14 @@ class basic_hierarchy {
   struct options {
     std::int64_t charge_batch = default_charge_batch;
     bool recursive_protection = false;  // memory_recursiveprot
+    sock_accounting socket_accounting = sock_accounting::both;
   };
 
   basic_hierarchy() : basic_hierarchy(options{}) {}
-  explicit basic_hierarchy(options o) : batch_(o.charge_batch), recursive_(o.recursive_protection) {
+  explicit basic_hierarchy(options o)
+      : batch_(o.charge_batch),
+        recursive_(o.recursive_protection),
+        sock_accounting_(static_cast<std::uint8_t>(o.socket_accounting)) {
     mutex_lock l(&tree_mu_);
     auto r = std::make_unique<group>(this, nullptr, "", "/", next_id_++);
     r->pressure_state_ = new_pressure_state();
@@ -261,6 +273,21 @@ class basic_hierarchy {
   void set_recursive_protection(bool on) noexcept {
     recursive_.store(on, std::memory_order_relaxed);
   }
+  sock_accounting socket_accounting() const noexcept {
+    // relaxed: a setting read per socket charge, changed only while no socket page is charged.
+    return static_cast<sock_accounting>(sock_accounting_.load(std::memory_order_relaxed));
+  }
+  // EBUSY while any group of this hierarchy holds socket pages (they would be given back to
+  // counters other than those they were charged to); EINVAL for a value out of range.
+  // Requires: no socket charge runs concurrently (the check sees the charges made so far).
+  std::errc set_socket_accounting(sock_accounting a) {
+    if (static_cast<std::uint8_t>(a) > static_cast<std::uint8_t>(sock_accounting::v2))
+      return std::errc::invalid_argument;
+    if (stat(*root_, kind::sock) != 0 || root_->tcp.usage() != 0)
+      return std::errc::device_or_resource_busy;
+    sock_accounting_.store(static_cast<std::uint8_t>(a), std::memory_order_relaxed);
+    return {};
+  }
 
   // ---- hooks ----
   // Slots that serve fast paths are drained: from now on every charge and uncharge of this
@@ -384,9 +411,11 @@ class basic_hierarchy {
 
   // ---- reclaim ----
 
-  // Reclaims up to target pages from the subtree of root (model.md's walk).
+  // try_to_free_mem_cgroup_pages(): reclaims from the subtree of root (model.md's walk) up to
+  // max(target, 32) pages (reclaim_target()); soft limits count only when root is the root.
   reclaim_result reclaim(group& root, std::int64_t target, reclaim_filter filter)
       ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
+    target = reclaim_target(target);
     std::vector<group*> gs = preorder(root);
     reclaim_result res;
     {
@@ -506,8 +535,8 @@ class basic_hierarchy {
 
   // ---- limit writes (control path) ----
 
-  // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims and calls the
-  // OOM handler. Never fails on a valid value.
+  // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims (the excess,
+  // at least 32 pages) and calls the OOM handler. Never fails on a valid value.
   std::errc write_max(group& g, std::int64_t nr_pages) {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     {
@@ -534,7 +563,8 @@ class basic_hierarchy {
     return {};
   }
 
-  // v1 memory.limit_in_bytes: drains and reclaims; EBUSY (limit unchanged) if usage stays above.
+  // v1 memory.limit_in_bytes: drains and reclaims 32 pages per try; EBUSY (limit unchanged) if
+  // usage stays above.
   std::errc write_limit_in_bytes(group& g, std::int64_t nr_pages) {
     return write_v1_limit(g, g.memory, nr_pages, reclaim_filter::all, true);
   }
@@ -548,7 +578,8 @@ class basic_hierarchy {
     mutex_lock l(&limits_mu_);
     return g.tcp.set_max(nr_pages);
   }
-  // v2 memory.high: sets, then reclaims above it (never fails, never OOMs).
+  // v2 memory.high: sets, then reclaims above it, the excess, at least 32 pages (never fails,
+  // never OOMs).
   std::errc write_high(group& g, std::int64_t nr_pages) {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     {
@@ -710,7 +741,8 @@ class basic_hierarchy {
       if (m->memory.usage() <= m->memory.high()) continue;
       m->memory_event(event::high);
       std::int64_t got = reclaim(*m, nr, reclaim_filter::all).reclaimed;
-      trace({trace_point::high_reclaim, &g, m, counter_id::memory, kind::anon, nr, got});
+      trace({trace_point::high_reclaim, &g, m, counter_id::memory, kind::anon, reclaim_target(nr),
+             got});
       total += got;
     }
     return total;
@@ -731,18 +763,22 @@ class basic_hierarchy {
     if (nr_pages == 0) return {};
     if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
     stock* ts = stock::local();
-    bool sub = is_kernel_kind(k) || k == kind::sock;
-    bool from_stock = !stock_tried && ts->consume(&g, nr_pages, -1);
-    if (from_stock) {
-      trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
-    } else {
-      status s = charge_memory(g, k, nr_pages, flags, ts);
-      if (!s) return s;
+    // Socket pages go to the counters the socket-accounting option names.
+    const sock_accounting sa = k == kind::sock ? socket_accounting() : sock_accounting::both;
+    const bool mem = sa != sock_accounting::v1;
+    const bool sub = is_kernel_kind(k) || (k == kind::sock && sa != sock_accounting::v2);
+    if (mem) {
+      if (!stock_tried && ts->consume(&g, nr_pages, -1)) {
+        trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+      } else {
+        status s = charge_memory(g, k, nr_pages, flags, ts);
+        if (!s) return s;
+      }
     }
     if (sub) {
       status s = k == kind::sock ? charge_tcp(g, nr_pages, flags) : charge_kmem(g, k, nr_pages, flags);
       if (!s) {
-        (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
+        if (mem) (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
         return s;
       }
     }
@@ -795,9 +831,12 @@ class basic_hierarchy {
       raised_max_event = true;
       {
         pressure_.memstall_enter(g);  // direct reclaim is stall time (psi_memstall_enter)
+        // Asks max(nr_pages, 32) (reclaim()): after a refused page, usage lands up to 31 pages
+        // under the limit, so the next charges fit without another refusal.
         std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::all).reclaimed;
         pressure_.memstall_leave(g);
-        trace({trace_point::reclaim, &g, over, counter_id::memory, k, nr_pages, reclaimed});
+        trace({trace_point::reclaim, &g, over, counter_id::memory, k, reclaim_target(nr_pages),
+               reclaimed});
         if (over->memory.margin() >= nr_pages) continue;
         if (!drained) {
           // As the kernel's trylock: while another drain runs, this charge does not queue.
@@ -861,7 +900,8 @@ class basic_hierarchy {
       pressure_.memstall_enter(g);
       std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::kernel).reclaimed;
       pressure_.memstall_leave(g);
-      trace({trace_point::reclaim, &g, over, counter_id::kmem, k, nr_pages, reclaimed});
+      trace({trace_point::reclaim, &g, over, counter_id::kmem, k, reclaim_target(nr_pages),
+             reclaimed});
       if (over->kmem.margin() >= nr_pages) continue;
       if (has(flags, gfp::noretry)) break;
       if (reclaimed && nr_pages <= oom_max_pages) continue;
@@ -900,8 +940,16 @@ class basic_hierarchy {
 
   MEMCG_NOINLINE void uncharge_slow(group& g, kind k, std::int64_t nr_pages) noexcept {
     stock* ts = stock::local();
+    const sock_accounting sa = k == kind::sock ? socket_accounting() : sock_accounting::both;
     if (is_kernel_kind(k)) (void)g.kmem.uncharge(nr_pages);
-    else if (k == kind::sock) (void)g.tcp.uncharge(nr_pages);
+    else if (k == kind::sock && sa != sock_accounting::v2) (void)g.tcp.uncharge(nr_pages);
+    if (sa == sock_accounting::v1) {
+      // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
+      if (ts->reclaim_depth > 0) g.live()->stat_add(k, -nr_pages);
+      else ts->stat_only(&g, static_cast<int>(k), -nr_pages, charge_batch(), !traced());
+      trace({trace_point::uncharge, &g, nullptr, counter_id::tcp, k, nr_pages, nr_pages});
+      return;
+    }
     if (ts->reclaim_depth > 0) {
       // Reclaimed pages leave the counters at once, and count as the walk's progress.
       (void)g.memory.uncharge(nr_pages);
@@ -931,9 +979,9 @@ class basic_hierarchy {
         drained = true;
         continue;
       }
-      std::int64_t need = c.usage() - nr_pages;
-      if (need <= 0) continue;
-      if (!reclaim(g, need, filter).reclaimed && !nr_retries--) return err;
+      if (c.usage() <= nr_pages) continue;
+      // One page per try, as mem_cgroup_resize_max(): reclaim rounds it up to 32.
+      if (!reclaim(g, 1, filter).reclaimed && !nr_retries--) return err;
     }
   }
 
@@ -954,6 +1002,7 @@ class basic_hierarchy {
   mutex limits_mu_;
   std::atomic<std::int64_t> batch_;
   std::atomic<bool> recursive_;
+  std::atomic<std::uint8_t> sock_accounting_;  // a sock_accounting
   std::atomic<charge_tracer<Sync>*> tracer_{nullptr};
   std::atomic<reclaim_observer<Sync>*> observer_{nullptr};
   std::atomic<std::int64_t> callback_failures_{0};

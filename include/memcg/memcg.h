@@ -59,6 +59,13 @@ enum {
 
 enum { MEMCG_PAGE_SIZE = 4096 };
 
+/* Where socket pages are charged (memcg_hierarchy_set_socket_accounting). */
+typedef enum memcg_socket_accounting {
+  MEMCG_SOCKET_ACCOUNTING_BOTH = 0, /* the memory and the tcp counter (the default) */
+  MEMCG_SOCKET_ACCOUNTING_V1 = 1,   /* the tcp counter alone (cgroup v1) */
+  MEMCG_SOCKET_ACCOUNTING_V2 = 2    /* the memory counter alone (cgroup v2) */
+} memcg_socket_accounting;
+
 /* ---- the hierarchy ---- */
 
 /* A new hierarchy (charge batch 64 pages), or NULL when out of memory. */
@@ -73,6 +80,11 @@ memcg_group* memcg_find(memcg_hierarchy* h, const char* path);
 int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out);
 /* Removes a group without children; its charges and sockets become the parent's. */
 int memcg_rmdir(memcg_hierarchy* h, const char* path);
+/* Where socket pages are charged: -EBUSY while any group holds socket pages, -EINVAL for a
+ * value out of range. Requires: no socket charge runs concurrently. */
+int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accounting a);
+/* The current memcg_socket_accounting, or -EINVAL for a NULL h. */
+int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h);
 
 /* `echo value > group/file`: the control files of memcg/control.hpp by their cgroupfs names. */
 int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value);
@@ -236,6 +248,9 @@ inline memcg_group* c_handle(memcg::group* g) noexcept {
 inline bool c_kind(memcg_kind k) noexcept {
   return static_cast<int>(k) >= 0 && static_cast<int>(k) < memcg::nr_kinds;
 }
+static_assert(static_cast<int>(memcg::sock_accounting::both) == MEMCG_SOCKET_ACCOUNTING_BOTH &&
+              static_cast<int>(memcg::sock_accounting::v1) == MEMCG_SOCKET_ACCOUNTING_V1 &&
+              static_cast<int>(memcg::sock_accounting::v2) == MEMCG_SOCKET_ACCOUNTING_V2);
 // The kinds a group is charged directly: not sock, whose pages belong to sockets (a group
 // cannot tell its own sock pages from its sockets', so an uncharge could take theirs).
 inline bool c_group_kind(memcg_kind k) noexcept { return c_kind(k) && k != MEMCG_KIND_SOCK; }
@@ -274,6 +289,19 @@ int memcg_rmdir(memcg_hierarchy* h, const char* path) {
   } catch (...) {
     return -ENOMEM;
   }
+}
+int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accounting a) {
+  if (!h) return -EINVAL;
+  const int v = static_cast<int>(a);
+  if (v < MEMCG_SOCKET_ACCOUNTING_BOTH || v > MEMCG_SOCKET_ACCOUNTING_V2) return -EINVAL;
+  try {
+    return memcg::detail::c_err(h->h.set_socket_accounting(static_cast<memcg::sock_accounting>(v)));
+  } catch (...) {
+    return -ENOMEM;
+  }
+}
+int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h) {
+  return h ? static_cast<int>(h->h.socket_accounting()) : -EINVAL;
 }
 int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value) {
   if (!h || !g || !file || !value) return -EINVAL;

@@ -85,11 +85,21 @@ class reclaim_observer {
                            const reclaim_result& r) noexcept = 0;
 };
 
+// The target of a reclaim asked for `asked` pages: try_to_free_mem_cgroup_pages() never asks
+// for fewer than SWAP_CLUSTER_MAX, so a refused 1-page charge frees 32 (model.md, "The reclaim
+// walk (pinned)"). 0 or less: nothing to do.
+constexpr std::int64_t reclaim_target(std::int64_t asked) noexcept {
+  return asked > 0 ? std::max(asked, swap_cluster_max) : 0;
+}
+
 namespace detail {
 
 // The walk (model.md, "The reclaim walk (pinned)"), over `groups`: the subtree of `root` in
 // pre-order, root first. `count(g, f)` and `free(g, nr, f)` reach the group's reclaimers.
-//   1. Soft limits: groups above their v1 soft limit, largest excess first, each down to it.
+//   0. The target is reclaim_target(target): at least 32 pages.
+//   1. Soft limits, only when `root` is the root group (the kernel's global reclaim; a limit
+//      reclaim below the root ignores them): groups above their v1 soft limit, largest excess
+//      first, each down to it.
 //   2. Rounds: every eligible group gets one step of at most SWAP_CLUSTER_MAX pages.
 //      Effective protection is recomputed (top-down) before each step. A group at or below its
 //      effective min is never reclaimed; the first pass skips groups at or below their
@@ -103,11 +113,12 @@ reclaim_result reclaim_walk(basic_group<Sync>& root, std::span<basic_group<Sync>
                             std::int64_t target, reclaim_filter filter, bool recursive_protection,
                             reclaim_observer<Sync>* observer, Count&& count, Free&& free) {
   reclaim_result r;
+  target = reclaim_target(target);
   if (target <= 0) return r;
 
-  // 1. Soft limits.
+  // 1. Soft limits (mem_cgroup_soft_limit_reclaim() runs only in global reclaim).
   std::vector<std::pair<std::int64_t, std::size_t>> over;  // (excess, pre-order index)
-  for (std::size_t i = 0; i < groups.size(); ++i) {
+  for (std::size_t i = 0; root.is_root() && i < groups.size(); ++i) {
     std::int64_t excess = groups[i]->memory.soft_limit_excess();
     if (excess > 0) over.emplace_back(excess, i);
   }
