@@ -614,7 +614,7 @@ void kmem_workload() {
   long long kl = K.get("memory.kmem.limit_in_bytes");
   agent a = spawn(K, {0, 64 * kib});
   long long k0 = K.get("memory.kmem.usage_in_bytes");
-  auto r = a.call("pipes 64 65536");
+  must(a.call("pipes 64 65536"), "pipes");
   long long k1 = K.get("memory.kmem.usage_in_bytes"), kf = K.get("memory.kmem.failcnt");
   a.stop();
 

@@ -3,8 +3,8 @@
 # memcg-sim; prints one row per check (what, the kernel's value, ours, the tolerance, the result).
 #   scripts/conformance.sh             builds memcg-sim and memcg-conformance (preset default), runs
 #   scripts/conformance.sh --no-build  uses $MEMCG_SIM and $MEMCG_CONFORMANCE (the ctest test)
-# Exit: 0 every row agrees or shows its listed divergence, 1 a row differs, 77 skipped (no
-# writable memory controller here). Needs root (or a delegated cgroup). Groups are made below
+# Exit: 0 every row agrees or shows its listed divergence, 1 a row differs (or the harness
+# failed), 77 skipped (no writable memory controller here). Needs root (or a delegated cgroup). Groups are made below
 # our own memory cgroup, named memcg-conf-PID, and removed on every exit path.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,9 +36,19 @@ own=${own%/}
 # harness that was SIGKILLed: its memcg-conf-PID tree goes, deepest first.
 harness_pid=""
 remove_ours() {
-  [[ -n $harness_pid && -n $own && -d $own/memcg-conf-$harness_pid ]] || return 0
-  kill -KILL "$harness_pid" 2>/dev/null || true
-  find "$own/memcg-conf-$harness_pid" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  [[ -n $harness_pid ]] || return 0
+  # First ask the harness (it kills its agents and removes its groups), then make sure.
+  if kill -TERM "$harness_pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$harness_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$harness_pid" 2>/dev/null || true
+  fi
+  local dir=$own/memcg-conf-$harness_pid
+  for _ in $(seq 50); do
+    [[ -n $own && -d $dir ]] || return 0
+    find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    sleep 0.1
+  done
+  echo "conformance: could not remove $dir" >&2
 }
 trap remove_ours EXIT
 trap 'remove_ours; exit 130' INT TERM
@@ -46,7 +56,7 @@ trap 'remove_ours; exit 130' INT TERM
 # The page-cache workloads need a disk file system (tmpfs pages are shmem, not page cache).
 workdir=$out
 args=("$@"); [[ ${args[0]:-} == --no-build ]] && args=("${args[@]:1}")
-"$MEMCG_CONFORMANCE" --sim "$MEMCG_SIM" --workdir "$workdir" --out "$out" "${args[@]}" &
+"$MEMCG_CONFORMANCE" --sim "$MEMCG_SIM" --workdir "$workdir" --out "$out" "${args[@]}" >"$out/table.md" &
 harness_pid=$!
 set +e
 wait "$harness_pid"
@@ -54,5 +64,11 @@ rc=$?
 set -e
 remove_ours
 harness_pid=""
-echo "memcg-sim transcripts: $out/*.scn"
+cat "$out/table.md"
+echo "table: $out/table.md; memcg-sim transcripts: $out/*.scn"
+# MEMCG_CONFORMANCE_REPORT_ONLY=1: print the table, fail only when the harness itself failed.
+if [[ $rc == 1 && ${MEMCG_CONFORMANCE_REPORT_ONLY:-0} == 1 ]]; then
+  echo "conformance: rows differ (MEMCG_CONFORMANCE_REPORT_ONLY=1: not a failure)"
+  rc=0
+fi
 exit "$rc"
