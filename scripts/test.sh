@@ -2,6 +2,9 @@
 # THE test command: installs dependencies, then configures, builds and tests each preset.
 #   scripts/test.sh                          presets default, asan, tsan, fuzz (libFuzzer, ~1 min)
 #   MEMCG_PRESETS="default" scripts/test.sh  a subset (space-separated)
+# The default preset's ctest includes `conformance` (scripts/conformance.sh, label conformance,
+# about 10 s, run alone): the kernel's memory controller beside memcg-sim, where the machine has
+# a writable one and we are root; skipped otherwise.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
