@@ -31,6 +31,7 @@ enum class delay_site : int {
   fork_prepared,       // between the fork handlers' prepare and the fork itself
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
+  pressure_locked,     // inside a pressure lock: a group state's, the registry's, a waiter's
 };
 
 enum class fault_site : int {
