@@ -819,11 +819,13 @@ class basic_hierarchy {
       if (has(flags, gfp::noreclaim)) {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
         // other threads' stocks hold for the refusing subtree come back first: a drain is not
-        // reclaim (model.md, "Socket receives may be refused"). Forced charges need none.
+        // reclaim (model.md, "Socket receives may be refused"). One more try if it returned
+        // any (else the refusal counts as before). Forced charges need none.
         if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {
-          drain_stocks(over);
           drained = true;
-          continue;
+          const std::int64_t before = over->memory.usage();
+          drain_stocks(over);
+          if (over->memory.usage() < before) continue;
         }
         goto nomem;
       }
