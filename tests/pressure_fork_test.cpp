@@ -116,6 +116,8 @@ TEST_SUITE("fork") {
     memcg::basic_event_waiter<memcg::sync::atomic> waiter;
     h.pressure().register_charge_failure(failures, h.root());
     h.pressure().register_events(waiter, g);
+    CHECK(h.try_charge(g, kind::anon, 1).error == std::errc::not_enough_memory);
+    CHECK(failures.n.load() == 1);
     // Sanitizer builds: a fork may catch the sanitizer's allocator locked by another thread;
     // under TSan the workers stay out of the library while the process is copied (the gate),
     // under ASan there are none (GCC 12's allocator hangs children even so; see
