@@ -943,6 +943,85 @@ TEST_CASE_TEMPLATE("a v1 limit write below what can be reclaimed is EBUSY and le
   h.unregister_reclaimer(rc);
 }
 
+// An OOM handler that reports success and frees nothing (issue 14, item 8); it gives up after
+// `give_up` calls so that a write without the guard ends (and the test fails instead of hanging).
+template <class P>
+struct lying_oom final : memcg::basic_oom_handler<P> {
+  int calls = 0;
+  int give_up = 1000;
+  bool out_of_memory(grp<P>&, std::int64_t) override { return ++calls < give_up; }
+};
+
+// A cache that refills what it frees: every scan uncharges one page and charges it back (a
+// reclaimer allocating is forced), so reclaim reports progress while usage stays. After
+// `give_up` scans it frees for real, so that a write without the bound ends.
+template <class P>
+struct refilling_reclaimer final : memcg::basic_reclaimer<P> {
+  hier<P>& h;
+  grp<P>& g;
+  std::int64_t scans = 0;
+  std::int64_t give_up = 1000;
+  refilling_reclaimer(hier<P>& h0, grp<P>& g0) : h(h0), g(g0) {}
+  std::int64_t count(reclaim_filter) noexcept override { return g.memory.usage(); }
+  std::int64_t scan(std::int64_t, reclaim_filter) override {
+    h.uncharge_unchecked(g, kind::file, 1);
+    if (++scans < give_up) REQUIRE(h.try_charge(g, kind::file, 1));
+    return 1;
+  }
+};
+
+TEST_CASE_TEMPLATE("memory.max returns when the OOM handler claims success and frees nothing", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  REQUIRE(h.try_charge(a, kind::anon, 20));
+  lying_oom<P> oom;
+  h.set_oom_handler(a, &oom);
+  CHECK(h.write_max(a, 8) == ok);  // loops for ever without the guard (here: until give_up)
+  CHECK(oom.calls == 1);           // not called again after a call that did not help
+  CHECK(a.memory.max() == 8);
+  CHECK(a.memory.usage() == 20);
+  CHECK(a.events(event::oom) == 1);
+  CHECK(a.events(event::oom_kill) == 1);
+  h.set_oom_handler(a, nullptr);
+  h.uncharge_unchecked(a, kind::anon, 20);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+}
+
+TEST_CASE_TEMPLATE("limit writes stay bounded when reclaimed pages come straight back", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  REQUIRE(h.write_max(a, 20) == ok);
+  REQUIRE(h.try_charge(a, kind::file, 20));  // at max: the refill charges its exact page
+  refilling_reclaimer<P> rc(h, a);
+  h.register_reclaimer(a, rc);
+  const std::int64_t bound = 2 * (memcg::max_reclaim_retries + 1);
+  SUBCASE("memory.high") {
+    CHECK(h.write_high(a, 8) == ok);
+    CHECK(rc.scans <= bound);
+    CHECK(a.memory.high() == 8);
+    CHECK(a.memory.usage() == 20);
+  }
+  SUBCASE("memory.limit_in_bytes") {
+    CHECK(h.write_limit_in_bytes(a, 8) == std::errc::device_or_resource_busy);
+    CHECK(rc.scans <= bound);
+    CHECK(a.memory.max() == 20);
+    CHECK(a.memory.usage() == 20);
+  }
+  SUBCASE("memory.max") {
+    CHECK(h.write_max(a, 8) == ok);
+    CHECK(rc.scans <= bound);
+    CHECK(a.memory.max() == 8);
+    CHECK(a.events(event::oom) == 1);  // no handler: one event, then the write returns
+  }
+  h.unregister_reclaimer(rc);
+  h.uncharge_unchecked(a, kind::file, a.memory.usage());
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+}
+
 TEST_CASE_TEMPLATE("limits that parse badly are EINVAL and change nothing", P,
                    MEMCG_GROUP_POLICIES) {
   hier<P> h;
@@ -1045,6 +1124,89 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == 0);
   CHECK(h.stat(a, kind::anon) == 0);
+}
+
+TEST_CASE("a charge that may not reclaim takes back another thread's stock before it refuses") {
+  // Issue 14, item 9: GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
+  // reclaim; they must still drain the refusing subtree's stocks once. No `max` event: no
+  // reclaim round was entered (the kernel's !gfpflags_allow_blocking path).
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  REQUIRE(h.write_max(a, 64) == ok);
+  std::promise<void> parked, done;
+  std::shared_future<void> done_f = done.get_future().share();
+  std::thread t([&] {
+    auto r = h.charge(a, kind::anon, 1);  // the batch: 64 charged, 63 parked here
+    parked.set_value();
+    done_f.wait();  // alive, idle, holding its stock
+    r.value().reset();
+  });
+  parked.get_future().wait();
+  CHECK(a.memory.usage() == 64);
+  auto s = h.try_charge(a, kind::anon, 2, memcg::GFP_NOWAIT);
+  CHECK(s.error == ok);
+  CHECK(h.parked(a) == 0);
+  CHECK(a.memory.usage() == 3);
+  CHECK(a.events(event::max) == 0);
+  // Refused once nothing is parked: still no reclaim, no event.
+  auto s2 = h.try_charge(a, kind::anon, 62, memcg::GFP_NOWAIT);
+  CHECK(s2.error == std::errc::not_enough_memory);
+  CHECK(a.events(event::max) == 0);
+  done.set_value();
+  t.join();
+  h.uncharge_unchecked(a, kind::anon, 2);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+}
+
+TEST_CASE("a hierarchy destroyed while another thread is over its high leaves that thread's "
+          "throttle point alone") {
+  // Issue 14, item 8: the over-high state of thread T names H1; H1 dies on this thread and H2
+  // is built in the same storage (same address). T's throttle point in H2 must neither see H1's
+  // pages nor touch H1's group (freed: ASan reports a use after free).
+  struct high_tracer final : memcg::charge_tracer<memcg::sync::atomic> {
+    std::atomic<int> high_points{0};
+    void trace(const memcg::trace_record<memcg::sync::atomic>& r) noexcept override {
+      using tp = memcg::trace_point;
+      if (r.point == tp::high_reclaim || r.point == tp::high_penalty)
+        high_points.fetch_add(1, std::memory_order_relaxed);
+    }
+  };
+  alignas(memcg::hierarchy) unsigned char storage[sizeof(memcg::hierarchy)];
+  auto* h1 = ::new (storage) memcg::hierarchy();
+  auto& a1 = make(*h1, "A");
+  REQUIRE(h1->write_high(a1, 8) == ok);
+  const std::uint64_t id1 = h1->id();
+  std::atomic<int> step{0};
+  std::int64_t pages_in_h1 = -1, pages_in_h2 = -1, penalty = -1;
+  memcg::hierarchy* h2 = nullptr;
+  std::thread t([&] {
+    CHECK(h1->try_charge(a1, kind::anon, 64));  // over high, no throttle point yet
+    pages_in_h1 = h1->over_high_pages();
+    step.store(1);
+    step.notify_all();
+    step.wait(1);  // H1 destroyed, H2 built in its place
+    pages_in_h2 = h2->over_high_pages();
+    penalty = h2->throttle_point();
+  });
+  step.wait(0);
+  h1->~basic_hierarchy();  // its groups (and the one T remembers) are freed
+  h2 = ::new (storage) memcg::hierarchy();
+  high_tracer tr;
+  h2->set_tracer(&tr);
+  auto& a2 = make(*h2, "A");
+  REQUIRE(h2->write_high(a2, 0) == ok);
+  CHECK(static_cast<void*>(h2) == static_cast<void*>(storage));
+  CHECK(h2->id() != id1);
+  step.store(2);
+  step.notify_all();
+  t.join();
+  CHECK(pages_in_h1 == 64);
+  CHECK(pages_in_h2 == 0);  // H1's pages are not H2's
+  CHECK(penalty == 0);
+  CHECK(tr.high_points.load() == 0);  // T's throttle point did nothing in H2
+  h2->set_tracer(nullptr);
+  h2->~basic_hierarchy();
 }
 
 TEST_CASE("charges, uncharges, mkdir, rmdir and limit writes in parallel keep every counter exact") {

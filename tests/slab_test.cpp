@@ -434,6 +434,41 @@ TEST_CASE("statistics reconcile with what mimalloc says is live") {
 #endif
 
 TEST_SUITE("concurrency") {
+  TEST_CASE("a GFP_NOWAIT allocation takes back another thread's stock before it is refused") {
+    // Issue 14, item 9, for the slab: GFP_NOWAIT may not reclaim, but the pages another
+    // thread's stock holds for the group are drained before a refusal (no `max` event).
+    memcg::hierarchy h;
+    auto& a = make(h, "a");
+    REQUIRE(h.write_max(a, 64) == std::errc{});
+    memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);
+    std::atomic<int> step{0};
+    void* first = nullptr;
+    std::thread t([&] {
+      memcg::scoped_active_memcg s(&a);
+      first = c.alloc(memcg::GFP_KERNEL);  // the batch: 64 pages, 63 parked in T's stock
+      step.store(1);
+      step.notify_all();
+      step.wait(1);  // alive, idle, holding its stock
+    });
+    step.wait(0);
+    REQUIRE(first);
+    CHECK(a.memory.usage() == 64);
+    void* p = nullptr;
+    {
+      memcg::scoped_active_memcg s(&a);
+      p = c.alloc(memcg::GFP_NOWAIT);
+    }
+    CHECK(p);
+    CHECK(a.events(memcg::event::max) == 0);
+    CHECK(a.memory.usage() <= 2);
+    step.store(2);
+    step.notify_all();
+    t.join();
+    c.free(first);
+    if (p) c.free(p);
+    CHECK(c.stat().objects == 0);
+  }
+
   TEST_CASE("threads allocating and freeing each other's objects leave exact statistics") {
     memcg::hierarchy h;
     auto& a = make(h, "a");

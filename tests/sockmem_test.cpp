@@ -808,6 +808,41 @@ TEST_CASE_TEMPLATE("a million sockets opened and closed leave every counter at z
 }
 
 TEST_SUITE("concurrency") {
+  TEST_CASE("a receive is not refused for pages another thread's stock holds") {
+    // Issue 14, item 9: a tenant at 256K; thread T receives and consumes one segment and stays
+    // alive, its stock holding the batch (64 pages); a receive on this thread then finds the
+    // counter full with no byte in any socket. Receives may not reclaim, but the refusing
+    // subtree's stocks are drained first: it succeeds, and no `max` event (no reclaim round).
+    vclock c;
+    memcg::hierarchy h;
+    memcg::proto_memory p(opts<memcg::sync::atomic>(&c));
+    auto& g = make(h, "tenant");
+    REQUIRE(h.write_max(g, 64) == ok);
+    memcg::sock_memory s1(p, &g), s2(p, &g);
+    std::atomic<int> step{0};
+    std::thread t([&] {
+      CHECK(s1.recv(1460) == ok);
+      CHECK(s1.consume(1460) == ok);
+      step.store(1);
+      step.notify_all();
+      step.wait(1);  // alive, idle, holding its stock
+    });
+    step.wait(0);
+    CHECK(s1.rmem_alloc() + s1.forward_alloc() == 0);
+    CHECK(g.memory.usage() == 64);  // every page parked in T's stock
+    CHECK(g.tcp.usage() == 0);
+    CHECK(s2.recv(1460) == ok);
+    CHECK(g.events(memcg::event::max) == 0);
+    CHECK(g.memory.usage() == 1);
+    CHECK(s2.consume(1460) == ok);
+    step.store(2);
+    step.notify_all();
+    t.join();
+    CHECK(s1.close() == ok);
+    CHECK(s2.close() == ok);
+    check_all_zero(h, p, g);
+  }
+
   TEST_CASE("threads on their own sockets in several groups leave every counter at zero") {
     memcg::hierarchy h;
     memcg::proto_memory::options o;

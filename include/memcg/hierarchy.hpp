@@ -18,6 +18,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -117,6 +118,14 @@ namespace detail {
 // them. Set once by that layer; acquire/release: the hook's code and data are published.
 template <sync_policy Sync>
 inline std::atomic<void (*)(basic_hierarchy<Sync>*)> hierarchy_exit_hook{nullptr};
+
+// A hierarchy's identity in per-thread state that may outlive it (thread_stock's over-high
+// fields): unique for the life of the process, where an address is reused by the next
+// hierarchy allocated there.
+inline std::uint64_t new_hierarchy_id() noexcept {
+  static std::atomic<std::uint64_t> next{0};
+  return next.fetch_add(1, std::memory_order_relaxed) + 1;  // a name only: nothing published
+}
 }  // namespace detail
 
 template <sync_policy Sync = sync::atomic>
@@ -152,13 +161,18 @@ class basic_hierarchy {
   ~basic_hierarchy() {
     if (auto* hook = detail::hierarchy_exit_hook<Sync>.load(std::memory_order_acquire)) hook(this);
     drain_own_stocks(nullptr);
+    // Other threads' over-high state keeps this id, which no later hierarchy has: they drop it
+    // at their next throttle point or over-high charge (nothing of it is dereferenced).
     auto* ts = detail::thread_stock<Sync>::peek();
-    if (ts && ts->over_high_owner == this) {
+    if (ts && ts->over_high_owner_id == id_) {
       ts->over_high_group = nullptr;
-      ts->over_high_owner = nullptr;
+      ts->over_high_owner_id = 0;
       ts->over_high_pages = 0;
     }
   }
+
+  // Unique among every hierarchy the process ever made (never 0).
+  std::uint64_t id() const noexcept { return id_; }
 
   // ---- the tree ----
 
@@ -447,11 +461,12 @@ class basic_hierarchy {
     auto* ts = detail::thread_stock<Sync>::local();
     std::int64_t nr = ts->over_high_pages;
     group* g0 = ts->over_high_group;
-    const void* owner = ts->over_high_owner;
+    std::uint64_t owner = ts->over_high_owner_id;
     ts->over_high_pages = 0;
     ts->over_high_group = nullptr;
-    ts->over_high_owner = nullptr;
-    if (!nr || !g0 || owner != this) return 0;
+    ts->over_high_owner_id = 0;
+    // Another hierarchy's (maybe destroyed) group: dropped without a look.
+    if (!nr || !g0 || owner != id_) return 0;
     group* g = g0->live();
     int retries = max_reclaim_retries;
     bool in_retry = false;
@@ -478,7 +493,7 @@ class basic_hierarchy {
   // Requires: no library lock held, and nothing the penalty should not delay.
   std::int64_t throttle_point() {
     auto* ts = detail::thread_stock<Sync>::local();
-    group* g = ts->over_high_owner == this ? ts->over_high_group : nullptr;
+    group* g = ts->over_high_owner_id == id_ ? ts->over_high_group : nullptr;
     std::int64_t ms = handle_over_high();
     if (ms > 0 && g) {
       pressure_.memstall_enter(*g);
@@ -489,9 +504,10 @@ class basic_hierarchy {
     return ms;
   }
 
-  // Pages this thread charged over high since its last throttle point.
+  // Pages this thread charged over high in this hierarchy since its last throttle point.
   std::int64_t over_high_pages() const noexcept {
-    return detail::thread_stock<Sync>::local()->over_high_pages;
+    auto* ts = detail::thread_stock<Sync>::local();
+    return ts->over_high_owner_id == id_ ? ts->over_high_pages : 0;
   }
 
   // The kernel's penalty (§5.2) in milliseconds (HZ = 1000) for nr_pages charged over high,
@@ -514,23 +530,38 @@ class basic_hierarchy {
   }
 
   // ---- fork(2) (pthread_atfork handlers, memcg/slab.hpp) ----
-  // prepare takes the tree, limits and reclaimer locks (in that order) so that no control
-  // operation is half done when the process is copied; the parent releases them; the child,
-  // where only the forking thread lives, gets fresh ones.
+  // prepare takes every lock a charge or a control operation of this hierarchy may hold, so
+  // that none is held by another thread when the process is copied (the child would wait for
+  // it for ever); the parent releases them; the child, where only the forking thread lives,
+  // gets fresh ones. The order, which every normal path that nests two of them follows:
+  //   1. reclaimers_mu_   a reclaim walk holds it (shared) while reclaimers and the observer
+  //                       run; they may read the tree and a charge they make may be refused
+  //                       (charge-failure listeners: the pressure registry)
+  //   2. tree_mu_         mkdir, rmdir, lookups; nothing else is taken under it
+  //   3. limits_mu_       limit writes, around the counter's set only
+  //   4. pressure_        the registry's mutex, then each group's pressure state (creation
+  //                       order), then the listeners' own locks (basic_pressure::fork_prepare)
+  // memcg/slab.hpp's handlers take the slab's locks before these and the thread stocks'
+  // registry after. Not taken: a policy daemon's mutex (only its own thread and
+  // wait_for_policy() take it, never a charge or a control path; its thread does not exist in
+  // the child).
   void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    reclaimers_mu_.lock();
     tree_mu_.lock();
     limits_mu_.lock();
-    reclaimers_mu_.lock();
+    pressure_.fork_prepare(pressure_states_);
   }
   void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    reclaimers_mu_.unlock();
+    pressure_.fork_parent(pressure_states_);
     limits_mu_.unlock();
     tree_mu_.unlock();
+    reclaimers_mu_.unlock();
   }
   void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    reclaimers_mu_.reset_after_fork();
+    pressure_.fork_child(pressure_states_);
     limits_mu_.reset_after_fork();
     tree_mu_.reset_after_fork();
+    reclaimers_mu_.reset_after_fork();
   }
 
   // ---- limit writes (control path) ----
@@ -543,7 +574,7 @@ class basic_hierarchy {
       mutex_lock l(&limits_mu_);
       g.memory.xchg_max(nr_pages);
     }
-    bool drained = false;
+    bool drained = false, passed_oom = false, oom_helped = true;
     int nr_reclaims = max_reclaim_retries;
     for (;;) {
       std::int64_t usage = g.memory.usage();
@@ -554,11 +585,17 @@ class basic_hierarchy {
         continue;
       }
       if (nr_reclaims) {
-        if (!reclaim(g, usage - g.memory.max(), reclaim_filter::all).reclaimed) --nr_reclaims;
+        if (!reclaimed_and_fell(g, g.memory, usage, usage - g.memory.max(), reclaim_filter::all))
+          --nr_reclaims;
         continue;
       }
+      // A handler that reported success and left usage where it was: not called again (as
+      // charge_memory's guard), or the write would loop for ever.
+      if (passed_oom && !oom_helped) break;
       g.memory_event(event::oom);
       if (!call_oom_handler(g, usage - g.memory.max())) break;
+      oom_helped = g.memory.usage() < usage;
+      passed_oom = true;
     }
     return {};
   }
@@ -596,8 +633,9 @@ class basic_hierarchy {
         drained = true;
         continue;
       }
-      std::int64_t got = reclaim(g, usage - high, reclaim_filter::all).reclaimed;
-      if (!got && !nr_retries--) break;
+      if (!reclaimed_and_fell(g, g.memory, usage, usage - high, reclaim_filter::all) &&
+          !nr_retries--)
+        break;
     }
     return {};
   }
@@ -806,10 +844,10 @@ class basic_hierarchy {
         trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent_) {
           if (m->memory.usage() > m->memory.high()) {
-            if (ts->over_high_owner != this) ts->over_high_pages = 0;  // another hierarchy's
+            if (ts->over_high_owner_id != id_) ts->over_high_pages = 0;  // another hierarchy's
             ts->over_high_pages += batch;
             ts->over_high_group = &g;
-            ts->over_high_owner = this;
+            ts->over_high_owner_id = id_;
             trace({trace_point::over_high, &g, m, counter_id::memory, k, nr_pages, batch});
             break;
           }
@@ -826,7 +864,19 @@ class basic_hierarchy {
         continue;
       }
       if (ts->reclaim_depth > 0) break;  // PF_MEMALLOC: a reclaimer allocating is forced
-      if (has(flags, gfp::noreclaim)) goto nomem;
+      if (has(flags, gfp::noreclaim)) {
+        // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
+        // other threads' stocks hold for the refusing subtree come back first: a drain is not
+        // reclaim (model.md, "Socket receives may be refused"). One more try if it returned
+        // any (else the refusal counts as before). Forced charges need none.
+        if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {
+          drained = true;
+          const std::int64_t before = over->memory.usage();
+          drain_stocks_nowait(over);  // a trylock: never queues, never waits (a handler may be here)
+          if (over->memory.usage() < before) continue;
+        }
+        goto nomem;
+      }
       over->memory_event(event::max);
       raised_max_event = true;
       {
@@ -979,13 +1029,23 @@ class basic_hierarchy {
         drained = true;
         continue;
       }
-      if (c.usage() <= nr_pages) continue;
-      // One page per try, as mem_cgroup_resize_max(): reclaim rounds it up to 32.
-      if (!reclaim(g, 1, filter).reclaimed && !nr_retries--) return err;
+      std::int64_t usage = c.usage();
+      if (usage <= nr_pages) continue;
+      // One page per try, as mem_cgroup_resize_max(): reclaim rounds it up to 32. A try whose
+      // pages came straight back counts as no progress.
+      if (!reclaimed_and_fell(g, c, usage, 1, filter) && !nr_retries--) return err;
     }
   }
 
   void flush_local_stats() { detail::stock_registry<Sync>::instance().flush_stats(); }
+
+  // One reclaim round of a limit write: true if it freed pages and c's usage fell below
+  // `usage` (read before it). Pages that come back at once (a reclaimer that refills what it
+  // frees, chargers as fast as the walk) are no progress: the write's retries stay bounded.
+  bool reclaimed_and_fell(group& g, basic_counter<Sync>& c, std::int64_t usage, std::int64_t nr,
+                          reclaim_filter filter) {
+    return reclaim(g, nr, filter).reclaimed > 0 && c.usage() < usage;
+  }
 
   basic_group_pressure<Sync>* new_pressure_state() ABSL_EXCLUSIVE_LOCKS_REQUIRED(tree_mu_) {
     pressure_states_.push_back(std::make_unique<basic_group_pressure<Sync>>());
@@ -1006,6 +1066,7 @@ class basic_hierarchy {
   std::atomic<charge_tracer<Sync>*> tracer_{nullptr};
   std::atomic<reclaim_observer<Sync>*> observer_{nullptr};
   std::atomic<std::int64_t> callback_failures_{0};
+  const std::uint64_t id_ = detail::new_hierarchy_id();
   // The pressure registry and every group's pressure state (group::pressure_state()).
   basic_pressure<Sync> pressure_;
   std::vector<std::unique_ptr<basic_group_pressure<Sync>>> pressure_states_ ABSL_GUARDED_BY(tree_mu_);

@@ -43,6 +43,9 @@
 //   - A listener must be unregistered before it is destroyed, and before the hierarchy is.
 //   - Two listeners may not unregister each other from inside their calls on two threads at once
 //     (each would wait for the other).
+//   - fork(2): the hierarchy's fork handlers (basic_hierarchy::fork_prepare()) take the
+//     registry's and every group state's mutex, and each listener's own locks through its
+//     at_fork_*() hooks; in the child, calls other threads had in flight are forgotten.
 // Memory ordering: registration happens under the registry's mutex; the slow paths check
 // whether any listener of a kind exists with a relaxed load (a listener registered while a
 // charge is in flight may miss that charge's change, as a late eventfd registration would).
@@ -56,6 +59,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -65,6 +69,7 @@
 
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/group.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/sync.hpp"
@@ -253,11 +258,20 @@ class basic_listener {
  protected:
   explicit basic_listener(listener_kind k) noexcept : kind_(k) {}
 
+  // fork(2) (basic_pressure::fork_prepare()): a listener whose calls take a lock of its own
+  // (basic_event_waiter) takes it in prepare, releases it in parent and renews it in the child,
+  // so that the child does not inherit it held by a thread that does not exist there. Run with
+  // the registry's mutex held, on the forking thread: they may take the listener's locks only.
+  virtual void at_fork_prepare() noexcept {}
+  virtual void at_fork_parent() noexcept {}
+  virtual void at_fork_child() noexcept {}
+
  private:
   friend class basic_pressure<Sync>;
   listener_kind kind_;
   bool linked_ = false;
-  int in_flight_ = 0;  // calls collected and not yet finished
+  int in_flight_ = 0;  // calls collected and not yet finished (in the epoch below)
+  std::uint64_t flight_epoch_ = 0;  // the registry's fork epoch in_flight_ counts in
   basic_pressure<Sync>* registry_ = nullptr;
   basic_group<Sync>* group_ = nullptr;
   basic_listener* next_ = nullptr;
@@ -326,6 +340,7 @@ class basic_event_waiter final : public basic_event_listener<Sync> {
   void on_events(basic_group<Sync>&, const event_counts& now, const event_counts&) override {
     {
       std::lock_guard<std::mutex> l(mu_);
+      MEMCG_DELAY(pressure_locked);
       counts_ = now;
       changed_ = true;
     }
@@ -342,6 +357,14 @@ class basic_event_waiter final : public basic_event_listener<Sync> {
   }
 
  private:
+  // on_events() runs on charge paths and takes mu_: a fork must not copy it held.
+  void at_fork_prepare() noexcept override { mu_.lock(); }
+  void at_fork_parent() noexcept override { mu_.unlock(); }
+  void at_fork_child() noexcept override {
+    ::new (&mu_) std::mutex();               // held by this thread since prepare
+    ::new (&cv_) std::condition_variable();  // waiters of the parent are gone
+  }
+
   std::mutex mu_;
   std::condition_variable cv_;
   event_counts counts_{};
@@ -530,6 +553,41 @@ class basic_pressure {
     return false;
   }
 
+  // ---- fork(2): basic_hierarchy::fork_prepare() and its partners ----
+  // prepare takes the registry's mutex, then each group state's in the order of `states` (the
+  // hierarchy's, every group ever made), then the listeners' own locks (at_fork_prepare()): a
+  // charge takes the group states' mutexes on every reclaim round (stall time, vmpressure)
+  // and the registry's at every delivery, so a copy made while another thread holds one would
+  // hang the child. The normal paths nest them in the same order: the registry's before a
+  // group state's (check_triggers(), register_psi_trigger()); a group state's mutex is a leaf,
+  // and so are the listeners' locks (taken in their calls, with no library lock held). The
+  // parent releases them in reverse. The child, where only the forking thread lives, gets
+  // fresh mutexes and condition variables, and forgets the calls other threads had in flight
+  // (unregister() would wait for them for ever); a call the forking thread itself has in flight
+  // (a listener that forks) is forgotten too.
+  // Requires: every state in `states` belongs to this registry's hierarchy; the forking thread
+  // holds none of these locks.
+  template <class States>
+  void fork_prepare(const States& states) {
+    mu_.lock();
+    for (const auto& s : states) s->mu_.lock();
+    for_each_listener([](listener& l) { l.at_fork_prepare(); });
+  }
+  template <class States>
+  void fork_parent(const States& states) {
+    for_each_listener([](listener& l) { l.at_fork_parent(); });
+    for (auto it = states.rbegin(); it != states.rend(); ++it) (*it)->mu_.unlock();
+    mu_.unlock();
+  }
+  template <class States>
+  void fork_child(const States& states) {
+    for_each_listener([](listener& l) { l.at_fork_child(); });
+    for (const auto& s : states) ::new (&s->mu_) std::mutex();
+    ++epoch_;  // in-flight counts of the parent's threads read as 0 (in_flight())
+    ::new (&idle_) std::condition_variable();  // unregister() waiters of the parent are gone
+    ::new (&mu_) std::mutex();
+  }
+
   // ---- feeds: called by basic_hierarchy on its slow paths, with no library lock held ----
 
   bool has_thresholds() const noexcept { return count(listener_kind::threshold) != 0; }
@@ -545,6 +603,7 @@ class basic_pressure {
     int n = 0;
     {
       std::lock_guard<std::mutex> lk(s.mu_);
+      MEMCG_DELAY(pressure_locked);
       if (scanned > 0) {
         s.scanned_ += scanned;
         s.reclaimed_ += std::max<std::int64_t>(reclaimed, 0);
@@ -576,6 +635,7 @@ class basic_pressure {
     for (group* m = g.live(); m; m = m->parent()) {
       state& s = st(*m);
       std::lock_guard<std::mutex> lk(s.mu_);
+      MEMCG_DELAY(pressure_locked);
       s.psi_.enter(now);
     }
   }
@@ -584,6 +644,7 @@ class basic_pressure {
     for (group* m = g.live(); m; m = m->parent()) {
       state& s = st(*m);
       std::lock_guard<std::mutex> lk(s.mu_);
+      MEMCG_DELAY(pressure_locked);
       s.psi_.leave(now);
     }
     if (count(listener_kind::psi)) check_triggers(g, now);
@@ -648,6 +709,7 @@ class basic_pressure {
     group* g = nullptr;  // the group the listener was registered on
     std::int64_t a = 0, b = 0;
     event_counts now{}, before{};
+    std::uint64_t epoch = 0;  // the fork epoch its in-flight count was taken in
   };
 
   static state& st(group& g) noexcept { return *g.pressure_state(); }
@@ -696,8 +758,28 @@ class basic_pressure {
   bool unlink_wait(listener& l, std::unique_lock<std::mutex>& lk) {
     bool was = unlink_locked(l);
     int self = calling() == &l ? 1 : 0;
-    idle_.wait(lk, [&] { return l.in_flight_ <= self; });
+    idle_.wait(lk, [&] { return in_flight(l) <= self; });
     return was;
+  }
+
+  // In-flight calls, under mu_. A count from before the last fork belongs to threads of the
+  // parent, which never finish them here: it reads as 0 and restarts at the next call.
+  int in_flight(const listener& l) const { return l.flight_epoch_ == epoch_ ? l.in_flight_ : 0; }
+  void begin_call(listener& l, pending& p) {
+    if (l.flight_epoch_ != epoch_) {
+      l.in_flight_ = 0;
+      l.flight_epoch_ = epoch_;
+    }
+    ++l.in_flight_;
+    p.epoch = epoch_;
+  }
+  void end_call(const pending& p) {
+    if (p.epoch == epoch_) --p.l->in_flight_;  // else the fork forgot it (fork_child())
+  }
+  template <class Fn>
+  void for_each_listener(Fn fn) {
+    for (listener* head : heads_)
+      for (listener* l = head; l; l = l->next_) fn(*l);
   }
 
   void report_failure(group* g) noexcept {
@@ -713,12 +795,13 @@ class basic_pressure {
     std::vector<pending> todo;
     {
       std::lock_guard<std::mutex> lk(mu_);
+      MEMCG_DELAY(pressure_locked);
       for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
         pending p;
         p.l = l;
         p.g = l->group_;
         if (!match(*l, p)) continue;
-        ++l->in_flight_;
+        begin_call(*l, p);
         todo.push_back(p);
       }
     }
@@ -752,7 +835,7 @@ class basic_pressure {
       }
       {
         std::lock_guard<std::mutex> lk(mu_);
-        --p.l->in_flight_;
+        end_call(p);
       }
       idle_.notify_all();
     }
@@ -776,7 +859,7 @@ class basic_pressure {
           pending p;
           p.l = l;
           p.g = m;
-          ++l->in_flight_;
+          begin_call(*l, p);
           todo.push_back(p);
           here = true;
         }
@@ -815,7 +898,7 @@ class basic_pressure {
         p.l = t;
         p.g = t->group_;
         p.a = growth;
-        ++t->in_flight_;
+        begin_call(*t, p);
         todo.push_back(p);
       }
     }
@@ -826,6 +909,7 @@ class basic_pressure {
 
   mutable std::mutex mu_;
   std::condition_variable idle_;
+  std::uint64_t epoch_ = 0;           // guarded by mu_: forks this registry went through
   std::array<listener*, 5> heads_{};  // guarded by mu_
   std::array<listener*, 5> tails_{};  // guarded by mu_
   std::array<std::atomic<int>, 5> counts_{};

@@ -1054,8 +1054,10 @@ inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
 
 // pthread_atfork handlers for a program that forks while other threads allocate (the preload
 // shim registers them). prepare takes, in this order, the cache registry's and every cache's
-// locks, h's locks (tree, limits, reclaimers), the thread stocks' registry and the statistics
-// stripes' registry, so that nothing they guard is half changed when the process is copied;
+// locks (a cache's is held while it unregisters reclaimers), h's locks (reclaimers, tree,
+// limits, pressure registry, every group's pressure state: basic_hierarchy::fork_prepare()),
+// the thread stocks' registry and the statistics stripes' registry, so that nothing they
+// guard is half changed, and no lock a charge takes is held, when the process is copied;
 // the parent releases them. The child, where only the forking thread lives, gets fresh locks;
 // the other threads' stocks give back what they held and leave, and their statistics stripes
 // are free for the child's new threads (what they counted stays counted: their objects live

@@ -313,10 +313,11 @@ class thread_stock {
   bool usable() const noexcept { return registered_ && !retired_ && !disabled_; }
 
   // memory.high: pages charged above high since the last throttle point, the group, and its
-  // hierarchy (compared, never dereferenced: it may be gone).
+  // hierarchy's id (basic_hierarchy::id(); 0: none). The group is dereferenced only by the
+  // hierarchy whose id matches: it may be gone, and an address may be reused, an id never.
   std::int64_t over_high_pages = 0;
   group* over_high_group = nullptr;
-  const void* over_high_owner = nullptr;
+  std::uint64_t over_high_owner_id = 0;
   // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages,
   // and charges bypass it too (PF_MEMALLOC). Slot 0's key carries key_reclaim_bit meanwhile,
   // so the page fast paths miss without testing the depth; the slow paths leave the stock alone.

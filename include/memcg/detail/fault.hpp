@@ -34,6 +34,7 @@ enum class delay_site : int {
   stock_slot_half,     // a stock slow path with a slot half updated (pages uncharged, a slot moving)
   slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
   preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
+  pressure_locked,     // inside a pressure lock: a group state's, the registry's, a waiter's
 };
 
 enum class fault_site : int {
