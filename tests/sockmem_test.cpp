@@ -648,6 +648,35 @@ TEST_CASE_TEMPLATE("window advice stays within rcvbuf, sndbuf and the group's ro
   CHECK(s.advice().rcv_window == 0);
 }
 
+TEST_CASE_TEMPLATE("window advice follows the socket accounting: v1 ignores memory.max, v2 the "
+                   "tcp limit",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 4) == ok);
+  REQUIRE(h.write_tcp_limit(g, 8) == ok);
+  {
+    REQUIRE(h.set_socket_accounting(memcg::sock_accounting::v1) == ok);
+    sock<P> s(p, &g);
+    CHECK(s.advice().rcv_window == 8 * 4096);  // the tcp limit, not memory.max's 4 pages
+    REQUIRE(s.close() == ok);
+  }
+  {
+    REQUIRE(h.set_socket_accounting(memcg::sock_accounting::v2) == ok);
+    sock<P> s(p, &g);
+    CHECK(s.advice().rcv_window == 4 * 4096);  // memory.max, not the tcp limit
+    REQUIRE(s.close() == ok);
+  }
+  {
+    REQUIRE(h.set_socket_accounting(memcg::sock_accounting::both) == ok);
+    sock<P> s(p, &g);
+    CHECK(s.advice().rcv_window == 4 * 4096);  // the tighter of the two
+    REQUIRE(s.close() == ok);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Per-thread reserves (§4.1)
 

@@ -185,7 +185,9 @@ template <sync_policy Sync>
 std::errc write_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::string_view file,
                         std::string_view value) {
   const size_syntax v2{.allow_max = true, .allow_minus1 = false};
-  const size_syntax v1{.allow_max = true, .allow_minus1 = true};
+  // v1 files take "-1" for unlimited and refuse "max" with EINVAL, as Linux 6.18 does
+  // (page_counter_memparse with "-1"; measured by conformance/).
+  const size_syntax v1{.allow_max = false, .allow_minus1 = true};
   auto limit = [&](size_syntax syn) { return parse_limit_pages(value, syn); };
   std::optional<std::int64_t> p;
   if (file == "memory.max") {

@@ -718,12 +718,17 @@ class basic_sock_memory {
   std::int64_t room_bytes() const noexcept {
     std::int64_t pages = prot_->sysctl_mem().max - prot_->memory_allocated();
     if (group* g = memcg()) {
+      // The counters the hierarchy's socket accounting charges: v1 the tcp counter alone, v2
+      // the memory counter alone, both by default.
+      const auto sa = g->hierarchy().socket_accounting();
+      const bool mem_bound = sa != sock_accounting::v1, tcp_bound = sa != sock_accounting::v2;
       std::int64_t mem = page_counter_max;
       for (group* m = g; m; m = m->parent()) {
-        mem = std::min(mem, m->memory.max() - m->memory.usage());
-        pages = std::min(pages, m->tcp.max() - m->tcp.usage());
+        if (mem_bound) mem = std::min(mem, m->memory.max() - m->memory.usage());
+        if (tcp_bound) pages = std::min(pages, m->tcp.max() - m->tcp.usage());
       }
-      pages = std::min(pages, std::max(mem, detail::thread_stock<Sync>::local()->parked(g)));
+      if (mem_bound)
+        pages = std::min(pages, std::max(mem, detail::thread_stock<Sync>::local()->parked(g)));
     }
     if (pages <= 0) return 0;
     return pages > (INT64_MAX >> page_shift) ? INT64_MAX : pages << page_shift;
