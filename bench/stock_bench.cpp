@@ -3,7 +3,7 @@
 // CPUs), some inside a slow path. A drain must not wait for any of them.
 //
 // Names are part of the interface (bench/goals.json):
-//   stock/drain_busy/threads:N   h.drain_stocks(group) with N threads charging and uncharging
+//   stock/drain_busy/busy:N      h.drain_stocks(group) with N threads charging and uncharging
 //                                pages (alternating kinds: slow paths) and slab bytes. Counters:
 //                                max_us, p99_us, median_us (wall time per drain), skipped (the
 //                                busy owners a drain left a request with, per drain).
@@ -77,7 +77,7 @@ void drain_busy(benchmark::State& state) {
 }
 BENCHMARK(drain_busy)
     ->Name("stock/drain_busy")
-    ->ArgName("threads")
+    ->ArgName("busy")
     ->Arg(256)
     ->Arg(1000)
     ->Iterations(200)
