@@ -36,6 +36,9 @@ constexpr std::errc ok{};
 // The thread the hooks below act on.
 thread_local bool tl_target = false;
 
+// Concurrent: the `stress` ctest runs them, in the TSan preset too.
+TEST_SUITE_BEGIN("concurrency");
+
 // ---- an owner stopped inside its stock -------------------------------------------------------
 
 std::atomic<bool> g_hold{false};
@@ -330,5 +333,7 @@ TEST_CASE("a signal handler that charges while its thread is inside a slow path 
   memcg::set_underflow_hook(old_underflow);
   sigaction(SIGUSR1, &old, nullptr);
 }
+
+TEST_SUITE_END();
 
 }  // namespace
