@@ -43,12 +43,16 @@ void drain_busy(benchmark::State& state) {
   threads.reserve(static_cast<std::size_t>(nr_threads));
   for (int t = 0; t < nr_threads; ++t) {
     threads.emplace_back([&, t] {
-      sched_param p{};
-      (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
       memcg::objcg* o = g.objcg();
       // relaxed: a flag; the joins order the rest.
       for (unsigned n = static_cast<unsigned>(t); !stop.load(std::memory_order_relaxed); ++n) {
-        if (n == static_cast<unsigned>(t) + 2) started.fetch_add(1, std::memory_order_relaxed);
+        if (n == static_cast<unsigned>(t) + 2) {
+          // Registered and used at the ordinary priority (SCHED_IDLE threads would start only
+          // when nothing else wants the CPUs: minutes when other programs run), then idle.
+          started.fetch_add(1, std::memory_order_relaxed);
+          sched_param p{};
+          (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &p);
+        }
         kind k = n % 2 ? kind::anon : kind::file;  // the primary kind changes: slow paths
         if (h.try_charge(g, k, 1).error == std::errc{}) h.uncharge_unchecked(g, k, 1);
         if (memcg::obj_cgroup_charge(o, kind::slab_unreclaimable, 64, memcg::GFP_KERNEL))
@@ -56,7 +60,8 @@ void drain_busy(benchmark::State& state) {
       }
     });
   }
-  while (started.load(std::memory_order_relaxed) < nr_threads) std::this_thread::yield();
+  while (started.load(std::memory_order_relaxed) < nr_threads)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   int old_policy = 0;
   sched_param old_param{}, fifo{};
   fifo.sched_priority = 1;
