@@ -28,8 +28,9 @@
 //      next stock operation misses, its slow path serves the request first (serve_requests()).
 //      A drain therefore never waits for a preempted owner; what such an owner holds comes back
 //      at its next stock operation, or at the next drain that finds it idle.
-// Only fork's prepare handler and exact statistics reads (a checked uncharge that would fail
-// otherwise; parked()) wait for busy owners; a busy section never blocks, so that wait ends.
+// Only fork's prepare handler, a hierarchy's destruction (drain_if(): its groups are freed
+// next) and exact statistics reads (a checked uncharge that would fail otherwise; parked())
+// wait for busy owners; a busy section never blocks, so that wait ends.
 // The protocol's corner: a slow path writes slot 0's key with a plain store and may overwrite a
 // drainer's poison. So a drainer re-checks the poison of an idle stock (and fences again if it
 // had to re-poison it); after skipping busy owners it fences again and poisons their slot 0
@@ -37,8 +38,9 @@
 // the request, or its key stores came before that fence and the second poison survives them.
 //
 // Signal handlers: an operation that finds its own thread already inside a busy section of its
-// stock (a handler interrupted it) bypasses the stock (the counters directly). The restartable
-// hits restart when a signal arrives. What a handler may call: README "Signal handlers".
+// stock (a handler interrupted it) bypasses the stock (the counters directly); a slow path also
+// marks slot 0's keys busy, so a handler's hit misses instead of taking from a half-written
+// slot. The restartable hits restart when a signal arrives. What a handler may call: README "Signal handlers".
 //
 // Invariant: a slot's pages are charged to its group's memory counter (and ancestors) and
 // belong to nobody; at most `batch` pages per slot after every refill.
