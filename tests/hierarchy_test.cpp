@@ -1097,19 +1097,37 @@ TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file
 
 TEST_SUITE("concurrency") {
 
+// Another thread that charges one page of g (its batch: 64 charged, 63 parked in its stock) and
+// then stays alive and idle, holding its stock, until release(), which gives the page back and
+// joins it.
+class batch_holder {
+ public:
+  batch_holder(memcg::hierarchy& h, memcg::group& g) : t_([this, &h, &g] {
+    auto r = h.charge(g, kind::anon, 1);
+    parked_.set_value();
+    done_f_.wait();
+    r.value().reset();
+  }) {
+    parked_.get_future().wait();
+  }
+  ~batch_holder() { release(); }
+  void release() {
+    if (!t_.joinable()) return;
+    done_.set_value();
+    t_.join();
+  }
+
+ private:
+  std::promise<void> parked_, done_;
+  std::shared_future<void> done_f_ = done_.get_future().share();
+  std::thread t_;
+};
+
 TEST_CASE("a refused charge returns the pages parked in another thread's stock first") {
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  std::promise<void> parked, done;
-  std::shared_future<void> done_f = done.get_future().share();
-  std::thread t([&] {
-    auto r = h.charge(a, kind::anon, 1);  // the batch: 64 charged, 63 parked here
-    parked.set_value();
-    done_f.wait();  // alive, idle, holding its stock
-    r.value().reset();
-  });
-  parked.get_future().wait();
+  batch_holder t(h, a);
   CHECK(a.memory.usage() == 64);
   CHECK(h.parked(a) == 63);
   auto s = h.try_charge(a, kind::anon, 2);  // fits only once T's stock is back
@@ -1117,8 +1135,7 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
   CHECK(a.memory.usage() == 3);
   CHECK(a.events(event::max) == 1);  // one reclaim round, then the drain
   CHECK(a.events(event::oom) == 0);
-  done.set_value();
-  t.join();  // T's exit drains its stock
+  t.release();  // T's exit drains its stock
   CHECK(h.stat(a, kind::anon) == 2);
   h.uncharge_unchecked(a, kind::anon, 2);
   h.drain_stocks(nullptr);
@@ -1133,15 +1150,7 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  std::promise<void> parked, done;
-  std::shared_future<void> done_f = done.get_future().share();
-  std::thread t([&] {
-    auto r = h.charge(a, kind::anon, 1);  // the batch: 64 charged, 63 parked here
-    parked.set_value();
-    done_f.wait();  // alive, idle, holding its stock
-    r.value().reset();
-  });
-  parked.get_future().wait();
+  batch_holder t(h, a);
   CHECK(a.memory.usage() == 64);
   auto s = h.try_charge(a, kind::anon, 2, memcg::GFP_NOWAIT);
   CHECK(s.error == ok);
@@ -1152,8 +1161,7 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
   auto s2 = h.try_charge(a, kind::anon, 62, memcg::GFP_NOWAIT);
   CHECK(s2.error == std::errc::not_enough_memory);
   CHECK(a.events(event::max) == 0);
-  done.set_value();
-  t.join();
+  t.release();
   h.uncharge_unchecked(a, kind::anon, 2);
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == 0);

@@ -421,17 +421,26 @@ class thread_stock {
   MEMCG_NOINLINE void serve_requests() noexcept {
     std::int64_t r = requests_.exchange_seq_cst(0);
     for (;;) {
-      if (r & request_drain) {
-        for (slot& sl : slots_) drain_slot(sl, true);
-        for (obj_slot& o : obj_slots_) drain_obj_slot(o);
-      } else if (r & request_fold) {
-        for (slot& sl : slots_) fold_stats(sl);
-      }
+      act_on(r);
       for (slot& sl : slots_) set_key_bits(sl, 0, key_drain_bit);
       for (obj_slot& o : obj_slots_) set_key_bits(o.key, 0, key_drain_bit);
       r = requests_.exchange_seq_cst(0);  // seq_cst: after the clears above; pairs with skip()
       if (!r) return;
     }
+  }
+
+  // What requests r ask (by the owner, or by a drainer that owns the stock).
+  void act_on(std::int64_t r) noexcept {
+    if (r & request_drain) {
+      drain_all();
+    } else if (r & request_fold) {
+      for (slot& sl : slots_) fold_stats(sl);
+    }
+  }
+  // Every slot's pages and byte rests back, every delta folded (flag bits stay).
+  void drain_all() noexcept {
+    for (slot& sl : slots_) drain_slot(sl, true);
+    for (obj_slot& o : obj_slots_) drain_obj_slot(o);
   }
 
   // Adds delta to kind k's statistic in s (explicit part), folding the slot's deltas into the
@@ -884,14 +893,8 @@ class stock_registry {
     // Requests left by earlier drains in stocks we own now: serve them for their owners.
     for (stock* s = head_; s; s = s->next_) {
       if (s->skipped_) continue;
-      std::int64_t r = s->requests_.load_relaxed();  // only we and the idle owner write it
-      if (r) r = s->requests_.exchange_seq_cst(0);
-      if (r & stock::request_drain) {
-        for (slot& sl : s->slots_) stock::drain_slot(sl, true);
-        for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
-      } else if (r & stock::request_fold) {
-        for (slot& sl : s->slots_) stock::fold_stats(sl);
-      }
+      if (s->requests_.load_relaxed())  // only we and the idle owner write it
+        s->act_on(s->requests_.exchange_seq_cst(0));
     }
   }
   // Gives every stock taken back to its owner: poison cleared, pending_ released. A skipped
@@ -947,8 +950,7 @@ class stock_registry {
   // A stock whose owner is exiting (remove()) or gone (fork_child()): everything it holds goes
   // back, then it leaves the list.
   void detach(stock* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (slot& sl : s->slots_) stock::drain_slot(sl, true);
-    for (obj_slot& o : s->obj_slots_) stock::drain_obj_slot(o);
+    s->drain_all();
     for (slot& sl : s->slots_) sl.key.store_relaxed(0);
     for (obj_slot& o : s->obj_slots_) o.key.store_relaxed(0);
     s->requests_.store_relaxed(0);
