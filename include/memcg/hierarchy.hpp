@@ -252,8 +252,9 @@ class basic_hierarchy {
       }
     }
     auto& reg = detail::stock_registry<Sync>::instance();
-    reg.drain(g);       // pre-charged pages back; deltas fold into the live parent
-    reg.flush_stats();  // every other delta of g too
+    // Both wait for threads busy in their stock (their sections may still add to g itself).
+    reg.drain_waiting(g);   // pre-charged pages back; deltas fold into the live parent
+    reg.flush_stats(true);  // every other delta of g too
     // Sub-page byte rests parked in g's handle become the parent's (basic_objcg::park_bytes()
     // forwards those parked later).
     g->objcg_.forward_parked();

@@ -28,8 +28,8 @@
 //      next stock operation misses, its slow path serves the request first (serve_requests()).
 //      A drain therefore never waits for a preempted owner; what such an owner holds comes back
 //      at its next stock operation, or at the next drain that finds it idle.
-// Only fork's prepare handler, a hierarchy's destruction (drain_if(): its groups are freed
-// next) and exact statistics reads (a checked uncharge that would fail otherwise; parked())
+// Only fork's prepare handler, rmdir and a hierarchy's destruction (drain_waiting(),
+// drain_if(): the group's statistics move or it is freed next) and exact statistics reads (a checked uncharge that would fail otherwise; parked())
 // wait for busy owners; a busy section never blocks, so that wait ends.
 // The protocol's corner: a slow path writes slot 0's key with a plain store and may overwrite a
 // drainer's poison. So a drainer re-checks the poison of an idle stock (and fences again if it
@@ -758,6 +758,21 @@ class stock_registry {
         [&](obj_slot& s) {
           auto* o = stock::obj_slot_objcg(s);
           if (o && (!root || o->memcg()->is_descendant_of(root))) stock::drain_obj_slot(s);
+        });
+  }
+  // rmdir's drain: as drain(), but waits for busy owners. A busy owner may be adding to the
+  // group's statistics directly (it read live() before the group died); rmdir moves them to
+  // the parent only after every such section ended.
+  void drain_waiting(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
+    quiesce(
+        false, busy_owner::wait, 0,
+        [&](slot& s) {
+          group* g = stock::slot_group(s);
+          if (g && g->is_descendant_of(root)) stock::drain_slot(s, true);
+        },
+        [&](obj_slot& s) {
+          auto* o = stock::obj_slot_objcg(s);
+          if (o && o->memcg()->is_descendant_of(root)) stock::drain_obj_slot(s);
         });
   }
   // Drains the slots of groups of one hierarchy (its destruction): waits for busy owners, since
