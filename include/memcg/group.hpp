@@ -223,8 +223,20 @@ class basic_group {
   // Folded statistics of this group's own charges, in pages. Threads' unflushed deltas are not
   // included: basic_hierarchy::stat_local() flushes first.
   std::int64_t stat_folded(kind k) const noexcept { return stat_[static_cast<int>(k)].load_relaxed(); }
+  // Adds to this group's own statistic. A caller may have picked this group (live()) just
+  // before an rmdir took it away: then the delta follows the others to the live ancestor, here
+  // or in rmdir's sweep, never both and never neither.
   void stat_add(kind k, std::int64_t nr_pages) noexcept {
-    stat_[static_cast<int>(k)].fetch_add_relaxed(nr_pages);  // a statistic: relaxed
+    MEMCG_DELAY(stat_add);
+    cell& c = stat_[static_cast<int>(k)];
+    // seq_cst (both): against rmdir's seq_cst store of dead_ and its seq_cst sweep. If this
+    // load misses the store, the add comes before rmdir's exchange in the single total order,
+    // and the sweep moves it; otherwise the add is moved here. (On x86 the add is the same
+    // locked instruction as a relaxed one.)
+    c.fetch_add_seq_cst(nr_pages);
+    if (MEMCG_UNLIKELY(dead_.load_seq_cst() != 0) && parent_) {
+      if (std::int64_t v = c.exchange_seq_cst(0)) parent_->live()->stat_add(k, v);
+    }
   }
 
   std::int64_t events(event e) const noexcept { return events_[static_cast<int>(e)].load_relaxed(); }

@@ -230,7 +230,9 @@ class basic_hierarchy {
       // Offline groups lose their protection (mem_cgroup_css_offline).
       (void)g->memory.set_min(0);
       (void)g->memory.set_low(0);
-      g->dead_.store_release(1);  // release: pairs with group::dead()
+      // seq_cst: pairs with group::stat_add() (a store-load pattern; acquire/release can't),
+      // and it releases the redirects below to group::dead()'s acquire.
+      g->dead_.store_seq_cst(1);
       auto& siblings = parent->children_;
       siblings.erase(std::find(siblings.begin(), siblings.end(), g));
       paths_.erase(it);
@@ -259,7 +261,7 @@ class basic_hierarchy {
     // forwards those parked later).
     g->objcg_.forward_parked();
     for (kind k : all_kinds) {
-      std::int64_t v = g->stat_[static_cast<int>(k)].exchange_acq_rel(0);
+      std::int64_t v = g->stat_[static_cast<int>(k)].exchange_seq_cst(0);  // see stat_add()
       if (v) parent->stat_add(k, v);
     }
     return {};

@@ -50,10 +50,12 @@ class plain_cell {
   T load_seq_cst() const noexcept { return v_; }
   void store_relaxed(T v) noexcept { v_ = v; }
   void store_release(T v) noexcept { v_ = v; }
+  void store_seq_cst(T v) noexcept { v_ = v; }
   T add_return_acq_rel(T d) noexcept { return v_ += d; }
   T add_return_seq_cst(T d) noexcept { return v_ += d; }
   T sub_return_acq_rel(T d) noexcept { return v_ -= d; }
   T fetch_add_relaxed(T d) noexcept { T old = v_; v_ += d; return old; }
+  T fetch_add_seq_cst(T d) noexcept { return fetch_add_relaxed(d); }
   T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
   T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
   T exchange_seq_cst(T v) noexcept { return exchange_acq_rel(v); }
@@ -79,10 +81,12 @@ class atomic_cell {
   T load_seq_cst() const noexcept { return v_.load(std::memory_order_seq_cst); }
   void store_relaxed(T v) noexcept { v_.store(v, std::memory_order_relaxed); }
   void store_release(T v) noexcept { v_.store(v, std::memory_order_release); }
+  void store_seq_cst(T v) noexcept { v_.store(v, std::memory_order_seq_cst); }
   T add_return_acq_rel(T d) noexcept { return v_.fetch_add(d, std::memory_order_acq_rel) + d; }
   T add_return_seq_cst(T d) noexcept { return v_.fetch_add(d, std::memory_order_seq_cst) + d; }
   T sub_return_acq_rel(T d) noexcept { return v_.fetch_sub(d, std::memory_order_acq_rel) - d; }
   T fetch_add_relaxed(T d) noexcept { return v_.fetch_add(d, std::memory_order_relaxed); }
+  T fetch_add_seq_cst(T d) noexcept { return v_.fetch_add(d, std::memory_order_seq_cst); }
   T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
   T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
   T exchange_seq_cst(T v) noexcept { return v_.exchange(v, std::memory_order_seq_cst); }
@@ -310,6 +314,9 @@ concept sync_cell = requires(C c, const C cc, std::int64_t v, std::int64_t& e) {
   { c.add_return_acq_rel(v) } -> std::same_as<std::int64_t>;
   { c.sub_return_acq_rel(v) } -> std::same_as<std::int64_t>;
   { c.fetch_add_relaxed(v) } -> std::same_as<std::int64_t>;
+  { c.fetch_add_seq_cst(v) } -> std::same_as<std::int64_t>;
+  { cc.load_seq_cst() } -> std::same_as<std::int64_t>;
+  c.store_seq_cst(v);
   { c.exchange_acq_rel(v) } -> std::same_as<std::int64_t>;
   { c.cas_acq_rel(e, v) } -> std::same_as<bool>;
 };

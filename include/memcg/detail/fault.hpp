@@ -35,6 +35,7 @@ enum class delay_site : int {
   slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
   preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
   pressure_locked,     // inside a pressure lock: a group state's, the registry's, a waiter's
+  stat_add,            // a group's statistic about to be added to (the group picked, maybe dying)
 };
 
 enum class fault_site : int {
