@@ -72,7 +72,7 @@ TEST_CASE("an uncharge that picked its group just before rmdir took it lands in 
 
   std::thread t([&] {
     tl_target = true;
-    auto* ts = memcg::detail::thread_stock<memcg::sync::atomic>::local();
+    auto& task = memcg::detail::task_state<memcg::sync::atomic>::current();
     std::optional<memcg::group_charge<memcg::sync::atomic>> held;
     {
       g_hold.store(false, std::memory_order_release);  // let the charge's own adds through
@@ -83,9 +83,9 @@ TEST_CASE("an uncharge that picked its group just before rmdir took it lands in 
       g_hold.store(true, std::memory_order_release);
     }
     // Reclaim context: the uncharge bypasses the stock and adds to the group it picked.
-    ts->enter_reclaim();
+    task.enter_reclaim();
     held.reset();
-    ts->leave_reclaim();
+    task.leave_reclaim();
   });
   REQUIRE(wait_for(g_inside, 5000ms));
   // The thread holds the leaf (alive when it picked it). Remove it now.

@@ -37,6 +37,7 @@
 #include "memcg/pressure.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/stock.hpp"
+#include "memcg/task.hpp"
 
 namespace memcg {
 
@@ -163,12 +164,7 @@ class basic_hierarchy {
     drain_own_stocks(nullptr);
     // Other threads' over-high state keeps this id, which no later hierarchy has: they drop it
     // at their next throttle point or over-high charge (nothing of it is dereferenced).
-    auto* ts = detail::thread_stock<Sync>::peek();
-    if (ts && ts->over_high_owner_id == id_) {
-      ts->over_high_group = nullptr;
-      ts->over_high_owner_id = 0;
-      ts->over_high_pages = 0;
-    }
+    task::current().forget(id_);
   }
 
   // Unique among every hierarchy the process ever made (never 0).
@@ -461,13 +457,7 @@ class basic_hierarchy {
   // the pages this thread charged while over high, and returns the penalty in milliseconds the
   // caller should sleep (0 when it is 10 ms or less; at most 2000).
   std::int64_t handle_over_high() {
-    auto* ts = detail::thread_stock<Sync>::local();
-    std::int64_t nr = ts->over_high_pages;
-    group* g0 = ts->over_high_group;
-    std::uint64_t owner = ts->over_high_owner_id;
-    ts->over_high_pages = 0;
-    ts->over_high_group = nullptr;
-    ts->over_high_owner_id = 0;
+    auto [nr, g0, owner] = task::current().take_over_high();
     // Another hierarchy's (maybe destroyed) group: dropped without a look.
     if (!nr || !g0 || owner != id_) return 0;
     group* g = g0->live();
@@ -495,8 +485,7 @@ class basic_hierarchy {
   // checks usage thresholds. Returns the penalty in milliseconds (0: none).
   // Requires: no library lock held, and nothing the penalty should not delay.
   std::int64_t throttle_point() {
-    auto* ts = detail::thread_stock<Sync>::local();
-    group* g = ts->over_high_owner_id == id_ ? ts->over_high_group : nullptr;
+    group* g = task::current().over_high(id_).g;
     std::int64_t ms = handle_over_high();
     if (ms > 0 && g) {
       pressure_.memstall_enter(*g);
@@ -509,8 +498,7 @@ class basic_hierarchy {
 
   // Pages this thread charged over high in this hierarchy since its last throttle point.
   std::int64_t over_high_pages() const noexcept {
-    auto* ts = detail::thread_stock<Sync>::local();
-    return ts->over_high_owner_id == id_ ? ts->over_high_pages : 0;
+    return task::current().over_high(id_).nr_pages;
   }
 
   // The kernel's penalty (§5.2) in milliseconds (HZ = 1000) for nr_pages charged over high,
@@ -664,6 +652,7 @@ class basic_hierarchy {
   using mutex = detail::mutex;
   using mutex_lock = detail::mutex_lock;
   using reader_lock = detail::reader_lock;
+  using task = detail::task_state<Sync>;
   using stock = detail::thread_stock<Sync>;
 
   static std::string normalize(std::string_view path) {
@@ -734,11 +723,9 @@ class basic_hierarchy {
   // The reclaimers of g free up to nr pages; returns the pages really uncharged meanwhile.
   std::int64_t free_pages(group* g, std::int64_t nr, reclaim_filter f)
       ABSL_SHARED_LOCKS_REQUIRED(reclaimers_mu_) {
-    stock* ts = stock::local();
-    ts->enter_reclaim();
-    std::int64_t before = ts->reclaimed_pages;
+    typename task::reclaim_scope scope;
     for (reclaimer* r = g->reclaimers_; r; r = r->next_) {
-      std::int64_t got = ts->reclaimed_pages - before;
+      std::int64_t got = scope.reclaimed();
       if (got >= nr) break;
 #if defined(__cpp_exceptions)
       try {
@@ -750,8 +737,7 @@ class basic_hierarchy {
       (void)r->scan(nr - got, f);
 #endif
     }
-    ts->leave_reclaim();
-    return ts->reclaimed_pages - before;
+    return scope.reclaimed();
   }
 
   bool call_oom_handler(group& over, std::int64_t nr_pages) noexcept {
@@ -847,16 +833,13 @@ class basic_hierarchy {
         trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent_) {
           if (m->memory.usage() > m->memory.high()) {
-            if (ts->over_high_owner_id != id_) ts->over_high_pages = 0;  // another hierarchy's
-            ts->over_high_pages += batch;
-            ts->over_high_group = &g;
-            ts->over_high_owner_id = id_;
+            task::current().add_over_high(&g, id_, batch);
             trace({trace_point::over_high, &g, m, counter_id::memory, k, nr_pages, batch});
             break;
           }
         }
         // Usage changed on a counter walk (not inside a reclaimer: listeners run lock-free).
-        if (ts->reclaim_depth == 0) pressure_.check_thresholds();
+        if (!task::current().in_reclaim()) pressure_.check_thresholds();
         return {};
       }
       if (err != std::errc::not_enough_memory) return {err};
@@ -866,7 +849,7 @@ class basic_hierarchy {
         batch = nr_pages;
         continue;
       }
-      if (ts->reclaim_depth > 0) break;  // PF_MEMALLOC: a reclaimer allocating is forced
+      if (task::current().in_reclaim()) break;  // PF_MEMALLOC: a reclaimer allocating is forced
       if (has(flags, gfp::noreclaim)) {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
         // other threads' stocks hold for the refusing subtree come back first: a drain is not
@@ -919,7 +902,7 @@ class basic_hierarchy {
         continue;
       }
     nomem:
-      if (!has(flags, gfp::nofail) && !has(flags, gfp::high) && ts->reclaim_depth == 0) {
+      if (!has(flags, gfp::nofail) && !has(flags, gfp::high) && !task::current().in_reclaim()) {
         trace({trace_point::nomem, &g, over, counter_id::memory, k, nr_pages, 0});
         pressure_.charge_failed(g, over, counter_id::memory, k, nr_pages);
         return {std::errc::not_enough_memory, over, counter_id::memory};
@@ -930,7 +913,7 @@ class basic_hierarchy {
     if (!raised_max_event && over) over->memory_event(event::max);
     if (g.memory.charge(nr_pages) != std::errc{}) return {std::errc::invalid_argument};
     trace({trace_point::forced, &g, over, counter_id::memory, k, nr_pages, 0});
-    if (ts->reclaim_depth == 0) {
+    if (!task::current().in_reclaim()) {
       pressure_.poll_events();
       pressure_.check_thresholds();
     }
@@ -949,7 +932,7 @@ class basic_hierarchy {
       if (err != std::errc::not_enough_memory) return {err};
       over = owner_of(g, fail, counter_id::kmem);
       trace({trace_point::sub_refused, &g, over, counter_id::kmem, k, nr_pages, 0});
-      if (has(flags, gfp::noreclaim) || stock::local()->reclaim_depth > 0) break;
+      if (has(flags, gfp::noreclaim) || task::current().in_reclaim()) break;
       pressure_.memstall_enter(g);
       std::int64_t reclaimed = reclaim(*over, nr_pages, reclaim_filter::kernel).reclaimed;
       pressure_.memstall_leave(g);
@@ -998,16 +981,16 @@ class basic_hierarchy {
     else if (k == kind::sock && sa != sock_accounting::v2) (void)g.tcp.uncharge(nr_pages);
     if (sa == sock_accounting::v1) {
       // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
-      if (ts->reclaim_depth > 0) g.live()->stat_add(k, -nr_pages);
+      if (task::current().in_reclaim()) g.live()->stat_add(k, -nr_pages);
       else ts->stat_only(&g, static_cast<int>(k), -nr_pages, charge_batch(), !traced());
       trace({trace_point::uncharge, &g, nullptr, counter_id::tcp, k, nr_pages, nr_pages});
       return;
     }
-    if (ts->reclaim_depth > 0) {
+    if (task::current().in_reclaim()) {
       // Reclaimed pages leave the counters at once, and count as the walk's progress.
       (void)g.memory.uncharge(nr_pages);
       g.live()->stat_add(k, -nr_pages);
-      ts->reclaimed_pages += nr_pages;
+      task::current().count_reclaimed(nr_pages);
       trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
       return;
     }

@@ -15,6 +15,7 @@
 #include "memcg/charge.hpp"
 #include "memcg/group.hpp"
 #include "memcg/stock.hpp"
+#include "memcg/task.hpp"
 #include "memcg/context.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/clock.hpp"

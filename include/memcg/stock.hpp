@@ -266,7 +266,7 @@ class thread_stock {
   void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
               std::int64_t batch, bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
-    if (reclaim_depth == 0 && enter()) {
+    if (!reclaiming_ && enter()) {
       refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       leave_slow();
       return;
@@ -314,23 +314,15 @@ class thread_stock {
   // Whether this stock can hold anything (registered, not retired, not off). Tests.
   bool usable() const noexcept { return registered_ && !retired_ && !disabled_; }
 
-  // memory.high: pages charged above high since the last throttle point, the group, and its
-  // hierarchy's id (basic_hierarchy::id(); 0: none). The group is dereferenced only by the
-  // hierarchy whose id matches: it may be gone, and an address may be reused, an id never.
-  std::int64_t over_high_pages = 0;
-  group* over_high_group = nullptr;
-  std::uint64_t over_high_owner_id = 0;
-  // Reclaim context: while > 0, uncharges bypass the stock and are counted in reclaimed_pages,
-  // and charges bypass it too (PF_MEMALLOC). Slot 0's key carries key_reclaim_bit meanwhile,
-  // so the page fast paths miss without testing the depth; the slow paths leave the stock alone.
-  int reclaim_depth = 0;
-  void enter_reclaim() noexcept {
-    if (reclaim_depth++ == 0) set_key_bits(slots_[0], key_reclaim_bit, 0);
+  // The thread's reclaim context (memcg/task.hpp, task_state::enter_reclaim()): while it is on,
+  // charges and uncharges bypass the stock (PF_MEMALLOC) and the slow paths leave it alone.
+  // Slot 0's key carries key_reclaim_bit meanwhile, so the page fast paths miss without a test.
+  void set_reclaiming(bool on) noexcept {
+    reclaiming_ = on;
+    if (on) set_key_bits(slots_[0], key_reclaim_bit, 0);
+    else set_key_bits(slots_[0], 0, key_reclaim_bit);
   }
-  void leave_reclaim() noexcept {
-    if (--reclaim_depth == 0) set_key_bits(slots_[0], 0, key_reclaim_bit);
-  }
-  std::int64_t reclaimed_pages = 0;
+  bool reclaiming() const noexcept { return reclaiming_; }
 
  private:
   friend class stock_registry<Sync>;
@@ -368,7 +360,7 @@ class thread_stock {
       if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0 ||
                          (slots_[0].key.load_relaxed() & key_drain_bit) ||
                          (obj_slots_[0].key.load_relaxed() & key_drain_bit)) &&
-          reclaim_depth == 0)
+          !reclaiming_)
         serve_requests();
     }
     return true;
@@ -401,7 +393,7 @@ class thread_stock {
     leave_section();
     if constexpr (Sync::concurrent) {
       std::atomic_signal_fence(std::memory_order_seq_cst);  // pairs with take_all()'s 2nd fence
-      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && reclaim_depth == 0 && enter())
+      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && !reclaiming_ && enter())
         leave_section();
     }
   }
@@ -514,7 +506,7 @@ class thread_stock {
 
   // consume() off the fast path: another slot, another kind, or too few pages.
   bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    if (reclaim_depth > 0) return false;  // see enter_reclaim()
+    if (reclaiming_) return false;  // see set_reclaiming()
     int i = find_slot(g);
     if (i < 0) return false;
     to_front(i);
@@ -687,6 +679,7 @@ class thread_stock {
   // In the registry (create_local()); retired: left it at thread exit, for good.
   bool registered_ = false;
   bool retired_ = false;
+  bool reclaiming_ = false;  // set_reclaiming()
   // The registry's, under its mutex: this drain skipped the stock (its owner was busy) / must
   // look at it again after a second fence.
   bool skipped_ = false;
