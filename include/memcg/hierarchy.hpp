@@ -517,8 +517,8 @@ class basic_hierarchy {
   }
 
   // The kernel's penalty (docs/model.md, "The high limit and throttling") in milliseconds
-  // (HZ = 1000) for nr_pages charged over high,
-  // from the largest overage of g and its ancestors; capped at 2 s.
+  // (HZ = 1000) for nr_pages charged over high, from the largest overage of g and its
+  // ancestors; capped at 2 s.
   static std::int64_t high_delay(group& g, std::int64_t nr_pages) noexcept {
     std::int64_t overage = 0;
     for (group* m = &g; m; m = m->parent_) {
