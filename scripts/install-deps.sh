@@ -8,6 +8,7 @@ packages=(
   libclang-rt-14-dev  # libFuzzer (the fuzz preset); clang-14 only recommends it
   libabsl-dev libmimalloc-dev doctest-dev libbenchmark-dev
   python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
+  libpython3.11-testsuite  # CPython's own regression tests, run under the shim
   dpkg-dev  # apt-get source lwip (examples/lwip/fetch.sh)
 )
 

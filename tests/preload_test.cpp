@@ -4,6 +4,8 @@
 // blocks from before the shim, and the fork handlers leave a child that works. Runs in
 // memcg_slab_tests, so under ASan too (the slab then sits on the system allocator).
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -299,4 +301,152 @@ TEST_SUITE("concurrency") {
     for (auto& t : ts) t.join();
     CHECK(s.cache().stat(s.group()).objects == 0);
   }
+}
+
+// ---- anonymous mappings (examples/preload/mappings.hpp) ----
+
+namespace {
+constexpr std::uintptr_t P = memcg::page_size;
+std::int64_t anon_pages(memcg_preload::shim& s) {
+  return s.hierarchy().stat(s.group(), memcg::kind::anon);
+}
+}  // namespace
+
+TEST_CASE("page_ranges splits, merges and counts page ranges") {
+  memcg_preload::page_ranges r;
+  REQUIRE(r.reserve());
+  r.insert(10 * P, 20 * P);
+  REQUIRE(r.reserve());
+  r.insert(20 * P, 25 * P);  // merges with the range before it
+  CHECK(r.ranges() == 1);
+  CHECK(r.pages() == 15);
+  REQUIRE(r.reserve());
+  CHECK(r.erase(12 * P, 14 * P) == 2);  // a hole: two ranges
+  CHECK(r.ranges() == 2);
+  CHECK(r.covered(0, 100 * P) == 13);
+  CHECK(r.covered(11 * P, 15 * P) == 2);
+  REQUIRE(r.reserve());
+  r.insert(12 * P, 14 * P);  // filled again: one range
+  CHECK(r.ranges() == 1);
+  REQUIRE(r.reserve());
+  r.insert(40 * P, 41 * P);
+  REQUIRE(r.reserve());
+  CHECK(r.erase(0, 100 * P) == 16);  // across both
+  CHECK(r.pages() == 0);
+  CHECK(r.ranges() == 0);
+}
+
+TEST_CASE("private anonymous mappings are charged as anon; munmap, mremap and MAP_FIXED give back") {
+  memcg_preload::shim s(limit(8 << 20));
+  auto& m = s.mappings();
+  const std::int64_t base = anon_pages(s);
+  const int prw = PROT_READ | PROT_WRITE;
+  const int priv = MAP_PRIVATE | MAP_ANONYMOUS;
+
+  char* p = static_cast<char*>(m.mmap(nullptr, 10 * P - 100, prw, priv, -1, 0));  // rounded up
+  REQUIRE(p != MAP_FAILED);
+  p[0] = 1;
+  CHECK(anon_pages(s) == base + 10);
+  CHECK(m.charged_pages() == 10);
+
+  REQUIRE(m.munmap(p + 2 * P, 3 * P) == 0);  // a hole in the middle
+  CHECK(anon_pages(s) == base + 7);
+
+  // MAP_FIXED over 2 charged pages and 1 hole page: net +1.
+  void* f = m.mmap(p + 4 * P, 3 * P, prw, priv | MAP_FIXED, -1, 0);
+  REQUIRE(f == p + 4 * P);
+  CHECK(anon_pages(s) == base + 8);
+
+  // mremap: the last piece [p+4P, p+10P) grows to 8 pages and moves.
+  void* g = m.mremap(p + 4 * P, 6 * P, 8 * P, MREMAP_MAYMOVE, nullptr);
+  REQUIRE(g != MAP_FAILED);
+  CHECK(anon_pages(s) == base + 2 + 8);
+  void* h = m.mremap(g, 8 * P, 3 * P, 0, nullptr);  // shrink in place
+  REQUIRE(h == g);
+  CHECK(anon_pages(s) == base + 2 + 3);
+
+  // Shared and file mappings are not charged; a file mapped MAP_FIXED over a charged range
+  // takes its pages away.
+  void* sh = m.mmap(nullptr, 4 * P, prw, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(sh != MAP_FAILED);
+  CHECK(anon_pages(s) == base + 5);
+  REQUIRE(m.munmap(sh, 4 * P) == 0);
+  int zero = open("/dev/zero", O_RDONLY);
+  REQUIRE(zero >= 0);
+  void* z = m.mmap(nullptr, 2 * P, prw, MAP_PRIVATE, zero, 0);  // private /dev/zero: anonymous
+  REQUIRE(z != MAP_FAILED);
+  CHECK(anon_pages(s) == base + 7);
+  close(zero);
+  REQUIRE(m.munmap(z, 2 * P) == 0);
+  REQUIRE(m.munmap(p, 2 * P) == 0);
+  REQUIRE(m.munmap(h, 3 * P) == 0);
+  CHECK(anon_pages(s) == base);
+  CHECK(m.charged_pages() == 0);
+}
+
+TEST_CASE("at the limit mmap, mremap and mprotect refuse with ENOMEM and change nothing") {
+  memcg_preload::shim s(limit(1 << 20));  // 256 pages
+  auto& m = s.mappings();
+  const int prw = PROT_READ | PROT_WRITE;
+  const int priv = MAP_PRIVATE | MAP_ANONYMOUS;
+  const std::int64_t usage = s.group().memory.usage();
+  errno = 0;
+  CHECK(m.mmap(nullptr, 300 * P, prw, priv, -1, 0) == MAP_FAILED);
+  CHECK(errno == ENOMEM);
+  CHECK(s.group().memory.usage() == usage);
+  CHECK(m.charged_pages() == 0);
+
+  void* a = m.mmap(nullptr, 100 * P, prw, priv, -1, 0);
+  REQUIRE(a != MAP_FAILED);
+  errno = 0;
+  CHECK(m.mremap(a, 100 * P, 400 * P, MREMAP_MAYMOVE, nullptr) == MAP_FAILED);
+  CHECK(errno == ENOMEM);
+  CHECK(m.charged_pages() == 100);
+
+  // A PROT_NONE reservation is free until mprotect opens it.
+  void* r = m.mmap(nullptr, 1000 * P, PROT_NONE, priv, -1, 0);
+  REQUIRE(r != MAP_FAILED);
+  CHECK(m.charged_pages() == 100);
+  CHECK(m.reserved_pages() == 1000);
+  CHECK(m.mprotect(r, 50 * P, prw) == 0);
+  CHECK(m.charged_pages() == 150);
+  CHECK(m.reserved_pages() == 950);
+  static_cast<char*>(r)[0] = 1;  // accessible now
+  errno = 0;
+  CHECK(m.mprotect(static_cast<char*>(r) + 50 * P, 500 * P, prw) == -1);
+  CHECK(errno == ENOMEM);
+  CHECK(m.reserved_pages() == 950);
+  REQUIRE(m.munmap(r, 1000 * P) == 0);
+  REQUIRE(m.munmap(a, 100 * P) == 0);
+  CHECK(m.charged_pages() == 0);
+  CHECK(m.reserved_pages() == 0);
+  CHECK(s.hierarchy().stat(s.group(), memcg::kind::anon) == 0);
+}
+
+TEST_CASE("sbrk growth is charged and its shrink given back; past the limit it refuses") {
+  memcg_preload::shim s(limit(1 << 20));
+  auto& m = s.mappings();
+  void* start = m.sbrk(0);
+  REQUIRE(start != reinterpret_cast<void*>(-1));
+  const std::int64_t before = m.charged_pages();
+  REQUIRE(m.sbrk(static_cast<std::intptr_t>(5 * P)) == start);
+  CHECK(m.charged_pages() - before >= 5);
+  CHECK(m.charged_pages() - before <= 6);  // the first break need not be page-aligned
+  errno = 0;
+  CHECK(m.sbrk(static_cast<std::intptr_t>(1000 * P)) == reinterpret_cast<void*>(-1));
+  CHECK(errno == ENOMEM);
+  REQUIRE(m.brk(start) == 0);  // back where it was
+  CHECK(m.sbrk(0) == start);
+  CHECK(m.charged_pages() == before);
+}
+
+TEST_CASE("MEMCG_STAT names expand %p, %e and %%") {
+  bool own = false;
+  CHECK(memcg_preload::shim::stat_path("/tmp/x.stat", &own) == "/tmp/x.stat");
+  CHECK_FALSE(own);
+  std::string p = memcg_preload::shim::stat_path("/tmp/%e-%p-100%%.stat", &own);
+  CHECK(own);
+  CHECK(p == "/tmp/" + memcg_preload::shim::comm() + "-" + std::to_string(getpid()) + "-100%.stat");
+  CHECK(memcg_preload::shim::stat_path("%q", &own) == "%q");
+  CHECK_FALSE(own);
 }

@@ -17,7 +17,10 @@
 // every entry point, also while it interrupted one (shim.hpp, "Nesting"; README.md, "Signal
 // handlers").
 #include <pthread.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <cstdarg>
 
 #include <atomic>
 #include <cerrno>
@@ -106,6 +109,38 @@ MEMCG_EXPORT void* pvalloc(std::size_t n) {
   return memalign(page, (n + page - 1) & ~(page - 1));
 }
 MEMCG_EXPORT std::size_t malloc_usable_size(void* p) { return shim::usable_any(p); }
+
+// ---- anonymous mappings and the break (mappings.hpp) ----
+// Never builds the shim: mmap runs early (the loader's and the allocator's own), and the first
+// malloc builds it anyway. Calls through syscall(2) are not seen (README.md).
+
+MEMCG_EXPORT void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
+  return shim::mmap_in(instance.load(std::memory_order_acquire), addr, len, prot, flags, fd, off);
+}
+MEMCG_EXPORT void* mmap64(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
+  return mmap(addr, len, prot, flags, fd, off);
+}
+MEMCG_EXPORT int munmap(void* addr, std::size_t len) {
+  return shim::munmap_in(instance.load(std::memory_order_acquire), addr, len);
+}
+MEMCG_EXPORT void* mremap(void* old, std::size_t old_len, std::size_t new_len, int flags, ...) {
+  void* new_addr = nullptr;
+  if (flags & MREMAP_FIXED) {
+    va_list ap;
+    va_start(ap, flags);
+    new_addr = va_arg(ap, void*);
+    va_end(ap);
+  }
+  return shim::mremap_in(instance.load(std::memory_order_acquire), old, old_len, new_len, flags,
+                         new_addr);
+}
+MEMCG_EXPORT int mprotect(void* addr, std::size_t len, int prot) {
+  return shim::mprotect_in(instance.load(std::memory_order_acquire), addr, len, prot);
+}
+MEMCG_EXPORT int brk(void* addr) { return shim::brk_in(instance.load(std::memory_order_acquire), addr); }
+MEMCG_EXPORT void* sbrk(std::intptr_t incr) {
+  return shim::sbrk_in(instance.load(std::memory_order_acquire), incr);
+}
 
 // ---- operator new / delete ----
 

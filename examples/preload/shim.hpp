@@ -42,6 +42,7 @@
 
 #include <atomic>
 
+#include "mappings.hpp"
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/slab.hpp"
@@ -276,6 +277,7 @@ class shim {
     g_ = h_.mkdir("preload").g;
     (void)h_.write_max(*g_, c.max_pages);
     objcg_ = g_->objcg();
+    maps_.emplace(h_, *g_);
   }
   shim(const shim&) = delete;
   shim& operator=(const shim&) = delete;
@@ -283,6 +285,7 @@ class shim {
   memcg::hierarchy& hierarchy() noexcept { return h_; }
   memcg::group& group() noexcept { return *g_; }
   memcg::kmem_cache& cache() noexcept { return cache_; }
+  anon_mappings& mappings() noexcept { return *maps_; }
 
   // malloc(): nullptr with errno ENOMEM beyond the limit (after reclaim and the OOM handler).
   // malloc(0) returns a unique minimal object, as glibc does.
@@ -375,33 +378,97 @@ class shim {
     return q;
   }
 
+  // ---- anonymous mappings (mappings.hpp), for preload.cpp ----
+  // Outside any entry point of the shim they are charged; inside one (the allocator's own
+  // mappings, a signal handler that interrupted an entry) they pass through.
+
+  static void* mmap_in(shim* s, void* addr, std::size_t len, int prot, int flags, int fd,
+                       off_t off) noexcept {
+    if (!s || tls_depth() > 0) return sys::mmap(addr, len, prot, flags, fd, off);
+    entry e;
+    return s->maps_->mmap(addr, len, prot, flags, fd, off);
+  }
+  static int munmap_in(shim* s, void* addr, std::size_t len) noexcept {
+    if (!s || tls_depth() > 0) return sys::munmap(addr, len);
+    entry e;
+    return s->maps_->munmap(addr, len);
+  }
+  static void* mremap_in(shim* s, void* old, std::size_t old_len, std::size_t new_len, int flags,
+                         void* new_addr) noexcept {
+    if (!s || tls_depth() > 0) return sys::mremap(old, old_len, new_len, flags, new_addr);
+    entry e;
+    return s->maps_->mremap(old, old_len, new_len, flags, new_addr);
+  }
+  static int mprotect_in(shim* s, void* addr, std::size_t len, int prot) noexcept {
+    if (!s || tls_depth() > 0) return sys::mprotect(addr, len, prot);
+    entry e;
+    return s->maps_->mprotect(addr, len, prot);
+  }
+  // brk/sbrk as glibc's wrappers.
+  static int brk_in(shim* s, void* addr) noexcept {
+    if (!s || tls_depth() > 0) {
+      auto want = reinterpret_cast<std::uintptr_t>(addr);
+      if (sys::brk(want) < want) {
+        errno = ENOMEM;
+        return -1;
+      }
+      return 0;
+    }
+    entry e;
+    return s->maps_->brk(addr);
+  }
+  static void* sbrk_in(shim* s, std::intptr_t incr) noexcept {
+    if (!s || tls_depth() > 0) {
+      std::uintptr_t cur = sys::brk(0);
+      if (incr == 0) return reinterpret_cast<void*>(cur);
+      std::uintptr_t want = cur + static_cast<std::uintptr_t>(incr);
+      if (sys::brk(want) != want) {
+        errno = ENOMEM;
+        return reinterpret_cast<void*>(-1);
+      }
+      return reinterpret_cast<void*>(cur);
+    }
+    entry e;
+    return s->maps_->sbrk(incr);
+  }
+
   // pthread_atfork handlers (preload.cpp registers them): a fork while other threads allocate
   // or change the group leaves the child with working locks and exact charges
   // (memcg::slab_fork_prepare()). Allocations the handlers make are nested.
+  // The mappings' lock comes first: a mapping call holds it while it charges.
   void fork_prepare() {
     ++tls_depth();
     std::atomic_signal_fence(std::memory_order_seq_cst);
+    maps_->fork_prepare();
     memcg::slab_fork_prepare(h_);
   }
   void fork_parent() {
     memcg::slab_fork_parent(h_);
+    maps_->fork_parent();
     std::atomic_signal_fence(std::memory_order_seq_cst);
     --tls_depth();
   }
   void fork_child() {
     memcg::slab_fork_child(h_);
+    maps_->fork_child();
     std::atomic_signal_fence(std::memory_order_seq_cst);
     --tls_depth();
   }
 
   // Writes memory.stat, memory.events, memory.peak, memory.current and memory.max to
-  // stat_file (if set), and the nested blocks' counts as "preload.nested KEY VALUE". false on
-  // error.
+  // stat_file (if set), the nested blocks' counts as "preload.nested KEY VALUE" and the
+  // mappings' as "preload.mappings KEY VALUE". false on error.
+  // %p and %e in the name become the pid and the command name (as core_pattern's), %% a %;
+  // then the file is this process's alone. Without them every process (children inherit
+  // MEMCG_STAT) appends its own block, headed "# pid PID comm COMM".
   bool write_stats() {
     if (stat_file_.empty()) return true;
     entry e;
-    std::FILE* f = std::fopen(stat_file_.c_str(), "w");
+    bool own = false;
+    std::string path = stat_path(stat_file_, &own);
+    std::FILE* f = std::fopen(path.c_str(), own ? "w" : "a");
     if (!f) return false;
+    if (!own) std::fprintf(f, "# pid %d comm %s\n", static_cast<int>(getpid()), comm().c_str());
     for (const char* file : {"memory.stat", "memory.events", "memory.peak", "memory.current",
                              "memory.max"}) {
       auto v = memcg::read_control(h_, *g_, file);
@@ -416,7 +483,41 @@ class shim {
                     "preload.nested uncharged %lld\npreload.nested deferred %lld\n",
                  static_cast<long long>(n.objects), static_cast<long long>(n.charged_pages),
                  static_cast<long long>(n.uncharged), static_cast<long long>(n.deferred));
+    std::fprintf(f, "preload.mappings charged_pages %lld\npreload.mappings reserved_pages %lld\n",
+                 static_cast<long long>(maps_->charged_pages()),
+                 static_cast<long long>(maps_->reserved_pages()));
     return std::fclose(f) == 0;
+  }
+
+  // MEMCG_STAT's name with %p, %e and %% expanded; *own: it had %p or %e.
+  static std::string stat_path(const std::string& pattern, bool* own) {
+    std::string out;
+    *own = false;
+    for (std::size_t i = 0; i < pattern.size(); ++i) {
+      if (pattern[i] != '%' || i + 1 == pattern.size()) {
+        out += pattern[i];
+        continue;
+      }
+      char c = pattern[++i];
+      if (c == 'p') out += std::to_string(getpid()), *own = true;
+      else if (c == 'e') out += comm(), *own = true;
+      else if (c == '%') out += '%';
+      else out += '%', out += c;  // unknown: kept as written
+    }
+    return out;
+  }
+  // The command name, as /proc/self/comm has it (what core_pattern's %e is).
+  static std::string comm() {
+    std::string name;
+    if (std::FILE* f = std::fopen("/proc/self/comm", "r")) {
+      char buf[64] = {};
+      if (std::fgets(buf, sizeof buf, f)) name = buf;
+      std::fclose(f);
+    }
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+    for (char& c : name)
+      if (c == '/' || c == ' ') c = '_';  // a file name, and one token in the header
+    return name.empty() ? "unknown" : name;
   }
 
  private:
@@ -464,6 +565,7 @@ class shim {
   memcg::objcg* objcg_ = nullptr;
   memcg::kmem_cache cache_{"malloc", 0, 0, memcg::slab_flags::none, nullptr, nullptr,
                            memcg::kind::anon};
+  std::optional<anon_mappings> maps_;
   std::string stat_file_;
 };
 
