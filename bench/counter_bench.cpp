@@ -177,7 +177,7 @@ void bm_cas_try_charge_baseline(benchmark::State& state) {
 }
 
 // One registration for one thread (no Threads() call), and one each with Threads(2), (4) and
-// (8) when the benchmark may run concurrently (DESIGN.md). More threads than CPUs measure
+// (8) when the benchmark may run concurrently (docs/architecture.md, "Benchmarks"). More threads than CPUs measure
 // contention and time slicing, not scaling: the run's context says how many CPUs there were.
 void register_pair(const char* name, void (*fn)(benchmark::State&), bool concurrent) {
   benchmark::RegisterBenchmark(name, fn);

@@ -160,7 +160,7 @@ void BM_thread_local_add_baseline(benchmark::State& state) {
 
 }  // namespace
 
-// 1 thread (no Threads() call), then 2, 4 and 8 (DESIGN.md). On a machine with fewer CPUs than
+// 1 thread (no Threads() call), then 2, 4 and 8 (docs/architecture.md, "Benchmarks"). On a machine with fewer CPUs than
 // threads the larger runs show contention and time slicing, not scaling (pin_thread() wraps around).
 #define MEMCG_GROUP_SWEEP(fn, name)                  \
   BENCHMARK(fn)->Name(name);                         \

@@ -1,6 +1,6 @@
 // bench/pin.hpp: pinning benchmark threads to CPUs, shared by every *_bench.cpp.
 //
-// DESIGN.md: "Pin N threads to N different CPUs." Thread i goes to the i-th CPU this process may
+// docs/architecture.md, "Benchmarks": N threads on N different CPUs. Thread i goes to the i-th CPU this process may
 // run on; with more threads than CPUs it wraps around (those runs show contention and time
 // slicing, not scaling). Failure is ignored: the numbers are then merely noisier.
 #pragma once

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark program of a build into JSON and turns them into the performance report.
 #   bench/run.sh [BUILD_DIR] [OUT_DIR]      (defaults: build/default, BUILD_DIR/report)
-# Medians of 3 repetitions with random interleaving (DESIGN.md); writes OUT_DIR/PROGRAM.json,
+# Medians of 3 repetitions with random interleaving (docs/architecture.md, "Benchmarks"); writes OUT_DIR/PROGRAM.json,
 # OUT_DIR/PROGRAM.svg (throughput by threads) and OUT_DIR/report.md (bench/report.py).
 # MEMCG_SCALE=full makes scale_bench build the full 1,000,000 sockets and 10,000,000
 # objects.

@@ -130,7 +130,7 @@ void bm_glibc_malloc(benchmark::State& state) {
 
 void register_pair(const char* name, void (*fn)(benchmark::State&)) {
   benchmark::RegisterBenchmark(name, fn);
-  // 2, 4 and 8 threads (DESIGN.md; on 2 CPUs the larger runs show contention, not scaling).
+  // 2, 4 and 8 threads (docs/architecture.md, "Benchmarks"; on 2 CPUs the larger runs show contention, not scaling).
   for (int n : {2, 4, 8}) benchmark::RegisterBenchmark(name, fn)->Threads(n);
 }
 

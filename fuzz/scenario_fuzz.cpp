@@ -1,4 +1,4 @@
-// fuzz/scenario_fuzz.cpp: the fuzzer of memcg-sim's scenario language (scenario.md).
+// fuzz/scenario_fuzz.cpp: the fuzzer of memcg-sim's scenario language (docs/scenarios.md).
 //
 // An input is a scenario file. Every line goes through sim::parse_line() (which must answer a
 // command, nothing or a syntax error: never crash, never hang); the pieces the runner shares

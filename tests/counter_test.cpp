@@ -1,5 +1,5 @@
 // Tests of memcg/counter.hpp: basic_counter<Sync> under every accounting policy, the protection
-// arithmetic of kernel-model.md §6, and the lock-free policies under concurrent charging.
+// arithmetic of docs/model.md, "Protection", and the lock-free policies under concurrent charging.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -501,7 +501,7 @@ TEST_CASE_TEMPLATE("protected usage propagates to the parent", S, MEMCG_POLICIES
 
 TEST_CASE_TEMPLATE("effective protection is shared out on an over-committed tree", S,
                    MEMCG_POLICIES) {
-  // kernel-model.md §6.3, the selftest tree (pages; M = 256 pages).
+  // docs/model.md, "Example: the selftest tree" (pages; M = 256 pages).
   memcg::basic_counter<S> a;
   memcg::basic_counter<S> b(&a, true);
   memcg::basic_counter<S> c(&b, true), d(&b, true), e(&b, true), f(&b, true);

@@ -1,5 +1,5 @@
-// Tests of memcg/hierarchy.hpp: the group tree and the charge path (kernel-model.md §2.4,
-// model.md), over the single-thread policy (the oracle) and the lock-free atomic policy.
+// Tests of memcg/hierarchy.hpp: the group tree and the charge path (docs/model.md, "The charge
+// path"), over the single-thread policy (the oracle) and the lock-free atomic policy.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -40,7 +40,7 @@ using guard = memcg::group_charge<P>;
 using memcg_test::make;
 
 // A reclaimer that owns pages (one 1-page guard each), oldest first, in one queue for every kind
-// (model.md: "reclaimable pages go oldest first, from one queue"). `free_cap` limits what one
+// (docs/model.md, "The reclaim walk": reclaimable pages go oldest first). `free_cap` limits what one
 // scan really frees; `lie` is added to what it claims.
 template <class P>
 struct page_reclaimer final : memcg::basic_reclaimer<P> {
@@ -214,7 +214,7 @@ TEST_CASE_TEMPLATE("a handle redirected twice reaches the live grandparent", P,
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2.4 step by step
+// The charge path step by step (docs/model.md, "The charge path")
 
 TEST_CASE_TEMPLATE("a refused batch counts one failure and the exact size then succeeds without a "
                    "max event", P, MEMCG_GROUP_POLICIES) {
@@ -622,7 +622,7 @@ TEST_CASE_TEMPLATE("a tcp refusal sets the group's tcp pressure and a later succ
   CHECK(a.tcp.usage() == 2);
 }
 
-// model.md, "Sub-counters": stocks hold memory-counter pages only, so a kmem or tcp refusal
+// docs/model.md, "Sub-counters": stocks hold memory-counter pages only, so a kmem or tcp refusal
 // leaves them alone (the memory pages of the refused charge go straight back to the counters).
 TEST_CASE_TEMPLATE("a kmem or tcp refusal drains no stock", P, MEMCG_GROUP_POLICIES) {
   hier<P> h;  // the default batch of 64
@@ -652,8 +652,8 @@ TEST_CASE_TEMPLATE("a kmem or tcp refusal drains no stock", P, MEMCG_GROUP_POLIC
   h.uncharge_unchecked(b, kind::anon, 1);
 }
 
-// The socket-accounting option (model.md, "Socket charging per group"). The kernel measured
-// (issue 15): on cgroup v1, socket pages are not in memory.usage_in_bytes.
+// The socket-accounting option (docs/model.md, "Socket charging per group"). Measured on the
+// kernel: on cgroup v1, socket pages are not in memory.usage_in_bytes.
 TEST_CASE_TEMPLATE("socket_accounting picks the counters socket pages are charged to", P,
                    MEMCG_GROUP_POLICIES) {
   using memcg::sock_accounting;

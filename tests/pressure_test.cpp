@@ -284,7 +284,7 @@ TEST_CASE("the tcp pressure flag and kmem above its soft limit put sockets under
 }
 
 TEST_CASE("the memory.high penalty follows the kernel's table, floor and cap") {
-  // kernel-model.md §5.2: high = 100M, nr_pages = 64, HZ = 1000.
+  // docs/model.md, "The high limit and throttling": high = 100M, nr_pages = 64, HZ = 1000.
   struct row {
     std::int64_t usage_mib, ms;
   };

@@ -1,5 +1,5 @@
-// Tests of reclaim with protection (issue 4): effective memory.min / memory.low (§6.1), the
-// reclaim walk of model.md ("The reclaim walk (pinned)"), v1 soft limits and memory.high (§5.2).
+// Tests of reclaim with protection: effective memory.min / memory.low (docs/model.md,
+// "Protection"), the reclaim walk ("The reclaim walk"), v1 soft limits and memory.high.
 // Every case runs over the single-thread and the atomic policy; TEST_SUITE("concurrency") changes
 // protection while reclaim runs.
 #include <doctest/doctest.h>
@@ -147,15 +147,15 @@ void protect_all(group<S>& root, std::initializer_list<group<S>*> preorder, bool
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Effective protection (§6.1)
+// Effective protection (docs/model.md, "Protection")
 
 TEST_CASE("effective_protection follows the kernel's formula") {
   using memcg::detail::effective_protection;
-  // §6.3 over-committed: parent emin 12800, siblings protect 19200.
+  // docs/model.md, "Example: the selftest tree": parent emin 12800, siblings protect 19200.
   CHECK(effective_protection(12800, 38400, 75 * MiB, 12800, 19200, false) == 8533);
   CHECK(effective_protection(12800, 38400, 25 * MiB, 12800, 19200, false) == 4266);
   CHECK(effective_protection(12800, 38400, 0, 12800, 19200, false) == 0);
-  // §6.3 under-committed, without and with memory_recursiveprot.
+  // docs/model.md, "Example: recursive protection", without and with memory_recursiveprot.
   CHECK(effective_protection(80, 130, 60, 100, 70, false) == 60);
   CHECK(effective_protection(40, 130, 0, 100, 70, false) == 0);
   CHECK(effective_protection(10, 130, 20, 100, 70, false) == 10);
@@ -189,7 +189,7 @@ TEST_CASE_TEMPLATE("the over-committed tree of 6.3 gives C 8533 and D 4266 pages
   REQUIRE(pc.fill(50 * MiB, MiB) == ok);
   REQUIRE(pd.fill(50 * MiB, MiB) == ok);
   REQUIRE(pe.fill(50 * MiB, MiB) == ok);
-  // Protected usage propagated by the charges (§1.2).
+  // Protected usage propagated by the charges (docs/model.md, "The counter").
   CHECK(B.memory.children_min_usage() == 75 * MiB);
   CHECK(A.memory.children_min_usage() == 50 * MiB);
 
@@ -558,7 +558,7 @@ TEST_CASE_TEMPLATE("min is never reclaimed, even when the charge must fail", S,
 }
 
 // Soft limits order only the root's reclaim (the kernel's global reclaim); a limit reclaim
-// below the root ignores them (model.md, "The reclaim walk (pinned)").
+// below the root ignores them (docs/model.md, "The reclaim walk").
 TEST_CASE_TEMPLATE("in the root's reclaim, groups over their soft limit go first, largest excess "
                    "first, each down to it",
                    S, MEMCG_RECLAIM_POLICIES) {
@@ -706,7 +706,7 @@ TEST_CASE_TEMPLATE("charges over memory.high bring the page cache back to high w
 }
 
 // ---------------------------------------------------------------------------------------------
-// Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX; model.md, "The reclaim walk (pinned)")
+// Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX; docs/model.md, "The reclaim walk")
 
 // The kernel measured (issue 15): page cache written 4 KiB at a time past a 16 MiB limit counts
 // about 265 failcnt per MiB, usage 50-210 KiB under the limit. Here, with the 64-page batch: the

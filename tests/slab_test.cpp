@@ -1,5 +1,5 @@
 // Tests of memcg/slab.hpp: kmem_cache, the kmalloc shim, byte-level obj_cgroup charging
-// (model.md "Object charging"), reparenting of live objects, reclaimable caches, gfp semantics,
+// (docs/model.md, "Object charging"), reparenting of live objects, reclaimable caches, gfp semantics,
 // the accounted allocator and the statistics. Built into memcg_slab_tests (its own binary:
 // linking mimalloc replaces malloc for the whole process).
 #include <doctest/doctest.h>
@@ -103,7 +103,7 @@ TEST_CASE("kmalloc charges only with __GFP_ACCOUNT, its usable size, and kfree g
   CHECK(km.stat(a).objects == 0);
 }
 
-TEST_CASE("the byte stock follows the walk-throughs of model.md exactly") {
+TEST_CASE("the byte stock follows the walk-throughs of docs/model.md exactly") {
   memcg::hierarchy h;
   REQUIRE(h.set_charge_batch(1) == std::errc{});  // counters show exactly what is charged
   auto& x = make(h, "x");

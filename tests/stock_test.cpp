@@ -175,7 +175,7 @@ TEST_CASE_TEMPLATE("a stock first used in a pthread key destructor leaves the re
   pthread_key_delete(key);
 }
 
-// Issue 15, model.md "The stock": a slot changes group only when pages are refilled; the new
+// docs/model.md, "The stock": a slot changes group only when pages are refilled; the new
 // batch is charged first, then the old slot's pages go back (a watermark sees both); a charge
 // that takes exactly its own pages from the counters leaves the stock as it was.
 TEST_CASE("the single-slot stock changes group only in a refill, after the new batch is charged") {

@@ -1,4 +1,4 @@
-// memcg-sim: runs scenario files (scenario.md) against the memcg library with the deterministic
+// memcg-sim: runs scenario files (docs/scenarios.md) against the memcg library with the deterministic
 // single-thread policy and a virtual clock.
 //
 //   memcg-sim [--trace] [--plot FILE.svg] FILE...   check each file, then run it; fresh state each
@@ -63,8 +63,8 @@ int run_file(const std::string& file, const sim::options& opts) {
   }
   std::string text = buf.str();
 
-  // Check every line before the first one runs (scenario.md: a syntax error stops the run
-  // before anything happens).
+  // Check every line before the first one runs (docs/scenarios.md, "Syntax errors": a syntax
+  // error stops the run before anything happens).
   std::vector<sim::command> commands;
   int errors = 0, line_no = 0;
   std::size_t pos = 0;

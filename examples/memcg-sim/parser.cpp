@@ -1,5 +1,5 @@
-// memcg-sim: lexing and the syntax check of scenario lines (scenario.md, "Lexical rules" and
-// "Syntax errors and run-time errors"). Nothing here touches the library's state: a file is
+// memcg-sim: lexing and the syntax check of scenario lines (docs/scenarios.md, "Lexical rules"
+// and "Syntax errors"). Nothing here touches the library's state: a file is
 // checked completely before its first command runs.
 #include <charconv>
 #include <limits>

@@ -1,4 +1,4 @@
-// memcg-sim: running checked commands against a single-thread hierarchy (scenario.md).
+// memcg-sim: running checked commands against a single-thread hierarchy (docs/scenarios.md).
 //
 // Contents:
 //   page_cache     the simulator's reclaimable memory of one group: one FIFO of file and
@@ -327,7 +327,7 @@ bool socket_file(std::string_view f) { return f.starts_with("sock."); }
 class runner_state {
   static proto::options proto_options(memcg::clock_source* c) {
     proto::options o;
-    o.pcpu_reserve = 0;  // the simulator: every read exact (model.md)
+    o.pcpu_reserve = 0;  // the simulator: every read exact (docs/model.md, "Sockets")
     o.clock = c;
     return o;
   }

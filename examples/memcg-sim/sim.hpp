@@ -1,4 +1,4 @@
-// memcg-sim: the scenario runner (scenario.md is the contract).
+// memcg-sim: the scenario runner (docs/scenarios.md is the contract).
 //
 // Contents:
 //   command          one parsed line: name, arguments, the text as written

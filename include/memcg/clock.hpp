@@ -1,4 +1,4 @@
-// memcg/clock.hpp: time as a policy (model.md, "Time is a policy").
+// memcg/clock.hpp: time as a policy (docs/model.md, "Time is a policy").
 //
 // Contents:
 //   clock_source          what the library reads time through: now_us() and sleep_us()

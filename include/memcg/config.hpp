@@ -2,7 +2,7 @@
 //
 // Contents:
 //   MEMCG_VERSION_*            the library version
-//   memcg::page_size ...       units and constants of the kernel model (kernel-model.md §2.2)
+//   memcg::page_size ...       units and constants of the kernel model (docs/model.md)
 //   MEMCG_ASSERT(level, cond)  graded assertions (MEMCG_DEBUG 0..3); never change a layout
 //   memcg::sanitizer_build     true in ASan/TSan builds (the slab backs onto the system allocator)
 //

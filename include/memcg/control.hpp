@@ -1,15 +1,17 @@
 // memcg/control.hpp: the control files of a group, read and written by their cgroupfs names.
 //
 // Contents:
-//   parse_size()      "64M", "4096", "max", "-1" -> pages (limits round down, §1.2)
+//   parse_bytes()     "64M", "4096", "max", "-1" -> bytes
+//   parse_limit_pages()  the same as a limit in pages (rounded down, as page_counter_memparse)
 //   control_value     what a read returns: one value, or keyed lines
 //   read_control()    `cat GROUP/FILE`
-//   write_control()   `echo VALUE > GROUP/FILE`, with the write semantics of model.md
+//   write_control()   `echo VALUE > GROUP/FILE`, with the write semantics of docs/model.md,
+//                     "Limit writes"
 //   control_files()   every file name this library serves
 //
 // Values are bytes; limits read back as "max" when unlimited. Errors are std::errc: EINVAL for
 // an unknown file or a value it does not accept (nothing changes), EBUSY for a v1 limit below
-// usage, ENOTSUP for files of features that are not built yet.
+// usage.
 #pragma once
 
 #include <array>
@@ -165,7 +167,7 @@ control_value read_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::
   if (file == "memory.pressure_level")
     return one(std::string(pressure_level_name(h.pressure().level(g))));
   if (file == "memory.pressure") {
-    // scenario.md: the `some` line of PSI as keys (memcg/pressure.hpp).
+    // docs/scenarios.md: the `some` line of PSI as keys (memcg/pressure.hpp).
     psi_snapshot p = h.pressure().psi(g);
     control_value r;
     r.keyed = true;
@@ -232,7 +234,7 @@ std::errc write_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::str
     if (!(p = limit(v1))) return std::errc::invalid_argument;
     return h.write_tcp_limit(g, *p);
   }
-  // v1 resets: any value resets (mem_cgroup_reset() ignores it; model.md, "Limit writes").
+  // v1 resets: any value resets (mem_cgroup_reset() ignores it; docs/model.md, "Limit writes").
   basic_counter<Sync>* c = nullptr;
   bool failcnt = false;
   if (file == "memory.max_usage_in_bytes") c = &g.memory;

@@ -5,7 +5,7 @@
 //                           protected-usage fields; try_charge / charge / uncharge / cancel /
 //                           set_max and friends, with mm/page_counter.c's exact semantics
 //   counter                 basic_counter<sync::atomic>
-//   calculate_protection()  effective min/low of a counter under a reclaim root (§6.1)
+//   calculate_protection()  effective min/low of a counter under a reclaim root
 //   set_underflow_hook()    where clamped underflows are reported
 //
 // Units: every count is in pages (`nr_pages`). A counter never allocates, throws or blocks

@@ -1,13 +1,13 @@
 // memcg/group.hpp: one memory cgroup: its counters, statistics, events and place in the tree.
 //
 // Contents:
-//   kind, kind_name(), parse_kind()     the seven kinds of charge (scenario.md)
+//   kind, kind_name(), parse_kind()     the seven kinds of charge
 //   event, event_name()                 memory.events keys: low high max oom oom_kill
 //   counter_id                          memory, kmem, tcp
 //   basic_group<Sync>                   counters memory/kmem/tcp, kmem soft limit, per-kind
 //                                       statistics, events, children, the obj_cgroup handle
 //   basic_objcg<Sync>                   the handle objects and charges point to; rmdir redirects
-//                                       it to the parent (obj_cgroup, kernel-model.md §3.5)
+//                                       it to the parent (obj_cgroup; docs/model.md)
 //
 // A group is created and removed by basic_hierarchy (memcg/hierarchy.hpp). Groups are never freed
 // before their hierarchy: a removed group stays as a zombie whose handle points to its parent, so

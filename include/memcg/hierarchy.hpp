@@ -2,12 +2,14 @@
 //
 // Contents:
 //   basic_hierarchy<Sync>     the root, path lookup, mkdir/rmdir with reparenting, options; the
-//                             charge path of kernel-model.md §2.4 (stock, batch then exact,
+//                             charge path of docs/model.md (stock, batch then exact,
 //                             reclaim of the refusing ancestor, drain once, 16 retries, OOM
 //                             handler, forced charges), the kmem and tcp sub-limits, uncharge
 //                             through the stock, memory.high accounting, limit writes; it
 //                             owns the pressure registry and feeds it (memcg/pressure.hpp)
-//   basic_oom_handler<Sync>   the callback that replaces the OOM killer (model.md, "No killing")
+//   basic_oom_handler<Sync>   the callback that replaces the OOM killer (docs/model.md, "No
+//                             killing")
+//   trace_point, trace_record the steps of the charge path a tracer sees
 //   charge_tracer<Sync>       sees every step of the charge path (memcg-sim --trace)
 //   charge_status<Sync>       what a charge answered: ok, or ENOMEM with the refusing group
 //   hierarchy                 basic_hierarchy<sync::atomic>
@@ -102,7 +104,7 @@ struct [[nodiscard]] charge_status {
 };
 static_assert(sizeof(charge_status<sync::atomic>) == 16);
 
-// Where socket pages are charged (model.md, "Socket charging per group"; the simulator's
+// Where socket pages are charged (docs/model.md, "Socket charging per group"; the simulator's
 // `sysctl memcg.socket_accounting`).
 enum class sock_accounting : std::uint8_t {
   both,  // the memory and the tcp counter: the composite limit (the default)
@@ -209,7 +211,7 @@ class basic_hierarchy {
   }
 
   // Removes a group without children. Its charges, statistics, reclaimers and handles become the
-  // parent's (model.md, "Reparenting"). EBUSY: it has children; EINVAL: the root; ENOENT.
+  // parent's (docs/model.md, "Reparenting"). EBUSY: it has children; EINVAL: the root; ENOENT.
   std::errc rmdir(std::string_view path) ABSL_LOCKS_EXCLUDED(tree_mu_, reclaimers_mu_) {
     std::string p = normalize(path);
     if (p == "/") return std::errc::invalid_argument;
@@ -315,7 +317,7 @@ class basic_hierarchy {
   }
   // Pressure: listeners, the clock, levels, stall times (memcg/pressure.hpp).
   basic_pressure<Sync>& pressure() noexcept { return pressure_; }
-  // The clock policy (model.md, "Time is a policy"); nullptr: the steady clock.
+  // The clock policy (docs/model.md, "Time is a policy"); nullptr: the steady clock.
   // Requires: c outlives the hierarchy, or is replaced first.
   void set_clock(clock_source* c) noexcept { pressure_.set_clock(c); }
   clock_source& clock() const noexcept { return pressure_.clock(); }
@@ -343,7 +345,7 @@ class basic_hierarchy {
 
   // ---- the charge path ----
 
-  // Charges nr_pages of kind k to g (kernel-model.md §2.4 and model.md).
+  // Charges nr_pages of kind k to g (docs/model.md, "The charge path").
   // Guarantees: on success the pages are charged to g's memory counter (from the stock or the
   // counters) and to the kind's sub-counter, and recorded in g's statistics. On failure nothing
   // is charged; failcnt, events, reclaim and drains that happened stay, as in the kernel.
@@ -424,7 +426,8 @@ class basic_hierarchy {
 
   // ---- reclaim ----
 
-  // try_to_free_mem_cgroup_pages(): reclaims from the subtree of root (model.md's walk) up to
+  // try_to_free_mem_cgroup_pages(): reclaims from the subtree of root (docs/model.md, "The
+  // reclaim walk") up to
   // max(target, 32) pages (reclaim_target()); soft limits count only when root is the root.
   reclaim_result reclaim(group& root, std::int64_t target, reclaim_filter filter)
       ABSL_LOCKS_EXCLUDED(reclaimers_mu_) {
@@ -478,8 +481,8 @@ class basic_hierarchy {
       return penalty;
     }
   }
-  // throttle_point(): where the program pays its memory.high penalty (model.md, "Time is a
-  // policy"): between requests, on return to its event loop, wherever sleeping is safe.
+  // throttle_point(): where the program pays its memory.high penalty (docs/model.md, "Time is
+  // a policy"): between requests, on return to its event loop, wherever sleeping is safe.
   // Runs handle_over_high(), then sleeps the penalty through the clock policy (a virtual clock
   // advances) as stall time of the charging group and its ancestors (memory.pressure), then
   // checks usage thresholds. Returns the penalty in milliseconds (0: none).
@@ -501,8 +504,9 @@ class basic_hierarchy {
     return task::current().over_high(id_).nr_pages;
   }
 
-  // The kernel's penalty (§5.2) in milliseconds (HZ = 1000) for nr_pages charged over high,
-  // from the largest overage of g and its ancestors; capped at 2 s.
+  // The kernel's penalty (docs/model.md, "The high limit and throttling") in milliseconds
+  // (HZ = 1000) for nr_pages charged over high, from the largest overage of g and its
+  // ancestors; capped at 2 s.
   static std::int64_t high_delay(group& g, std::int64_t nr_pages) noexcept {
     std::int64_t overage = 0;
     for (group* m = &g; m; m = m->parent_) {
@@ -516,7 +520,7 @@ class basic_hierarchy {
     detail::wide_int p = static_cast<detail::wide_int>(overage) * overage * 1000;
     p >>= 20;
     p >>= 14;
-    p = p * nr_pages / default_charge_batch;  // the divisor is 64 whatever the batch (model.md)
+    p = p * nr_pages / default_charge_batch;  // the divisor is 64 whatever the batch (the kernel's)
     return p > 2000 ? 2000 : static_cast<std::int64_t>(p);
   }
 
@@ -805,7 +809,8 @@ class basic_hierarchy {
     if (sub) {
       status s = k == kind::sock ? charge_tcp(g, nr_pages, flags) : charge_kmem(g, k, nr_pages, flags);
       if (!s) {
-        if (mem) (void)g.memory.uncharge(nr_pages);  // straight to the counters (model.md)
+        // Straight to the counters (docs/model.md, "Sub-counters").
+        if (mem) (void)g.memory.uncharge(nr_pages);
         return s;
       }
     }
@@ -853,7 +858,7 @@ class basic_hierarchy {
       if (has(flags, gfp::noreclaim)) {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
         // other threads' stocks hold for the refusing subtree come back first: a drain is not
-        // reclaim (model.md, "Socket receives may be refused"). One more try if it returned
+        // reclaim (docs/model.md, "Socket receives may be refused"). One more try if it returned
         // any (else the refusal counts as before). Forced charges need none.
         if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {
           drained = true;
@@ -920,8 +925,8 @@ class basic_hierarchy {
     return {};
   }
 
-  // The kmem sub-limit (model.md, "The kernel-memory sub-limit reclaims"): §2.4's loop without
-  // batch, events or OOM, reclaiming kernel reclaimables only.
+  // The kmem sub-limit (docs/model.md, "The kmem sub-limit reclaims"): charge_memory()'s loop
+  // without batch, events or OOM, reclaiming kernel reclaimables only.
   status charge_kmem(group& g, kind k, std::int64_t nr_pages, gfp flags) noexcept {
     int nr_retries = max_reclaim_retries;
     group* over = nullptr;

@@ -10,7 +10,7 @@
 //   basic_kmem_balance_policy<Sync>  the example: a fixed total with a kmem sub-limit that the
 //                                    policy moves between user and kernel memory
 //
-// The daemon never blocks a charge (model.md). A refused charge wakes it through a charge
+// The daemon never blocks a charge (docs/model.md). A refused charge wakes it through a charge
 // failure listener that only bumps an atomic and notifies (no lock, no allocation) and returns
 // ENOMEM at once; the policy runs later on the daemon's thread, with the reserve group as its
 // active group (memcg/context.hpp), so its own allocations are charged outside the groups it

@@ -3,12 +3,12 @@
 //
 // Contents:
 //   pressure_level, pressure_mode          vmpressure levels and the three delivery modes
-//   vmpressure_calc_level()                the kernel's integer arithmetic (§5.1)
+//   vmpressure_calc_level()                the kernel's integer arithmetic
 //   detail::psi_state                      stall time of one group: total and avg10/60/300
 //   psi_snapshot, psi_avg_string()         what memory.pressure shows
 //   basic_listener<Sync>                   the intrusive hook every listener derives from
 //   basic_pressure_listener<Sync>          called with a vmpressure level (cgroup.event_control)
-//   basic_threshold_listener<Sync>         called when usage crosses a threshold (§5.4)
+//   basic_threshold_listener<Sync>         called when usage crosses a threshold
 //   basic_event_listener<Sync>             called when a group's memory.events change
 //   basic_event_waiter<Sync>               an event listener a thread can wait on
 //   basic_charge_failure_listener<Sync>    called when a charge is refused (the policy's wake-up)
@@ -76,7 +76,7 @@
 
 namespace memcg {
 
-// ---- vmpressure (kernel-model.md §5.1) ----
+// ---- vmpressure (docs/model.md, "Pressure levels") ----
 
 enum class pressure_level : std::uint8_t { none, low, medium, critical };
 constexpr std::string_view pressure_level_name(pressure_level l) noexcept {
@@ -90,7 +90,7 @@ constexpr std::optional<pressure_level> parse_pressure_level(std::string_view s)
   return std::nullopt;
 }
 
-// The delivery modes of cgroup.event_control (cgroup-v1 memory.txt §11):
+// The delivery modes of cgroup.event_control (the kernel's cgroup-v1/memory.rst, section 11):
 //   no_passthrough ("default"): delivered up the tree, but not above the first level where a
 //                               listener was signalled;
 //   hierarchy:                  always delivered, at every level up to the root;
@@ -143,7 +143,7 @@ constexpr pressure_level vmpressure_calc_level(std::int64_t scanned,
   return vmpressure_level_of(vmpressure_percent(scanned, reclaimed));
 }
 
-// ---- stall accounting (kernel-model.md §5.3) ----
+// ---- stall accounting (docs/model.md, "Stall time") ----
 
 namespace detail {
 
@@ -536,7 +536,8 @@ class basic_pressure {
   }
 
   // mem_cgroup_under_socket_pressure(): true if g or an ancestor has the vmpressure hold
-  // active, its v1 tcp pressure flag set, or kmem usage above its kmem soft limit (model.md).
+  // active, its v1 tcp pressure flag set, or kmem usage above its kmem soft limit
+  // (docs/model.md, "Socket pressure").
   // A removed group answers for the live ancestor that owns its sockets.
   // Threads: any; lock-free (relaxed loads and at most one clock read).
   bool under_socket_pressure(group& g0) const noexcept {

@@ -5,7 +5,7 @@
 //   basic_reclaimer<Sync>    what a program registers per group: counts and frees its pages
 //   reclaim_observer<Sync>   sees every step of a walk (traces, vmpressure)
 //   reclaim_result           pages asked for (scanned) and pages freed (reclaimed)
-//   detail::reclaim_walk()   the walk of model.md, "The reclaim walk (pinned)"
+//   detail::reclaim_walk()   the walk of docs/model.md, "The reclaim walk"
 //
 // The library never owns the memory it reclaims: it asks. A reclaimer frees by uncharging
 // through the library; inside a walk those uncharges go straight to the counters (not the
@@ -86,15 +86,15 @@ class reclaim_observer {
 };
 
 // The target of a reclaim asked for `asked` pages: try_to_free_mem_cgroup_pages() never asks
-// for fewer than SWAP_CLUSTER_MAX, so a refused 1-page charge frees 32 (model.md, "The reclaim
-// walk (pinned)"). 0 or less: nothing to do.
+// for fewer than SWAP_CLUSTER_MAX, so a refused 1-page charge frees 32 (docs/model.md, "The
+// reclaim walk"). 0 or less: nothing to do.
 constexpr std::int64_t reclaim_target(std::int64_t asked) noexcept {
   return asked > 0 ? std::max(asked, swap_cluster_max) : 0;
 }
 
 namespace detail {
 
-// The walk (model.md, "The reclaim walk (pinned)"), over `groups`: the subtree of `root` in
+// The walk (docs/model.md, "The reclaim walk"), over `groups`: the subtree of `root` in
 // pre-order, root first. `count(g, f)` and `free(g, nr, f)` reach the group's reclaimers.
 //   0. The target is reclaim_target(target): at least 32 pages.
 //   1. Soft limits, only when `root` is the root group (the kernel's global reclaim; a limit

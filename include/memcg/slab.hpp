@@ -4,7 +4,7 @@
 //   __GFP_ACCOUNT, __GFP_ZERO, __GFP_NOFAIL, GFP_KERNEL_ACCOUNT
 //                              the allocator's gfp flags (with GFP_KERNEL, GFP_NOWAIT, GFP_ATOMIC
 //                              of memcg/context.hpp), with the kernel's meaning
-//   obj_cgroup_charge()        byte-level charging through the thread's byte stock (§3.4)
+//   obj_cgroup_charge()        byte-level charging through the thread's byte stock
 //   obj_cgroup_uncharge()      ... and its give-back (refill_obj_stock)
 //   slab_flags                 SLAB_ACCOUNT, SLAB_RECLAIM_ACCOUNT as an enum
 //   kmem_cache_node            the objects of one cache charged to one obj_cgroup: statistics
@@ -21,7 +21,8 @@
 //   detail::cpu_slab           a thread's free list of a cache (the kernel's cpu slab)
 //
 // This is the only header that includes <mimalloc.h>. Linking memcg::slab links libmimalloc.so,
-// which replaces malloc/free/new/delete for the whole process (DESIGN.md, "mimalloc").
+// which replaces malloc/free/new/delete for the whole process (docs/architecture.md, "Targets and
+// dependencies").
 // The slab is written for the default policy, sync::atomic (memcg::hierarchy).
 //
 // Object layout: [ object (size rounded up to 8) | obj tag (8 bytes) ]. The tag is the address
@@ -108,7 +109,7 @@ constexpr bool has(slab_flags f, slab_flags bit) noexcept {
 
 using objcg = basic_objcg<sync::atomic>;
 
-// ---- byte-level charging (kernel-model.md §3.4, model.md "Object charging") -----------------
+// ---- byte-level charging (docs/model.md, "Object charging") --------------------------------
 
 // obj_cgroup_charge(): charges nr_bytes of kind k to o's group. From the thread's byte stock if
 // it holds that much for (o, k); else PAGE_ALIGN(nr_bytes) is charged through the hierarchy
