@@ -5,10 +5,10 @@
 //                                 and the byte stock of obj_cgroup charging
 //   detail::stock_registry<Sync>  every live thread's stock, for drains and flushes
 //
-// The kernel keeps one stock per CPU (kernel-model.md §2.3) and drains the others
-// asynchronously. A program may have thousands of mostly idle threads, so here a charge that
-// would fail drains every thread's stock for the refusing subtree before giving up, and
-// readers fold every thread's statistics deltas when they read.
+// The kernel keeps one stock per CPU and drains the others asynchronously (docs/model.md, "Stocks
+// are per thread"). A program may have thousands of mostly idle threads, so here a charge that
+// would fail drains every thread's stock for the refusing subtree before giving up, and readers
+// fold every thread's statistics deltas when they read.
 //
 // The owner and drainers. A stock is written by its owner thread only, except while a drainer
 // owns it. The owner's fast paths have no lock-prefixed instruction:
@@ -138,7 +138,7 @@ class thread_stock {
     s.key.store_relaxed(key_of(slot_group(s), k) | (key & key_flag_mask));  // flags stay
   }
 
-  // The byte stock of obj_cgroup charging (kernel-model.md §3.4; memcg/slab.hpp): bytes of one
+  // The byte stock of obj_cgroup charging (docs/model.md, "Object charging"): bytes of one
   // kind pre-charged, as whole pages, through the handle's memcg(). key = handle | flag | kind,
   // one word as the page slot's, for the same reason: a drained slot (key 0) or a poisoned one
   // never matches a fast path, whatever it loaded before.
@@ -265,7 +265,7 @@ class thread_stock {
   // is traced).
   void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
               std::int64_t batch, bool fast_ok = true) noexcept {
-    if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off (model.md)
+    if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off
     if (!reclaiming_ && enter()) {
       refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       leave_slow();
@@ -531,8 +531,8 @@ class thread_stock {
     int i = find_slot(g);
     if (i < 0) {
       // Statistics alone never take a slot: a slot changes group only when pages are refilled
-      // (model.md, the stock), so a charge that took exactly its pages from the counters leaves
-      // the stock as it was.
+      // (docs/model.md, "The stock"), so a charge that took exactly its pages from the
+      // counters leaves the stock as it was.
       if (nr_pages == 0) {
         if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
         return;
