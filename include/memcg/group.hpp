@@ -83,6 +83,10 @@ template <sync_policy Sync>
 class basic_group;
 template <sync_policy Sync>
 class basic_hierarchy;
+namespace detail {
+template <sync_policy Sync>
+class charge_path;
+}  // namespace detail
 template <sync_policy Sync>
 class basic_reclaimer;
 template <sync_policy Sync>
@@ -273,6 +277,7 @@ class basic_group {
 
  private:
   friend class basic_hierarchy<Sync>;
+  friend class detail::charge_path<Sync>;
 
   basic_hierarchy<Sync>* hierarchy_;
   basic_group* parent_;

@@ -20,6 +20,7 @@
 #include "memcg/reclaim.hpp"
 #include "memcg/clock.hpp"
 #include "memcg/pressure.hpp"
+#include "memcg/charge_path.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/control.hpp"
 #include "memcg/policy.hpp"
