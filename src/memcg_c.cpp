@@ -14,6 +14,7 @@
 #include <new>
 #include <string>
 #include <system_error>
+#include <type_traits>
 
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
@@ -27,7 +28,7 @@ static_assert(MEMCG_VERSION_NUMBER ==
 
 // ---- the handles ----
 
-struct memcg_clock {
+struct capi_clock {
   // A caller's clock: the C functions behind clock_source.
   struct callback final : memcg::clock_source {
     std::int64_t now_us() const noexcept override { return now(user); }
@@ -47,37 +48,37 @@ struct memcg_clock {
   }
 };
 
-struct memcg_hierarchy {
-  explicit memcg_hierarchy(const memcg::hierarchy::options& o) : h(o) {}
+struct capi_hierarchy {
+  explicit capi_hierarchy(const memcg::hierarchy::options& o) : h(o) {}
   memcg::hierarchy h;
 };
 
-struct memcg_proto final : memcg::proto_pressure_listener {
-  explicit memcg_proto(const memcg::proto_memory::options& o) : p(o) {}
+struct capi_proto final : memcg::proto_pressure_listener {
+  explicit capi_proto(const memcg::proto_memory::options& o) : p(o) {}
   void enter_memory_pressure(memcg::proto_memory&) noexcept override { call(1, 0); }
   void leave_memory_pressure(memcg::proto_memory&, std::int64_t d) noexcept override { call(0, d); }
   void call(int entering, std::int64_t d) noexcept {
     // acquire: pairs with the release in memcg_proto_set_pressure_callback(): `user` is set.
     if (memcg_pressure_fn f = fn.load(std::memory_order_acquire))
-      f(this, entering, d, user.load(std::memory_order_relaxed));
+      f(reinterpret_cast<memcg_proto*>(this), entering, d, user.load(std::memory_order_relaxed));
   }
   memcg::proto_memory p;
   std::atomic<memcg_pressure_fn> fn{nullptr};
   std::atomic<void*> user{nullptr};
 };
 
-struct memcg_sock {
-  memcg_sock(memcg::proto_memory& p, memcg::group* g) noexcept : s(p, g) {}
+struct capi_sock {
+  capi_sock(memcg::proto_memory& p, memcg::group* g) noexcept : s(p, g) {}
   memcg::sock_memory s;
 };
 // Item 3 of issue 16: the socket's state fits the caller's MEMCG_SOCK_SIZE bytes.
-static_assert(sizeof(memcg_sock) <= MEMCG_SOCK_SIZE, "memcg_sock outgrew MEMCG_SOCK_SIZE (ABI)");
-static_assert(alignof(memcg_sock) <= MEMCG_SOCK_ALIGN, "memcg_sock needs more than MEMCG_SOCK_ALIGN");
+static_assert(sizeof(capi_sock) <= MEMCG_SOCK_SIZE, "memcg_sock outgrew MEMCG_SOCK_SIZE (ABI)");
+static_assert(alignof(capi_sock) <= MEMCG_SOCK_ALIGN, "memcg_sock needs more than MEMCG_SOCK_ALIGN");
 static_assert(sizeof(memcg_sock_storage) == MEMCG_SOCK_SIZE &&
               alignof(memcg_sock_storage) >= MEMCG_SOCK_ALIGN);
 
-struct memcg_listener final : memcg::basic_pressure_listener<memcg::sync::atomic> {
-  memcg_listener(memcg::hierarchy& hh, memcg_group_pressure_fn f, void* u) noexcept
+struct capi_listener final : memcg::basic_pressure_listener<memcg::sync::atomic> {
+  capi_listener(memcg::hierarchy& hh, memcg_group_pressure_fn f, void* u) noexcept
       : h(&hh), fn(f), user(u) {}
   void on_pressure(memcg::group& where, memcg::group& origin,
                    memcg::pressure_level level) override {
@@ -88,6 +89,29 @@ struct memcg_listener final : memcg::basic_pressure_listener<memcg::sync::atomic
   memcg_group_pressure_fn fn;
   void* user;
 };
+
+// The handles of memcg.h are these objects under their opaque C names (never defined, so that
+// the library's ABI dump holds the public types only).
+template <class H> struct impl_of;
+template <> struct impl_of<memcg_clock> { using type = capi_clock; };
+template <> struct impl_of<memcg_hierarchy> { using type = capi_hierarchy; };
+template <> struct impl_of<memcg_proto> { using type = capi_proto; };
+template <> struct impl_of<memcg_sock> { using type = capi_sock; };
+template <> struct impl_of<memcg_listener> { using type = capi_listener; };
+// in() on the objects themselves (inside the entry points that made them): no cast.
+template <> struct impl_of<capi_clock> { using type = capi_clock; };
+template <> struct impl_of<capi_hierarchy> { using type = capi_hierarchy; };
+template <> struct impl_of<capi_proto> { using type = capi_proto; };
+template <> struct impl_of<capi_sock> { using type = capi_sock; };
+template <> struct impl_of<capi_listener> { using type = capi_listener; };
+template <class H>
+auto* in(H* h) noexcept {
+  using T = typename impl_of<std::remove_const_t<H>>::type;
+  if constexpr (std::is_const_v<H>) return reinterpret_cast<const T*>(h);
+  else return reinterpret_cast<T*>(h);
+}
+template <class H, class T>
+H* out_handle(T* t) noexcept { return reinterpret_cast<H*>(t); }
 
 namespace {
 
@@ -230,32 +254,32 @@ int memcg_last_refusal(memcg_refusal* out) {
 
 int memcg_clock_create_virtual(memcg_clock** out) {
   if (!out) return -EINVAL;
-  auto* c = new (std::nothrow) memcg_clock();
+  auto* c = new (std::nothrow) capi_clock();
   if (!c) return -ENOMEM;
-  *out = c;
+  *out = out_handle<memcg_clock>(c);
   return 0;
 }
 int memcg_clock_create(memcg_clock_now_fn now_us, memcg_clock_sleep_fn sleep_us, void* user,
                        memcg_clock** out) {
   if (!now_us || !sleep_us || !out) return -EINVAL;
-  auto* c = new (std::nothrow) memcg_clock();
+  auto* c = new (std::nothrow) capi_clock();
   if (!c) return -ENOMEM;
-  c->is_virtual = false;
-  c->cb.now = now_us;
-  c->cb.sleep = sleep_us;
-  c->cb.user = user;
-  *out = c;
+  in(c)->is_virtual = false;
+  in(c)->cb.now = now_us;
+  in(c)->cb.sleep = sleep_us;
+  in(c)->cb.user = user;
+  *out = out_handle<memcg_clock>(c);
   return 0;
 }
-void memcg_clock_destroy(memcg_clock* c) { delete c; }
+void memcg_clock_destroy(memcg_clock* c) { delete in(c); }
 int memcg_clock_advance(memcg_clock* c, int64_t us) {
-  if (!c || !c->is_virtual || us < 0) return -EINVAL;
-  c->virt.advance(us);
+  if (!c || !in(c)->is_virtual || us < 0) return -EINVAL;
+  in(c)->virt.advance(us);
   return 0;
 }
 int memcg_clock_now(const memcg_clock* c, int64_t* out_us) {
   if (!c || !out_us) return -EINVAL;
-  *out_us = c->source()->now_us();
+  *out_us = in(c)->source()->now_us();
   return 0;
 }
 
@@ -282,24 +306,24 @@ int memcg_hierarchy_create(const memcg_hierarchy_options* o, memcg_hierarchy** o
     ho.charge_batch = opt.charge_batch;
     ho.recursive_protection = opt.recursive_protection != 0;
     ho.socket_accounting = static_cast<memcg::sock_accounting>(opt.socket_accounting);
-    auto* h = new memcg_hierarchy(ho);
-    if (opt.clock) h->h.set_clock(opt.clock->source());
-    *out = h;
+    auto* h = new capi_hierarchy(ho);
+    if (opt.clock) in(h)->h.set_clock(in(opt.clock)->source());
+    *out = out_handle<memcg_hierarchy>(h);
     return 0;
   } catch (...) {
     return -ENOMEM;
   }
 }
-void memcg_hierarchy_destroy(memcg_hierarchy* h) { delete h; }
+void memcg_hierarchy_destroy(memcg_hierarchy* h) { delete in(h); }
 int memcg_root(memcg_hierarchy* h, memcg_group** out) {
   if (!h || !out) return -EINVAL;
-  *out = handle(&h->h.root());
+  *out = handle(&in(h)->h.root());
   return 0;
 }
 int memcg_find(memcg_hierarchy* h, const char* path, memcg_group** out) {
   if (!h || !path || !out) return -EINVAL;
   try {
-    memcg::group* g = h->h.find(path);
+    memcg::group* g = in(h)->h.find(path);
     if (!g) return -ENOENT;
     *out = handle(g);
     return 0;
@@ -310,7 +334,7 @@ int memcg_find(memcg_hierarchy* h, const char* path, memcg_group** out) {
 int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out) {
   if (!h || !path) return -EINVAL;
   try {
-    auto r = h->h.mkdir(path);
+    auto r = in(h)->h.mkdir(path);
     if (!r) return err(r.error);
     if (out) *out = handle(r.g);
     return 0;
@@ -321,18 +345,18 @@ int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out) {
 int memcg_rmdir(memcg_hierarchy* h, const char* path) {
   if (!h || !path) return -EINVAL;
   try {
-    return err(h->h.rmdir(path));
+    return err(in(h)->h.rmdir(path));
   } catch (...) {
     return -ENOMEM;
   }
 }
 int memcg_for_each_group(memcg_hierarchy* h, memcg_group* from, memcg_group_fn fn, void* user) {
   if (!h || !fn) return -EINVAL;
-  memcg::group* r = from ? grp(from) : &h->h.root();
-  if (&r->hierarchy() != &h->h) return -EINVAL;
+  memcg::group* r = from ? grp(from) : &in(h)->h.root();
+  if (&r->hierarchy() != &in(h)->h) return -EINVAL;
   std::vector<memcg::group*> all;
   try {
-    all = h->h.preorder(*r->live());
+    all = in(h)->h.preorder(*r->live());
   } catch (...) {
     return -ENOMEM;
   }
@@ -343,14 +367,14 @@ int memcg_for_each_group(memcg_hierarchy* h, memcg_group* from, memcg_group_fn f
 int memcg_hierarchy_set_charge_batch(memcg_hierarchy* h, int64_t nr_pages) {
   if (!h) return -EINVAL;
   try {
-    return err(h->h.set_charge_batch(nr_pages));
+    return err(in(h)->h.set_charge_batch(nr_pages));
   } catch (...) {
     return -ENOMEM;
   }
 }
 int memcg_hierarchy_charge_batch(const memcg_hierarchy* h, int64_t* out) {
   if (!h || !out) return -EINVAL;
-  *out = h->h.charge_batch();
+  *out = in(h)->h.charge_batch();
   return 0;
 }
 int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accounting a) {
@@ -358,34 +382,34 @@ int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accou
   const int v = static_cast<int>(a);
   if (v < MEMCG_SOCKET_ACCOUNTING_BOTH || v > MEMCG_SOCKET_ACCOUNTING_V2) return -EINVAL;
   try {
-    return err(h->h.set_socket_accounting(static_cast<memcg::sock_accounting>(v)));
+    return err(in(h)->h.set_socket_accounting(static_cast<memcg::sock_accounting>(v)));
   } catch (...) {
     return -ENOMEM;
   }
 }
 int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h, memcg_socket_accounting* out) {
   if (!h || !out) return -EINVAL;
-  *out = static_cast<memcg_socket_accounting>(h->h.socket_accounting());
+  *out = static_cast<memcg_socket_accounting>(in(h)->h.socket_accounting());
   return 0;
 }
 int memcg_hierarchy_set_clock(memcg_hierarchy* h, memcg_clock* c) {
   if (!h) return -EINVAL;
-  h->h.set_clock(c ? c->source() : nullptr);
+  in(h)->h.set_clock(c ? in(c)->source() : nullptr);
   return 0;
 }
 int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value) {
-  if (!h || !g || !file || !value || &grp(g)->hierarchy() != &h->h) return -EINVAL;
+  if (!h || !g || !file || !value || &grp(g)->hierarchy() != &in(h)->h) return -EINVAL;
   try {
-    return err(memcg::write_control(h->h, *grp(g), file, value));
+    return err(memcg::write_control(in(h)->h, *grp(g), file, value));
   } catch (...) {
     return -ENOMEM;
   }
 }
 int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len,
                size_t* length) {
-  if (!h || !g || !file || (!buf && len) || &grp(g)->hierarchy() != &h->h) return -EINVAL;
+  if (!h || !g || !file || (!buf && len) || &grp(g)->hierarchy() != &in(h)->h) return -EINVAL;
   try {
-    memcg::control_value v = memcg::read_control(h->h, *grp(g), file);
+    memcg::control_value v = memcg::read_control(in(h)->h, *grp(g), file);
     if (!v) return err(v.error);
     std::string text;
     for (const auto& [key, value] : v.entries) {
@@ -482,7 +506,7 @@ int memcg_group_pressure_listen(memcg_group* g, memcg_pressure_level level,
       static_cast<int>(mode) > MEMCG_PRESSURE_MODE_LOCAL)
     return -EINVAL;
   memcg::group& m = *grp(g);
-  auto* l = new (std::nothrow) memcg_listener(m.hierarchy(), fn, user);
+  auto* l = new (std::nothrow) capi_listener(m.hierarchy(), fn, user);
   if (!l) return -ENOMEM;
   try {
     m.hierarchy().pressure().register_pressure(*l, *m.live(), static_cast<memcg::pressure_level>(level),
@@ -491,17 +515,17 @@ int memcg_group_pressure_listen(memcg_group* g, memcg_pressure_level level,
     delete l;
     return -ENOMEM;
   }
-  *out = l;
+  *out = out_handle<memcg_listener>(l);
   return 0;
 }
 void memcg_listener_destroy(memcg_listener* l) {
   if (!l) return;
   try {
-    l->h->pressure().unregister(*l);
+    in(l)->h->pressure().unregister(*in(l));
   } catch (...) {
     // std::mutex::lock failing (EDEADLK / EINVAL) is a broken program; nothing to undo.
   }
-  delete l;
+  delete in(l);
 }
 int memcg_group_pressure_level(const memcg_group* g, memcg_pressure_level* out) {
   if (!g || !out) return -EINVAL;
@@ -543,30 +567,30 @@ int memcg_proto_create(const memcg_proto_options* o, memcg_proto** out) {
   if (opt.pcpu_reserve_pages < 0) return -EINVAL;
   memcg::proto_memory::options po;
   po.pcpu_reserve = opt.pcpu_reserve_pages;
-  po.clock = opt.clock ? opt.clock->source() : nullptr;
-  auto* p = new (std::nothrow) memcg_proto(po);
+  po.clock = opt.clock ? in(opt.clock)->source() : nullptr;
+  auto* p = new (std::nothrow) capi_proto(po);
   if (!p) return -ENOMEM;
-  p->p.set_pressure_listener(p);
-  *out = p;
+  in(p)->p.set_pressure_listener(p);
+  *out = out_handle<memcg_proto>(p);
   return 0;
 }
 void memcg_proto_destroy(memcg_proto* p) {
   if (!p) return;
-  p->p.set_pressure_listener(nullptr);
-  delete p;
+  in(p)->p.set_pressure_listener(nullptr);
+  delete in(p);
 }
 int memcg_proto_set_tcp_mem(memcg_proto* p, int64_t min, int64_t pressure, int64_t max) {
-  return p ? err(p->p.set_sysctl_mem({min, pressure, max})) : -EINVAL;
+  return p ? err(in(p)->p.set_sysctl_mem({min, pressure, max})) : -EINVAL;
 }
 int memcg_proto_set_tcp_rmem(memcg_proto* p, int64_t min, int64_t def, int64_t max) {
-  return p ? err(p->p.set_sysctl_rmem({min, def, max})) : -EINVAL;
+  return p ? err(in(p)->p.set_sysctl_rmem({min, def, max})) : -EINVAL;
 }
 int memcg_proto_set_tcp_wmem(memcg_proto* p, int64_t min, int64_t def, int64_t max) {
-  return p ? err(p->p.set_sysctl_wmem({min, def, max})) : -EINVAL;
+  return p ? err(in(p)->p.set_sysctl_wmem({min, def, max})) : -EINVAL;
 }
 int memcg_proto_tcp_mem(const memcg_proto* p, int64_t out[3]) {
   if (!p || !out) return -EINVAL;
-  const memcg::tcp_mem_sysctl m = p->p.sysctl_mem();
+  const memcg::tcp_mem_sysctl m = in(p)->p.sysctl_mem();
   out[0] = m.min;
   out[1] = m.pressure;
   out[2] = m.max;
@@ -574,7 +598,7 @@ int memcg_proto_tcp_mem(const memcg_proto* p, int64_t out[3]) {
 }
 int memcg_proto_tcp_rmem(const memcg_proto* p, int64_t out[3]) {
   if (!p || !out) return -EINVAL;
-  const memcg::tcp_buf_sysctl b = p->p.sysctl_rmem();
+  const memcg::tcp_buf_sysctl b = in(p)->p.sysctl_rmem();
   out[0] = b.min;
   out[1] = b.def;
   out[2] = b.max;
@@ -582,7 +606,7 @@ int memcg_proto_tcp_rmem(const memcg_proto* p, int64_t out[3]) {
 }
 int memcg_proto_tcp_wmem(const memcg_proto* p, int64_t out[3]) {
   if (!p || !out) return -EINVAL;
-  const memcg::tcp_buf_sysctl b = p->p.sysctl_wmem();
+  const memcg::tcp_buf_sysctl b = in(p)->p.sysctl_wmem();
   out[0] = b.min;
   out[1] = b.def;
   out[2] = b.max;
@@ -591,21 +615,21 @@ int memcg_proto_tcp_wmem(const memcg_proto* p, int64_t out[3]) {
 int memcg_proto_stats_get(const memcg_proto* p, memcg_proto_stats* out) {
   if (!p) return -EINVAL;
   memcg_proto_stats s{};
-  s.memory_allocated = p->p.memory_allocated();
-  s.sockets_allocated = p->p.sockets_allocated();
-  s.pressures = p->p.memory_pressures();
-  s.pressure_ms = p->p.memory_pressure_time_ms();
-  s.exceeded = p->p.exceeded();
-  s.under_pressure = p->p.under_memory_pressure() ? 1 : 0;
+  s.memory_allocated = in(p)->p.memory_allocated();
+  s.sockets_allocated = in(p)->p.sockets_allocated();
+  s.pressures = in(p)->p.memory_pressures();
+  s.pressure_ms = in(p)->p.memory_pressure_time_ms();
+  s.exceeded = in(p)->p.exceeded();
+  s.under_pressure = in(p)->p.under_memory_pressure() ? 1 : 0;
   return fill(out, s);
 }
 int memcg_proto_set_pressure_callback(memcg_proto* p, memcg_pressure_fn fn, void* user) {
   if (!p) return -EINVAL;
   // Never called with a half-set pair: the function is cleared, the pointer set, then the
   // function published (release; pairs with the acquire in memcg_proto::call()).
-  p->fn.store(nullptr, std::memory_order_relaxed);
-  p->user.store(user, std::memory_order_relaxed);
-  p->fn.store(fn, std::memory_order_release);
+  in(p)->fn.store(nullptr, std::memory_order_relaxed);
+  in(p)->user.store(user, std::memory_order_relaxed);
+  in(p)->fn.store(fn, std::memory_order_release);
   return 0;
 }
 
@@ -613,96 +637,96 @@ int memcg_proto_set_pressure_callback(memcg_proto* p, memcg_pressure_fn fn, void
 
 int memcg_sock_open(memcg_proto* p, memcg_group* g, memcg_sock** out) {
   if (!p || !out) return -EINVAL;
-  auto* s = new (std::nothrow) memcg_sock(p->p, grp(g));
+  auto* s = new (std::nothrow) capi_sock(in(p)->p, grp(g));
   if (!s) return -ENOMEM;
-  *out = s;
+  *out = out_handle<memcg_sock>(s);
   return 0;
 }
-void memcg_sock_destroy(memcg_sock* s) { delete s; }
+void memcg_sock_destroy(memcg_sock* s) { delete in(s); }
 int memcg_sock_init(void* storage, size_t size, memcg_proto* p, memcg_group* g, memcg_sock** out) {
   if (!storage || !p || !out || size < MEMCG_SOCK_SIZE ||
       reinterpret_cast<std::uintptr_t>(storage) % MEMCG_SOCK_ALIGN != 0)
     return -EINVAL;
-  *out = ::new (storage) memcg_sock(p->p, grp(g));
+  *out = out_handle<memcg_sock>(::new (storage) capi_sock(in(p)->p, grp(g)));
   return 0;
 }
 void memcg_sock_fini(memcg_sock* s) {
-  if (s) s->~memcg_sock();
+  if (s) in(s)->~capi_sock();
 }
 int memcg_sock_recv(memcg_sock* s, int64_t size, int forced) {
   if (!s) return -EINVAL;
-  const std::errc e = s->s.recv(size, forced != 0);
+  const std::errc e = in(s)->s.recv(size, forced != 0);
   if (MEMCG_LIKELY(e == std::errc{})) return 0;
-  if (e == std::errc::not_enough_memory) return refuse_sock(s->s, size);
+  if (e == std::errc::not_enough_memory) return refuse_sock(in(s)->s, size);
   if (e == std::errc::no_buffer_space)
-    return refuse(-ENOBUFS, MEMCG_REFUSAL_RCVBUF, nullptr, 0, s->s.rcvbuf(), s->s.rmem_alloc());
+    return refuse(-ENOBUFS, MEMCG_REFUSAL_RCVBUF, nullptr, 0, in(s)->s.rcvbuf(), in(s)->s.rmem_alloc());
   return err(e);
 }
 int memcg_sock_consume(memcg_sock* s, int64_t size) {
-  return s ? err(s->s.consume(size)) : -EINVAL;
+  return s ? err(in(s)->s.consume(size)) : -EINVAL;
 }
 int memcg_sock_send(memcg_sock* s, int64_t size) {
   if (!s) return -EINVAL;
-  const std::errc e = s->s.send(size);
+  const std::errc e = in(s)->s.send(size);
   if (MEMCG_LIKELY(e == std::errc{})) return 0;
-  if (e == std::errc::not_enough_memory) return refuse_sock(s->s, size);
+  if (e == std::errc::not_enough_memory) return refuse_sock(in(s)->s, size);
   if (e == std::errc::resource_unavailable_try_again)
-    return refuse(-EAGAIN, MEMCG_REFUSAL_SNDBUF, nullptr, 0, s->s.sndbuf(), s->s.wmem_queued());
+    return refuse(-EAGAIN, MEMCG_REFUSAL_SNDBUF, nullptr, 0, in(s)->s.sndbuf(), in(s)->s.wmem_queued());
   return err(e);
 }
-int memcg_sock_ack(memcg_sock* s, int64_t size) { return s ? err(s->s.ack(size)) : -EINVAL; }
-int memcg_sock_close(memcg_sock* s) { return s ? err(s->s.close()) : -EINVAL; }
+int memcg_sock_ack(memcg_sock* s, int64_t size) { return s ? err(in(s)->s.ack(size)) : -EINVAL; }
+int memcg_sock_close(memcg_sock* s) { return s ? err(in(s)->s.close()) : -EINVAL; }
 int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes) {
-  return s ? err(s->s.setsockopt_rcvbuf(bytes)) : -EINVAL;
+  return s ? err(in(s)->s.setsockopt_rcvbuf(bytes)) : -EINVAL;
 }
 int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes) {
-  return s ? err(s->s.setsockopt_sndbuf(bytes)) : -EINVAL;
+  return s ? err(in(s)->s.setsockopt_sndbuf(bytes)) : -EINVAL;
 }
 namespace {
 int check_schedule(const memcg_sock* s, int64_t size) noexcept {
   if (!s) return -EINVAL;
-  if (s->s.closed()) return -EBADF;
+  if (in(s)->s.closed()) return -EBADF;
   if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
   return 0;
 }
 }  // namespace
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced) {
   if (int e = check_schedule(s, size)) return e;
-  return s->s.sk_rmem_schedule(size, forced != 0) ? 0 : refuse_sock(s->s, size);
+  return in(s)->s.sk_rmem_schedule(size, forced != 0) ? 0 : refuse_sock(in(s)->s, size);
 }
 int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size) {
   if (int e = check_schedule(s, size)) return e;
-  return s->s.sk_wmem_schedule(size) ? 0 : refuse_sock(s->s, size);
+  return in(s)->s.sk_wmem_schedule(size) ? 0 : refuse_sock(in(s)->s, size);
 }
 int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size) {
   if (int e = check_schedule(s, size)) return e;
-  s->s.sk_forced_mem_schedule(size);
+  in(s)->s.sk_forced_mem_schedule(size);
   return 0;
 }
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size) {
-  return s ? err(s->s.sk_mem_charge(size)) : -EINVAL;
+  return s ? err(in(s)->s.sk_mem_charge(size)) : -EINVAL;
 }
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size) {
-  return s ? err(s->s.sk_mem_uncharge(size)) : -EINVAL;
+  return s ? err(in(s)->s.sk_mem_uncharge(size)) : -EINVAL;
 }
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out) {
   if (!s) return -EINVAL;
   memcg_sock_info i{};
-  i.forward_alloc = s->s.forward_alloc();
-  i.rmem_alloc = s->s.rmem_alloc();
-  i.wmem_queued = s->s.wmem_queued();
-  i.stack_charged = s->s.stack_charged();
-  i.rcvbuf = s->s.rcvbuf();
-  i.sndbuf = s->s.sndbuf();
-  i.under_pressure = s->s.under_memory_pressure() ? 1 : 0;
-  i.closed = s->s.closed() ? 1 : 0;
-  i.rcvbuf_locked = s->s.rcvbuf_locked() ? 1 : 0;
-  i.sndbuf_locked = s->s.sndbuf_locked() ? 1 : 0;
+  i.forward_alloc = in(s)->s.forward_alloc();
+  i.rmem_alloc = in(s)->s.rmem_alloc();
+  i.wmem_queued = in(s)->s.wmem_queued();
+  i.stack_charged = in(s)->s.stack_charged();
+  i.rcvbuf = in(s)->s.rcvbuf();
+  i.sndbuf = in(s)->s.sndbuf();
+  i.under_pressure = in(s)->s.under_memory_pressure() ? 1 : 0;
+  i.closed = in(s)->s.closed() ? 1 : 0;
+  i.rcvbuf_locked = in(s)->s.rcvbuf_locked() ? 1 : 0;
+  i.sndbuf_locked = in(s)->s.sndbuf_locked() ? 1 : 0;
   return fill(out, i);
 }
 int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out) {
   if (!s || mss <= 0) return -EINVAL;
-  const memcg::window_advice a = s->s.advice(mss);
+  const memcg::window_advice a = in(s)->s.advice(mss);
   memcg_window_advice w{};
   w.rcv_window = a.rcv_window;
   w.snd_space = a.snd_space;
@@ -711,7 +735,7 @@ int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out
 }
 int memcg_sock_group(const memcg_sock* s, memcg_group** out) {
   if (!s || !out) return -EINVAL;
-  *out = handle(s->s.memcg());
+  *out = handle(in(s)->s.memcg());
   return 0;
 }
 
