@@ -417,6 +417,42 @@ static void test_refusals(void) {
   memcg_hierarchy_destroy(h);
 }
 
+/* A refusal whose cause is gone by the time it is diagnosed: the protocol's pressure callback
+ * (run inside the refused raise, after the hard limit was read) frees another socket's pages, so
+ * that right after the refusal neither tcp_mem[2] nor the pressure shows any more. */
+static void give_back_on_pressure(memcg_proto* p, int entering, int64_t duration_ms, void* user) {
+  (void)p;
+  (void)duration_ms;
+  if (entering) CHECK(memcg_sock_consume((memcg_sock*)user, 4 * 4096) == 0);
+}
+static void test_refusal_unknown(void) {
+  memcg_proto* p = new_proto(0);
+  memcg_sock *t = NULL, *u = NULL;
+  memcg_refusal r;
+  CHECK(memcg_proto_set_tcp_mem(p, 6, 6, 8) == 0);
+  CHECK(memcg_sock_open(p, NULL, &t) == 0);
+  CHECK(memcg_sock_open(p, NULL, &u) == 0);
+  CHECK(memcg_sock_recv(u, 4 * 4096, 0) == 0); /* 4 pages */
+  CHECK(memcg_sock_recv(t, 4096, 0) == 0);     /* 5 */
+  CHECK(memcg_proto_set_pressure_callback(p, give_back_on_pressure, u) == 0);
+  /* 9 pages: above tcp_mem[1] (the callback takes u's 4 and the protocol leaves pressure below
+   * tcp_mem[0]), and the 9 read before it exceed tcp_mem[2]: refused. */
+  CHECK(memcg_sock_recv(t, 4 * 4096, 0) == -ENOMEM);
+  r = last_refusal();
+  CHECK(r.source == MEMCG_REFUSAL_UNKNOWN);
+  CHECK(r.error == -ENOMEM);
+  CHECK(r.group == NULL);
+  CHECK(r.nr_pages == 4);
+  CHECK(r.limit == -1 && r.usage == -1);
+  CHECK(proto_stats(p).under_pressure == 0);
+  CHECK(memcg_proto_set_pressure_callback(p, NULL, NULL) == 0);
+  CHECK(memcg_sock_consume(t, 4096) == 0);
+  memcg_sock_destroy(t);
+  memcg_sock_destroy(u);
+  CHECK(allocated(p) == 0);
+  memcg_proto_destroy(p);
+}
+
 /* The latest refusal is the calling thread's: a new thread has none. */
 static void* refusal_thread(void* arg) {
   memcg_refusal r;
@@ -1134,6 +1170,7 @@ int main(void) {
   test_null_handles();
   test_struct_sizes();
   test_refusals();
+  test_refusal_unknown();
   test_refusal_per_thread();
   test_embedded_socket();
   test_clock();
