@@ -178,8 +178,10 @@ int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out);
  * parent's. Its handle stays valid (it reads as dead) until the hierarchy is destroyed. */
 int memcg_rmdir(memcg_hierarchy* h, const char* path);
 /* Calls fn(g, user) for every live group of the subtree of from (NULL: the root), pre-order,
- * from first, children in creation order (a snapshot). fn returns 0 to go on; anything else
- * stops the walk, and the walk returns it. fn may not mkdir or rmdir. */
+ * from first, children in creation order. fn returns 0 to go on; anything else stops the walk,
+ * and the walk returns it. The walk is a snapshot taken first: fn may mkdir and rmdir (a group
+ * removed meanwhile is still visited, dead; one made meanwhile is not). -EINVAL if from is
+ * another hierarchy's group. */
 typedef int (*memcg_group_fn)(memcg_group* g, void* user);
 int memcg_for_each_group(memcg_hierarchy* h, memcg_group* from, memcg_group_fn fn, void* user);
 
@@ -213,8 +215,8 @@ int memcg_group_dead(const memcg_group* g, int* out);
 
 /* Charges nr_pages of kind to g (the charge path, with reclaim unless gfp says otherwise).
  * -ENOMEM: refused (nothing charged; memcg_last_refusal() says which group and counter).
- * MEMCG_KIND_SOCK is -EINVAL here: socket pages are charged and given back through a
- * memcg_sock. */
+ * -EINVAL: nr_pages < 0, an unknown gfp bit, or MEMCG_KIND_SOCK (socket pages are charged and
+ * given back through a memcg_sock). */
 int memcg_charge(memcg_group* g, memcg_kind kind, int64_t nr_pages, unsigned gfp);
 /* Gives back nr_pages of kind; -EINVAL (nothing changes) if nr_pages < 0, if g holds less of
  * it, or for MEMCG_KIND_SOCK. */
