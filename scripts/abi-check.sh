@@ -14,6 +14,10 @@ if ! command -v abidw >/dev/null || ! command -v abidiff >/dev/null; then
   echo "abi: abidiff/abidw not found (apt-get install abigail-tools); skipped" >&2
   exit 77
 fi
+if ! readelf -S "$lib" | grep -q '\.debug_info'; then
+  echo "abi: $lib has no debug info (build with -g, e.g. RelWithDebInfo); skipped" >&2
+  exit 77
+fi
 if [[ $update == 1 ]]; then
   abidw --exported-interfaces-only --no-show-locs --no-corpus-path --out-file "$dump" "$lib"
   echo "abi: wrote $dump"
