@@ -746,6 +746,23 @@ static int collect(memcg_group* g, void* user) {
   return w->n == w->stop_at ? -EINTR : 0;
 }
 
+/* A walk's callback may change the tree: the walk goes on over its snapshot. */
+struct rmdir_walk {
+  memcg_hierarchy* h;
+  int n, dead_seen;
+};
+static int rmdir_during_walk(memcg_group* g, void* user) {
+  struct rmdir_walk* w = (struct rmdir_walk*)user;
+  int dead = 0;
+  CHECK(memcg_group_dead(g, &dead) == 0);
+  w->dead_seen += dead;
+  if (w->n++ == 0) {
+    CHECK(memcg_rmdir(w->h, "D/E") == 0);
+    CHECK(memcg_mkdir(w->h, "F", NULL) == 0);
+  }
+  return 0;
+}
+
 static void test_walk(void) {
   memcg_hierarchy* h = new_hierarchy();
   memcg_hierarchy* other = new_hierarchy();
@@ -796,6 +813,16 @@ static void test_walk(void) {
   memset(&w, 0, sizeof w);
   CHECK(memcg_for_each_group(h, NULL, collect, &w) == 0);
   CHECK(w.n == 3);
+  {
+    struct rmdir_walk rw;
+    rw.h = h;
+    rw.n = rw.dead_seen = 0;
+    CHECK(memcg_mkdir(h, "D", NULL) == 0);
+    CHECK(memcg_mkdir(h, "D/E", NULL) == 0);
+    CHECK(memcg_for_each_group(h, NULL, rmdir_during_walk, &rw) == 0);
+    CHECK(rw.n == 5); /* /, A, C, D, D/E (removed meanwhile, visited dead); not F */
+    CHECK(rw.dead_seen == 1);
+  }
   /* The control files across hierarchies are refused. */
   CHECK(memcg_write(other, a, "memory.max", "1M") == -EINVAL);
   memcg_hierarchy_destroy(other);
