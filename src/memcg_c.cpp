@@ -4,8 +4,6 @@
 // Every entry point is noexcept in effect: allocations are nothrow or caught, and a caught
 // exception becomes -ENOMEM. Refusals are recorded per thread for memcg_last_refusal().
 
-#include "memcg/memcg.h"
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -20,6 +18,7 @@
 #include "memcg/config.hpp"
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
+#include "memcg/memcg.h"
 #include "memcg/pressure.hpp"
 #include "memcg/sockmem.hpp"
 
@@ -73,7 +72,8 @@ struct capi_sock {
 };
 // Item 3 of issue 16: the socket's state fits the caller's MEMCG_SOCK_SIZE bytes.
 static_assert(sizeof(capi_sock) <= MEMCG_SOCK_SIZE, "memcg_sock outgrew MEMCG_SOCK_SIZE (ABI)");
-static_assert(alignof(capi_sock) <= MEMCG_SOCK_ALIGN, "memcg_sock needs more than MEMCG_SOCK_ALIGN");
+static_assert(alignof(capi_sock) <= MEMCG_SOCK_ALIGN,
+              "memcg_sock needs more than MEMCG_SOCK_ALIGN");
 static_assert(sizeof(memcg_sock_storage) == MEMCG_SOCK_SIZE &&
               alignof(memcg_sock_storage) >= MEMCG_SOCK_ALIGN);
 
@@ -92,26 +92,61 @@ struct capi_listener final : memcg::basic_pressure_listener<memcg::sync::atomic>
 
 // The handles of memcg.h are these objects under their opaque C names (never defined, so that
 // the library's ABI dump holds the public types only).
-template <class H> struct impl_of;
-template <> struct impl_of<memcg_clock> { using type = capi_clock; };
-template <> struct impl_of<memcg_hierarchy> { using type = capi_hierarchy; };
-template <> struct impl_of<memcg_proto> { using type = capi_proto; };
-template <> struct impl_of<memcg_sock> { using type = capi_sock; };
-template <> struct impl_of<memcg_listener> { using type = capi_listener; };
+template <class H>
+struct impl_of;
+template <>
+struct impl_of<memcg_clock> {
+  using type = capi_clock;
+};
+template <>
+struct impl_of<memcg_hierarchy> {
+  using type = capi_hierarchy;
+};
+template <>
+struct impl_of<memcg_proto> {
+  using type = capi_proto;
+};
+template <>
+struct impl_of<memcg_sock> {
+  using type = capi_sock;
+};
+template <>
+struct impl_of<memcg_listener> {
+  using type = capi_listener;
+};
 // in() on the objects themselves (inside the entry points that made them): no cast.
-template <> struct impl_of<capi_clock> { using type = capi_clock; };
-template <> struct impl_of<capi_hierarchy> { using type = capi_hierarchy; };
-template <> struct impl_of<capi_proto> { using type = capi_proto; };
-template <> struct impl_of<capi_sock> { using type = capi_sock; };
-template <> struct impl_of<capi_listener> { using type = capi_listener; };
+template <>
+struct impl_of<capi_clock> {
+  using type = capi_clock;
+};
+template <>
+struct impl_of<capi_hierarchy> {
+  using type = capi_hierarchy;
+};
+template <>
+struct impl_of<capi_proto> {
+  using type = capi_proto;
+};
+template <>
+struct impl_of<capi_sock> {
+  using type = capi_sock;
+};
+template <>
+struct impl_of<capi_listener> {
+  using type = capi_listener;
+};
 template <class H>
 auto* in(H* h) noexcept {
   using T = typename impl_of<std::remove_const_t<H>>::type;
-  if constexpr (std::is_const_v<H>) return reinterpret_cast<const T*>(h);
-  else return reinterpret_cast<T*>(h);
+  if constexpr (std::is_const_v<H>)
+    return reinterpret_cast<const T*>(h);
+  else
+    return reinterpret_cast<T*>(h);
 }
 template <class H, class T>
-H* out_handle(T* t) noexcept { return reinterpret_cast<H*>(t); }
+H* out_handle(T* t) noexcept {
+  return reinterpret_cast<H*>(t);
+}
 
 namespace {
 
@@ -148,7 +183,8 @@ int fill(T* out, T v) noexcept {
   const std::size_t n = out->size;
   v.size = n;
   std::memcpy(static_cast<void*>(out), &v, sizeof(T));
-  if (n > sizeof(T)) std::memset(reinterpret_cast<unsigned char*>(out) + sizeof(T), 0, n - sizeof(T));
+  if (n > sizeof(T))
+    std::memset(reinterpret_cast<unsigned char*>(out) + sizeof(T), 0, n - sizeof(T));
   return 0;
 }
 // An input struct: fields past the caller's size keep the defaults in *dst; bytes past ours
@@ -221,7 +257,8 @@ int refuse_sock(const memcg::sock_memory& s, std::int64_t size) noexcept {
     if (sa != memcg::sock_accounting::v1)
       for (memcg::group* m = g; m; m = m->parent())
         if (m->memory.max() - m->memory.usage() < amt)
-          return refuse(-ENOMEM, MEMCG_REFUSAL_GROUP_LIMIT, m, amt, m->memory.max(), m->memory.usage());
+          return refuse(-ENOMEM, MEMCG_REFUSAL_GROUP_LIMIT, m, amt, m->memory.max(),
+                        m->memory.usage());
     if (sa != memcg::sock_accounting::v2)
       for (memcg::group* m = g; m; m = m->parent())
         if (m->tcp.max() - m->tcp.usage() < amt)
@@ -234,7 +271,8 @@ int refuse_sock(const memcg::sock_memory& s, std::int64_t size) noexcept {
   if (p.under_memory_pressure())
     return refuse(-ENOMEM, MEMCG_REFUSAL_FAIRNESS, nullptr, amt, max,
                   p.sockets_allocated() *
-                      memcg::sk_mem_pages(s.wmem_queued() + s.rmem_alloc() + s.forward_alloc() + delta));
+                      memcg::sk_mem_pages(s.wmem_queued() + s.rmem_alloc() + s.forward_alloc() +
+                                          (amt << memcg::page_shift)));
   return refuse(-ENOMEM, MEMCG_REFUSAL_UNKNOWN, nullptr, amt, -1, -1);
 }
 
@@ -413,8 +451,10 @@ int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, 
     if (!v) return err(v.error);
     std::string text;
     for (const auto& [key, value] : v.entries) {
-      if (key.empty()) text += value;
-      else text += key + " " + value + "\n";
+      if (key.empty())
+        text += value;
+      else
+        text += key + " " + value + "\n";
     }
     return text_out(text, buf, len, length);
   } catch (...) {
@@ -509,7 +549,8 @@ int memcg_group_pressure_listen(memcg_group* g, memcg_pressure_level level,
   auto* l = new (std::nothrow) capi_listener(m.hierarchy(), fn, user);
   if (!l) return -ENOMEM;
   try {
-    m.hierarchy().pressure().register_pressure(*l, *m.live(), static_cast<memcg::pressure_level>(level),
+    m.hierarchy().pressure().register_pressure(*l, *m.live(),
+                                               static_cast<memcg::pressure_level>(level),
                                                static_cast<memcg::pressure_mode>(mode));
   } catch (...) {
     delete l;
@@ -659,7 +700,8 @@ int memcg_sock_recv(memcg_sock* s, int64_t size, int forced) {
   if (MEMCG_LIKELY(e == std::errc{})) return 0;
   if (e == std::errc::not_enough_memory) return refuse_sock(in(s)->s, size);
   if (e == std::errc::no_buffer_space)
-    return refuse(-ENOBUFS, MEMCG_REFUSAL_RCVBUF, nullptr, 0, in(s)->s.rcvbuf(), in(s)->s.rmem_alloc());
+    return refuse(-ENOBUFS, MEMCG_REFUSAL_RCVBUF, nullptr, 0, in(s)->s.rcvbuf(),
+                  in(s)->s.rmem_alloc());
   return err(e);
 }
 int memcg_sock_consume(memcg_sock* s, int64_t size) {
@@ -671,7 +713,8 @@ int memcg_sock_send(memcg_sock* s, int64_t size) {
   if (MEMCG_LIKELY(e == std::errc{})) return 0;
   if (e == std::errc::not_enough_memory) return refuse_sock(in(s)->s, size);
   if (e == std::errc::resource_unavailable_try_again)
-    return refuse(-EAGAIN, MEMCG_REFUSAL_SNDBUF, nullptr, 0, in(s)->s.sndbuf(), in(s)->s.wmem_queued());
+    return refuse(-EAGAIN, MEMCG_REFUSAL_SNDBUF, nullptr, 0, in(s)->s.sndbuf(),
+                  in(s)->s.wmem_queued());
   return err(e);
 }
 int memcg_sock_ack(memcg_sock* s, int64_t size) { return s ? err(in(s)->s.ack(size)) : -EINVAL; }

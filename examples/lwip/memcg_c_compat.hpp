@@ -43,8 +43,7 @@ inline int memcg_proto_pressure_stats(const memcg_proto* p, std::int64_t* episod
   if (total_ms) *total_ms = s.pressure_ms;
   return 0;
 }
-inline int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf,
-                      size_t len) {
+inline int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len) {
   size_t n = 0;
   int e = memcg_read(h, g, file, buf, len, &n);
   return e ? e : static_cast<int>(n);
