@@ -10,6 +10,7 @@ packages=(
   python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
   libpython3.11-testsuite  # CPython's own regression tests, run under the shim
   dpkg-dev  # apt-get source lwip (examples/lwip/fetch.sh)
+  abigail-tools  # abidw/abidiff: the C library's ABI check (ctest abi)
 )
 
 missing=()
