@@ -341,10 +341,18 @@ static u32_t window_room(struct memcg_lwip_conn* c) {
 }
 
 static void give_window(struct tcp_pcb* pcb, u32_t n) {
+  tcpwnd_size_t before = pcb->rcv_ann_wnd;
   while (n) {
     u16_t k = (u16_t)(n > 0xffffu ? 0xffffu : n);
     tcp_recved(pcb, k);
     n -= k;
+  }
+  /* tcp_recved announces a window only once it grew by TCP_WND_UPDATE_THRESHOLD; a peer that
+   * saw less than a segment of window is waiting (its persist timer backs off): tell it now. */
+  if (before < TCP_MSS && pcb->rcv_ann_wnd > before && pcb->state >= ESTABLISHED &&
+      pcb->state < CLOSE_WAIT) {
+    tcp_ack_now(pcb);
+    (void)tcp_output(pcb);
   }
 }
 
@@ -457,23 +465,28 @@ void memcg_lwip_free(void* p) {
   MEMCG_LWIP_SYS_FREE(b);
 }
 
-/* Heap a full segment of `mss` costs when queued: its pbuf (headers reserved) and tcp_seg. */
+/* Heap one queued segment costs: its pbuf (headers reserved, and a whole mss of payload:
+ * tcp_write allocates the last segment's pbuf oversized, TCP_OVERSIZE) and its tcp_seg. */
 static int64_t tx_seg_size(int64_t mss) {
-  return (int64_t)(2 * HEAP_HDR + LWIP_MEM_ALIGN_SIZE(sizeof(struct pbuf)) +
-                   LWIP_MEM_ALIGN_SIZE(sizeof(struct tcp_seg)) + PBUF_LINK_ENCAPSULATION_HLEN +
-                   PBUF_LINK_HLEN + PBUF_IP_HLEN + PBUF_TRANSPORT_HLEN) + mss;
+  return (int64_t)(2 * HEAP_HDR +
+                   LWIP_MEM_ALIGN_SIZE(LWIP_MEM_ALIGN_SIZE(sizeof(struct pbuf)) +
+                                       PBUF_LINK_ENCAPSULATION_HLEN + PBUF_LINK_HLEN +
+                                       PBUF_IP_HLEN + PBUF_TRANSPORT_HLEN) +
+                   LWIP_MEM_ALIGN_SIZE(sizeof(struct tcp_seg))) +
+         (int64_t)LWIP_MEM_ALIGN_SIZE(mss);
 }
 
 uint32_t memcg_lwip_sndbuf(const struct tcp_pcb* pcb) {
   struct memcg_lwip_conn* c = conn_of(pcb);
   memcg_window_advice a;
+  int64_t mss;
   u32_t n, room;
   if (!pcb) return 0;
   n = tcp_sndbuf(pcb);
-  if (!c || !c->sock || memcg_sock_advice(c->sock, pcb->mss ? pcb->mss : TCP_MSS, &a) != 0)
-    return n;
-  room = payload_of(a.snd_space, tx_seg_size(pcb->mss ? pcb->mss : TCP_MSS),
-                    pcb->mss ? pcb->mss : TCP_MSS);
+  mss = pcb->mss ? pcb->mss : TCP_MSS;
+  if (!c || !c->sock || memcg_sock_advice(c->sock, mss, &a) != 0) return n;
+  /* Whole segments only: a write of part of one still allocates a whole one. */
+  room = (u32_t)(a.snd_space / tx_seg_size(mss) * mss);
   return room < n ? room : n;
 }
 

@@ -44,7 +44,7 @@
 #define TCP_SND_QUEUELEN (4 * TCP_SND_BUF / TCP_MSS)
 #define TCP_QUEUE_OOSEQ 1
 #define TCP_MSL 500UL
-#define LWIP_TCP_PCB_NUM_EXT_ARGS 1
+#define LWIP_TCP_PCB_NUM_EXT_ARGS 2 /* the port's slot and the test's */
 #define LWIP_CALLBACK_API 1
 
 #define LWIP_DEBUG 0
