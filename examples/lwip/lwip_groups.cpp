@@ -60,7 +60,7 @@ struct tenant {
   std::int64_t peak_current = 0, limit = 0;
 };
 
-// One side of a connection: it sends `g_bytes` and receives `g_bytes`.
+// One side of a connection: it sends `bytes` and receives its peer's.
 struct endpoint {
   int id = 0;
   tenant* t = nullptr;
@@ -68,13 +68,16 @@ struct endpoint {
   endpoint* peer = nullptr;
   altcp_pcb* conn = nullptr;
   tcp_pcb* pcb = nullptr;  // conn's, while lwIP has it
+  std::uint64_t bytes = 0;  // to send; it receives its peer's
   std::uint64_t sent = 0, verified = 0;
   std::deque<pbuf*> held;
+  bool manual = false;  // driven by the edge phase, not the main loop
   bool shut_tx = false, fin = false, closed = false, err = false;
   std::uint64_t write_refused = 0;
 };
 
 std::vector<tenant*> g_tenants;
+tenant* g_edge = nullptr;  // the edge phase's tenant (not in g_tenants)
 std::vector<endpoint*> g_eps;
 memcg_hierarchy* g_h = nullptr;
 memcg_proto* g_proto = nullptr;
@@ -82,7 +85,8 @@ std::uint64_t g_bytes = 0;
 std::uint64_t g_frames = 0, g_lost = 0;
 std::uint64_t g_acks_checked = 0, g_fin_refused = 0;
 std::uint32_t g_loss_ppm = 0;
-std::uint32_t g_squeeze_at = 200;  // ms of virtual time
+constexpr std::uint32_t squeeze_after = 200;  // ms of virtual time into the main run
+constexpr std::uint64_t edge_server_bytes = 1000;
 std::uint64_t g_rng = 0x9e3779b97f4a7c15ull;
 int g_errors = 0;
 std::int64_t g_pressure_enter = 0, g_pressure_leave = 0;
@@ -152,11 +156,11 @@ std::uint32_t be32(const unsigned char* b) {
 }
 std::uint16_t be16(const unsigned char* b) { return static_cast<std::uint16_t>(b[0] << 8 | b[1]); }
 
-// The endpoint on host `to` that a frame from src_port to dst_port is for.
-endpoint* endpoint_for(netif* to, std::uint16_t src_port, std::uint16_t dst_port) {
+// The endpoint a frame from src_port to dst_port is for (ports are unique here: lwIP routes
+// both hosts' frames through either netif, so the netif does not tell the host).
+endpoint* endpoint_for(std::uint16_t src_port, std::uint16_t dst_port) {
   for (endpoint* e : g_eps)
-    if (e->pcb && e->server == (to == &g_server_if) && e->pcb->local_port == dst_port &&
-        e->pcb->remote_port == src_port)
+    if (e->pcb && e->pcb->local_port == dst_port && e->pcb->remote_port == src_port)
       return e;
   return nullptr;
 }
@@ -174,7 +178,7 @@ void wire_deliver() {
     const std::uint8_t flags = th[13];
     const std::size_t payload = len - ihl - (th[12] >> 4) * 4u;
     // The receiving pcb before the frame: is the frame's ACK one it must process?
-    endpoint* e = endpoint_for(q.to, sport, dport);
+    endpoint* e = endpoint_for(sport, dport);
     bool ack_news = e && (flags & TCP_ACK) && TCP_SEQ_GT(ackno, e->pcb->lastack) &&
                     TCP_SEQ_LEQ(ackno, e->pcb->snd_nxt);
     const std::uint64_t refused_before = port_stats().rx_refused;
@@ -205,11 +209,12 @@ err_t netif_setup(netif* n) {
 // ---- the applications ----
 
 void finish_if_done(endpoint* e) {
-  if (e->closed || !e->fin || !e->held.empty() || !e->shut_tx) return;
+  if (e->closed || e->manual || !e->fin || !e->held.empty() || !e->shut_tx) return;
+  const std::uint64_t expected = e->peer ? e->peer->bytes : 0;
   if (!e->conn) {
     // Both FINs were acknowledged before the application closed: lwIP freed the pcb
     // (ERR_CLSD); what it received is read all the same.
-    if (e->verified != g_bytes) fail("short stream", e);
+    if (e->verified != expected) fail("short stream", e);
     e->closed = true;
     if (e->peer && e->peer->closed) e->t->last_done = g_now;
     return;
@@ -217,7 +222,7 @@ void finish_if_done(endpoint* e) {
   // Close once our data and FIN are acknowledged: lwIP resets a LAST_ACK connection after
   // 2 * TCP_MSL (1 s here), and the slow tenant's peer may hold its window shut longer.
   if (!e->pcb || e->pcb->unsent || e->pcb->unacked) return;
-  if (e->verified != g_bytes) fail("short stream", e);
+  if (e->verified != expected) fail("short stream", e);
   altcp_arg(e->conn, nullptr);
   altcp_recv(e->conn, nullptr);
   altcp_err(e->conn, nullptr);
@@ -230,6 +235,7 @@ void finish_if_done(endpoint* e) {
 }
 
 void endpoint_read(endpoint* e) {
+  if (e->manual) return;
   std::int64_t budget = e->server && e->t->read_per_tick ? e->t->read_per_tick : INT64_MAX;
   std::uint32_t consumed = 0;
   while (!e->held.empty() && budget > 0) {
@@ -257,12 +263,12 @@ void endpoint_read(endpoint* e) {
 }
 
 void endpoint_send(endpoint* e) {
-  if (!e->conn || e->shut_tx || !e->pcb) return;
+  if (e->manual || !e->conn || e->shut_tx || !e->pcb) return;
   if (e->pcb->state != ESTABLISHED && e->pcb->state != CLOSE_WAIT) return;
   static unsigned char buf[65536];
-  while (e->sent < g_bytes) {
-    std::uint64_t want = std::min<std::uint64_t>({g_bytes - e->sent, altcp_sndbuf(e->conn), 8 * TCP_MSS});
-    if (want < TCP_MSS && want < g_bytes - e->sent) break;
+  while (e->sent < e->bytes) {
+    std::uint64_t want = std::min<std::uint64_t>({e->bytes - e->sent, altcp_sndbuf(e->conn), 8 * TCP_MSS});
+    if (want < TCP_MSS && want < e->bytes - e->sent) break;
     if (want == 0) break;
     for (std::uint64_t i = 0; i < want; ++i) buf[i] = pattern(e->id, e->sent + i);
     err_t r = altcp_write(e->conn, buf, static_cast<u16_t>(want), TCP_WRITE_FLAG_COPY);
@@ -272,7 +278,7 @@ void endpoint_send(endpoint* e) {
     }
     e->sent += want;
   }
-  if (e->sent == g_bytes) {
+  if (e->sent == e->bytes) {
     // Our direction is done: the FIN goes with the last data still unsent.
     if (altcp_shutdown(e->conn, 0, 1) != ERR_OK) fail("altcp_shutdown", e);
     e->shut_tx = true;
@@ -342,6 +348,8 @@ err_t on_accept(void* arg, altcp_pcb* conn, err_t err) {
   e->id = static_cast<int>(g_eps.size());
   e->t = t;
   e->server = true;
+  e->bytes = t == g_edge ? edge_server_bytes : g_bytes;
+  e->manual = t == g_edge;
   setup(e, conn);
   watch_pcb(e);
   for (endpoint* k : t->clients)
@@ -357,6 +365,103 @@ err_t on_connected(void*, altcp_pcb*, err_t) { return ERR_OK; }
 
 void on_pressure(memcg_proto*, int entering, int64_t, void*) {
   (entering ? g_pressure_enter : g_pressure_leave) += 1;
+}
+
+std::vector<tenant*> g_tenants_and_edge() {
+  std::vector<tenant*> v = g_tenants;
+  v.push_back(g_edge);
+  return v;
+}
+
+void tick() {
+  ++g_now;
+  wire_deliver();
+  sys_check_timeouts();
+}
+
+void write_pattern(endpoint* e, std::uint64_t n, bool output = true) {
+  unsigned char buf[4 * TCP_MSS];
+  for (std::uint64_t i = 0; i < n; ++i) buf[i] = pattern(e->id, e->sent + i);
+  if (altcp_write(e->conn, buf, static_cast<u16_t>(n), TCP_WRITE_FLAG_COPY) != ERR_OK)
+    fail("edge: write", e);
+  e->sent += n;
+  if (output) altcp_output(e->conn);
+}
+
+// The edge, deterministic: the server's group is full and its receive queue not empty, and
+// the client's next segment carries data, the ACK of the server's data in flight, and the
+// client's FIN. The port refuses the payload; lwIP must still take the ACK (the server's sent
+// data is freed), and the FIN must come again with the data once there is room.
+void edge_phase() {
+  tenant* t = g_edge;
+  altcp_pcb* conn = altcp_tcp_new_ip_type(IPADDR_TYPE_V4);
+  if (memcg_lwip_altcp_attach(conn, t->peer) != 0) return fail("edge: attach", nullptr);
+  endpoint* c = new endpoint;
+  c->id = static_cast<int>(g_eps.size());
+  c->t = t;
+  c->manual = true;
+  setup(c, conn);
+  watch_pcb(c);
+  t->clients.push_back(c);
+  ip4_addr_t ca, sa;
+  IP4_ADDR(&ca, 10, 0, 0, 1);
+  IP4_ADDR(&sa, 10, 0, 0, 2);
+  altcp_bind(conn, &ca, 0);
+  altcp_connect(conn, &sa, t->port, on_connected);
+  for (int i = 0; i < 20 && !c->peer; ++i) tick();
+  endpoint* s = c->peer;
+  if (!s || c->pcb->state != ESTABLISHED) return fail("edge: no connection", c);
+  // The server's receive queue holds a segment the application does not read yet (a refusal
+  // needs a queue that is not empty).
+  write_pattern(c, TCP_MSS);
+  for (int i = 0; i < 3; ++i) tick();
+  if (s->held.size() != 1) return fail("edge: first segment not held", s);
+  // The server's data in flight (one segment: the client acknowledges it with its data).
+  write_pattern(s, edge_server_bytes);
+  const u32_t server_snd_nxt = s->pcb->snd_nxt;
+  // Segments that use up the server socket's forward allocation, sent before the client has
+  // the server's data (they carry the old ACK): the client's last segment then needs a page.
+  memcg_sock_info info{};
+  memcg_sock_get_info(memcg_lwip_sock(s->pcb), &info);
+  const std::int64_t ts = memcg_lwip_rx_truesize(TCP_MSS + 40);
+  if (info.forward_alloc >= ts) write_pattern(c, static_cast<std::uint64_t>(info.forward_alloc / ts) * TCP_MSS);
+  tick();  // the server's data reaches the client, the client's segments the server
+  if (c->held.size() != 1) return fail("edge: server data not at the client", c);
+  // The server's group is full.
+  std::int64_t fill = 0;
+  while (memcg_charge(t->g, MEMCG_KIND_ANON, 1, MEMCG_GFP_NORECLAIM) == 0) ++fill;
+  // The client's last segment: data, the ACK of the server's data and the client's FIN.
+  write_pattern(c, TCP_MSS, false);  // the FIN joins it before it goes out
+  c->bytes = c->sent;
+  if (altcp_shutdown(c->conn, 0, 1) != ERR_OK) fail("edge: shutdown", c);
+  c->shut_tx = true;
+  altcp_output(c->conn);
+  const memcg_lwip_stats before = port_stats();
+  const std::uint64_t checked = g_acks_checked, fins = g_fin_refused;
+  tick();  // at the server: refused
+  const memcg_lwip_stats after = port_stats();
+  if (after.rx_refused != before.rx_refused + 1 || g_fin_refused != fins + 1)
+    fail("edge: the data+FIN segment was not refused", s);
+  if (g_acks_checked != checked + 1 || !s->pcb || s->pcb->lastack != server_snd_nxt)
+    fail("edge: the ACK of the refused segment was lost", s);
+  if (s->pcb && s->pcb->unacked) fail("edge: acknowledged data still queued", s);
+  if (s->fin) fail("edge: a FIN behind refused data was taken", s);
+  // Room again: the applications run as in the main loop; the client retransmits its data
+  // and FIN.
+  if (memcg_uncharge(t->g, MEMCG_KIND_ANON, fill) != 0) fail("edge: uncharge", nullptr);
+  c->manual = s->manual = false;
+  const std::uint32_t refused_at = g_now;
+  for (int i = 0; i < 10000 && !(s->closed && c->closed) && !g_errors; ++i) {
+    tick();
+    for (endpoint* e : {c, s}) {
+      endpoint_read(e);
+      endpoint_send(e);
+    }
+  }
+  if (!s->closed || !c->closed) fail("edge: the connection did not finish", s);
+  std::printf("  edge: a data+FIN segment refused at memory.max (%" PRId64 " pages filled), its ACK "
+              "taken; data and FIN again %.3f s later\n",
+              fill, (t->last_done - refused_at) / 1000.0);
 }
 
 }  // namespace
@@ -406,6 +511,13 @@ int main(int argc, char** argv) {
     }
     g_tenants.push_back(t);
   }
+  g_edge = new tenant;
+  g_edge->name = "edge";
+  g_edge->port = 6000;
+  if (memcg_mkdir(g_h, "server/edge", &g_edge->g) != 0 || memcg_mkdir(g_h, "client/edge", &g_edge->peer) != 0)
+    return 1;
+  g_edge->limit = 256 << 10;
+  memcg_write(g_h, g_edge->g, "memory.max", std::to_string(g_edge->limit).c_str());
 
   lwip_init();
   if (memcg_lwip_init(g_proto) != 0) return 1;
@@ -420,7 +532,7 @@ int main(int argc, char** argv) {
   netif_set_up(&g_client_if);
   netif_set_up(&g_server_if);
 
-  for (tenant* t : g_tenants) {
+  for (tenant* t : g_tenants_and_edge()) {
     altcp_pcb* l = altcp_tcp_new_ip_type(IPADDR_TYPE_V4);
     altcp_bind(l, &sa, t->port);
     t->listener = altcp_listen(l);
@@ -429,6 +541,10 @@ int main(int argc, char** argv) {
     altcp_arg(t->listener, t);
     altcp_accept(t->listener, on_accept);
   }
+  // The deterministic edge first, then every tenant at once.
+  edge_phase();
+  const std::size_t edge_eps = g_eps.size();
+  const std::uint32_t squeeze_at = g_now + squeeze_after;
   for (tenant* t : g_tenants)
     for (int k = 0; k < conns_per; ++k) {
       altcp_pcb* conn = altcp_tcp_new_ip_type(IPADDR_TYPE_V4);
@@ -436,6 +552,7 @@ int main(int argc, char** argv) {
       endpoint* e = new endpoint;
       e->id = static_cast<int>(g_eps.size());
       e->t = t;
+      e->bytes = g_bytes;
       setup(e, conn);
       watch_pcb(e);
       t->clients.push_back(e);
@@ -448,11 +565,11 @@ int main(int argc, char** argv) {
   auto all_done = [&] {
     for (endpoint* e : g_eps)
       if (!e->closed && !e->err) return false;
-    return g_eps.size() == 2 * g_tenants.size() * static_cast<std::size_t>(conns_per);
+    return g_eps.size() == edge_eps + 2 * g_tenants.size() * static_cast<std::size_t>(conns_per);
   };
   while (!all_done() && g_now < limit_ms && !g_errors) {
     ++g_now;
-    if (g_now == g_squeeze_at) {
+    if (g_now == squeeze_at) {
       // The operator lowers the slow tenant's memory.max below what it holds: windows it
       // already promised now exceed its room, and segments in flight are refused.
       tenant* t = g_tenants.back();
@@ -476,7 +593,7 @@ int main(int argc, char** argv) {
     wire_deliver();
     sys_check_timeouts();
   }
-  for (tenant* t : g_tenants) altcp_close(t->listener);
+  for (tenant* t : g_tenants_and_edge()) altcp_close(t->listener);
   if (tcp_active_pcbs || tcp_tw_pcbs) fail("pcbs left", nullptr);
   if (!all_done()) {
     fail("transfers did not finish", nullptr);
@@ -495,8 +612,6 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "  ep %d fwd %lld rmem %lld wmem %lld rcvbuf %lld sndbuf %lld pressure %d unacked %d unsent %d snd_wnd %d\n", e->id,
                      (long long)in.forward_alloc, (long long)in.rmem_alloc, (long long)in.wmem_queued, (long long)in.rcvbuf, (long long)in.sndbuf, in.under_pressure, e->pcb->unacked != nullptr, e->pcb->unsent != nullptr, (int)e->pcb->snd_wnd);
       }
-    char buf[4096];
-    memcg_read(g_h, g_tenants.back()->g, "memory.stat", buf, sizeof buf);
   }
 
   memcg_lwip_stats st = port_stats();
@@ -545,7 +660,7 @@ int main(int argc, char** argv) {
   if (memcg_proto_sockets_allocated(g_proto) != 0) fail("sockets_allocated not zero", nullptr);
   if (memcg_proto_under_pressure(g_proto) != 0) fail("still under pressure", nullptr);
   if (episodes < 1 || g_pressure_leave != g_pressure_enter) fail("pressure did not enter and leave", nullptr);
-  for (tenant* t : g_tenants)
+  for (tenant* t : g_tenants_and_edge())
     for (memcg_group* g : {t->g, t->peer})
       if (read_value(g, "memory.stat", "sock") != 0) fail("group's sock charge not zero", nullptr);
   std::int64_t root_sock = read_value(memcg_root(g_h), "memory.stat", "sock");
@@ -554,7 +669,7 @@ int main(int argc, char** argv) {
   if (st.rx_refused == 0 || g_acks_checked == 0) fail("no segment refused with an ACK to check", nullptr);
   if (st.rx_uncharged != 0) fail("segments kept uncharged", nullptr);
   for (endpoint* e : g_eps) delete e;
-  for (tenant* t : g_tenants) delete t;
+  for (tenant* t : g_tenants_and_edge()) delete t;
   memcg_proto_destroy(g_proto);
   memcg_hierarchy_destroy(g_h);
   std::printf(g_errors ? "FAILED (%d errors)\n" : "ok\n", g_errors);
