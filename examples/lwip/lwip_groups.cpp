@@ -419,6 +419,14 @@ void edge_phase() {
   // The server's data in flight (one segment: the client acknowledges it with its data).
   write_pattern(s, edge_server_bytes);
   const u32_t server_snd_nxt = s->pcb->snd_nxt;
+  // What lwIP allocated for it (pbuf with headers, segment) is charged to the socket: its send
+  // queue holds the heap, not only the payload.
+  memcg_sock_info sinfo{}, cinfo{};
+  memcg_sock_get_info(memcg_lwip_sock(s->pcb), &sinfo);
+  memcg_sock_get_info(memcg_lwip_sock(c->pcb), &cinfo);
+  if (sinfo.wmem_queued <= static_cast<std::int64_t>(edge_server_bytes) ||
+      sinfo.wmem_queued + cinfo.wmem_queued != port_stats().tx_heap)
+    fail("edge: the send heap is not what the socket charged", s);
   // Segments that use up the server socket's forward allocation, sent before the client has
   // the server's data (they carry the old ACK): the client's last segment then needs a page.
   memcg_sock_info info{};
