@@ -552,7 +552,8 @@ int main(int argc, char** argv) {
   // The deterministic edge first, then every tenant at once.
   edge_phase();
   const std::size_t edge_eps = g_eps.size();
-  const std::uint32_t squeeze_at = g_now + squeeze_after;
+  const std::uint32_t main_start = g_now;
+  const std::uint32_t squeeze_at = main_start + squeeze_after;
   for (tenant* t : g_tenants)
     for (int k = 0; k < conns_per; ++k) {
       altcp_pcb* conn = altcp_tcp_new_ip_type(IPADDR_TYPE_V4);
@@ -594,7 +595,7 @@ int main(int argc, char** argv) {
       t->peak_current = std::max(t->peak_current, read_value(t->g, "memory.current"));
     peak_allocated = std::max(peak_allocated, memcg_proto_memory_allocated(g_proto));
   }
-  std::uint32_t transfer_ms = g_now;
+  std::uint32_t transfer_ms = g_now - main_start;
   // Let FIN handshakes and TIME_WAIT run out, then close the listeners.
   while ((tcp_active_pcbs || tcp_tw_pcbs || !g_wire.empty()) && g_now < limit_ms + 60000) {
     ++g_now;
@@ -631,7 +632,7 @@ int main(int argc, char** argv) {
     for (endpoint* e : t->servers) up += e->verified, refused += e->write_refused;
     for (endpoint* e : t->clients) down += e->verified, refused += e->write_refused;
     total += up + down;
-    double secs = t->last_done / 1000.0;
+    double secs = t->last_done ? (t->last_done - main_start) / 1000.0 : 0.0;
     std::printf("  %-7s %2zu conns  %6.1f MiB up %6.1f MiB down checked  writes refused %4" PRIu64
                 "  done at %7.3f s virtual  peak memory.current %" PRId64 " B%s\n",
                 t->name.c_str(), t->servers.size(), up / 1048576.0, down / 1048576.0, refused, secs,
@@ -653,7 +654,7 @@ int main(int argc, char** argv) {
               " left), %" PRId64 " ms in total (library clock); peak memory_allocated %" PRId64 " pages\n",
               episodes, g_pressure_enter, g_pressure_leave, pressure_ms, peak_allocated);
   std::printf("  virtual time: transfers %.3f s, until every pcb was gone %.3f s\n",
-              transfer_ms / 1000.0, g_now / 1000.0);
+              transfer_ms / 1000.0, (g_now - main_start) / 1000.0);
 
   // Every counter back to zero: the port destroyed each socket when its pcb and its last pbuf
   // and heap block were gone.

@@ -341,18 +341,10 @@ static u32_t window_room(struct memcg_lwip_conn* c) {
 }
 
 static void give_window(struct tcp_pcb* pcb, u32_t n) {
-  tcpwnd_size_t before = pcb->rcv_ann_wnd;
   while (n) {
     u16_t k = (u16_t)(n > 0xffffu ? 0xffffu : n);
     tcp_recved(pcb, k);
     n -= k;
-  }
-  /* tcp_recved announces a window only once it grew by TCP_WND_UPDATE_THRESHOLD; a peer that
-   * saw less than a segment of window is waiting (its persist timer backs off): tell it now. */
-  if (before < TCP_MSS && pcb->rcv_ann_wnd > before && pcb->state >= ESTABLISHED &&
-      pcb->state < CLOSE_WAIT) {
-    tcp_ack_now(pcb);
-    (void)tcp_output(pcb);
   }
 }
 
