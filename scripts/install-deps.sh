@@ -9,6 +9,7 @@ packages=(
   libabsl-dev libmimalloc-dev doctest-dev libbenchmark-dev
   python3 sqlite3  # real programs under the preload shim (examples/preload/run_tests.sh)
   dpkg-dev  # apt-get source lwip (examples/lwip/fetch.sh)
+  abigail-tools  # abidw/abidiff: the C library's ABI check (ctest abi)
 )
 
 missing=()

@@ -4,7 +4,9 @@
 #   MEMCG_PRESETS="default" scripts/test.sh  a subset (space-separated)
 # The default preset's ctest includes `conformance` (scripts/conformance.sh, label conformance,
 # about 10 s, run alone): the kernel's memory controller beside memcg-sim, where the machine has
-# a writable one and we are root; skipped otherwise.
+# a writable one and we are root; skipped otherwise. It also runs `abi` (libmemcg-c against the
+# committed abi/libmemcg-c.abi with abidiff; install-deps.sh installs abigail-tools; skipped if
+# abidiff is absent) and `consumer_package` (the installed package from C99 and C++).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -2,7 +2,7 @@
 # Compiles every public header on its own, with g++ and clang++, -Werror:
 #   include/memcg/*.hpp                        as C++20
 #   config/sync/counter/charge.hpp (the core)  also with -fno-exceptions -fno-rtti
-#   include/memcg/memcg.h (if present)         also as C11 with gcc (and clang)
+#   include/memcg/memcg.h (if present)         also as C11 and C99 with gcc (and clang)
 # Usage: tests/check_headers.sh [SOURCE_DIR]   (default: the repository of this script)
 # Prints one line per header and compiler, exits non-zero if any failed.
 set -euo pipefail
@@ -69,6 +69,8 @@ if [[ -f include/memcg/memcg.h ]]; then
   done
   for cc in "${c_compilers[@]}"; do
     check "c11" c "$cc" memcg.h "${c_flags[@]}"
+    # libmemcg-c promises C99 to its users.
+    check "c99" c "$cc" memcg.h "${c_flags[@]}" -std=c99
   done
 fi
 

@@ -104,7 +104,8 @@ inline std::uint8_t pattern(int id, std::uint64_t i) {
 
 std::int64_t read_value(memcg_group* g, const char* file, const char* key = nullptr) {
   char buf[4096];
-  if (memcg_read(g_h, g, file, buf, sizeof buf) < 0) return -1;
+  std::size_t n = 0;
+  if (memcg_read(g_h, g, file, buf, sizeof buf, &n) != 0) return -1;
   if (!key) return std::strtoll(buf, nullptr, 10);
   std::size_t klen = std::strlen(key);
   for (char* line = buf; line && *line;) {
@@ -114,6 +115,20 @@ std::int64_t read_value(memcg_group* g, const char* file, const char* key = null
     if (line) ++line;
   }
   return -1;
+}
+
+memcg_proto_stats proto_stats() {
+  memcg_proto_stats s{};
+  s.size = sizeof s;
+  if (memcg_proto_stats_get(g_proto, &s) != 0) std::abort();
+  return s;
+}
+
+memcg_sock_info sock_info(const tcp_pcb* pcb) {
+  memcg_sock_info i{};
+  i.size = sizeof i;
+  if (memcg_sock_get_info(memcg_lwip_sock(pcb), &i) != 0) std::abort();
+  return i;
 }
 
 memcg_lwip_stats port_stats() {
@@ -421,16 +436,13 @@ void edge_phase() {
   const u32_t server_snd_nxt = s->pcb->snd_nxt;
   // What lwIP allocated for it (pbuf with headers, segment) is charged to the socket: its send
   // queue holds the heap, not only the payload.
-  memcg_sock_info sinfo{}, cinfo{};
-  memcg_sock_get_info(memcg_lwip_sock(s->pcb), &sinfo);
-  memcg_sock_get_info(memcg_lwip_sock(c->pcb), &cinfo);
+  const memcg_sock_info sinfo = sock_info(s->pcb), cinfo = sock_info(c->pcb);
   if (sinfo.wmem_queued <= static_cast<std::int64_t>(edge_server_bytes) ||
       sinfo.wmem_queued + cinfo.wmem_queued != port_stats().tx_heap)
     fail("edge: the send heap is not what the socket charged", s);
   // Segments that use up the server socket's forward allocation, sent before the client has
   // the server's data (they carry the old ACK): the client's last segment then needs a page.
-  memcg_sock_info info{};
-  memcg_sock_get_info(memcg_lwip_sock(s->pcb), &info);
+  const memcg_sock_info info = sock_info(s->pcb);
   const std::int64_t ts = memcg_lwip_rx_truesize(TCP_MSS + 40);
   if (info.forward_alloc >= ts) write_pattern(c, static_cast<std::uint64_t>(info.forward_alloc / ts) * TCP_MSS);
   tick();  // the server's data reaches the client, the client's segments the server
@@ -448,7 +460,8 @@ void edge_phase() {
   const std::uint64_t checked = g_acks_checked, fins = g_fin_refused;
   tick();  // at the server: refused
   const memcg_lwip_stats after = port_stats();
-  if (after.rx_refused != before.rx_refused + 1 || g_fin_refused != fins + 1)
+  if (after.rx_refused != before.rx_refused + 1 || g_fin_refused != fins + 1 ||
+      after.rx_refused_by[MEMCG_REFUSAL_GROUP_LIMIT] != before.rx_refused_by[MEMCG_REFUSAL_GROUP_LIMIT] + 1)
     fail("edge: the data+FIN segment was not refused", s);
   if (g_acks_checked != checked + 1 || !s->pcb || s->pcb->lastack != server_snd_nxt)
     fail("edge: the ACK of the refused segment was lost", s);
@@ -495,8 +508,10 @@ int main(int argc, char** argv) {
   }
   g_bytes = static_cast<std::uint64_t>(mb * 1024 * 1024);
 
-  g_h = memcg_hierarchy_create();
-  g_proto = memcg_proto_create(0);
+  memcg_proto_options po;
+  memcg_proto_options_init(&po);
+  po.pcpu_reserve_pages = 0;
+  if (memcg_hierarchy_create(nullptr, &g_h) != 0 || memcg_proto_create(&po, &g_proto) != 0) return 1;
   // tcp_mem in pages: pressure above 1.5 MiB, back below 1 MiB, hard limit 32 MiB.
   memcg_proto_set_tcp_mem(g_proto, tcp_min, tcp_pressure, 8192);
   // The send buffer holds what lwIP queues for TCP_SND_BUF (payload plus its heap overhead).
@@ -593,7 +608,7 @@ int main(int argc, char** argv) {
     }
     for (tenant* t : g_tenants)
       t->peak_current = std::max(t->peak_current, read_value(t->g, "memory.current"));
-    peak_allocated = std::max(peak_allocated, memcg_proto_memory_allocated(g_proto));
+    peak_allocated = std::max(peak_allocated, proto_stats().memory_allocated);
   }
   std::uint32_t transfer_ms = g_now - main_start;
   // Let FIN handshakes and TIME_WAIT run out, then close the listeners.
@@ -616,8 +631,7 @@ int main(int argc, char** argv) {
                      e->pcb ? memcg_lwip_sndbuf(e->pcb) : 0u);
     for (endpoint* e : g_eps)
       if (!e->closed && e->pcb) {
-        memcg_sock_info in{};
-        memcg_sock_get_info(memcg_lwip_sock(e->pcb), &in);
+        const memcg_sock_info in = sock_info(e->pcb);
         std::fprintf(stderr, "  ep %d fwd %lld rmem %lld wmem %lld rcvbuf %lld sndbuf %lld pressure %d unacked %d unsent %d snd_wnd %d\n", e->id,
                      (long long)in.forward_alloc, (long long)in.rmem_alloc, (long long)in.wmem_queued, (long long)in.rcvbuf, (long long)in.sndbuf, in.under_pressure, e->pcb->unacked != nullptr, e->pcb->unsent != nullptr, (int)e->pcb->snd_wnd);
       }
@@ -640,7 +654,8 @@ int main(int argc, char** argv) {
     if (t->servers.size() != static_cast<std::size_t>(conns_per)) fail("missing connections", nullptr);
   }
   int64_t episodes = 0, pressure_ms = 0;
-  memcg_proto_pressure_stats(g_proto, &episodes, &pressure_ms);
+  episodes = proto_stats().pressures;
+  pressure_ms = proto_stats().pressure_ms;
   std::printf("  total %.1f MiB checked; frames %" PRIu64 " (lost on the wire %" PRIu64 ")\n",
               total / 1048576.0, g_frames, g_lost);
   std::printf("  port: %" PRIu64 " segments charged, %" PRIu64 " refused (%" PRIu64 " trimmed, %" PRIu64
@@ -648,6 +663,11 @@ int main(int argc, char** argv) {
               " copied; %" PRIu64 " heap allocations refused to writes\n",
               st.rx_charged, st.rx_refused, st.rx_trimmed, st.rx_reinjected, st.rx_fin_deferred,
               st.rx_uncharged, st.rx_copied, st.tx_refused);
+  std::printf("  refused by: memory.max %" PRIu64 ", tcp limit %" PRIu64 ", tcp_mem %" PRIu64
+              ", fairness %" PRIu64 ", rcvbuf %" PRIu64 ", unknown %" PRIu64 "\n",
+              st.rx_refused_by[MEMCG_REFUSAL_GROUP_LIMIT], st.rx_refused_by[MEMCG_REFUSAL_TCP_LIMIT],
+              st.rx_refused_by[MEMCG_REFUSAL_PROTO_LIMIT], st.rx_refused_by[MEMCG_REFUSAL_FAIRNESS],
+              st.rx_refused_by[MEMCG_REFUSAL_RCVBUF], st.rx_refused_by[MEMCG_REFUSAL_UNKNOWN]);
   std::printf("  ACKs of refused segments checked: %" PRIu64 "; data+FIN segments refused: %" PRIu64 "\n",
               g_acks_checked, g_fin_refused);
   std::printf("  tcp pressure: %" PRId64 " episodes (%" PRId64 " entered, %" PRId64
@@ -665,14 +685,16 @@ int main(int argc, char** argv) {
                 st.conns, st.rx_frames, st.heap, st.tx_heap);
     fail("the port still holds memory", nullptr);
   }
-  if (memcg_proto_memory_allocated(g_proto) != 0) fail("memory_allocated not zero", nullptr);
-  if (memcg_proto_sockets_allocated(g_proto) != 0) fail("sockets_allocated not zero", nullptr);
-  if (memcg_proto_under_pressure(g_proto) != 0) fail("still under pressure", nullptr);
+  if (proto_stats().memory_allocated != 0) fail("memory_allocated not zero", nullptr);
+  if (proto_stats().sockets_allocated != 0) fail("sockets_allocated not zero", nullptr);
+  if (proto_stats().under_pressure != 0) fail("still under pressure", nullptr);
   if (episodes < 1 || g_pressure_leave != g_pressure_enter) fail("pressure did not enter and leave", nullptr);
   for (tenant* t : g_tenants_and_edge())
     for (memcg_group* g : {t->g, t->peer})
       if (read_value(g, "memory.stat", "sock") != 0) fail("group's sock charge not zero", nullptr);
-  std::int64_t root_sock = read_value(memcg_root(g_h), "memory.stat", "sock");
+  memcg_group* root = nullptr;
+  memcg_root(g_h, &root);
+  std::int64_t root_sock = read_value(root, "memory.stat", "sock");
   if (root_sock != 0) fail("root sock not zero", nullptr);
   // The limit was reached in both directions and the refusal path ran.
   if (st.rx_refused == 0 || g_acks_checked == 0) fail("no segment refused with an ACK to check", nullptr);

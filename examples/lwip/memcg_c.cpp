@@ -1,3 +1,3 @@
-// The implementation of memcg's C API (memcg/memcg.h), compiled once for the lwIP example.
-#define MEMCG_C_IMPLEMENTATION
-#include "memcg/memcg.h"
+// libmemcg-c's implementation (src/memcg_c.cpp), compiled into the lwIP example, which is built
+// from memcg's source tree without installing it.
+#include "../../src/memcg_c.cpp"

@@ -1,22 +1,38 @@
-/* memcg/memcg.h: the C face of memcg, for C network stacks and for porting.
+/* memcg/memcg.h: the C face of memcg (libmemcg-c), for C network stacks and for porting.
  *
  * Contents:
- *   memcg_hierarchy, memcg_group    the tree of groups: create, mkdir/rmdir, control files by
- *                                   name, charge/uncharge
+ *   version                         MEMCG_VERSION_* (this header), memcg_version() (the library)
+ *   conventions                     return values, output structs, refusals (memcg_refusal)
+ *   memcg_clock                     the time the library reads: a virtual clock or the caller's
+ *   memcg_hierarchy, memcg_group    the tree of groups: create, mkdir/rmdir, walk, control files
+ *                                   by name, typed statistics, charge/uncharge, charge batch,
+ *                                   socket accounting, pressure listeners
  *   memcg_proto                     a protocol's socket memory (tcp_mem, memory_allocated,
  *                                   sockets_allocated, the pressure flag with a callback)
- *   memcg_sock                      a socket's memory: receive/consume/send/ack/close,
- *                                   SO_RCVBUF/SO_SNDBUF, the kernel's primitives (schedule,
- *                                   forced schedule, charge, uncharge) and window advice
+ *   memcg_sock                      a socket's memory, allocated (memcg_sock_open) or in the
+ *                                   caller's storage (memcg_sock_init, MEMCG_SOCK_SIZE):
+ *                                   receive/consume/send/ack/close, SO_RCVBUF/SO_SNDBUF, the
+ *                                   kernel's primitives and window advice
  *
- * Handles are opaque. Every function that can fail returns 0 (or a count) on success and a
- * negative errno value on failure (-EINVAL, -ENOMEM, -ENOENT, -EEXIST, -EBUSY, -EBADF); a NULL
- * handle is -EINVAL, never a crash. Nothing here throws, and nothing calls back into the caller
- * except the pressure callback.
+ * Conventions.
+ *   - Every function that can fail returns 0 on success or a negative errno value (-EINVAL,
+ *     -ENOMEM, -ENOENT, -EEXIST, -EBUSY, -EBADF, -ENOBUFS, -EAGAIN, -E2BIG); results come back
+ *     through out-parameters, which are written only on success. A NULL handle or a NULL
+ *     required pointer is -EINVAL, never a crash; on -EINVAL nothing changes. Functions that
+ *     return something else cannot fail (memcg_version(), the destroy calls).
+ *   - Output structs start with `size_t size`, which the caller sets to sizeof(the struct) it
+ *     was compiled with. The library fills the fields that fit in that size and zeroes the
+ *     bytes past its own struct; a size smaller than this header's first version of the struct
+ *     is -EINVAL. Input structs (options) start with `size` too: fields past a caller's smaller
+ *     size take their defaults; bytes past the library's struct must be zero (-E2BIG if not).
+ *   - A refusal (-ENOMEM from a charge, a receive, a send or a schedule; -ENOBUFS and -EAGAIN
+ *     from a socket's buffer limits) records who refused in the calling thread's
+ *     memcg_last_refusal(), until the thread's next refusal.
+ *   - Nothing here throws or aborts, and nothing calls back into the caller except the callbacks
+ *     the caller registered (pressure, clock, group walks).
  *
- * The implementation is C++ (the library is header-only C++20): it is compiled in the one C++
- * translation unit that defines MEMCG_C_IMPLEMENTATION before including this header, or linked
- * from the static library target memcg::c.
+ * The library is C++20 inside (libmemcg-c links Abseil and libstdc++ privately); this header is
+ * plain C99.
  *
  * Threads: as the C++ API. Hierarchy, groups and protocols may be used from any thread; one
  * socket's operations need the owner's lock (one thread at a time per socket).
@@ -27,6 +43,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of this header; memcg_version() returns the library's as
+ * MEMCG_VERSION_MAJOR * 10000 + MINOR * 100 + PATCH (the same value as MEMCG_VERSION_NUMBER). */
+#ifndef MEMCG_VERSION_MAJOR
+#define MEMCG_VERSION_MAJOR 0
+#define MEMCG_VERSION_MINOR 1
+#define MEMCG_VERSION_PATCH 0
+#endif
+#define MEMCG_VERSION_NUMBER \
+  (MEMCG_VERSION_MAJOR * 10000 + MEMCG_VERSION_MINOR * 100 + MEMCG_VERSION_PATCH)
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -35,6 +61,66 @@ typedef struct memcg_hierarchy memcg_hierarchy;
 typedef struct memcg_group memcg_group;
 typedef struct memcg_proto memcg_proto;
 typedef struct memcg_sock memcg_sock;
+typedef struct memcg_clock memcg_clock;
+typedef struct memcg_listener memcg_listener;
+
+/* The library's version (MEMCG_VERSION_NUMBER of the build it came from). */
+int memcg_version(void);
+
+/* ---- refusals ---- */
+
+/* Who refused. */
+typedef enum memcg_refusal_source {
+  MEMCG_REFUSAL_NONE = 0,        /* no refusal on this thread yet */
+  MEMCG_REFUSAL_GROUP_LIMIT = 1, /* a group's memory counter: memory.max (v1 limit_in_bytes) */
+  MEMCG_REFUSAL_KMEM_LIMIT = 2,  /* a group's kmem sub-limit (memory.kmem.limit_in_bytes) */
+  MEMCG_REFUSAL_TCP_LIMIT = 3,   /* a group's tcp sub-limit (memory.kmem.tcp.limit_in_bytes) */
+  MEMCG_REFUSAL_PROTO_LIMIT = 4, /* the protocol's hard limit, tcp_mem[2] */
+  MEMCG_REFUSAL_FAIRNESS = 5,    /* the protocol is under pressure (above tcp_mem[1]) and this
+                                    socket holds more than its share of tcp_mem[2] */
+  MEMCG_REFUSAL_RCVBUF = 6,      /* -ENOBUFS: the receive queue holds more than rcvbuf */
+  MEMCG_REFUSAL_SNDBUF = 7,      /* -EAGAIN: the send queue holds sndbuf or more */
+  MEMCG_REFUSAL_UNKNOWN = 8      /* a socket refusal whose limit no longer shows (a concurrent
+                                    uncharge made room between the refusal and its diagnosis) */
+} memcg_refusal_source;
+
+typedef struct memcg_refusal {
+  size_t size;          /* the caller sets sizeof(memcg_refusal) */
+  int source;           /* memcg_refusal_source */
+  int error;            /* what the call returned (-ENOMEM, -ENOBUFS, -EAGAIN) */
+  memcg_group* group;   /* GROUP/KMEM/TCP_LIMIT: the group whose counter refused; else NULL */
+  int64_t nr_pages;     /* pages asked (a socket: the pages its schedule needed) */
+  int64_t limit;        /* the refusing limit in pages (counter max, tcp_mem[2]); bytes for
+                           RCVBUF/SNDBUF; -1 when unknown */
+  int64_t usage;        /* its usage right after the refusal (pages; bytes for RCVBUF/SNDBUF) */
+} memcg_refusal;
+
+/* The calling thread's latest refusal. -ENOENT (out untouched) if this thread has had none.
+ * Group refusals (memcg_charge) are exact: the charge path reports the group and counter.
+ * Socket refusals are diagnosed right after the refused call from the counters: the lowest
+ * group (then counter: memory before tcp) without room for the pages, else tcp_mem[2], else
+ * fairness under the protocol's pressure; MEMCG_REFUSAL_UNKNOWN if none shows any more. */
+int memcg_last_refusal(memcg_refusal* out);
+
+/* ---- the clock ---- */
+
+/* A caller's clock: now_us is monotonic microseconds, safe from any thread; sleep_us blocks the
+ * caller us microseconds of that clock (or advances it). */
+typedef int64_t (*memcg_clock_now_fn)(void* user);
+typedef void (*memcg_clock_sleep_fn)(int64_t us, void* user);
+
+/* A virtual clock at 0 that moves only through memcg_clock_advance() (and sleeps). */
+int memcg_clock_create_virtual(memcg_clock** out);
+/* The caller's clock (both functions required). */
+int memcg_clock_create(memcg_clock_now_fn now_us, memcg_clock_sleep_fn sleep_us, void* user,
+                       memcg_clock** out);
+/* Requires: no hierarchy or protocol uses it any more. */
+void memcg_clock_destroy(memcg_clock* c);
+/* -EINVAL for a caller's clock or us < 0. */
+int memcg_clock_advance(memcg_clock* c, int64_t us);
+int memcg_clock_now(const memcg_clock* c, int64_t* out_us);
+
+/* ---- the hierarchy ---- */
 
 /* The kinds of charge (memory.stat keys). */
 typedef enum memcg_kind {
@@ -66,40 +152,154 @@ typedef enum memcg_socket_accounting {
   MEMCG_SOCKET_ACCOUNTING_V2 = 2    /* the memory counter alone (cgroup v2) */
 } memcg_socket_accounting;
 
-/* ---- the hierarchy ---- */
+typedef struct memcg_hierarchy_options {
+  size_t size;                 /* sizeof(memcg_hierarchy_options) */
+  int64_t charge_batch;        /* pages a thread's stock pre-charges (default 64; >= 1) */
+  int socket_accounting;       /* memcg_socket_accounting (default BOTH) */
+  int recursive_protection;    /* memory_recursiveprot (default 0) */
+  memcg_clock* clock;          /* NULL: the steady clock; must outlive the hierarchy */
+} memcg_hierarchy_options;
 
-/* A new hierarchy (charge batch 64 pages), or NULL when out of memory. */
-memcg_hierarchy* memcg_hierarchy_create(void);
-/* Frees the hierarchy. Requires: no socket of it is open, and no other call on it runs. */
+/* Sets o to the defaults (o->size = sizeof *o). */
+void memcg_hierarchy_options_init(memcg_hierarchy_options* o);
+/* A new hierarchy (o NULL: the defaults). -ENOMEM; -EINVAL for an option out of range. */
+int memcg_hierarchy_create(const memcg_hierarchy_options* o, memcg_hierarchy** out);
+/* Frees the hierarchy. Requires: no socket of it is open, no listener of it is registered, and
+ * no other call on it runs. */
 void memcg_hierarchy_destroy(memcg_hierarchy* h);
-/* The root group ("/"), or NULL for a NULL h. */
-memcg_group* memcg_root(memcg_hierarchy* h);
-/* The live group at path ("/" or "A/B"), or NULL. */
-memcg_group* memcg_find(memcg_hierarchy* h, const char* path);
-/* Creates a group; *out (if not NULL) receives it. -ENOENT: no parent; -EEXIST: taken. */
+/* The root group ("/"). */
+int memcg_root(memcg_hierarchy* h, memcg_group** out);
+/* The live group at path ("/" or "A/B"); -ENOENT if there is none. */
+int memcg_find(memcg_hierarchy* h, const char* path, memcg_group** out);
+/* Creates a group; *out (if not NULL) receives it. -ENOENT: no parent; -EEXIST: taken;
+ * -EINVAL: a bad path (empty component, ".", "..", the root). */
 int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out);
-/* Removes a group without children; its charges and sockets become the parent's. */
+/* Removes a group without children (-EBUSY otherwise); its charges and sockets become the
+ * parent's. Its handle stays valid (it reads as dead) until the hierarchy is destroyed. */
 int memcg_rmdir(memcg_hierarchy* h, const char* path);
+/* Calls fn(g, user) for every live group of the subtree of from (NULL: the root), pre-order,
+ * from first, children in creation order. fn returns 0 to go on; anything else stops the walk,
+ * and the walk returns it. The walk is a snapshot taken first: fn may mkdir and rmdir (a group
+ * removed meanwhile is still visited, dead; one made meanwhile is not). -EINVAL if from is
+ * another hierarchy's group. */
+typedef int (*memcg_group_fn)(memcg_group* g, void* user);
+int memcg_for_each_group(memcg_hierarchy* h, memcg_group* from, memcg_group_fn fn, void* user);
+
+/* Pages a thread's stock pre-charges per counter walk (memcg's MEMCG_CHARGE_BATCH, 64). */
+int memcg_hierarchy_set_charge_batch(memcg_hierarchy* h, int64_t nr_pages);
+int memcg_hierarchy_charge_batch(const memcg_hierarchy* h, int64_t* out);
 /* Where socket pages are charged: -EBUSY while any group holds socket pages, -EINVAL for a
  * value out of range. Requires: no socket charge runs concurrently. */
 int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accounting a);
-/* The current memcg_socket_accounting, or -EINVAL for a NULL h. */
-int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h);
+int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h, memcg_socket_accounting* out);
+/* The clock of the hierarchy's pressure (vmpressure's socket hold, stall time, throttling);
+ * NULL: the steady clock. Requires: c outlives the hierarchy or is replaced first. */
+int memcg_hierarchy_set_clock(memcg_hierarchy* h, memcg_clock* c);
 
 /* `echo value > group/file`: the control files of memcg/control.hpp by their cgroupfs names. */
 int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value);
 /* `cat group/file` into buf (NUL-terminated, cut to len): "VALUE" for a one-value file,
- * "KEY VALUE\n" lines for a keyed one. Returns the length of the whole text (as snprintf),
- * or a negative errno. */
-int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len);
+ * "KEY VALUE\n" lines for a keyed one. *length (if not NULL) receives the length of the whole
+ * text (a cut text is not an error: compare it with len). */
+int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len,
+               size_t* length);
+
+/* ---- a group ---- */
+
+/* The group's path ("/" or "A/B") into buf, as memcg_read. */
+int memcg_group_path(const memcg_group* g, char* buf, size_t len, size_t* length);
+/* The parent (NULL for the root). */
+int memcg_group_parent(const memcg_group* g, memcg_group** out);
+/* 1 once the group was removed (its charges then reach its live ancestor), else 0. */
+int memcg_group_dead(const memcg_group* g, int* out);
 
 /* Charges nr_pages of kind to g (the charge path, with reclaim unless gfp says otherwise).
- * -ENOMEM: refused (nothing charged). MEMCG_KIND_SOCK is -EINVAL here: socket pages are
- * charged and given back through a memcg_sock. */
+ * -ENOMEM: refused (nothing charged; memcg_last_refusal() says which group and counter).
+ * -EINVAL: nr_pages < 0, an unknown gfp bit, or MEMCG_KIND_SOCK (socket pages are charged and
+ * given back through a memcg_sock). */
 int memcg_charge(memcg_group* g, memcg_kind kind, int64_t nr_pages, unsigned gfp);
 /* Gives back nr_pages of kind; -EINVAL (nothing changes) if nr_pages < 0, if g holds less of
  * it, or for MEMCG_KIND_SOCK. */
 int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages);
+
+/* A group's three page counters. kmem and tcp are sub-limits: their pages are also in memory. */
+typedef enum memcg_counter {
+  MEMCG_COUNTER_MEMORY = 0,
+  MEMCG_COUNTER_KMEM = 1,
+  MEMCG_COUNTER_TCP = 2
+} memcg_counter;
+
+typedef struct memcg_counter_info {
+  size_t size;        /* sizeof(memcg_counter_info) */
+  int64_t usage;      /* pages */
+  int64_t max;        /* pages (INT64_MAX / 4096 rounded down: "max") */
+  int64_t failcnt;    /* refusals by this counter */
+  int64_t watermark;  /* the highest usage (memory.peak / max_usage_in_bytes) */
+  int64_t high;       /* memory.high (memory counter; max for the others) */
+  int64_t low;        /* memory.low */
+  int64_t min;        /* memory.min */
+  int64_t soft_limit; /* v1 soft_limit_in_bytes */
+} memcg_counter_info;
+
+int memcg_group_counter(const memcg_group* g, memcg_counter c, memcg_counter_info* out);
+
+/* memory.events (local = 0: the group and its descendants; 1: memory.events.local). */
+typedef struct memcg_events {
+  size_t size; /* sizeof(memcg_events) */
+  int64_t low;
+  int64_t high;
+  int64_t max;
+  int64_t oom;
+  int64_t oom_kill;
+} memcg_events;
+
+int memcg_group_events(const memcg_group* g, int local, memcg_events* out);
+
+/* memory.stat: pages of kind charged to g alone (subtree = 0) or to its whole subtree (1).
+ * Exact: every thread's unflushed statistics are folded first (a slow call). */
+int memcg_group_stat(memcg_group* g, memcg_kind kind, int subtree, int64_t* out_pages);
+
+/* ---- group pressure ---- */
+
+typedef enum memcg_pressure_level {
+  MEMCG_PRESSURE_NONE = 0,
+  MEMCG_PRESSURE_LOW = 1,
+  MEMCG_PRESSURE_MEDIUM = 2,
+  MEMCG_PRESSURE_CRITICAL = 3
+} memcg_pressure_level;
+
+/* cgroup.event_control's modes: NO_PASSTHROUGH (default: the nearest listening ancestor of the
+ * group whose reclaim computed the level), HIERARCHY (every listening ancestor), LOCAL (only
+ * levels computed in the listener's own group). */
+typedef enum memcg_pressure_mode {
+  MEMCG_PRESSURE_MODE_NO_PASSTHROUGH = 0,
+  MEMCG_PRESSURE_MODE_HIERARCHY = 1,
+  MEMCG_PRESSURE_MODE_LOCAL = 2
+} memcg_pressure_mode;
+
+/* Called with the group it was registered on (where), the group whose reclaim computed the
+ * level (origin), and the level, on the thread whose reclaim produced it, with no library lock
+ * held. It may read and write control files, and destroy other listeners; not its own. It may
+ * not charge the group whose pressure it handles. */
+typedef void (*memcg_group_pressure_fn)(memcg_group* where, memcg_group* origin,
+                                        memcg_pressure_level level, void* user);
+
+/* Registers fn for every vmpressure window of g at level or above (NONE counts as LOW). */
+int memcg_group_pressure_listen(memcg_group* g, memcg_pressure_level level,
+                                memcg_pressure_mode mode, memcg_group_pressure_fn fn, void* user,
+                                memcg_listener** out);
+/* Unregisters (returns once no other thread is calling it) and frees the listener. Required
+ * before the hierarchy is destroyed. */
+void memcg_listener_destroy(memcg_listener* l);
+/* The latest level computed for g. */
+int memcg_group_pressure_level(const memcg_group* g, memcg_pressure_level* out);
+/* Computes a level for g as a finished vmpressure window would (medium and critical hold socket
+ * pressure for a second of the hierarchy's clock) and delivers it: for stacks that model
+ * reclaim of their own. */
+int memcg_group_pressure_emit(memcg_group* g, memcg_pressure_level level);
+/* 1 if sockets charged to g are under pressure (the vmpressure hold, the v1 tcp flag, kmem over
+ * its soft limit, in g or an ancestor), else 0. */
+int memcg_group_socket_pressure(const memcg_group* g, int* out);
 
 /* ---- a protocol ---- */
 
@@ -108,52 +308,87 @@ int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages);
  * it, with no library lock held. */
 typedef void (*memcg_pressure_fn)(memcg_proto* p, int entering, int64_t duration_ms, void* user);
 
+typedef struct memcg_proto_options {
+  size_t size;                /* sizeof(memcg_proto_options) */
+  int64_t pcpu_reserve_pages; /* a thread's share of memory_allocated before it folds (256 =
+                                 1 MiB, the kernel's; reads are exact anyway); >= 0 */
+  memcg_clock* clock;         /* of pressure episodes; NULL: the steady clock; must outlive p */
+} memcg_proto_options;
+
+void memcg_proto_options_init(memcg_proto_options* o);
 /* A protocol with the kernel's defaults (tcp_mem 188388 251184 376776 pages, tcp_rmem
- * 4096 131072 6291456, tcp_wmem 4096 16384 4194304) and a per-thread reserve of
- * memory_allocated of pcpu_reserve_pages (256 = 1 MiB in the kernel; reads are exact anyway).
- * NULL when out of memory or pcpu_reserve_pages < 0. */
-memcg_proto* memcg_proto_create(int64_t pcpu_reserve_pages);
-/* Requires: every socket of the protocol was destroyed. */
+ * 4096 131072 6291456, tcp_wmem 4096 16384 4194304). o NULL: the defaults. */
+int memcg_proto_create(const memcg_proto_options* o, memcg_proto** out);
+/* Requires: every socket of the protocol was destroyed or finished. */
 void memcg_proto_destroy(memcg_proto* p);
 /* -EINVAL unless 0 <= min <= pressure <= max (pages). */
 int memcg_proto_set_tcp_mem(memcg_proto* p, int64_t min, int64_t pressure, int64_t max);
 /* -EINVAL unless 0 <= min <= def <= max (bytes). */
 int memcg_proto_set_tcp_rmem(memcg_proto* p, int64_t min, int64_t def, int64_t max);
 int memcg_proto_set_tcp_wmem(memcg_proto* p, int64_t min, int64_t def, int64_t max);
-/* Pages allocated by every socket (exact), or -EINVAL. */
-int64_t memcg_proto_memory_allocated(const memcg_proto* p);
-/* Open sockets, or -EINVAL. */
-int64_t memcg_proto_sockets_allocated(const memcg_proto* p);
-/* 1 under pressure, 0 not, or -EINVAL. */
-int memcg_proto_under_pressure(const memcg_proto* p);
-/* Pressure episodes entered so far, and milliseconds spent in finished ones. */
-int memcg_proto_pressure_stats(const memcg_proto* p, int64_t* episodes, int64_t* total_ms);
+/* out[0..2]: min, pressure, max (pages) / min, default, max (bytes). */
+int memcg_proto_tcp_mem(const memcg_proto* p, int64_t out[3]);
+int memcg_proto_tcp_rmem(const memcg_proto* p, int64_t out[3]);
+int memcg_proto_tcp_wmem(const memcg_proto* p, int64_t out[3]);
+
+typedef struct memcg_proto_stats {
+  size_t size;               /* sizeof(memcg_proto_stats) */
+  int64_t memory_allocated;  /* pages allocated by every socket (exact) */
+  int64_t sockets_allocated; /* open sockets */
+  int64_t pressures;         /* pressure episodes entered (TCPMemoryPressures) */
+  int64_t pressure_ms;       /* milliseconds in finished episodes (TCPMemoryPressuresChrono) */
+  int64_t exceeded;          /* allocations refused (sock_exceed_buf_limit) */
+  int under_pressure;        /* 1 while under pressure */
+} memcg_proto_stats;
+
+int memcg_proto_stats_get(const memcg_proto* p, memcg_proto_stats* out);
 /* Sets (fn = NULL: removes) the pressure callback. */
 int memcg_proto_set_pressure_callback(memcg_proto* p, memcg_pressure_fn fn, void* user);
 
 /* ---- a socket ---- */
 
+/* A socket's state in the caller's storage (the stack's PCB): at least MEMCG_SOCK_SIZE bytes
+ * aligned to MEMCG_SOCK_ALIGN (memcg_sock_storage has both). */
+#define MEMCG_SOCK_SIZE 64
+#define MEMCG_SOCK_ALIGN 8
+typedef union memcg_sock_storage {
+  unsigned char bytes[MEMCG_SOCK_SIZE];
+  int64_t align_; /* MEMCG_SOCK_ALIGN */
+  void* align_p_;
+} memcg_sock_storage;
+
 typedef struct memcg_sock_info {
+  size_t size;           /* sizeof(memcg_sock_info) */
   int64_t forward_alloc; /* sk_forward_alloc: bytes charged but unused */
   int64_t rmem_alloc;    /* sk_rmem_alloc: bytes received, not yet consumed */
   int64_t wmem_queued;   /* sk_wmem_queued: bytes queued, not yet acknowledged */
+  int64_t stack_charged; /* bytes taken by memcg_sock_mem_charge, not given back */
   int64_t rcvbuf;
   int64_t sndbuf;
   int under_pressure; /* the socket's group (or an ancestor) or its protocol */
   int closed;
+  int rcvbuf_locked; /* set by memcg_sock_set_rcvbuf (SOCK_RCVBUF_LOCK) */
+  int sndbuf_locked; /* set by memcg_sock_set_sndbuf: never moderated */
 } memcg_sock_info;
 
 typedef struct memcg_window_advice {
+  size_t size;        /* sizeof(memcg_window_advice) */
   int64_t rcv_window; /* bytes of receive window it may advertise now */
   int64_t snd_space;  /* bytes it may queue for sending now */
   int under_pressure;
 } memcg_window_advice;
 
 /* A socket of protocol p owned by group g (NULL: charged to the protocol only) for its
- * lifetime; *out receives it. -ENOMEM when out of memory. */
+ * lifetime, allocated; *out receives it. -ENOMEM when out of memory. */
 int memcg_sock_open(memcg_proto* p, memcg_group* g, memcg_sock** out);
-/* Gives back everything and frees the socket (a closed socket is only freed). */
+/* Gives back everything and frees a socket of memcg_sock_open (a closed one is only freed). */
 void memcg_sock_destroy(memcg_sock* s);
+/* The same socket built in storage (size bytes, MEMCG_SOCK_ALIGN-aligned; -EINVAL if smaller
+ * than MEMCG_SOCK_SIZE or misaligned). Allocates nothing; *out points into storage. */
+int memcg_sock_init(void* storage, size_t size, memcg_proto* p, memcg_group* g, memcg_sock** out);
+/* Gives back everything and ends a socket of memcg_sock_init; the storage is the caller's again. */
+void memcg_sock_fini(memcg_sock* s);
+
 /* A segment of size bytes arrives (TCP's rules): -ENOBUFS: the queue holds more than rcvbuf
  * (drop it); -ENOMEM: refused (drop it); but a segment into an empty receive queue is always
  * taken, charged past every limit. forced: charge the group as the kernel's softirq does (past
@@ -173,308 +408,26 @@ int memcg_sock_close(memcg_sock* s);
  * unless 0 <= bytes <= INT32_MAX. */
 int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes);
 int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes);
-/* The kernel's primitives: sk_rmem_schedule / sk_wmem_schedule (1 allowed, 0 refused),
- * sk_mem_charge, sk_mem_uncharge (with sk_mem_reclaim). For stacks that keep rmem/wmem
- * themselves. memcg_sock_mem_charge takes bytes of the forward allocation (-EINVAL if fewer
- * are scheduled); memcg_sock_mem_uncharge gives back bytes taken so (-EINVAL, nothing changes,
- * if fewer were). Close gives back whatever is still taken. */
+/* The kernel's primitives, for stacks that keep rmem/wmem themselves: sk_rmem_schedule and
+ * sk_wmem_schedule (0: the forward allocation covers size bytes; -ENOMEM: refused),
+ * sk_forced_mem_schedule (past every limit: the segment into an empty receive queue),
+ * sk_mem_charge (takes bytes of the forward allocation; -EINVAL if fewer are scheduled) and
+ * sk_mem_uncharge with sk_mem_reclaim (gives back bytes taken so; -EINVAL, nothing changes, if
+ * fewer were). Close gives back whatever is still taken. */
 int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced);
 int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size);
-/* sk_forced_mem_schedule: size bytes forward-allocated past every limit (the segment into an
- * empty receive queue). */
 int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size);
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out);
-/* Window advice for a segment size of mss bytes. */
+/* Window advice for a segment size of mss bytes (> 0). */
 int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out);
-/* The group the socket charges now (its creator, or the ancestor that adopted it), or NULL. */
-memcg_group* memcg_sock_group(const memcg_sock* s);
+/* The group the socket charges now (its creator, or the ancestor that adopted it; NULL for a
+ * socket without a group). */
+int memcg_sock_group(const memcg_sock* s, memcg_group** out);
 
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
 
-/* ------------------------------------------------------------------------------------------ */
-/* The implementation (C++ only).                                                             */
-
-#ifdef MEMCG_C_IMPLEMENTATION
-#ifndef __cplusplus
-#error "MEMCG_C_IMPLEMENTATION must be defined in a C++ translation unit"
-#endif
-
-#include <atomic>
-#include <cerrno>
-#include <cstring>
-#include <new>
-#include <string>
-#include <system_error>
-
-#include "memcg/control.hpp"
-#include "memcg/hierarchy.hpp"
-#include "memcg/sockmem.hpp"
-
-struct memcg_hierarchy {
-  memcg::hierarchy h;
-};
-
-struct memcg_proto final : memcg::proto_pressure_listener {
-  explicit memcg_proto(const memcg::proto_memory::options& o) : p(o) {}
-  void enter_memory_pressure(memcg::proto_memory&) noexcept override { call(1, 0); }
-  void leave_memory_pressure(memcg::proto_memory&, std::int64_t d) noexcept override { call(0, d); }
-  void call(int entering, std::int64_t d) noexcept {
-    // acquire: pairs with the release in memcg_proto_set_pressure_callback(): `user` is set.
-    if (memcg_pressure_fn f = fn.load(std::memory_order_acquire))
-      f(this, entering, d, user.load(std::memory_order_relaxed));
-  }
-  memcg::proto_memory p;
-  std::atomic<memcg_pressure_fn> fn{nullptr};
-  std::atomic<void*> user{nullptr};
-};
-
-struct memcg_sock {
-  memcg_sock(memcg::proto_memory& p, memcg::group* g) : s(p, g) {}
-  memcg::sock_memory s;
-};
-
-namespace memcg::detail {
-inline int c_err(std::errc e) noexcept { return e == std::errc{} ? 0 : -static_cast<int>(e); }
-inline memcg::group* c_group(memcg_group* g) noexcept {
-  return reinterpret_cast<memcg::group*>(g);
-}
-inline memcg_group* c_handle(memcg::group* g) noexcept {
-  return reinterpret_cast<memcg_group*>(g);
-}
-inline bool c_kind(memcg_kind k) noexcept {
-  return static_cast<int>(k) >= 0 && static_cast<int>(k) < memcg::nr_kinds;
-}
-static_assert(static_cast<int>(memcg::sock_accounting::both) == MEMCG_SOCKET_ACCOUNTING_BOTH &&
-              static_cast<int>(memcg::sock_accounting::v1) == MEMCG_SOCKET_ACCOUNTING_V1 &&
-              static_cast<int>(memcg::sock_accounting::v2) == MEMCG_SOCKET_ACCOUNTING_V2);
-// The kinds a group is charged directly: not sock, whose pages belong to sockets (a group
-// cannot tell its own sock pages from its sockets', so an uncharge could take theirs).
-inline bool c_group_kind(memcg_kind k) noexcept { return c_kind(k) && k != MEMCG_KIND_SOCK; }
-}  // namespace memcg::detail
-
-extern "C" {
-
-memcg_hierarchy* memcg_hierarchy_create(void) { return new (std::nothrow) memcg_hierarchy(); }
-void memcg_hierarchy_destroy(memcg_hierarchy* h) { delete h; }
-memcg_group* memcg_root(memcg_hierarchy* h) {
-  return h ? memcg::detail::c_handle(&h->h.root()) : nullptr;
-}
-memcg_group* memcg_find(memcg_hierarchy* h, const char* path) {
-  if (!h || !path) return nullptr;
-  try {
-    return memcg::detail::c_handle(h->h.find(path));
-  } catch (...) {
-    return nullptr;
-  }
-}
-int memcg_mkdir(memcg_hierarchy* h, const char* path, memcg_group** out) {
-  if (!h || !path) return -EINVAL;
-  try {
-    auto r = h->h.mkdir(path);
-    if (!r) return memcg::detail::c_err(r.error);
-    if (out) *out = memcg::detail::c_handle(r.g);
-    return 0;
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-int memcg_rmdir(memcg_hierarchy* h, const char* path) {
-  if (!h || !path) return -EINVAL;
-  try {
-    return memcg::detail::c_err(h->h.rmdir(path));
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-int memcg_hierarchy_set_socket_accounting(memcg_hierarchy* h, memcg_socket_accounting a) {
-  if (!h) return -EINVAL;
-  const int v = static_cast<int>(a);
-  if (v < MEMCG_SOCKET_ACCOUNTING_BOTH || v > MEMCG_SOCKET_ACCOUNTING_V2) return -EINVAL;
-  try {
-    return memcg::detail::c_err(h->h.set_socket_accounting(static_cast<memcg::sock_accounting>(v)));
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-int memcg_hierarchy_socket_accounting(const memcg_hierarchy* h) {
-  return h ? static_cast<int>(h->h.socket_accounting()) : -EINVAL;
-}
-int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value) {
-  if (!h || !g || !file || !value) return -EINVAL;
-  try {
-    return memcg::detail::c_err(memcg::write_control(h->h, *memcg::detail::c_group(g), file, value));
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-int memcg_read(memcg_hierarchy* h, memcg_group* g, const char* file, char* buf, size_t len) {
-  if (!h || !g || !file || (!buf && len)) return -EINVAL;
-  try {
-    memcg::control_value v = memcg::read_control(h->h, *memcg::detail::c_group(g), file);
-    if (!v) return memcg::detail::c_err(v.error);
-    std::string text;
-    for (const auto& [key, value] : v.entries) {
-      if (key.empty()) text += value;
-      else text += key + " " + value + "\n";
-    }
-    if (len) {
-      std::size_t n = text.size() < len - 1 ? text.size() : len - 1;
-      std::memcpy(buf, text.data(), n);
-      buf[n] = '\0';
-    }
-    return static_cast<int>(text.size());
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-int memcg_charge(memcg_group* g, memcg_kind kind, int64_t nr_pages, unsigned gfp) {
-  if (!g || !memcg::detail::c_group_kind(kind)) return -EINVAL;
-  memcg::group& grp = *memcg::detail::c_group(g);
-  auto s = grp.hierarchy().try_charge(grp, static_cast<memcg::kind>(kind), nr_pages,
-                                      static_cast<memcg::gfp>(gfp & 31u));
-  return memcg::detail::c_err(s.error);
-}
-int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages) {
-  if (!g || !memcg::detail::c_group_kind(kind)) return -EINVAL;
-  memcg::group& grp = *memcg::detail::c_group(g);
-  try {
-    return memcg::detail::c_err(
-        grp.hierarchy().uncharge(grp, static_cast<memcg::kind>(kind), nr_pages));
-  } catch (...) {
-    return -ENOMEM;
-  }
-}
-
-memcg_proto* memcg_proto_create(int64_t pcpu_reserve_pages) {
-  if (pcpu_reserve_pages < 0) return nullptr;
-  memcg::proto_memory::options o;
-  o.pcpu_reserve = pcpu_reserve_pages;
-  auto* p = new (std::nothrow) memcg_proto(o);
-  if (p) p->p.set_pressure_listener(p);
-  return p;
-}
-void memcg_proto_destroy(memcg_proto* p) {
-  if (!p) return;
-  p->p.set_pressure_listener(nullptr);
-  delete p;
-}
-int memcg_proto_set_tcp_mem(memcg_proto* p, int64_t min, int64_t pressure, int64_t max) {
-  if (!p) return -EINVAL;
-  return memcg::detail::c_err(p->p.set_sysctl_mem({min, pressure, max}));
-}
-int memcg_proto_set_tcp_rmem(memcg_proto* p, int64_t min, int64_t def, int64_t max) {
-  if (!p) return -EINVAL;
-  return memcg::detail::c_err(p->p.set_sysctl_rmem({min, def, max}));
-}
-int memcg_proto_set_tcp_wmem(memcg_proto* p, int64_t min, int64_t def, int64_t max) {
-  if (!p) return -EINVAL;
-  return memcg::detail::c_err(p->p.set_sysctl_wmem({min, def, max}));
-}
-int64_t memcg_proto_memory_allocated(const memcg_proto* p) {
-  return p ? p->p.memory_allocated() : -EINVAL;
-}
-int64_t memcg_proto_sockets_allocated(const memcg_proto* p) {
-  return p ? p->p.sockets_allocated() : -EINVAL;
-}
-int memcg_proto_under_pressure(const memcg_proto* p) {
-  return p ? (p->p.under_memory_pressure() ? 1 : 0) : -EINVAL;
-}
-int memcg_proto_pressure_stats(const memcg_proto* p, int64_t* episodes, int64_t* total_ms) {
-  if (!p) return -EINVAL;
-  if (episodes) *episodes = p->p.memory_pressures();
-  if (total_ms) *total_ms = p->p.memory_pressure_time_ms();
-  return 0;
-}
-int memcg_proto_set_pressure_callback(memcg_proto* p, memcg_pressure_fn fn, void* user) {
-  if (!p) return -EINVAL;
-  // Never called with a half-set pair: the function is cleared, the pointer set, then the
-  // function published (release; pairs with the acquire in memcg_proto::call()).
-  p->fn.store(nullptr, std::memory_order_relaxed);
-  p->user.store(user, std::memory_order_relaxed);
-  p->fn.store(fn, std::memory_order_release);
-  return 0;
-}
-
-int memcg_sock_open(memcg_proto* p, memcg_group* g, memcg_sock** out) {
-  if (!p || !out) return -EINVAL;
-  auto* s = new (std::nothrow) memcg_sock(p->p, memcg::detail::c_group(g));
-  if (!s) return -ENOMEM;
-  *out = s;
-  return 0;
-}
-void memcg_sock_destroy(memcg_sock* s) { delete s; }
-int memcg_sock_recv(memcg_sock* s, int64_t size, int forced) {
-  return s ? memcg::detail::c_err(s->s.recv(size, forced != 0)) : -EINVAL;
-}
-int memcg_sock_consume(memcg_sock* s, int64_t size) {
-  return s ? memcg::detail::c_err(s->s.consume(size)) : -EINVAL;
-}
-int memcg_sock_send(memcg_sock* s, int64_t size) {
-  return s ? memcg::detail::c_err(s->s.send(size)) : -EINVAL;
-}
-int memcg_sock_ack(memcg_sock* s, int64_t size) {
-  return s ? memcg::detail::c_err(s->s.ack(size)) : -EINVAL;
-}
-int memcg_sock_close(memcg_sock* s) { return s ? memcg::detail::c_err(s->s.close()) : -EINVAL; }
-int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes) {
-  return s ? memcg::detail::c_err(s->s.setsockopt_rcvbuf(bytes)) : -EINVAL;
-}
-int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes) {
-  return s ? memcg::detail::c_err(s->s.setsockopt_sndbuf(bytes)) : -EINVAL;
-}
-int memcg_sock_rmem_schedule(memcg_sock* s, int64_t size, int forced) {
-  if (!s) return -EINVAL;
-  if (s->s.closed()) return -EBADF;
-  if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
-  return s->s.sk_rmem_schedule(size, forced != 0) ? 1 : 0;
-}
-int memcg_sock_wmem_schedule(memcg_sock* s, int64_t size) {
-  if (!s) return -EINVAL;
-  if (s->s.closed()) return -EBADF;
-  if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
-  return s->s.sk_wmem_schedule(size) ? 1 : 0;
-}
-int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size) {
-  if (!s) return -EINVAL;
-  if (s->s.closed()) return -EBADF;
-  if (size < 0 || size > memcg::sk_max_op_size) return -EINVAL;
-  s->s.sk_forced_mem_schedule(size);
-  return 0;
-}
-int memcg_sock_mem_charge(memcg_sock* s, int64_t size) {
-  return s ? memcg::detail::c_err(s->s.sk_mem_charge(size)) : -EINVAL;
-}
-int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size) {
-  return s ? memcg::detail::c_err(s->s.sk_mem_uncharge(size)) : -EINVAL;
-}
-int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out) {
-  if (!s || !out) return -EINVAL;
-  out->forward_alloc = s->s.forward_alloc();
-  out->rmem_alloc = s->s.rmem_alloc();
-  out->wmem_queued = s->s.wmem_queued();
-  out->rcvbuf = s->s.rcvbuf();
-  out->sndbuf = s->s.sndbuf();
-  out->under_pressure = s->s.under_memory_pressure() ? 1 : 0;
-  out->closed = s->s.closed() ? 1 : 0;
-  return 0;
-}
-int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out) {
-  if (!s || !out || mss <= 0) return -EINVAL;
-  memcg::window_advice a = s->s.advice(mss);
-  out->rcv_window = a.rcv_window;
-  out->snd_space = a.snd_space;
-  out->under_pressure = a.under_pressure ? 1 : 0;
-  return 0;
-}
-memcg_group* memcg_sock_group(const memcg_sock* s) {
-  return s ? memcg::detail::c_handle(s->s.memcg()) : nullptr;
-}
-
-}  // extern "C"
-
-#endif /* MEMCG_C_IMPLEMENTATION */
 #endif /* MEMCG_MEMCG_H */

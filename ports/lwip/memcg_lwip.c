@@ -41,6 +41,7 @@
  * pcb, a charged pbuf or a charged heap block does: received data the application still holds
  * is given back to the socket after lwIP freed the pcb. */
 struct memcg_lwip_conn {
+  memcg_sock_storage storage; /* the socket's state (memcg_sock_init): no allocation of its own */
   memcg_sock* sock;     /* NULL for a listener */
   memcg_group* group;   /* a listener's: the group of the connections it accepts */
   struct tcp_pcb* pcb;  /* NULL once lwIP freed it */
@@ -59,10 +60,7 @@ static memcg_lwip_stats s_stats;
 
 static void conn_put(struct memcg_lwip_conn* c) {
   if (--c->refs != 0) return;
-  if (c->sock) {
-    (void)memcg_sock_close(c->sock);
-    memcg_sock_destroy(c->sock);
-  }
+  if (c->sock) memcg_sock_fini(c->sock);
   --s_stats.conns;
   MEMCG_LWIP_SYS_FREE(c);
 }
@@ -96,7 +94,7 @@ static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
   c->refs = 1;
   if (listener) {
     c->group = g;
-  } else if ((rc = memcg_sock_open(s_proto, g, &c->sock)) != 0) {
+  } else if ((rc = memcg_sock_init(&c->storage, sizeof c->storage, s_proto, g, &c->sock)) != 0) {
     MEMCG_LWIP_SYS_FREE(c);
     return rc;
   }
@@ -198,6 +196,14 @@ err_t memcg_lwip_netif_input(struct pbuf* p, struct netif* inp) {
 
 /* ---- receive: the input hook ---- */
 
+/* Who refused the last receive (memcg_refusal_source), counted. */
+static void count_refusal(void) {
+  memcg_refusal r;
+  r.size = sizeof r;
+  if (memcg_last_refusal(&r) == 0 && r.source >= 0 && r.source < MEMCG_LWIP_NR_REFUSAL_SOURCES)
+    ++s_stats.rx_refused_by[r.source];
+}
+
 /* Feeds lwIP the header of a segment whose payload was refused, on its own: its ACK and window
  * reach the pcb. Safe in the hook because tcp_input(), when the hook refuses a segment of an
  * active pcb, only frees it and returns: the statics it set for that segment are dead, and
@@ -294,6 +300,7 @@ err_t memcg_lwip_inpacket(struct tcp_pcb* pcb, struct tcp_hdr* hdr, u16_t optlen
     return ERR_OK;
   }
   ++s_stats.rx_refused;
+  count_refusal();
   if (flags & TCP_FIN) ++s_stats.rx_fin_deferred;
   if (TCP_SEQ_LEQ(seq, nxt)) {
     TCPH_FLAGS_SET(hdr, flags & (u8_t) ~(TCP_FIN | TCP_PSH | TCP_URG));
@@ -315,6 +322,7 @@ err_t memcg_lwip_inpacket(struct tcp_pcb* pcb, struct tcp_hdr* hdr, u16_t optlen
 u32_t memcg_lwip_ooseq_limit(const struct tcp_pcb* pcb) {
   struct memcg_lwip_conn* c = conn_of(pcb);
   memcg_sock_info info;
+  info.size = sizeof info;
   if (!c || !c->sock || memcg_sock_get_info(c->sock, &info) != 0) return TCP_WND_MAX(pcb);
   return (u32_t)(info.rcvbuf > 0xffffffffLL ? 0xffffffffLL : info.rcvbuf);
 }
@@ -335,6 +343,7 @@ static u32_t payload_of(int64_t memory, int64_t seg_size, int64_t mss) {
 static u32_t window_room(struct memcg_lwip_conn* c) {
   memcg_window_advice a;
   u32_t room;
+  a.size = sizeof a;
   if (memcg_sock_advice(c->sock, TCP_MSS, &a) != 0) return 0;
   room = payload_of(a.rcv_window, memcg_lwip_rx_truesize(TCP_MSS + 40), TCP_MSS);
   return room > c->pcb->rcv_wnd ? room - c->pcb->rcv_wnd : 0;
@@ -352,6 +361,7 @@ uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb) {
   struct memcg_lwip_conn* c = conn_of(pcb);
   memcg_sock_info info;
   u32_t grant;
+  info.size = sizeof info;
   if (!c || !c->sock || !c->withheld) return 0;
   if (pcb->state >= CLOSE_WAIT || pcb->state < ESTABLISHED) {
     grant = c->withheld; /* no more data comes: the window no longer costs memory */
@@ -473,6 +483,7 @@ uint32_t memcg_lwip_sndbuf(const struct tcp_pcb* pcb) {
   memcg_window_advice a;
   int64_t mss;
   u32_t n, room;
+  a.size = sizeof a;
   if (!pcb) return 0;
   n = tcp_sndbuf(pcb);
   mss = pcb->mss ? pcb->mss : TCP_MSS;

@@ -99,6 +99,8 @@ int memcg_lwip_altcp_attach(struct altcp_pcb* conn, memcg_group* g);
 
 /* ---- counters ---- */
 
+enum { MEMCG_LWIP_NR_REFUSAL_SOURCES = 9 }; /* memcg_refusal_source values */
+
 typedef struct memcg_lwip_stats {
   size_t size;              /* set by the caller: sizeof(memcg_lwip_stats) */
   uint64_t rx_charged;      /* segments charged */
@@ -106,6 +108,8 @@ typedef struct memcg_lwip_stats {
   uint64_t rx_trimmed;      /* of those, in sequence: the header went on without the payload */
   uint64_t rx_reinjected;   /* of those, out of order: the header was fed to lwIP on its own */
   uint64_t rx_fin_deferred; /* refused segments that carried a FIN */
+  uint64_t rx_refused_by[MEMCG_LWIP_NR_REFUSAL_SOURCES]; /* by memcg_refusal_source: the
+                               group's memory.max, its tcp limit, tcp_mem, fairness, rcvbuf */
   uint64_t rx_uncharged;    /* segments TCP kept in pbufs the port cannot charge */
   uint64_t rx_copied;       /* frames copied by memcg_lwip_netif_input */
   uint64_t tx_refused;      /* heap allocations refused to a write */
