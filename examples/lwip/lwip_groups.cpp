@@ -569,7 +569,10 @@ int main(int argc, char** argv) {
     altcp_accept(t->listener, on_accept);
   }
   // The deterministic edge first, then every tenant at once.
+  const std::uint32_t loss = g_loss_ppm;
+  g_loss_ppm = 0;  // the edge counts its frames
   edge_phase();
+  g_loss_ppm = loss;
   const std::size_t edge_eps = g_eps.size();
   const std::uint32_t main_start = g_now;
   const std::uint32_t squeeze_at = main_start + squeeze_after;
@@ -625,16 +628,18 @@ int main(int argc, char** argv) {
   if (tcp_active_pcbs || tcp_tw_pcbs) fail("pcbs left", nullptr);
   if (!all_done()) {
     fail("transfers did not finish", nullptr);
+    int shown = 0;
     for (endpoint* e : g_eps)
-      if (!e->closed)
+      if (!e->closed && shown++ < 8)
         std::fprintf(stderr, "  endpoint %d %s: sent %" PRIu64 " verified %" PRIu64
                      " held %zu shut_tx %d fin %d state %d withheld %u rcv_wnd %d sndbuf %u\n",
                      e->id, e->server ? "server" : "client", e->sent, e->verified, e->held.size(),
                      e->shut_tx, e->fin, e->pcb ? static_cast<int>(e->pcb->state) : -1,
                      e->pcb ? memcg_lwip_withheld(e->pcb) : 0u, e->pcb ? static_cast<int>(e->pcb->rcv_wnd) : -1,
                      e->pcb ? memcg_lwip_sndbuf(e->pcb) : 0u);
+    shown = 0;
     for (endpoint* e : g_eps)
-      if (!e->closed && e->pcb) {
+      if (!e->closed && e->pcb && shown++ < 8) {
         const memcg_sock_info in = sock_info(e->pcb);
         std::fprintf(stderr, "  ep %d fwd %lld rmem %lld wmem %lld rcvbuf %lld sndbuf %lld pressure %d unacked %d unsent %d snd_wnd %d\n", e->id,
                      (long long)in.forward_alloc, (long long)in.rmem_alloc, (long long)in.wmem_queued, (long long)in.rcvbuf, (long long)in.sndbuf, in.under_pressure, e->pcb->unacked != nullptr, e->pcb->unsent != nullptr, (int)e->pcb->snd_wnd);
@@ -667,6 +672,7 @@ int main(int argc, char** argv) {
               " copied; %" PRIu64 " heap allocations refused to writes\n",
               st.rx_charged, st.rx_refused, st.rx_trimmed, st.rx_reinjected, st.rx_fin_deferred,
               st.rx_uncharged, st.rx_copied, st.tx_refused);
+  std::printf("  out-of-order queues pruned for in-sequence data: %" PRIu64 "\n", st.rx_ooseq_pruned);
   std::printf("  refused by: memory.max %" PRIu64 ", tcp limit %" PRIu64 ", tcp_mem %" PRIu64
               ", fairness %" PRIu64 ", rcvbuf %" PRIu64 ", unknown %" PRIu64 "\n",
               st.rx_refused_by[MEMCG_REFUSAL_GROUP_LIMIT], st.rx_refused_by[MEMCG_REFUSAL_TCP_LIMIT],

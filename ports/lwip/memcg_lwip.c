@@ -282,12 +282,15 @@ err_t memcg_lwip_inpacket(struct tcp_pcb* pcb, struct tcp_hdr* hdr, u16_t optlen
   }
   if (size == 0) return ERR_OK;
   rc = memcg_sock_recv(c->sock, size, 0);
+#if TCP_QUEUE_OOSEQ
   if (rc != 0 && TCP_SEQ_LEQ(seq, nxt) && pcb->ooseq) {
     /* In-sequence data first: out-of-order data gives its memory back (the kernel prunes its
      * out-of-order queue the same way). */
     tcp_free_ooseq(pcb);
+    ++s_stats.rx_ooseq_pruned;
     rc = memcg_sock_recv(c->sock, size, 0);
   }
+#endif
   if (rc == 0) {
     for (q = p; q; q = q->next) {
       struct rx_frame* f = rx_of(q);

@@ -110,6 +110,7 @@ typedef struct memcg_lwip_stats {
   uint64_t rx_fin_deferred; /* refused segments that carried a FIN */
   uint64_t rx_refused_by[MEMCG_LWIP_NR_REFUSAL_SOURCES]; /* by memcg_refusal_source: the
                                group's memory.max, its tcp limit, tcp_mem, fairness, rcvbuf */
+  uint64_t rx_ooseq_pruned; /* out-of-order queues freed for refused in-sequence data */
   uint64_t rx_uncharged;    /* segments TCP kept in pbufs the port cannot charge */
   uint64_t rx_copied;       /* frames copied by memcg_lwip_netif_input */
   uint64_t tx_refused;      /* heap allocations refused to a write */
