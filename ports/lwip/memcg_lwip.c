@@ -345,10 +345,14 @@ static u32_t payload_of(int64_t memory, int64_t seg_size, int64_t mss) {
  * group's other sockets already promised) replaces this function. */
 static u32_t window_room(struct memcg_lwip_conn* c) {
   memcg_window_advice a;
+  const int64_t seg = memcg_lwip_rx_truesize(TCP_MSS + 40);
   u32_t room;
   a.size = sizeof a;
-  if (memcg_sock_advice(c->sock, TCP_MSS, &a) != 0) return 0;
-  room = payload_of(a.rcv_window, memcg_lwip_rx_truesize(TCP_MSS + 40), TCP_MSS);
+  /* The advice's segment is what a full segment costs here: under pressure its floor (two
+   * segments) is then two whole segments of payload, and the receiver still acknowledges every
+   * second one at once instead of waiting for its delayed ACK. */
+  if (memcg_sock_advice(c->sock, seg, &a) != 0) return 0;
+  room = payload_of(a.rcv_window, seg, TCP_MSS);
   return room > c->pcb->rcv_wnd ? room - c->pcb->rcv_wnd : 0;
 }
 
@@ -490,7 +494,7 @@ uint32_t memcg_lwip_sndbuf(const struct tcp_pcb* pcb) {
   if (!pcb) return 0;
   n = tcp_sndbuf(pcb);
   mss = pcb->mss ? pcb->mss : TCP_MSS;
-  if (!c || !c->sock || memcg_sock_advice(c->sock, mss, &a) != 0) return n;
+  if (!c || !c->sock || memcg_sock_advice(c->sock, tx_seg_size(mss), &a) != 0) return n;
   /* Whole segments only: a write of part of one still allocates a whole one. */
   room = (u32_t)(a.snd_space / tx_seg_size(mss) * mss);
   return room < n ? room : n;

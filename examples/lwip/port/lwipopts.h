@@ -37,13 +37,14 @@
 #define MEMP_NUM_PBUF 4096
 #define PBUF_POOL_SIZE 256
 
-/* TCP: 16-bit windows (no scaling), a short MSL so TIME_WAIT ends in virtual seconds. */
+/* TCP: 16-bit windows (no scaling). TCP_MSL bounds TIME_WAIT and (lwIP) LAST_ACK to 2 * MSL:
+ * 10 s virtual, longer than the slow tenant holds a peer's FIN behind refused data. */
 #define TCP_MSS 1460
 #define TCP_WND (16 * TCP_MSS)
 #define TCP_SND_BUF (32 * TCP_MSS)
 #define TCP_SND_QUEUELEN (4 * TCP_SND_BUF / TCP_MSS)
 #define TCP_QUEUE_OOSEQ 1
-#define TCP_MSL 500UL
+#define TCP_MSL 10000UL
 #define LWIP_TCP_PCB_NUM_EXT_ARGS 2 /* the port's slot and the test's */
 #define LWIP_CALLBACK_API 1
 
