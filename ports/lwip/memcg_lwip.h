@@ -7,8 +7,9 @@
  *     #include "memcg_lwip.h"               (the hooks below)
  *
  * and compiles memcg_lwip.c with lwIP. What it gets (checked against lwIP 2.1.3):
- *   - a connection slot: each tcp_pcb owns a memcg socket (memcg_sock) in one of lwIP's tcp ext
- *     args; memcg_lwip_attach() gives it a group; accepted connections inherit the listener's;
+ *   - a connection slot in one of lwIP's tcp ext args (one allocation per connection, holding
+ *     the memcg socket's state: memcg_sock_init); memcg_lwip_attach() gives it a group;
+ *     accepted connections inherit the listener's;
  *   - receive charging: frames in pbufs from memcg_lwip_rx_alloc() (or any pbuf, copied once by
  *     memcg_lwip_netif_input) are charged with their real size (the pbuf and its payload: one
  *     allocation) when TCP keeps them, and given back when the last reference is freed;
