@@ -19,8 +19,9 @@ cmake -S "$here" -B "$work/build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DLWIP_DIR="$lwip" -DMEMCG_INCLUDE_DIR="$root/include" >"$work/configure.log" \
   || { cat "$work/configure.log"; exit 1; }
 cmake --build "$work/build" -j2 >"$work/build.log" || { cat "$work/build.log"; exit 1; }
-# The main run (4 MiB each way per connection, no loss), a short one with loss on the wire, and
+# The port's C99 test, then lwip_groups: the main run (4 MiB each way per connection, no loss), a short one with loss on the wire, and
 # one with 8 connections per tenant (tcp_mem's pressure holds longer).
+"$work/build/test_memcg_lwip"
 "$work/build/lwip_groups" "${@:5}"
 "$work/build/lwip_groups" --mb 2 --loss 1000
 "$work/build/lwip_groups" --mb 1 --conns 8
