@@ -725,6 +725,18 @@ int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes) {
 int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes) {
   return s ? err(in(s)->s.setsockopt_sndbuf(bytes)) : -EINVAL;
 }
+int memcg_sock_tune_rcvbuf(memcg_sock* s, int64_t bytes) {
+  if (!s) return -EINVAL;
+  if (in(s)->s.closed()) return -EBADF;
+  in(s)->s.set_rcvbuf(bytes);
+  return 0;
+}
+int memcg_sock_tune_sndbuf(memcg_sock* s, int64_t bytes) {
+  if (!s) return -EINVAL;
+  if (in(s)->s.closed()) return -EBADF;
+  in(s)->s.set_sndbuf(bytes);
+  return 0;
+}
 namespace {
 int check_schedule(const memcg_sock* s, int64_t size) noexcept {
   if (!s) return -EINVAL;

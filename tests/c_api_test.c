@@ -1047,6 +1047,26 @@ static void test_tcp_rules(void) {
   info = sock_info(w);
   CHECK(info.sndbuf == 6000 && info.sndbuf_locked == 1);
   CHECK(info.wmem_queued == 6000);
+  /* The stack's own settings: clamped, not locked. */
+  CHECK(memcg_sock_tune_rcvbuf(NULL, 1) == -EINVAL);
+  CHECK(memcg_sock_tune_sndbuf(NULL, 1) == -EINVAL);
+  {
+    memcg_sock* u = NULL;
+    CHECK(memcg_sock_open(p, g, &u) == 0);
+    CHECK(memcg_sock_tune_rcvbuf(u, 70000) == 0);
+    CHECK(memcg_sock_tune_sndbuf(u, 1) == 0);
+    info = sock_info(u);
+    CHECK(info.rcvbuf == 70000 && info.rcvbuf_locked == 0);
+    CHECK(info.sndbuf == 4608 && info.sndbuf_locked == 0);
+    CHECK(memcg_sock_tune_rcvbuf(u, -5) == 0);
+    CHECK(memcg_sock_tune_sndbuf(u, INT64_MAX) == 0);
+    info = sock_info(u);
+    CHECK(info.rcvbuf == 0 && info.sndbuf == INT32_MAX);
+    CHECK(memcg_sock_close(u) == 0);
+    CHECK(memcg_sock_tune_rcvbuf(u, 1) == -EBADF);
+    CHECK(memcg_sock_tune_sndbuf(u, 1) == -EBADF);
+    memcg_sock_destroy(u);
+  }
   /* The primitive for stacks with their own queues. */
   CHECK(memcg_sock_forced_mem_schedule(w, -1) == -EINVAL);
   CHECK(memcg_sock_forced_mem_schedule(w, 3 * 4096) == 0);

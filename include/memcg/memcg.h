@@ -408,6 +408,11 @@ int memcg_sock_close(memcg_sock* s);
  * unless 0 <= bytes <= INT32_MAX. */
 int memcg_sock_set_rcvbuf(memcg_sock* s, int64_t bytes);
 int memcg_sock_set_sndbuf(memcg_sock* s, int64_t bytes);
+/* The stack's own setting (receive-buffer autotuning, a clamp): bytes as they are, clamped to
+ * [0, INT32_MAX] (rcvbuf) or [4608, INT32_MAX] (sndbuf), not locked (sndbuf stays moderated
+ * under pressure). -EBADF if closed. */
+int memcg_sock_tune_rcvbuf(memcg_sock* s, int64_t bytes);
+int memcg_sock_tune_sndbuf(memcg_sock* s, int64_t bytes);
 /* The kernel's primitives, for stacks that keep rmem/wmem themselves: sk_rmem_schedule and
  * sk_wmem_schedule (0: the forward allocation covers size bytes; -ENOMEM: refused),
  * sk_forced_mem_schedule (past every limit: the segment into an empty receive queue),
