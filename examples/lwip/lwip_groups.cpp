@@ -518,8 +518,7 @@ int main(int argc, char** argv) {
   if (memcg_hierarchy_create(nullptr, &g_h) != 0 || memcg_proto_create(&po, &g_proto) != 0) return 1;
   // tcp_mem in pages: pressure above 1.5 MiB, back below 1 MiB, hard limit 32 MiB.
   memcg_proto_set_tcp_mem(g_proto, tcp_min, tcp_pressure, 8192);
-  // The send buffer holds what lwIP queues for TCP_SND_BUF (payload plus its heap overhead).
-  memcg_proto_set_tcp_wmem(g_proto, 4096, 2 * TCP_SND_BUF, 4 << 20);
+  // (tcp_wmem stays the default: the port sizes each socket's sndbuf for TCP_SND_BUF.)
   memcg_proto_set_pressure_callback(g_proto, on_pressure, nullptr);
   memcg_mkdir(g_h, "server", nullptr);
   memcg_mkdir(g_h, "client", nullptr);

@@ -80,6 +80,7 @@ static void slot_destroyed(u8_t id, void* data) {
 }
 
 static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb);
+static int64_t tx_bytes_of(int64_t payload);
 
 static const struct tcp_ext_arg_callbacks s_slot_callbacks = {slot_destroyed, slot_passive_open};
 
@@ -97,6 +98,10 @@ static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
   } else if ((rc = memcg_sock_init(&c->storage, sizeof c->storage, s_proto, g, &c->sock)) != 0) {
     MEMCG_LWIP_SYS_FREE(c);
     return rc;
+  } else {
+    /* The send buffer is what lwIP is configured to queue (TCP_SND_BUF), in the heap it takes:
+     * the stack's own setting, not locked (still moderated under pressure). */
+    (void)memcg_sock_tune_sndbuf(c->sock, tx_bytes_of(TCP_SND_BUF));
   }
   ++s_stats.conns;
   tcp_ext_arg_set(pcb, s_ext_id, c);
@@ -483,6 +488,11 @@ static int64_t tx_seg_size(int64_t mss) {
                                        PBUF_IP_HLEN + PBUF_TRANSPORT_HLEN) +
                    LWIP_MEM_ALIGN_SIZE(sizeof(struct tcp_seg))) +
          (int64_t)LWIP_MEM_ALIGN_SIZE(mss);
+}
+
+/* Heap that `payload` bytes of full segments take when queued. */
+static int64_t tx_bytes_of(int64_t payload) {
+  return (payload + TCP_MSS - 1) / TCP_MSS * tx_seg_size(TCP_MSS);
 }
 
 uint32_t memcg_lwip_sndbuf(const struct tcp_pcb* pcb) {

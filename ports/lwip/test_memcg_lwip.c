@@ -213,6 +213,9 @@ int main(void) {
     return 1;
   }
 
+  /* The port sized the send buffer for what lwIP queues (TCP_SND_BUF in heap), unlocked. */
+  si = sock_info(server.pcb);
+  CHECK(si.sndbuf > TCP_SND_BUF && !si.sndbuf_locked, "sndbuf sized for TCP_SND_BUF");
   /* A segment the server does not read yet: a refusal needs a queue that is not empty. */
   write_n(&client, TCP_MSS, 1);
   for (i = 0; i < 3; ++i) tick();
