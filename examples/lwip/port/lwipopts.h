@@ -1,8 +1,7 @@
-/* lwipopts.h for the memcg lwIP example: one thread, raw API, IPv4 + TCP only, a virtual clock,
- * and every allocation through our functions (memcg_lwip_malloc/free in lwip_groups.cpp). */
+/* lwipopts.h for the memcg lwIP example: one thread, raw API and altcp, IPv4 + TCP only, a
+ * virtual clock, and the memcg port (ports/lwip/memcg_lwip.h) included last. */
 #ifndef MEMCG_LWIPOPTS_H
 #define MEMCG_LWIPOPTS_H
-#include <stddef.h>
 
 #define NO_SYS 1
 #define SYS_LIGHTWEIGHT_PROT 0
@@ -26,57 +25,32 @@
 #define LWIP_HAVE_LOOPIF 0
 #define LWIP_STATS 0
 #define LWIP_TCP 1
+#define LWIP_ALTCP 1
 
-/* Memory: the C library's malloc, through our tagged functions; pools too. */
+/* Memory: the C library's malloc (through the port, which charges send memory); pools too. */
 #define MEM_LIBC_MALLOC 1
 #define MEMP_MEM_MALLOC 1
-#define LWIP_SUPPORT_CUSTOM_PBUF 1
 #define MEM_ALIGNMENT 8
-#ifdef __cplusplus
-extern "C" {
-#endif
-void* memcg_lwip_malloc(size_t size);
-void* memcg_lwip_calloc(size_t count, size_t size);
-void memcg_lwip_free(void* p);
-#ifdef __cplusplus
-}
-#endif
-#define mem_clib_malloc memcg_lwip_malloc
-#define mem_clib_calloc memcg_lwip_calloc
-#define mem_clib_free memcg_lwip_free
 #define MEMP_NUM_TCP_PCB 128
 #define MEMP_NUM_TCP_PCB_LISTEN 16
 #define MEMP_NUM_TCP_SEG 4096
 #define MEMP_NUM_PBUF 4096
 #define PBUF_POOL_SIZE 256
 
-/* TCP: 16-bit windows (no scaling), a short MSL so TIME_WAIT ends in virtual seconds. */
+/* TCP: 16-bit windows (no scaling). TCP_MSL bounds TIME_WAIT and (lwIP) LAST_ACK to 2 * MSL:
+ * 10 s virtual, longer than the slow tenant holds a peer's FIN behind refused data. */
 #define TCP_MSS 1460
 #define TCP_WND (16 * TCP_MSS)
 #define TCP_SND_BUF (32 * TCP_MSS)
 #define TCP_SND_QUEUELEN (4 * TCP_SND_BUF / TCP_MSS)
 #define TCP_QUEUE_OOSEQ 1
-#define TCP_MSL 500UL
-#define LWIP_TCP_PCB_NUM_EXT_ARGS 1
+#define TCP_MSL 10000UL
+#define LWIP_TCP_PCB_NUM_EXT_ARGS 2 /* the port's slot and the test's */
 #define LWIP_CALLBACK_API 1
-
-/* Our hooks (lwip_groups.cpp). */
-#ifdef __cplusplus
-extern "C" {
-#endif
-struct tcp_pcb;
-struct tcp_hdr;
-struct pbuf;
-signed char memcg_lwip_inpacket(struct tcp_pcb* pcb, struct tcp_hdr* hdr, unsigned short optlen,
-                                unsigned short opt1len, unsigned char* opt2, struct pbuf* p);
-unsigned int memcg_lwip_ooseq_limit(const struct tcp_pcb* pcb);
-#ifdef __cplusplus
-}
-#endif
-#define LWIP_HOOK_TCP_INPACKET_PCB(pcb, hdr, optlen, opt1len, opt2, p) \
-  memcg_lwip_inpacket(pcb, hdr, optlen, opt1len, opt2, p)
-#define TCP_OOSEQ_BYTES_LIMIT(pcb) memcg_lwip_ooseq_limit(pcb)
 
 #define LWIP_DEBUG 0
 #define LWIP_NOASSERT_ON_ERROR 0
+
+/* The memcg port: the connection slot, the input and out-of-order hooks, lwIP's heap. */
+#include "memcg_lwip.h"
 #endif

@@ -1,0 +1,579 @@
+/* memcg_lwip.c: the lwIP port (memcg_lwip.h). C99; compiled with lwIP and the stack's
+ * lwipopts.h. Checked against lwIP 2.1.3: the refusal path depends on what tcp_input() does
+ * around LWIP_HOOK_TCP_INPACKET_PCB (see memcg_lwip_inpacket). */
+#include "lwip/opt.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lwip/inet_chksum.h"
+#include "lwip/init.h"
+#include "lwip/ip.h"
+#include "lwip/pbuf.h"
+#include "lwip/priv/tcp_priv.h"
+#include "lwip/prot/tcp.h"
+#include "lwip/tcp.h"
+#if LWIP_ALTCP
+#include "lwip/altcp.h"
+#include "lwip/priv/altcp_priv.h"
+#endif
+#include "memcg_lwip.h"
+
+#if !LWIP_TCP || LWIP_TCP_PCB_NUM_EXT_ARGS < 1
+#error "memcg_lwip: needs LWIP_TCP and LWIP_TCP_PCB_NUM_EXT_ARGS >= 1 (the connection slot)"
+#endif
+#if !LWIP_SUPPORT_CUSTOM_PBUF
+#error "memcg_lwip: needs LWIP_SUPPORT_CUSTOM_PBUF (received frames are custom pbufs)"
+#endif
+#if LWIP_VERSION_MAJOR != 2 || LWIP_VERSION_MINOR != 1
+#warning "memcg_lwip: the refusal path was checked against lwIP 2.1's tcp_input(); check it"
+#endif
+
+/* The allocator behind received frames, connection slots and (through mem_clib_malloc) lwIP's
+ * heap. */
+#ifndef MEMCG_LWIP_SYS_MALLOC
+#define MEMCG_LWIP_SYS_MALLOC malloc
+#define MEMCG_LWIP_SYS_FREE free
+#endif
+
+/* A connection slot: the memcg socket of one pcb (or a listener's group). It lives while its
+ * pcb, a charged pbuf or a charged heap block does: received data the application still holds
+ * is given back to the socket after lwIP freed the pcb. */
+struct memcg_lwip_conn {
+  memcg_sock_storage storage; /* the socket's state (memcg_sock_init): no allocation of its own */
+  memcg_sock* sock;     /* NULL for a listener */
+  memcg_group* group;   /* a listener's: the group of the connections it accepts */
+  struct tcp_pcb* pcb;  /* NULL once lwIP freed it */
+  uint32_t refs;        /* the pcb, each charged pbuf, each charged heap block */
+  uint32_t withheld;    /* bytes consumed whose window is not yet given back */
+};
+
+static memcg_proto* s_proto;
+static u8_t s_ext_id;
+static int s_ready;
+static struct memcg_lwip_conn* s_tx_owner; /* the socket a write is allocating for */
+static int s_reinjecting;
+static memcg_lwip_stats s_stats;
+
+/* ---- connection slots ---- */
+
+static void conn_put(struct memcg_lwip_conn* c) {
+  if (--c->refs != 0) return;
+  if (c->sock) memcg_sock_fini(c->sock);
+  --s_stats.conns;
+  MEMCG_LWIP_SYS_FREE(c);
+}
+
+static struct memcg_lwip_conn* conn_of(const struct tcp_pcb* pcb) {
+  if (!s_ready || !pcb) return NULL;
+  return (struct memcg_lwip_conn*)tcp_ext_arg_get(pcb, s_ext_id);
+}
+
+static void slot_destroyed(u8_t id, void* data) {
+  struct memcg_lwip_conn* c = (struct memcg_lwip_conn*)data;
+  LWIP_UNUSED_ARG(id);
+  if (!c) return;
+  c->pcb = NULL;
+  c->withheld = 0;
+  conn_put(c);
+}
+
+static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb);
+static int64_t tx_bytes_of(int64_t payload);
+
+static const struct tcp_ext_arg_callbacks s_slot_callbacks = {slot_destroyed, slot_passive_open};
+
+static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
+  struct memcg_lwip_conn* c;
+  int rc;
+  if (tcp_ext_arg_get(pcb, s_ext_id)) return -EEXIST;
+  c = (struct memcg_lwip_conn*)MEMCG_LWIP_SYS_MALLOC(sizeof *c);
+  if (!c) return -ENOMEM;
+  memset(c, 0, sizeof *c);
+  c->pcb = pcb;
+  c->refs = 1;
+  if (listener) {
+    c->group = g;
+  } else if ((rc = memcg_sock_init(&c->storage, sizeof c->storage, s_proto, g, &c->sock)) != 0) {
+    MEMCG_LWIP_SYS_FREE(c);
+    return rc;
+  } else {
+    /* The send buffer is what lwIP is configured to queue (TCP_SND_BUF), in the heap it takes:
+     * the stack's own setting, not locked (still moderated under pressure). */
+    (void)memcg_sock_tune_sndbuf(c->sock, tx_bytes_of(TCP_SND_BUF));
+  }
+  ++s_stats.conns;
+  tcp_ext_arg_set(pcb, s_ext_id, c);
+  tcp_ext_arg_set_callbacks(pcb, s_ext_id, &s_slot_callbacks);
+  return 0;
+}
+
+/* A connection from a listener's SYN: a socket in the listener's group before any data. */
+static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb) {
+  struct memcg_lwip_conn* l = (struct memcg_lwip_conn*)lpcb->ext_args[id].data;
+  if (!l) return ERR_OK;
+  return conn_open(cpcb, l->group, 0) == 0 ? ERR_OK : ERR_MEM;
+}
+
+int memcg_lwip_init(memcg_proto* proto) {
+  if (!proto) return -EINVAL;
+  if (s_ready) return -EBUSY;
+  s_ext_id = tcp_ext_arg_alloc_id();
+  if (s_ext_id >= LWIP_TCP_PCB_NUM_EXT_ARGS) return -ENOSPC;
+  s_proto = proto;
+  s_ready = 1;
+  return 0;
+}
+
+int memcg_lwip_attach(struct tcp_pcb* pcb, memcg_group* g) {
+  if (!s_ready || !pcb) return -EINVAL;
+  return conn_open(pcb, g, pcb->state == LISTEN);
+}
+
+memcg_sock* memcg_lwip_sock(const struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  return c ? c->sock : NULL;
+}
+
+int memcg_lwip_get_stats(memcg_lwip_stats* out) {
+  size_t size;
+  if (!out || out->size < sizeof *out) return -EINVAL;
+  size = out->size;
+  *out = s_stats;
+  out->size = size;
+  return 0;
+}
+
+/* ---- received frames ---- */
+
+/* A frame: the pbuf, the socket it is charged to, then the payload; one allocation. */
+struct rx_frame {
+  struct pbuf_custom pc; /* first: a pbuf* of ours is an rx_frame* */
+  struct memcg_lwip_conn* owner;
+  uint32_t truesize;
+};
+#define RX_HDR LWIP_MEM_ALIGN_SIZE(sizeof(struct rx_frame))
+
+int64_t memcg_lwip_rx_truesize(uint16_t len) { return (int64_t)(RX_HDR + len); }
+
+static void rx_free(struct pbuf* p) {
+  struct rx_frame* f = (struct rx_frame*)p;
+  if (f->owner) {
+    /* The application (or lwIP) let go of the data: the receive queue gives it back. */
+    (void)memcg_sock_consume(f->owner->sock, f->truesize);
+    conn_put(f->owner);
+  }
+  --s_stats.rx_frames;
+  MEMCG_LWIP_SYS_FREE(f);
+}
+
+static struct rx_frame* rx_of(struct pbuf* p) {
+  if (!(p->flags & PBUF_FLAG_IS_CUSTOM)) return NULL;
+  if (((struct pbuf_custom*)p)->custom_free_function != rx_free) return NULL;
+  return (struct rx_frame*)p;
+}
+
+struct pbuf* memcg_lwip_rx_alloc(uint16_t len) {
+  struct rx_frame* f = (struct rx_frame*)MEMCG_LWIP_SYS_MALLOC(RX_HDR + len);
+  if (!f) return NULL;
+  f->owner = NULL;
+  f->truesize = (uint32_t)(RX_HDR + len);
+  f->pc.custom_free_function = rx_free;
+  ++s_stats.rx_frames;
+  return pbuf_alloced_custom(PBUF_RAW, len, PBUF_REF, &f->pc, (u8_t*)f + RX_HDR, len);
+}
+
+err_t memcg_lwip_netif_input(struct pbuf* p, struct netif* inp) {
+  struct pbuf* q;
+  if (!p) return ERR_ARG;
+  if (p->next || !rx_of(p)) {
+    q = memcg_lwip_rx_alloc(p->tot_len);
+    if (!q) return ERR_MEM; /* the caller frees p, as for any refused input */
+    (void)pbuf_copy_partial(p, q->payload, p->tot_len, 0);
+    pbuf_free(p);
+    ++s_stats.rx_copied;
+    p = q;
+  }
+  if (ip_input(p, inp) != ERR_OK) pbuf_free(p);
+  return ERR_OK; /* p is consumed either way */
+}
+
+/* ---- receive: the input hook ---- */
+
+/* Who refused the last receive (memcg_refusal_source), counted. */
+static void count_refusal(void) {
+  memcg_refusal r;
+  r.size = sizeof r;
+  if (memcg_last_refusal(&r) == 0 && r.source >= 0 && r.source < MEMCG_LWIP_NR_REFUSAL_SOURCES)
+    ++s_stats.rx_refused_by[r.source];
+}
+
+/* Feeds lwIP the header of a segment whose payload was refused, on its own: its ACK and window
+ * reach the pcb. Safe in the hook because tcp_input(), when the hook refuses a segment of an
+ * active pcb, only frees it and returns: the statics it set for that segment are dead, and
+ * this call sets its own (with ip_data still describing the same IP packet). The pbuf is on the
+ * stack: a segment without payload is never kept (no queue, no recv_data). */
+static void noop_free(struct pbuf* p) { LWIP_UNUSED_ARG(p); }
+
+static void reinject_header(const struct tcp_hdr* hdr, u16_t optlen, u16_t opt1len,
+                            const u8_t* opt2, u8_t flags) {
+  union {
+    u32_t align;
+    u8_t b[TCP_HLEN + 40];
+  } buf;
+  struct tcp_hdr* h = (struct tcp_hdr*)buf.b;
+  struct pbuf_custom pc;
+  struct pbuf* q;
+  u16_t len = (u16_t)(TCP_HLEN + optlen);
+  if (optlen > 40 || opt1len > optlen) return;
+  h->src = lwip_htons(hdr->src);
+  h->dest = lwip_htons(hdr->dest);
+  h->seqno = lwip_htonl(hdr->seqno);
+  h->ackno = lwip_htonl(hdr->ackno);
+  h->_hdrlen_rsvd_flags = hdr->_hdrlen_rsvd_flags; /* still in network order */
+  TCPH_FLAGS_SET(h, flags & (TCP_ACK | TCP_ECE | TCP_CWR));
+  h->wnd = lwip_htons(hdr->wnd);
+  h->chksum = 0;
+  h->urgp = 0;
+  memcpy(buf.b + TCP_HLEN, (const u8_t*)hdr + TCP_HLEN, opt1len);
+  if (optlen > opt1len && opt2) memcpy(buf.b + TCP_HLEN + opt1len, opt2, optlen - opt1len);
+  pc.custom_free_function = noop_free;
+  q = pbuf_alloced_custom(PBUF_RAW, len, PBUF_REF, &pc, buf.b, len);
+  if (!q) return;
+  h->chksum = ip_chksum_pseudo(q, IP_PROTO_TCP, len, ip_current_src_addr(), ip_current_dest_addr());
+  s_reinjecting = 1;
+  tcp_input(q, ip_current_input_netif());
+  s_reinjecting = 0;
+}
+
+/* Charges the frames of a segment TCP may keep to its pcb's socket. A refusal costs the payload
+ * only: in sequence, the payload is cut off in place (the bytes before rcv_nxt stay, for lwIP to
+ * trim as old) and the FIN cleared (it follows the refused data); lwIP then processes the ACK
+ * and window as for an empty segment. tcp_input() computed the segment's length before this
+ * hook (a static), so lwIP still treats it as a data segment: not a duplicate ACK, and the
+ * in-sequence path recomputes the length from the pbuf (0). Out of order, an empty segment in
+ * that path would be queued (with the frame's memory, uncharged): the segment is dropped and
+ * its header fed to lwIP on its own, if its ACK or window says something new. */
+err_t memcg_lwip_inpacket(struct tcp_pcb* pcb, struct tcp_hdr* hdr, u16_t optlen, u16_t opt1len,
+                          u8_t* opt2, struct pbuf* p) {
+  struct memcg_lwip_conn* c;
+  struct pbuf* q;
+  u32_t seq, nxt, len;
+  int64_t size = 0;
+  int foreign = 0, rc;
+  u8_t flags;
+  if (!s_ready || s_reinjecting || !pcb || !p || p->tot_len == 0) return ERR_OK;
+  /* Only states whose payload lwIP keeps (later ones ignore the text, earlier have none). */
+  if (pcb->state != SYN_RCVD && pcb->state != ESTABLISHED && pcb->state != FIN_WAIT_1 &&
+      pcb->state != FIN_WAIT_2)
+    return ERR_OK;
+  flags = TCPH_FLAGS(hdr);
+  if (flags & (TCP_SYN | TCP_RST)) return ERR_OK;
+  seq = hdr->seqno;
+  nxt = pcb->rcv_nxt;
+  len = p->tot_len;
+  /* Old or beyond the window: lwIP frees it before returning; nothing to charge. */
+  if (TCP_SEQ_LEQ(seq + len, nxt) || TCP_SEQ_GEQ(seq, nxt + pcb->rcv_wnd)) return ERR_OK;
+  c = conn_of(pcb);
+  for (q = p; q; q = q->next) {
+    struct rx_frame* f = rx_of(q);
+    if (!f) foreign = 1;
+    else if (!f->owner) size += f->truesize;
+  }
+  if (foreign || !c || !c->sock) {
+    ++s_stats.rx_uncharged;
+    if (!c || !c->sock) return ERR_OK;
+  }
+  if (size == 0) return ERR_OK;
+  rc = memcg_sock_recv(c->sock, size, 0);
+#if TCP_QUEUE_OOSEQ
+  if (rc != 0 && TCP_SEQ_LEQ(seq, nxt) && pcb->ooseq) {
+    /* In-sequence data first: out-of-order data gives its memory back (the kernel prunes its
+     * out-of-order queue the same way). */
+    tcp_free_ooseq(pcb);
+    ++s_stats.rx_ooseq_pruned;
+    rc = memcg_sock_recv(c->sock, size, 0);
+  }
+#endif
+  if (rc == 0) {
+    for (q = p; q; q = q->next) {
+      struct rx_frame* f = rx_of(q);
+      if (f && !f->owner) {
+        f->owner = c;
+        ++c->refs;
+      }
+    }
+    ++s_stats.rx_charged;
+    return ERR_OK;
+  }
+  ++s_stats.rx_refused;
+  count_refusal();
+  if (flags & TCP_FIN) ++s_stats.rx_fin_deferred;
+  if (TCP_SEQ_LEQ(seq, nxt)) {
+    TCPH_FLAGS_SET(hdr, flags & (u8_t) ~(TCP_FIN | TCP_PSH | TCP_URG));
+    pbuf_realloc(p, (u16_t)(nxt - seq));
+    ++s_stats.rx_trimmed;
+    return ERR_OK;
+  }
+  if ((flags & TCP_ACK) &&
+      ((TCP_SEQ_GT(hdr->ackno, pcb->lastack) && TCP_SEQ_LEQ(hdr->ackno, pcb->snd_nxt)) ||
+       (u32_t)SND_WND_SCALE(pcb, hdr->wnd) != (u32_t)pcb->snd_wnd)) {
+    ++s_stats.rx_reinjected;
+    reinject_header(hdr, optlen, opt1len, opt2, flags); /* pcb may be gone after this */
+  }
+  return ERR_MEM;
+}
+
+/* Out-of-order data never holds more than the socket's receive buffer (it is charged at arrival
+ * like any other; this bounds what lwIP queues before the refusals start). */
+u32_t memcg_lwip_ooseq_limit(const struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  memcg_sock_info info;
+  info.size = sizeof info;
+  if (!c || !c->sock || memcg_sock_get_info(c->sock, &info) != 0) return TCP_WND_MAX(pcb);
+  return (u32_t)(info.rcvbuf > 0xffffffffLL ? 0xffffffffLL : info.rcvbuf);
+}
+
+/* ---- receive: the window ---- */
+
+/* Payload bytes of segments of `mss` that `memory` bytes of charge can hold. */
+static u32_t payload_of(int64_t memory, int64_t seg_size, int64_t mss) {
+  int64_t n;
+  if (memory <= 0 || seg_size <= 0) return 0;
+  n = memory / seg_size * mss + memory % seg_size * mss / seg_size;
+  return n > 0x7fffffffLL ? 0x7fffffffU : (u32_t)n;
+}
+
+/* The window (payload bytes, beyond what is open now) this connection may promise. The one
+ * place the per-socket advice is read for receiving: a group-level promise (the window the
+ * group's other sockets already promised) replaces this function. */
+static u32_t window_room(struct memcg_lwip_conn* c) {
+  memcg_window_advice a;
+  const int64_t seg = memcg_lwip_rx_truesize(TCP_MSS + 40);
+  u32_t room;
+  a.size = sizeof a;
+  /* The advice's segment is what a full segment costs here: under pressure its floor (two
+   * segments) is then two whole segments of payload, and the receiver still acknowledges every
+   * second one at once instead of waiting for its delayed ACK. */
+  if (memcg_sock_advice(c->sock, seg, &a) != 0) return 0;
+  room = payload_of(a.rcv_window, seg, TCP_MSS);
+  return room > c->pcb->rcv_wnd ? room - c->pcb->rcv_wnd : 0;
+}
+
+static void give_window(struct tcp_pcb* pcb, u32_t n) {
+  while (n) {
+    u16_t k = (u16_t)(n > 0xffffu ? 0xffffu : n);
+    tcp_recved(pcb, k);
+    n -= k;
+  }
+}
+
+uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  memcg_sock_info info;
+  u32_t grant;
+  info.size = sizeof info;
+  if (!c || !c->sock || !c->withheld) return 0;
+  if (pcb->state >= CLOSE_WAIT || pcb->state < ESTABLISHED) {
+    grant = c->withheld; /* no more data comes: the window no longer costs memory */
+  } else {
+    grant = window_room(c);
+    if (grant > c->withheld) grant = c->withheld;
+    /* An empty receive queue always takes a segment: keep the connection moving. */
+    if (grant < TCP_MSS && pcb->rcv_wnd < TCP_MSS && memcg_sock_get_info(c->sock, &info) == 0 &&
+        info.rmem_alloc == 0)
+      grant = c->withheld < TCP_MSS ? c->withheld : TCP_MSS;
+    /* No silly windows: less than a segment waits for more room. */
+    if (grant < TCP_MSS && grant < c->withheld) grant = 0;
+  }
+  c->withheld -= grant;
+  give_window(pcb, grant);
+  return grant;
+}
+
+uint32_t memcg_lwip_recved(struct tcp_pcb* pcb, uint32_t len) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  if (!pcb) return 0;
+  if (!c || !c->sock) {
+    give_window(pcb, len);
+    return len;
+  }
+  c->withheld += len;
+  return memcg_lwip_update_window(pcb);
+}
+
+uint32_t memcg_lwip_withheld(const struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  return c ? c->withheld : 0;
+}
+
+err_t memcg_lwip_close(struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  if (!pcb) return ERR_ARG;
+  if (c && c->withheld) {
+    give_window(pcb, c->withheld);
+    c->withheld = 0;
+  }
+  return tcp_close(pcb);
+}
+
+/* ---- send: lwIP's heap ---- */
+
+/* A heap block: who it is charged to, and its size. */
+union heap_hdr {
+  struct {
+    struct memcg_lwip_conn* owner;
+    size_t size;
+  } h;
+  long double align_ld;
+  void* align_p;
+  long long align_ll;
+};
+#define HEAP_HDR LWIP_MEM_ALIGN_SIZE(sizeof(union heap_hdr))
+
+void* memcg_lwip_malloc(size_t size) {
+  struct memcg_lwip_conn* owner = s_tx_owner;
+  union heap_hdr* b;
+  size_t total = HEAP_HDR + size;
+  if (owner && memcg_sock_send(owner->sock, (int64_t)total) != 0) {
+    /* The socket's send queue is full, or its group refused: tcp_write fails with ERR_MEM
+     * and queues nothing. */
+    ++s_stats.tx_refused;
+    return NULL;
+  }
+  b = (union heap_hdr*)MEMCG_LWIP_SYS_MALLOC(total);
+  if (!b) {
+    if (owner) (void)memcg_sock_ack(owner->sock, (int64_t)total);
+    return NULL;
+  }
+  b->h.owner = owner;
+  b->h.size = total;
+  s_stats.heap += (int64_t)total;
+  if (owner) {
+    ++owner->refs;
+    s_stats.tx_heap += (int64_t)total;
+  }
+  return (u8_t*)b + HEAP_HDR;
+}
+
+void* memcg_lwip_calloc(size_t count, size_t size) {
+  void* p;
+  if (size && count > ((size_t)-1 - HEAP_HDR) / size) return NULL;
+  p = memcg_lwip_malloc(count * size);
+  if (p) memset(p, 0, count * size);
+  return p;
+}
+
+void memcg_lwip_free(void* p) {
+  union heap_hdr* b;
+  if (!p) return;
+  b = (union heap_hdr*)((u8_t*)p - HEAP_HDR);
+  s_stats.heap -= (int64_t)b->h.size;
+  if (b->h.owner) {
+    /* Sent data lwIP lets go of: acknowledged (or the connection is gone). */
+    (void)memcg_sock_ack(b->h.owner->sock, (int64_t)b->h.size);
+    s_stats.tx_heap -= (int64_t)b->h.size;
+    conn_put(b->h.owner);
+  }
+  MEMCG_LWIP_SYS_FREE(b);
+}
+
+/* Heap one queued segment costs: its pbuf (headers reserved, and a whole mss of payload:
+ * tcp_write allocates the last segment's pbuf oversized, TCP_OVERSIZE) and its tcp_seg. */
+static int64_t tx_seg_size(int64_t mss) {
+  return (int64_t)(2 * HEAP_HDR +
+                   LWIP_MEM_ALIGN_SIZE(LWIP_MEM_ALIGN_SIZE(sizeof(struct pbuf)) +
+                                       PBUF_LINK_ENCAPSULATION_HLEN + PBUF_LINK_HLEN +
+                                       PBUF_IP_HLEN + PBUF_TRANSPORT_HLEN) +
+                   LWIP_MEM_ALIGN_SIZE(sizeof(struct tcp_seg))) +
+         (int64_t)LWIP_MEM_ALIGN_SIZE(mss);
+}
+
+/* Heap that `payload` bytes of full segments take when queued. */
+static int64_t tx_bytes_of(int64_t payload) {
+  return (payload + TCP_MSS - 1) / TCP_MSS * tx_seg_size(TCP_MSS);
+}
+
+uint32_t memcg_lwip_sndbuf(const struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  memcg_window_advice a;
+  int64_t mss;
+  u32_t n, room;
+  a.size = sizeof a;
+  if (!pcb) return 0;
+  n = tcp_sndbuf(pcb);
+  mss = pcb->mss ? pcb->mss : TCP_MSS;
+  if (!c || !c->sock || memcg_sock_advice(c->sock, tx_seg_size(mss), &a) != 0) return n;
+  /* Whole segments only: a write of part of one still allocates a whole one. */
+  room = (u32_t)(a.snd_space / tx_seg_size(mss) * mss);
+  return room < n ? room : n;
+}
+
+err_t memcg_lwip_write(struct tcp_pcb* pcb, const void* data, uint16_t len, uint8_t flags) {
+  err_t e;
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  s_tx_owner = c && c->sock ? c : NULL;
+  e = tcp_write(pcb, data, len, flags);
+  s_tx_owner = NULL;
+  return e;
+}
+
+/* ---- altcp: lwIP's tcp layer with the writes charged ---- */
+
+#if LWIP_ALTCP
+extern const struct altcp_functions altcp_tcp_functions;
+static struct altcp_functions s_altcp_fns;
+
+static err_t altcp_memcg_write(struct altcp_pcb* conn, const void* data, u16_t len, u8_t flags) {
+  err_t e;
+  struct memcg_lwip_conn* c = conn_of((struct tcp_pcb*)conn->state);
+  s_tx_owner = c && c->sock ? c : NULL;
+  e = altcp_tcp_functions.write(conn, data, len, flags);
+  s_tx_owner = NULL;
+  return e;
+}
+
+static void altcp_memcg_recved(struct altcp_pcb* conn, u16_t len) {
+  if (conn->state) (void)memcg_lwip_recved((struct tcp_pcb*)conn->state, len);
+}
+
+static u16_t altcp_memcg_sndbuf(struct altcp_pcb* conn) {
+  u32_t n = conn->state ? memcg_lwip_sndbuf((struct tcp_pcb*)conn->state) : 0;
+  return (u16_t)(n > 0xffffu ? 0xffffu : n);
+}
+
+static err_t altcp_memcg_close(struct altcp_pcb* conn) {
+  struct memcg_lwip_conn* c = conn_of((struct tcp_pcb*)conn->state);
+  if (c && c->withheld) {
+    give_window((struct tcp_pcb*)conn->state, c->withheld);
+    c->withheld = 0;
+  }
+  return altcp_tcp_functions.close(conn);
+}
+
+int memcg_lwip_altcp_attach(struct altcp_pcb* conn, memcg_group* g) {
+  struct tcp_pcb* pcb;
+  int rc;
+  if (!s_ready || !conn || !conn->state ||
+      (conn->fns != &altcp_tcp_functions && conn->fns != &s_altcp_fns))
+    return -EINVAL;
+  pcb = (struct tcp_pcb*)conn->state;
+  if (!tcp_ext_arg_get(pcb, s_ext_id) && (rc = memcg_lwip_attach(pcb, g)) != 0) return rc;
+  if (s_altcp_fns.write != altcp_memcg_write) {
+    s_altcp_fns = altcp_tcp_functions;
+    s_altcp_fns.write = altcp_memcg_write;
+    s_altcp_fns.recved = altcp_memcg_recved;
+    s_altcp_fns.close = altcp_memcg_close;
+    s_altcp_fns.sndbuf = altcp_memcg_sndbuf;
+  }
+  conn->fns = &s_altcp_fns;
+  return 0;
+}
+#else
+int memcg_lwip_altcp_attach(struct altcp_pcb* conn, memcg_group* g) {
+  (void)conn;
+  (void)g;
+  return -EINVAL;
+}
+#endif
