@@ -100,14 +100,6 @@ struct [[nodiscard]] charge_status {
 };
 static_assert(sizeof(charge_status<sync::atomic>) == 16);
 
-// Where socket pages are charged (docs/model.md, "Socket charging per group"; the simulator's
-// `sysctl memcg.socket_accounting`).
-enum class sock_accounting : std::uint8_t {
-  both,  // the memory and the tcp counter: the composite limit (the default)
-  v1,    // the tcp counter alone, as cgroup v1: socket pages are not in memory usage
-  v2,    // the memory counter alone, as cgroup v2: no tcp counter is charged
-};
-
 template <sync_policy Sync>
 class basic_hierarchy;
 
@@ -178,9 +170,9 @@ class charge_path {
     if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
     stock* ts = stock::local();
     // Socket pages go to the counters the socket-accounting option names.
-    const sock_accounting sa = k == kind::sock ? h.socket_accounting() : sock_accounting::both;
-    const bool mem = sa != sock_accounting::v1;
-    const bool sub = is_kernel_kind(k) || (k == kind::sock && sa != sock_accounting::v2);
+    const charge_route r =
+        route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
+    const bool mem = r.memory;
     if (mem) {
       if (!stock_tried && ts->consume(&g, nr_pages, -1)) {
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
@@ -189,8 +181,9 @@ class charge_path {
         if (!s) return s;
       }
     }
-    if (sub) {
-      status s = k == kind::sock ? charge_tcp(h, g, nr_pages, flags) : charge_kmem(h, g, k, nr_pages, flags);
+    if (r.sub != sub_counter::none) {
+      status s = r.sub == sub_counter::tcp ? charge_tcp(h, g, nr_pages, flags)
+                                           : charge_kmem(h, g, k, nr_pages, flags);
       if (!s) {
         // Straight to the counters (docs/model.md, "Sub-counters").
         if (mem) (void)g.memory.uncharge(nr_pages);
@@ -364,10 +357,11 @@ class charge_path {
 
   MEMCG_NOINLINE static void uncharge_slow(H& h, group& g, kind k, std::int64_t nr_pages) noexcept {
     stock* ts = stock::local();
-    const sock_accounting sa = k == kind::sock ? h.socket_accounting() : sock_accounting::both;
-    if (is_kernel_kind(k)) (void)g.kmem.uncharge(nr_pages);
-    else if (k == kind::sock && sa != sock_accounting::v2) (void)g.tcp.uncharge(nr_pages);
-    if (sa == sock_accounting::v1) {
+    const charge_route r =
+        route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
+    if (r.sub == sub_counter::kmem) (void)g.kmem.uncharge(nr_pages);
+    else if (r.sub == sub_counter::tcp) (void)g.tcp.uncharge(nr_pages);
+    if (!r.memory) {
       // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
       if (task::current().in_reclaim()) g.live()->stat_add(k, -nr_pages);
       else ts->stat_only(&g, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());

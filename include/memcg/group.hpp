@@ -61,6 +61,31 @@ constexpr bool is_kernel_kind(kind k) noexcept {
   return k == kind::kmem || k == kind::pagetables || k == kind::slab_reclaimable ||
          k == kind::slab_unreclaimable;
 }
+// Where socket pages are charged (docs/model.md, "Socket charging per group"; the simulator's
+// `sysctl memcg.socket_accounting`).
+enum class sock_accounting : std::uint8_t {
+  both,  // the memory and the tcp counter: the composite limit (the default)
+  v1,    // the tcp counter alone, as cgroup v1: socket pages are not in memory usage
+  v2,    // the memory counter alone, as cgroup v2: no tcp counter is charged
+};
+// The counter a kind charges besides the memory counter (for v1 sockets: instead of it).
+enum class sub_counter : std::uint8_t { none, kmem, tcp };
+// Where a charge of kind k goes (docs/model.md, "Sub-counters"): the memory counter, unless a
+// socket under v1 accounting; kmem for the kernel kinds; tcp for sockets, unless v2. The one
+// place that decides it: the charge and uncharge slow paths and the byte stock ask here.
+struct charge_route {
+  bool memory = true;
+  sub_counter sub = sub_counter::none;
+};
+constexpr charge_route route_of(kind k, sock_accounting sa = sock_accounting::both) noexcept {
+  if (is_kernel_kind(k)) return {true, sub_counter::kmem};
+  if (k == kind::sock)
+    return {sa != sock_accounting::v1, sa == sock_accounting::v2 ? sub_counter::none : sub_counter::tcp};
+  return {};
+}
+// Whether a stock hit may serve kind k on the fast path: its charge touches the memory counter
+// alone whatever the options (sockets don't: the socket-accounting option may move them).
+constexpr bool stock_serves(kind k) noexcept { return !is_kernel_kind(k) && k != kind::sock; }
 // Reclaimable kinds: page cache and kernel objects with a shrinker.
 constexpr bool is_reclaimable_kind(kind k) noexcept {
   return k == kind::file || k == kind::slab_reclaimable;

@@ -284,7 +284,7 @@ class basic_hierarchy {
     if constexpr (!Sync::accounting) return {};
     // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds take
     // the slow path; so do traced hierarchies (their groups' slots never serve a fast path).
-    const bool fast = (k == kind::anon || k == kind::file) && nr_pages > 0;
+    const bool fast = stock_serves(k) && nr_pages > 0;
     if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->consume(
                                   &g, nr_pages, static_cast<int>(k))))
       return {};
@@ -307,7 +307,7 @@ class basic_hierarchy {
     if (MEMCG_UNLIKELY(nr_pages <= 0)) return;
     // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (slot 0's key
     // carries the reclaim bit) and when traced the fast path misses.
-    if (MEMCG_LIKELY(!is_kernel_kind(k) && k != kind::sock) &&
+    if (MEMCG_LIKELY(stock_serves(k)) &&
         MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->uncharge_fast(
             &g, nr_pages, static_cast<int>(k))))
       return;

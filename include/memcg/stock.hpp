@@ -575,7 +575,7 @@ class thread_stock {
     if (pages) {
       group* g = o->memcg();
       (void)g->memory.uncharge(pages);
-      if (is_kernel_kind(k)) (void)g->kmem.uncharge(pages);
+      if (route_of(k).sub == sub_counter::kmem) (void)g->kmem.uncharge(pages);
       g->live()->stat_add(k, -pages);
     }
     if (rest) o->park_bytes(k, rest);
