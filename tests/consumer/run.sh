@@ -3,6 +3,8 @@
 # against it: the C++ headers (find_package(memcg CONFIG), pkg-config memcg) and the C library
 # from C99 (find_package: memcg::c and memcg::c_static; pkg-config memcg-c on the command line),
 # and checks that nothing a C program links pulls in mimalloc.
+# With lwIP's source (fetched once by examples/lwip/fetch.sh; skipped when it can't be), the
+# lwIP port's C99 test is built the same two ways.
 # Usage: run.sh CMAKE BUILD_DIR CONSUMER_SOURCE_DIR [CXX_COMPILER] [MAKE_PROGRAM] [C_COMPILER]
 set -euo pipefail
 
@@ -13,6 +15,7 @@ cxx=${4:-}
 make_program=${5:-}
 cc=${6:-cc}
 c_test=$(cd "$consumer_src/.." && pwd)/c_api_test.c
+source_dir=$(cd "$consumer_src/../.." && pwd)
 
 work=$build_dir/consumer_package
 rm -rf "$work"
@@ -46,6 +49,14 @@ args=(-S "$consumer_src" -B "$work/build" -DCMAKE_PREFIX_PATH="$prefix"
       -DCMAKE_BUILD_TYPE=Release -DMEMCG_C_API_TEST="$c_test" -DCMAKE_C_COMPILER="$cc")
 if command -v ninja >/dev/null; then args+=(-G Ninja); fi
 if [[ -n "$cxx" ]]; then args+=(-DCMAKE_CXX_COMPILER="$cxx"); fi
+# lwIP's source, shared with the example/lwip test's fetch (same place).
+lwip=""
+if lwip=$("$source_dir/examples/lwip/fetch.sh" "$build_dir/lwip/src" 2>"$work/fetch.log"); then
+  args+=(-DLWIP_DIR="$lwip" -DMEMCG_SOURCE_DIR="$source_dir")
+else
+  lwip=""
+  echo "consumer_package: lwIP's source could not be fetched; the lwIP port's test is skipped"
+fi
 if [[ -n "$make_program" && "$make_program" == *ninja* ]]; then
   args+=(-DCMAKE_MAKE_PROGRAM="$make_program")
 fi
@@ -63,7 +74,18 @@ libdir=$(pkg-config --variable=libdir memcg-c)
 echo "consumer_cmake: OK"
 "$work/build/consumer_pkgconfig"
 echo "consumer_pkgconfig: OK"
-for exe in consumer_c consumer_c_pkgconfig consumer_c_static; do
+c_programs=(consumer_c consumer_c_pkgconfig consumer_c_static)
+if [[ -n "$lwip" ]]; then
+  # The port and its test by hand on pkg-config memcg-c, over the lwIP core the build made.
+  port=$source_dir/ports/lwip
+  # shellcheck disable=SC2046
+  "$cc" -std=c99 -pedantic -Wall -Wextra -Werror $(pkg-config --cflags memcg-c) \
+    -I"$source_dir/examples/lwip/port" -I"$lwip/src/include" -I"$port" \
+    "$port/memcg_lwip.c" "$port/test_memcg_lwip.c" "$work/build/libconsumer_lwip_core.a" \
+    -o "$work/build/consumer_lwip_pkgconfig" $(pkg-config --libs memcg-c) -pthread -Wl,-rpath,"$libdir"
+  c_programs+=(consumer_lwip_port consumer_lwip_pkgconfig)
+fi
+for exe in "${c_programs[@]}"; do
   path=$work/build/$exe
   deps=$(ldd "$path")
   if grep -i mimalloc <<<"$deps"; then fail "$exe links mimalloc"; fi
