@@ -8,6 +8,13 @@
 //                                    through the stock and the tcp counter) and given back
 //   sockmem/thread_local_floor/N     the same forward-allocation bookkeeping on a plain
 //                                    thread-local struct, with no accounting at all
+//   sockmem/read_each/1460/depth:3   an application that reads each 1460-byte segment as it
+//                                    arrives: the queue empties after every segment, so the
+//                                    kernel's rules raise a page and give it back each time
+//                                    (group 3 levels deep; issue 16's goal: <= 25 ns)
+//   sockmem/tenants:5/1460           the same with 5 tenants (groups 3 levels deep, one socket
+//                                    each) served round-robin by one thread: one more group
+//                                    than the thread's stock has slots (goal: <= 40 ns)
 // One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1;
 // also 4 and 8 (unpinned beyond the CPUs there are: contention, not scaling).
 //
@@ -16,10 +23,13 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <string>
 
 #include "memcg/hierarchy.hpp"
 #include "memcg/sockmem.hpp"
@@ -29,6 +39,16 @@
 namespace {
 
 using memcg_bench::pin_thread;
+
+// A group 3 levels deep (the root is level 0): P/Q/<leaf>.
+memcg::group* mkdir_p(memcg::hierarchy& h, const char* path) {
+  auto r = h.mkdir(path);
+  if (!r) {
+    std::fprintf(stderr, "sockmem_bench: mkdir %s failed\n", path);
+    std::abort();
+  }
+  return r.g;
+}
 
 struct world {
   memcg::hierarchy h;
@@ -127,8 +147,65 @@ void BM_thread_local_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// Reading each segment as it arrives: one segment queued, read at once.
+void BM_read_each(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  static memcg::hierarchy h;
+  static memcg::proto_memory prot;
+  static memcg::group* leaf = [] {
+    mkdir_p(h, "P");
+    mkdir_p(h, "P/Q");
+    return mkdir_p(h, "P/Q/R");
+  }();
+  constexpr std::int64_t size = 1460;
+  memcg::sock_memory s(prot, leaf);
+  for (auto _ : state) {
+    std::errc e = s.recv(size);
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);
+    benchmark::DoNotOptimize(e);
+  }
+  if (s.forward_alloc() >= memcg::page_size) state.SkipWithError("a page stayed forward-allocated");
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Tenants round-robin on one thread, each reading each segment as it arrives.
+void BM_tenants(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  constexpr int nr = 5;
+  static memcg::hierarchy h;
+  static memcg::proto_memory prot;
+  static std::array<memcg::group*, nr> leaves = [] {
+    std::array<memcg::group*, nr> a{};
+    mkdir_p(h, "T");
+    for (int i = 0; i < nr; ++i) {
+      std::string t = "T/t" + std::to_string(i);
+      mkdir_p(h, t.c_str());
+      a[static_cast<std::size_t>(i)] = mkdir_p(h, (t + "/s").c_str());
+    }
+    return a;
+  }();
+  constexpr std::int64_t size = 1460;
+  std::array<std::unique_ptr<memcg::sock_memory>, nr> socks;
+  for (int i = 0; i < nr; ++i)
+    socks[static_cast<std::size_t>(i)] =
+        std::make_unique<memcg::sock_memory>(prot, leaves[static_cast<std::size_t>(i)]);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    memcg::sock_memory& s = *socks[i];
+    std::errc e = s.recv(size);
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);
+    benchmark::DoNotOptimize(e);
+    i = i + 1 == nr ? 0 : i + 1;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
+BENCHMARK(BM_read_each)->Name("sockmem/read_each/1460/depth:3");
+BENCHMARK(BM_tenants)->Name("sockmem/tenants:5/1460");
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500);
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(2);
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(4);
