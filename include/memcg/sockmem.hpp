@@ -424,8 +424,9 @@ constexpr std::int64_t sk_pages_to_bytes(std::int64_t pages) noexcept {
   if (pages <= -lim) return -INT64_MAX;
   return pages * page_size;
 }
+// a + b, saturating at INT64_MAX. Requires: a >= 0 (b of any sign).
 constexpr std::int64_t sk_sat_add(std::int64_t a, std::int64_t b) noexcept {
-  return a > INT64_MAX - b ? INT64_MAX : a + b;  // b >= 0
+  return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
 // Room of one level for socket pages (pages): the counters the socket accounting charges;
@@ -441,11 +442,12 @@ std::int64_t sock_level_room(const basic_group<Sync>& m, sock_accounting sa,
   return pages;
 }
 
-// A level's room less what its subtree's sockets promised (bytes; INT64_MAX: unlimited).
+// A level's room (at least 0) less what its subtree's sockets promised (bytes; may be
+// negative: promises made before other charges took room; INT64_MAX: unlimited).
 template <sync_policy Sync>
 std::int64_t sock_unpromised(const basic_group<Sync>& m, sock_accounting sa,
                              std::int64_t parked) noexcept {
-  std::int64_t b = sk_pages_to_bytes(sock_level_room(m, sa, parked));
+  std::int64_t b = sk_pages_to_bytes(std::max<std::int64_t>(0, sock_level_room(m, sa, parked)));
   if (b >= INT64_MAX / 2) return INT64_MAX;
   return b - m.promises().promised.load_relaxed();
 }
@@ -939,14 +941,17 @@ class basic_sock_memory {
   // promised `own`: the protocol's hard limit, and at every level up the tree the counters the
   // socket accounting charges (the memory counters, or the pages parked for the group in the
   // calling thread's stock, whichever is larger: a stock hit skips the counters) less what the
-  // level's sockets promised, own promise excepted. `bound`: the level that gave the minimum
-  // (nullptr: the protocol).
+  // level's sockets promised, own promise excepted; negative when the others' promises exceed
+  // a level's room (then even the forward allocation is not for a new promise: promises
+  // outstanding never exceed limit - usage plus what the sockets hold forward-allocated).
+  // `bound`: the level that gave the minimum (nullptr: the protocol).
   struct room_scan {
     std::int64_t bytes;
     group* bound;
   };
   room_scan scan_room(std::int64_t own) const noexcept {
-    room_scan r{detail::sk_pages_to_bytes(prot_->sysctl_mem().max - prot_->memory_allocated()),
+    room_scan r{detail::sk_pages_to_bytes(std::max<std::int64_t>(
+                    0, prot_->sysctl_mem().max - prot_->memory_allocated())),
                 nullptr};
     if (group* g = memcg()) {
       const sock_accounting sa = g->hierarchy().socket_accounting();
@@ -958,7 +963,6 @@ class basic_sock_memory {
         if (b < r.bytes) r = {b, m};
       }
     }
-    if (r.bytes < 0) r.bytes = 0;
     return r;
   }
   struct advice_calc {
