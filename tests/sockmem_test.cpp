@@ -1319,6 +1319,65 @@ TEST_SUITE("concurrency") {
     check_all_zero(h, p, g);
   }
 
+  TEST_CASE("threads advertising windows in one group keep its promises exact and end at zero") {
+    memcg::hierarchy h;
+    memcg::proto_memory p;
+    auto& a = make(h, "A");
+    auto& b = make(h, "A/B");
+    REQUIRE(h.write_max(a, 64) == ok);
+    std::atomic<int> calls{0};
+    auto fn = [](void* user, memcg::group*) {
+      static_cast<std::atomic<int>*>(user)->fetch_add(1, std::memory_order_relaxed);
+    };
+    memcg::set_room_callback(a, +fn, &calls);
+    constexpr int nr_threads = 4;
+    std::vector<std::thread> ts;
+    for (int t = 0; t < nr_threads; ++t) {
+      ts.emplace_back([&, t] {
+        std::mt19937 rng(77 + t);
+        std::vector<std::unique_ptr<memcg::sock_memory>> socks;
+        std::vector<std::int64_t> window(4, 0);
+        for (int i = 0; i < 4; ++i)
+          socks.push_back(std::make_unique<memcg::sock_memory>(p, i % 2 ? &b : &a));
+        for (int op = 0; op < 20000; ++op) {
+          const std::size_t i = rng() % socks.size();
+          auto& s = *socks[i];
+          memcg::window_advice w;
+          switch (rng() % 4) {
+            case 0:
+              CHECK(s.promise_window(test_mss, test_overhead, w) == ok);
+              window[i] = w.rcv_window;
+              break;
+            case 1:
+              if (window[i] > 0) {
+                const std::int64_t pay = std::min(test_mss, window[i]);
+                (void)s.recv(pay + test_overhead);  // may be refused: concurrent promises
+                window[i] -= pay;
+              }
+              break;
+            case 2:
+              if (s.rmem_alloc() > 0) CHECK(s.consume(s.rmem_alloc()) == ok);
+              break;
+            default:
+              CHECK(s.release_promise() == ok);
+              window[i] = 0;
+              break;
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(calls.load() > 0);
+    CHECK(memcg::sock_promised(a) == 0);
+    CHECK(memcg::sock_promised(b) == 0);
+    CHECK(memcg::sock_promised(h.root()) == 0);
+    memcg::set_room_callback<memcg::sync::atomic>(a, nullptr, nullptr);
+    CHECK(p.memory_allocated() == 0);
+    CHECK(a.tcp.usage() == 0);
+    h.drain_stocks(nullptr);
+    CHECK(h.root().memory.usage() == 0);
+  }
+
   TEST_CASE("threads on their own sockets in several groups leave every counter at zero") {
     memcg::hierarchy h;
     memcg::proto_memory::options o;

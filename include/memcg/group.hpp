@@ -15,6 +15,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -166,6 +167,12 @@ using group_charge = basic_charge<basic_objcg<Sync>, kind>;
 //   memory.usage() == sum over kinds of stat(k) in the subtree + pages parked in stocks
 //   kmem.usage()   == sum of the kernel kinds in the subtree
 //   tcp.usage()    == sock in the subtree
+namespace detail {
+// Groups armed for a socket room callback (memcg/sockmem.hpp), in the whole process: while none
+// is, a socket's give-back reads this word only. Seq_cst at every use (sockmem.hpp says why).
+inline std::atomic<std::int64_t> sock_rooms_armed{0};
+}  // namespace detail
+
 template <sync_policy Sync>
 class basic_group {
  public:
@@ -186,6 +193,11 @@ class basic_group {
         kmem_soft_limit_(page_counter_max) {}
   basic_group(const basic_group&) = delete;
   basic_group& operator=(const basic_group&) = delete;
+  // A group freed while armed (its hierarchy destroyed) leaves the process-wide count.
+  ~basic_group() {
+    if (promises_.armed.load_relaxed() != 0)
+      detail::sock_rooms_armed.fetch_sub(1, std::memory_order_seq_cst);
+  }
 
   // The three counters. kmem and tcp are sub-limits: their pages are also in memory.
   counter_type memory;

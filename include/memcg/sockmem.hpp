@@ -412,10 +412,6 @@ constexpr std::int64_t sk_truesize_of(std::int64_t payload, std::int64_t mss,
 
 namespace detail {
 
-// Groups armed for a room callback, in the whole process: while none is, a give-back reads
-// this word only. Seq_cst (every use): a give-back's load pairs with the arming exchange.
-inline std::atomic<std::int64_t> sock_rooms_armed{0};
-
 // Pages to bytes, saturating at +-INT64_MAX (a page count may be negative after a forced
 // charge).
 constexpr std::int64_t sk_pages_to_bytes(std::int64_t pages) noexcept {
