@@ -739,7 +739,10 @@ class basic_sock_memory {
       set_promise(g, want);
     }
     out = c.a;
-    if (g && c.held_by) detail::sock_room_arm(*c.held_by);
+    if (g && c.held_by) {
+      MEMCG_DELAY(sock_promise_arm);  // room may come back here, before the group is armed
+      detail::sock_room_arm(*c.held_by);
+    }
     return {};
   }
   // Gives the socket's promise back (the stack closed its window). EBADF after close.
