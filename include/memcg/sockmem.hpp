@@ -474,10 +474,13 @@ template <sync_policy Sync>
 void sock_room_arm(basic_group<Sync>& m) noexcept {
   auto& p = m.promises();
   if (p.armed.load_relaxed() != 0) return;
-  // seq_cst: the exchange and the count before the re-read of the room; a give-back updates
-  // the room, then loads the count and the flag (seq_cst): one of the two sees the other.
+  // seq_cst: the exchange and the count, then a fence, before the re-read of the room; a
+  // give-back updates the room (a promise: a seq_cst add; pages: the counters' locked
+  // read-modify-writes, full barriers on x86 though relaxed in C++), then loads the count and
+  // the flag seq_cst: either it sees the flag, or this re-read sees its room.
   if (p.armed.exchange_seq_cst(1) != 0) return;
   sock_rooms_armed.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with sock_room_check's loads
   if (sock_unpromised(m, m.hierarchy().socket_accounting(), 0) > 0) sock_room_fire(m);
 }
 
