@@ -19,6 +19,9 @@
 //                                    each) served round-robin by one thread: one more group
 //                                    than the thread's stock has slots (goal: <= 40 ns);
 //                                    forward_keep one page, and /keep:0
+//   sockmem/advice/depth:3           window advice (payload bytes, 160 bytes per segment)
+//   sockmem/promise_window/depth:3   the same advice held as the socket's promise (its group's
+//                                    promises rise and fall by the difference)
 // One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1;
 // also 4 and 8 (unpinned beyond the CPUs there are: contention, not scaling).
 //
@@ -215,8 +218,35 @@ void BM_tenants(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// Window advice and a window promise (issue 16, item 5), socket in a group 3 levels deep.
+template <bool Promise>
+void BM_advice(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  static memcg::hierarchy h;
+  static memcg::proto_memory prot;
+  static memcg::group* leaf = [] {
+    mkdir_p(h, "V");
+    mkdir_p(h, "V/W");
+    return mkdir_p(h, "V/W/X");
+  }();
+  memcg::sock_memory s(prot, leaf);
+  for (auto _ : state) {
+    memcg::window_advice a;
+    if constexpr (Promise) {
+      std::errc e = s.promise_window(1460, 160, a);
+      benchmark::DoNotOptimize(e);
+    } else {
+      a = s.advice(1460, 160);
+    }
+    benchmark::DoNotOptimize(a);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
+BENCHMARK_TEMPLATE(BM_advice, false)->Name("sockmem/advice/depth:3");
+BENCHMARK_TEMPLATE(BM_advice, true)->Name("sockmem/promise_window/depth:3");
 // Named without the argument: the rows the goals name (forward_keep one page), then keep:0.
 BENCHMARK_TEMPLATE(BM_read_each, memcg::page_size)->Name("sockmem/read_each/1460/depth:3");
 BENCHMARK_TEMPLATE(BM_read_each, 0)->Name("sockmem/read_each/1460/depth:3/keep:0");
