@@ -396,9 +396,18 @@ inline constexpr std::int64_t sk_max_segment = std::int64_t{1} << 30;
 constexpr std::int64_t sk_payload_of(std::int64_t bytes, std::int64_t mss,
                                      std::int64_t overhead) noexcept {
   if (bytes <= 0) return 0;
+  if (overhead == 0) return bytes;
   const std::int64_t seg = mss + overhead;
-  const std::int64_t rest = bytes % seg;
-  return bytes / seg * mss + (rest > overhead ? rest - overhead : 0);
+  std::int64_t segs, rest;
+  if (bytes <= UINT32_MAX && seg <= UINT32_MAX) {  // windows: a 32-bit division is cheaper
+    const auto b = static_cast<std::uint32_t>(bytes), d = static_cast<std::uint32_t>(seg);
+    segs = b / d;
+    rest = b % d;
+  } else {
+    segs = bytes / seg;
+    rest = bytes % seg;
+  }
+  return segs * mss + (rest > overhead ? rest - overhead : 0);
 }
 // The memory `payload` bytes take in segments of up to `mss` (the inverse bound:
 // sk_payload_of(sk_truesize_of(p)) == p). Saturates at INT64_MAX. Requires as sk_payload_of.
@@ -412,14 +421,6 @@ constexpr std::int64_t sk_truesize_of(std::int64_t payload, std::int64_t mss,
 
 namespace detail {
 
-// Pages to bytes, saturating at +-INT64_MAX (a page count may be negative after a forced
-// charge).
-constexpr std::int64_t sk_pages_to_bytes(std::int64_t pages) noexcept {
-  constexpr std::int64_t lim = INT64_MAX >> page_shift;
-  if (pages >= lim) return INT64_MAX;
-  if (pages <= -lim) return -INT64_MAX;
-  return pages * page_size;
-}
 // a + b, saturating at INT64_MAX. Requires: a >= 0 (b of any sign).
 constexpr std::int64_t sk_sat_add(std::int64_t a, std::int64_t b) noexcept {
   return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
@@ -438,14 +439,15 @@ std::int64_t sock_level_room(const basic_group<Sync>& m, sock_accounting sa,
   return pages;
 }
 
-// A level's room (at least 0) less what its subtree's sockets promised (bytes; may be
-// negative: promises made before other charges took room; INT64_MAX: unlimited).
+// A level's room (at least 0) less what its subtree's sockets promised, `own` excepted
+// (bytes; may be negative: promises made before other charges took room). No overflow: a
+// level's room is at most page_counter_max pages, and own <= promised (own is in every level's
+// promises).
 template <sync_policy Sync>
-std::int64_t sock_unpromised(const basic_group<Sync>& m, sock_accounting sa,
-                             std::int64_t parked) noexcept {
-  std::int64_t b = sk_pages_to_bytes(std::max<std::int64_t>(0, sock_level_room(m, sa, parked)));
-  if (b >= INT64_MAX / 2) return INT64_MAX;
-  return b - m.promises().promised.load_relaxed();
+std::int64_t sock_unpromised(const basic_group<Sync>& m, sock_accounting sa, std::int64_t parked,
+                             std::int64_t own = 0) noexcept {
+  const std::int64_t b = std::max<std::int64_t>(0, sock_level_room(m, sa, parked)) * page_size;
+  return b - (m.promises().promised.load_relaxed() - own);
 }
 
 // Fires m's room callback if m is armed: disarms it first (one firing per arming, whichever
@@ -952,16 +954,15 @@ class basic_sock_memory {
     group* bound;
   };
   room_scan scan_room(std::int64_t own) const noexcept {
-    room_scan r{detail::sk_pages_to_bytes(std::max<std::int64_t>(
-                    0, prot_->sysctl_mem().max - prot_->memory_allocated())),
+    room_scan r{std::clamp<std::int64_t>(prot_->sysctl_mem().max - prot_->memory_allocated(), 0,
+                                         page_counter_max) * page_size,  // no overflow
                 nullptr};
     if (group* g = memcg()) {
       const sock_accounting sa = g->hierarchy().socket_accounting();
       const std::int64_t parked =
           sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(g) : 0;
       for (group* m = g; m; m = m->parent()) {
-        std::int64_t b = detail::sock_unpromised(*m, sa, parked);
-        if (b != INT64_MAX) b += own;
+        const std::int64_t b = detail::sock_unpromised(*m, sa, parked, own);
         if (b < r.bytes) r = {b, m};
       }
     }
