@@ -459,11 +459,12 @@ void sock_room_fire(basic_group<Sync>& m) noexcept {
   std::int64_t one = 1;
   if (!p.armed.cas_acq_rel(one, 0)) return;  // acq_rel: pairs with the arming exchange
   sock_rooms_armed.fetch_sub(1, std::memory_order_seq_cst);
-  const std::int64_t s1 = p.seq.load_acquire();  // pairs with set_room_callback's release
-  auto fn = p.fn.load_relaxed();
-  void* user = p.user.load_relaxed();
-  std::atomic_thread_fence(std::memory_order_acquire);  // the loads above before the re-read
-  if ((s1 & 1) != 0 || p.seq.load_relaxed() != s1) {
+  // Seq_cst loads (a sequence lock without fences, which TSan cannot follow): pair with
+  // set_room_callback's seq_cst stores; s1 == s2 and even: no store to the pair in between.
+  const std::int64_t s1 = p.seq.load_seq_cst();
+  auto fn = p.fn.load_seq_cst();
+  void* user = p.user.load_seq_cst();
+  if ((s1 & 1) != 0 || p.seq.load_seq_cst() != s1) {
     if (p.armed.exchange_seq_cst(1) == 0) sock_rooms_armed.fetch_add(1, std::memory_order_seq_cst);
     return;
   }
@@ -523,16 +524,14 @@ void set_room_callback(basic_group<Sync>& g,
                        typename basic_group<Sync>::sock_promises::room_fn fn,
                        void* user) noexcept {
   auto& p = g.promises();
-  std::int64_t s = p.seq.load_relaxed();
-  for (;;) {  // odd: a setter is writing (the control path: a short wait for another setter)
-    if ((s & 1) == 0 && p.seq.cas_acq_rel(s, s + 1)) break;
-    detail::cpu_relax();
-    s = p.seq.load_relaxed();
-  }
-  std::atomic_thread_fence(std::memory_order_release);  // the odd count before the pair
-  p.fn.store_relaxed(fn);
-  p.user.store_relaxed(user);
-  p.seq.store_release(s + 2);  // pairs with sock_room_fire's acquire
+  std::int64_t s;
+  // Odd: a setter is writing (the control path: a short wait for another setter).
+  while (((s = p.seq.fetch_or_seq_cst(1)) & 1) != 0) detail::cpu_relax();
+  // Seq_cst: the odd count, the pair, the even count in one total order with the reader's
+  // loads (pairs with sock_room_fire).
+  p.fn.store_seq_cst(fn);
+  p.user.store_seq_cst(user);
+  p.seq.store_seq_cst(s + 2);
 }
 // Bytes (truesize) of receive window promised by the sockets of g's subtree, not yet received.
 template <sync_policy Sync>
