@@ -168,6 +168,15 @@ def judge(goal, runs):
         growth = b["time"] / s["time"]
         r = growth / goal["size_ratio"]
         return f"{growth:.1f}× for {goal['size_ratio']}× the groups ({r:.2f}× linear)", r <= goal["limit"]
+    if kind == "time_max":
+        parts, ok = [], True
+        for n in goal["threads"]:
+            a = runs.get((goal["bench"], n))
+            if not a or not a["ns"]:
+                return "not measured", None
+            ok = ok and a["ns"] <= goal["limit"]
+            parts.append(f"{a['ns']:.3g} ns ({n} thr)")
+        return ", ".join(parts), ok
     if kind == "counter_max":
         r = next((v for (f, _), v in runs.items() if f == goal["bench"]), None)
         if not r or goal["counter"] not in r["counters"]:

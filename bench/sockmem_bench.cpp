@@ -8,6 +8,20 @@
 //                                    through the stock and the tcp counter) and given back
 //   sockmem/thread_local_floor/N     the same forward-allocation bookkeeping on a plain
 //                                    thread-local struct, with no accounting at all
+//   sockmem/read_each/1460/depth:3   an application that reads each 1460-byte segment as it
+//                                    arrives (group 3 levels deep; issue 16's goal: <= 25 ns),
+//                                    with the protocol's forward_keep at one page: the socket
+//                                    keeps its page between segments
+//   .../keep:0                       the same with forward_keep 0 (the kernel's v6.0+ rule, the
+//                                    library's default): the queue empties after every
+//                                    segment, so a page is raised and given back each time
+//   sockmem/tenants:5/1460           the same with 5 tenants (groups 3 levels deep, one socket
+//                                    each) served round-robin by one thread: one more group
+//                                    than the thread's stock has slots (goal: <= 40 ns);
+//                                    forward_keep one page, and /keep:0
+//   sockmem/advice/depth:3           window advice (payload bytes, 160 bytes per segment)
+//   sockmem/promise_window/depth:3   the same advice held as the socket's promise (its group's
+//                                    promises rise and fall by the difference)
 // One item = one receive + consume pair. Threads: 1 (no Threads()) and 2, pinned to CPUs 0, 1;
 // also 4 and 8 (unpinned beyond the CPUs there are: contention, not scaling).
 //
@@ -16,10 +30,14 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <string>
 
 #include "memcg/hierarchy.hpp"
 #include "memcg/sockmem.hpp"
@@ -29,6 +47,16 @@
 namespace {
 
 using memcg_bench::pin_thread;
+
+// A group 3 levels deep (the root is level 0): P/Q/<leaf>.
+memcg::group* mkdir_p(memcg::hierarchy& h, const char* path) {
+  auto r = h.mkdir(path);
+  if (!r) {
+    std::fprintf(stderr, "sockmem_bench: mkdir %s failed\n", path);
+    std::abort();
+  }
+  return r.g;
+}
 
 struct world {
   memcg::hierarchy h;
@@ -127,8 +155,103 @@ void BM_thread_local_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// Reading each segment as it arrives: one segment queued, read at once.
+memcg::proto_memory::options keep_opts(std::int64_t keep) {
+  memcg::proto_memory::options o;
+  o.forward_keep = keep;
+  return o;
+}
+
+template <std::int64_t Keep>
+void BM_read_each(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  static memcg::hierarchy h;
+  memcg::proto_memory prot(keep_opts(Keep));
+  static memcg::group* leaf = [] {
+    mkdir_p(h, "P");
+    mkdir_p(h, "P/Q");
+    return mkdir_p(h, "P/Q/R");
+  }();
+  constexpr std::int64_t size = 1460;
+  memcg::sock_memory s(prot, leaf);
+  for (auto _ : state) {
+    std::errc e = s.recv(size);
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);
+    benchmark::DoNotOptimize(e);
+  }
+  if (s.forward_alloc() > std::max<std::int64_t>(Keep, memcg::page_size - 1)) state.SkipWithError("more than the keep stayed");
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Tenants round-robin on one thread, each reading each segment as it arrives.
+template <std::int64_t Keep>
+void BM_tenants(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  constexpr int nr = 5;
+  static memcg::hierarchy h;
+  memcg::proto_memory prot(keep_opts(Keep));
+  static std::array<memcg::group*, nr> leaves = [] {
+    std::array<memcg::group*, nr> a{};
+    mkdir_p(h, "T");
+    for (int i = 0; i < nr; ++i) {
+      std::string t = "T/t" + std::to_string(i);
+      mkdir_p(h, t.c_str());
+      a[static_cast<std::size_t>(i)] = mkdir_p(h, (t + "/s").c_str());
+    }
+    return a;
+  }();
+  constexpr std::int64_t size = 1460;
+  std::array<std::unique_ptr<memcg::sock_memory>, nr> socks;
+  for (int i = 0; i < nr; ++i)
+    socks[static_cast<std::size_t>(i)] =
+        std::make_unique<memcg::sock_memory>(prot, leaves[static_cast<std::size_t>(i)]);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    memcg::sock_memory& s = *socks[i];
+    std::errc e = s.recv(size);
+    benchmark::DoNotOptimize(e);
+    e = s.consume(size);
+    benchmark::DoNotOptimize(e);
+    i = i + 1 == nr ? 0 : i + 1;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Window advice and a window promise (issue 16, item 5), socket in a group 3 levels deep.
+template <bool Promise>
+void BM_advice(benchmark::State& state) {
+  pin_thread(state.thread_index());
+  static memcg::hierarchy h;
+  static memcg::proto_memory prot;
+  static memcg::group* leaf = [] {
+    mkdir_p(h, "V");
+    mkdir_p(h, "V/W");
+    return mkdir_p(h, "V/W/X");
+  }();
+  memcg::sock_memory s(prot, leaf);
+  for (auto _ : state) {
+    memcg::window_advice a;
+    if constexpr (Promise) {
+      std::errc e = s.promise_window(1460, 160, a);
+      benchmark::DoNotOptimize(e);
+    } else {
+      a = s.advice(1460, 160);
+    }
+    benchmark::DoNotOptimize(a);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 }  // namespace
 
+BENCHMARK_TEMPLATE(BM_advice, false)->Name("sockmem/advice/depth:3");
+BENCHMARK_TEMPLATE(BM_advice, true)->Name("sockmem/promise_window/depth:3");
+// Named without the argument: the rows the goals name (forward_keep one page), then keep:0.
+BENCHMARK_TEMPLATE(BM_read_each, memcg::page_size)->Name("sockmem/read_each/1460/depth:3");
+BENCHMARK_TEMPLATE(BM_read_each, 0)->Name("sockmem/read_each/1460/depth:3/keep:0");
+BENCHMARK_TEMPLATE(BM_tenants, memcg::page_size)->Name("sockmem/tenants:5/1460");
+BENCHMARK_TEMPLATE(BM_tenants, 0)->Name("sockmem/tenants:5/1460/keep:0");
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500);
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(2);
 BENCHMARK(BM_recv_consume)->Name("sockmem/recv_consume")->Arg(1500)->Threads(4);

@@ -1,5 +1,9 @@
 // memcg/sockmem.hpp under schedules stretched by the delay hook (memcg_proof_tests).
 //
+// Issue 16 item 5: a socket held back by its group's room arms the group's room callback; room
+// that comes back between the decision and the arming (another thread's give-back, which found
+// nothing armed) must still be told: the arming re-reads the room and fires at once.
+//
 // Issue 14 item 8: a protocol keeps 32 per-thread shares of memory_allocated; with more threads
 // than that, threads share one. The fold used to fetch_add into the share and then subtract the
 // sum it saw: a sharing thread's update in between left the share past +-reserve, and
@@ -24,12 +28,20 @@
 namespace {
 
 std::atomic<bool> yield_in_update{false};
+// The arming race: 0 idle, 1 a thread waits at sock_promise_arm, 2 it may go on.
+std::atomic<int> arm_phase{-1};
 
 void yield_hook(memcg::detail::delay_site site) noexcept {
   // Relaxed: a switch read by the hook; the barrier orders the test's phases.
   if (site == memcg::detail::delay_site::sock_update &&
       yield_in_update.load(std::memory_order_relaxed))
     sched_yield();
+  if (site == memcg::detail::delay_site::sock_promise_arm &&
+      arm_phase.load(std::memory_order_acquire) == 0) {  // pairs with the test's release store
+    arm_phase.store(1, std::memory_order_release);      // pairs with the other thread's wait
+    arm_phase.notify_all();
+    arm_phase.wait(1, std::memory_order_acquire);        // pairs with the store of 2
+  }
 }
 
 struct delay_hook_guard {
@@ -103,5 +115,44 @@ TEST_SUITE("concurrency") {
     CHECK(p.memory_allocated() == 0);
     CHECK(p.largest_share() < reserve);
     CHECK(p.sockets_allocated() == 0);
+  }
+}
+
+TEST_SUITE("concurrency") {
+  TEST_CASE("sockmem: room given back while a held-back socket arms its group is still told") {
+    memcg::hierarchy h;
+    memcg::proto_memory p;
+    auto& g = *h.mkdir("A").g;
+    REQUIRE(h.write_max(g, 8) == std::errc{});
+    std::atomic<int> calls{0};
+    auto fn = [](void* user, memcg::group*) {
+      static_cast<std::atomic<int>*>(user)->fetch_add(1, std::memory_order_relaxed);
+    };
+    memcg::set_room_callback(g, +fn, &calls);
+    memcg::sock_memory s1(p, &g), s2(p, &g);
+    s1.set_rcvbuf(8 * 4096);
+    memcg::window_advice w;
+    REQUIRE(s1.promise_window(1460, 0, w) == std::errc{});  // exactly the room: not held back
+    REQUIRE(w.rcv_window == 8 * 4096);
+    REQUIRE_FALSE(memcg::sock_room_armed(g));
+    delay_hook_guard hook;
+    // The race: s2 is held back (no room: s1 holds it), stops before arming; s1 gives its
+    // promise back (nothing armed: no callback); s2 arms and must find the room.
+    arm_phase.store(0, std::memory_order_release);  // pairs with the hook's acquire load
+    std::thread t([&] {
+      memcg::window_advice w2;
+      CHECK(s2.promise_window(1460, 0, w2) == std::errc{});
+      CHECK(w2.rcv_window == 0);
+    });
+    arm_phase.wait(0, std::memory_order_acquire);  // pairs with the hook's store of 1
+    REQUIRE(s1.release_promise() == std::errc{});
+    CHECK(calls.load() == 0);  // nothing was armed yet
+    arm_phase.store(2, std::memory_order_release);  // pairs with the hook's wait
+    arm_phase.notify_all();
+    t.join();
+    arm_phase.store(-1, std::memory_order_relaxed);
+    CHECK(calls.load() == 1);  // told by its own arming
+    CHECK_FALSE(memcg::sock_room_armed(g));
+    memcg::set_room_callback<memcg::sync::atomic>(g, nullptr, nullptr);
   }
 }

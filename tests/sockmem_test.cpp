@@ -678,6 +678,453 @@ TEST_CASE_TEMPLATE("window advice follows the socket accounting: v1 ignores memo
 }
 
 // ---------------------------------------------------------------------------------------------
+// Group-level window promises (issue 16, item 5)
+
+namespace {
+
+template <class P>
+struct room_counter {
+  int calls = 0;
+  grp<P>* last = nullptr;
+  static void fn(void* user, grp<P>* g) {
+    auto* self = static_cast<room_counter*>(user);
+    ++self->calls;
+    self->last = g;
+  }
+};
+
+constexpr std::int64_t test_mss = 1460;
+constexpr std::int64_t test_overhead = 160;
+
+}  // namespace
+
+TEST_CASE("payload and truesize conversions are inverse bounds") {
+  using memcg::sk_payload_of;
+  using memcg::sk_truesize_of;
+  CHECK(sk_payload_of(0, 1460, 160) == 0);
+  CHECK(sk_payload_of(-5, 1460, 160) == 0);
+  CHECK(sk_payload_of(1620, 1460, 160) == 1460);
+  CHECK(sk_payload_of(1619, 1460, 160) == 1459);
+  CHECK(sk_payload_of(160, 1460, 160) == 0);
+  CHECK(sk_payload_of(3240 + 161, 1460, 160) == 2921);
+  CHECK(sk_payload_of(12345, 1000, 0) == 12345);  // no overhead: memory bytes
+  CHECK(sk_truesize_of(2921, 1460, 160) == 2921 + 3 * 160);
+  CHECK(sk_truesize_of(INT64_MAX / 2, 1, 1 << 30) == INT64_MAX);
+  for (std::int64_t p : {1, 730, 1459, 1460, 1461, 100000})
+    CHECK(sk_payload_of(sk_truesize_of(p, 1460, 160), 1460, 160) == p);
+}
+
+TEST_CASE_TEMPLATE("a promised window is held by the group and its ancestors until received, "
+                   "released or closed",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  REQUIRE(h.write_max(a, 16) == ok);
+  sock<P> s(p, &b);
+  memcg::window_advice w;
+  REQUIRE(s.promise_window(test_mss, test_overhead, w) == ok);
+  // 16 pages of room; rcvbuf (131072) is larger: the window is the room, in payload bytes.
+  CHECK(s.promised() == 16 * 4096);
+  CHECK(w.rcv_window == memcg::sk_payload_of(16 * 4096, test_mss, test_overhead));
+  CHECK(memcg::sock_promised(b) == 16 * 4096);
+  CHECK(memcg::sock_promised(a) == 16 * 4096);
+  CHECK(memcg::sock_promised(h.root()) == 16 * 4096);
+  // Its own promise does not shrink its next advice.
+  CHECK(s.advice(test_mss, test_overhead).rcv_window == w.rcv_window);
+  // A segment arrives: its truesize leaves the promise, everywhere.
+  REQUIRE(s.recv(test_mss + test_overhead) == ok);
+  CHECK(s.promised() == 16 * 4096 - 1620);
+  CHECK(memcg::sock_promised(a) == 16 * 4096 - 1620);
+  REQUIRE(s.release_promise() == ok);
+  CHECK(s.promised() == 0);
+  CHECK(memcg::sock_promised(a) == 0);
+  CHECK(memcg::sock_promised(h.root()) == 0);
+  REQUIRE(s.promise_window(test_mss, test_overhead, w) == ok);
+  CHECK(memcg::sock_promised(b) > 0);
+  REQUIRE(s.close() == ok);
+  CHECK(memcg::sock_promised(b) == 0);
+  CHECK(memcg::sock_promised(h.root()) == 0);
+  CHECK(s.promise_window(test_mss, test_overhead, w) == std::errc::bad_file_descriptor);
+  CHECK(s.release_promise() == std::errc::bad_file_descriptor);
+  check_all_zero(h, p, a);
+}
+
+TEST_CASE_TEMPLATE("promise_window refuses a bad segment size or overhead and changes nothing", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  memcg::window_advice w;
+  w.rcv_window = 77;
+  for (auto [mss, ovh] : {std::pair<std::int64_t, std::int64_t>{0, 0}, {-1, 0}, {1460, -1},
+                          {memcg::sk_max_segment + 1, 0}, {1460, memcg::sk_max_segment + 1}}) {
+    CHECK(s.promise_window(mss, ovh, w) == std::errc::invalid_argument);
+    CHECK(w.rcv_window == 77);
+    CHECK(s.promised() == 0);
+    CHECK(memcg::sock_promised(g) == 0);
+  }
+}
+
+TEST_CASE_TEMPLATE("a second socket's advice leaves out what the first promised", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 10) == ok);
+  sock<P> s1(p, &g), s2(p, &g);
+  s1.set_rcvbuf(6 * 4096);
+  memcg::window_advice w1, w2;
+  REQUIRE(s1.promise_window(test_mss, 0, w1) == ok);
+  CHECK(w1.rcv_window == 6 * 4096);  // rcvbuf bound: not held back
+  CHECK_FALSE(memcg::sock_room_armed(g));
+  CHECK(s2.advice(test_mss, 0).rcv_window == 4 * 4096);  // 10 pages less the 6 promised
+  REQUIRE(s2.promise_window(test_mss, 0, w2) == ok);
+  CHECK(w2.rcv_window == 4 * 4096);
+  CHECK(memcg::sock_room_armed(g));  // s2 wanted 131072
+  CHECK(s1.advice(test_mss, 0).rcv_window == 6 * 4096);
+  sock<P> s3(p, &g);
+  CHECK(s3.advice(test_mss, 0).rcv_window == 0);
+}
+
+// The property: N sockets of one group (or of sibling groups under one limited parent)
+// advertising their windows, the peers sending within them, the application reading, sockets
+// closing and reopening, in random order: after every operation the promises outstanding fit
+// in the limited group's room, i.e. limit - usage plus what the sockets hold forward-allocated
+// (charged, not yet used) plus the pages parked in the stock.
+TEST_CASE_TEMPLATE("sockets advertising their advice never promise together more than the "
+                   "group's room",
+                   P, MEMCG_SOCK_POLICIES) {
+  for (int layout = 0; layout < 2; ++layout) {
+    CAPTURE(layout);
+    vclock c;
+    hier<P> h({.charge_batch = 4});
+    proto<P> p(opts<P>(&c));
+    auto& limited = make(h, "P");
+    std::vector<grp<P>*> leaves;
+    if (layout == 0) {
+      leaves.push_back(&limited);
+    } else {
+      leaves.push_back(&make(h, "P/A"));
+      leaves.push_back(&make(h, "P/B"));
+      leaves.push_back(&make(h, "P/B/C"));
+    }
+    const std::int64_t limit = 48;  // pages
+    REQUIRE(h.write_max(limited, limit) == ok);
+    constexpr int nr = 8;
+    std::vector<std::unique_ptr<sock<P>>> socks(nr);
+    std::vector<std::int64_t> window(nr, 0);  // payload the peer may still send
+    auto open = [&](int i) {
+      socks[i] = std::make_unique<sock<P>>(p, leaves[static_cast<std::size_t>(i) % leaves.size()]);
+      window[i] = 0;
+    };
+    for (int i = 0; i < nr; ++i) open(i);
+    std::mt19937 rng(1234 + layout);
+    int held_back = 0, promised_ops = 0;
+    for (int op = 0; op < 20000; ++op) {
+      const int i = static_cast<int>(rng() % nr);
+      sock<P>& s = *socks[i];
+      const int what = static_cast<int>(rng() % 8);
+      CAPTURE(op);
+      CAPTURE(what);
+      CAPTURE(i);
+      switch (what) {
+        case 0:
+        case 1:
+        case 2: {
+          memcg::window_advice w;
+          REQUIRE(s.promise_window(test_mss, test_overhead, w) == ok);
+          CHECK(memcg::sk_truesize_of(w.rcv_window, test_mss, test_overhead) <= s.promised());
+          window[i] = w.rcv_window;
+          ++promised_ops;
+          held_back += w.rcv_window < memcg::sk_payload_of(s.rcvbuf() - s.rmem_alloc(), test_mss,
+                                                           test_overhead);
+          break;
+        }
+        case 3:
+        case 4: {  // the peer sends full segments within the window
+          const int segs = 1 + static_cast<int>(rng() % 4);
+          for (int k = 0; k < segs && window[i] > 0; ++k) {
+            const std::int64_t pay = std::min(test_mss, window[i]);
+            REQUIRE(s.recv(pay + test_overhead) == ok);
+            window[i] -= pay;
+          }
+          break;
+        }
+        case 5:
+        case 6:
+          if (s.rmem_alloc() > 0)
+            REQUIRE(s.consume(1 + static_cast<std::int64_t>(rng() % s.rmem_alloc())) == ok);
+          break;
+        default:
+          if (rng() % 2) {
+            REQUIRE(s.release_promise() == ok);
+            window[i] = 0;
+          } else {
+            open(i);  // closes the old socket
+          }
+          break;
+      }
+      // The oracle: the limited group's limit less its usage, from the counters themselves.
+      std::int64_t promised = 0, fwd = 0;
+      for (auto& t : socks) {
+        promised += t->promised();
+        fwd += t->forward_alloc();
+      }
+      std::int64_t parked = layout == 0 ? 0 : h.parked(limited);  // pages in the stock
+      for (grp<P>* l : leaves) parked += h.parked(*l);
+      const std::int64_t room = (limit - limited.memory.usage() + parked) * page_size + fwd;
+      CAPTURE(limited.memory.usage());
+      CAPTURE(parked);
+      CAPTURE(fwd);
+      REQUIRE(promised <= room);
+      REQUIRE(memcg::sock_promised(limited) == promised);  // every promise, no more
+    }
+    CHECK(held_back > 100);  // the limit binds often
+    CHECK(promised_ops > 1000);
+    socks.clear();
+    CHECK(memcg::sock_promised(limited) == 0);
+    CHECK(memcg::sock_promised(h.root()) == 0);
+    check_all_zero(h, p, limited);
+  }
+}
+
+TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socket was held "
+                   "back, within the operation that gave it back",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 8) == ok);
+  room_counter<P> rc;
+  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  sock<P> s1(p, &g), s2(p, &g);
+  memcg::window_advice w;
+  REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);  // takes the 8 pages
+  CHECK(s1.promised() == 8 * 4096);
+  CHECK(memcg::sock_room_armed(g));
+  REQUIRE(s2.promise_window(test_mss, test_overhead, w) == ok);  // nothing left
+  CHECK(w.rcv_window == 0);
+  CHECK(rc.calls == 0);
+  // A segment arrives within s1's window and is read: the page goes back, within consume().
+  REQUIRE(s1.recv(test_mss + test_overhead) == ok);
+  CHECK(rc.calls == 0);
+  REQUIRE(s1.consume(test_mss + test_overhead) == ok);
+  CHECK(rc.calls == 1);
+  CHECK(rc.last == &g);
+  CHECK_FALSE(memcg::sock_room_armed(g));
+  // Edge-triggered: more room without a new hold-back fires nothing.
+  REQUIRE(s1.release_promise() == ok);
+  CHECK(rc.calls == 1);
+  // s2 now gets a window; held back again only when cut by the room.
+  REQUIRE(s2.promise_window(test_mss, test_overhead, w) == ok);
+  CHECK(w.rcv_window == memcg::sk_payload_of(8 * 4096, test_mss, test_overhead));
+  CHECK(memcg::sock_room_armed(g));
+  REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);
+  CHECK(w.rcv_window == 0);
+  REQUIRE(s2.release_promise() == ok);  // the promise given back is room
+  CHECK(rc.calls == 2);
+  REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);  // armed again
+  REQUIRE(s1.close() == ok);  // closing gives its promise back
+  CHECK(rc.calls == 3);
+  memcg::set_room_callback<P>(g, nullptr, nullptr);
+  REQUIRE(s2.promise_window(test_mss, test_overhead, w) == ok);
+  REQUIRE(s2.release_promise() == ok);  // disarmed with no callback to call
+  CHECK(rc.calls == 3);
+  CHECK_FALSE(memcg::sock_room_armed(g));
+}
+
+TEST_CASE_TEMPLATE("a window within rcvbuf or under pressure arms no room callback", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 64) == ok);
+  room_counter<P> rc;
+  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  sock<P> s(p, &g);
+  memcg::window_advice w;
+  REQUIRE(s.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window == 131072);  // rcvbuf, within 64 pages
+  CHECK_FALSE(memcg::sock_room_armed(g));
+  g.set_tcp_pressure(true);  // pressure cuts it to 2 * mss: not the room
+  REQUIRE(s.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window == 2 * test_mss);
+  CHECK_FALSE(memcg::sock_room_armed(g));
+  g.set_tcp_pressure(false);
+  REQUIRE(s.release_promise() == ok);
+  CHECK(rc.calls == 0);
+}
+
+TEST_CASE_TEMPLATE("the room callback belongs to the level whose limit held the socket back", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& parent = make(h, "T");
+  auto& a = make(h, "T/a");
+  auto& b = make(h, "T/b");
+  REQUIRE(h.write_max(parent, 8) == ok);
+  room_counter<P> rp, ra, rb;
+  memcg::set_room_callback(parent, &room_counter<P>::fn, &rp);
+  memcg::set_room_callback(a, &room_counter<P>::fn, &ra);
+  memcg::set_room_callback(b, &room_counter<P>::fn, &rb);
+  sock<P> sa(p, &a), sb(p, &b);
+  memcg::window_advice w;
+  REQUIRE(sb.promise_window(test_mss, 0, w) == ok);
+  REQUIRE(sa.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window == 0);  // the sibling took the parent's room
+  CHECK(memcg::sock_room_armed(parent));
+  CHECK_FALSE(memcg::sock_room_armed(a));
+  // The sibling's reader gives a page back: the parent's callback, once.
+  REQUIRE(sb.recv(4096) == ok);
+  REQUIRE(sb.consume(4096) == ok);
+  CHECK(rp.calls == 1);
+  CHECK(rp.last == &parent);
+  CHECK(ra.calls + rb.calls == 0);
+}
+
+TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_room_check", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 4) == ok);
+  room_counter<P> rc;
+  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  sock<P> s(p, &g);
+  memcg::window_advice w;
+  REQUIRE(s.promise_window(test_mss, 0, w) == ok);
+  CHECK(memcg::sock_room_armed(g));
+  memcg::sock_room_check(g);
+  CHECK(rc.calls == 0);  // no room yet
+  REQUIRE(h.write_max(g, 8) == ok);
+  memcg::sock_room_check(g);
+  CHECK(rc.calls == 1);
+  memcg::sock_room_check(g);
+  CHECK(rc.calls == 1);
+}
+
+TEST_CASE_TEMPLATE("a room callback may advertise another socket's window", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 4) == ok);
+  sock<P> s1(p, &g), s2(p, &g);
+  struct ctx {
+    sock<P>* other;
+    memcg::window_advice w;
+    int calls = 0;
+  } x{&s2, {}, 0};
+  auto fn = [](void* user, grp<P>*) {
+    auto* c = static_cast<ctx*>(user);
+    ++c->calls;
+    REQUIRE(c->other->promise_window(test_mss, 0, c->w) == ok);
+  };
+  memcg::set_room_callback<P>(g, fn, &x);
+  memcg::window_advice w;
+  REQUIRE(s1.promise_window(test_mss, 0, w) == ok);
+  REQUIRE(s2.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window == 0);
+  REQUIRE(s1.release_promise() == ok);  // s2 is told, and takes the room (armed again)
+  CHECK(x.calls == 1);
+  CHECK(x.w.rcv_window == 4 * 4096);
+  CHECK(memcg::sock_room_armed(g));
+  memcg::set_room_callback<P>(g, nullptr, nullptr);
+}
+
+TEST_CASE_TEMPLATE("after rmdir a socket's promise is released through the parent", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  proto<P> p(opts<P>(&c));
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  REQUIRE(h.write_max(a, 8) == ok);
+  sock<P> s(p, &b);
+  memcg::window_advice w;
+  REQUIRE(s.promise_window(test_mss, 0, w) == ok);
+  CHECK(memcg::sock_promised(a) == 8 * 4096);
+  REQUIRE(h.rmdir("A/B") == ok);
+  REQUIRE(s.recv(1000) == ok);
+  CHECK(memcg::sock_promised(a) == 8 * 4096 - 1000);
+  REQUIRE(s.close() == ok);
+  CHECK(memcg::sock_promised(a) == 0);
+  CHECK(memcg::sock_promised(h.root()) == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The protocol's forward_keep (a socket-owned reserve)
+
+TEST_CASE_TEMPLATE("with forward_keep a reader of each segment keeps one page and moves no "
+                   "counter; close gives it back",
+                   P, MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h({.charge_batch = 1});
+  auto o = opts<P>(&c);
+  o.forward_keep = page_size;
+  proto<P> p(o);
+  CHECK(p.forward_keep() == page_size);
+  auto& g = make(h, "A");
+  sock<P> s(p, &g);
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE(s.recv(1460) == ok);
+    REQUIRE(s.consume(1460) == ok);
+    CHECK(s.forward_alloc() == page_size);  // kept
+    CHECK(p.memory_allocated() == 1);
+    CHECK(g.tcp.usage() == 1);
+    CHECK(g.tcp.failcnt() == 0);
+  }
+  CHECK(h.stat(g, kind::sock) == 1);  // the kept page is the socket's
+  // Beyond the keep, whole pages go back at once.
+  REQUIRE(s.recv(3 * 4096) == ok);
+  REQUIRE(s.consume(3 * 4096) == ok);
+  CHECK(s.forward_alloc() == page_size);
+  CHECK(g.tcp.usage() == 1);
+  // Under the protocol's pressure nothing is kept.
+  p.enter_memory_pressure();
+  REQUIRE(s.recv(1460) == ok);
+  REQUIRE(s.consume(1460) == ok);
+  CHECK(s.forward_alloc() == 0);
+  CHECK(g.tcp.usage() == 0);
+  p.leave_memory_pressure();
+  REQUIRE(s.recv(1460) == ok);
+  REQUIRE(s.consume(1460) == ok);
+  CHECK(s.forward_alloc() == page_size);
+  // A lower keep takes effect at the next give-back.
+  REQUIRE(p.set_forward_keep(0) == ok);
+  REQUIRE(s.recv(100) == ok);
+  REQUIRE(s.consume(100) == ok);
+  CHECK(s.forward_alloc() == 0);
+  REQUIRE(p.set_forward_keep(2 * page_size) == ok);
+  REQUIRE(s.recv(1460) == ok);
+  REQUIRE(s.consume(1460) == ok);
+  CHECK(s.forward_alloc() == page_size);  // 1 page taken: it keeps what it has, up to 2
+  REQUIRE(s.close() == ok);
+  check_all_zero(h, p, g);
+}
+
+TEST_CASE_TEMPLATE("forward_keep out of range is EINVAL and changes nothing", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  proto<P> p(opts<P>(&c));
+  REQUIRE(p.set_forward_keep(8192) == ok);
+  CHECK(p.set_forward_keep(-1) == std::errc::invalid_argument);
+  CHECK(p.set_forward_keep(std::int64_t{INT32_MAX} + 1) == std::errc::invalid_argument);
+  CHECK(p.forward_keep() == 8192);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Per-thread reserves (§4.1)
 
 TEST_CASE("with a per-thread reserve the global word lags but every read is exact") {
@@ -870,6 +1317,67 @@ TEST_SUITE("concurrency") {
     CHECK(s1.close() == ok);
     CHECK(s2.close() == ok);
     check_all_zero(h, p, g);
+  }
+
+  TEST_CASE("threads advertising windows in one group keep its promises exact and end at zero") {
+    // Batch 1: pages parked in other threads' stocks look like usage to every other thread (a
+    // 64-page batch would fill this 64-page group until a drain).
+    memcg::hierarchy h({.charge_batch = 1});
+    memcg::proto_memory p;
+    auto& a = make(h, "A");
+    auto& b = make(h, "A/B");
+    REQUIRE(h.write_max(a, 64) == ok);
+    std::atomic<int> calls{0};
+    auto fn = [](void* user, memcg::group*) {
+      static_cast<std::atomic<int>*>(user)->fetch_add(1, std::memory_order_relaxed);
+    };
+    memcg::set_room_callback(a, +fn, &calls);
+    constexpr int nr_threads = 4;
+    std::vector<std::thread> ts;
+    for (int t = 0; t < nr_threads; ++t) {
+      ts.emplace_back([&, t] {
+        std::mt19937 rng(77 + t);
+        std::vector<std::unique_ptr<memcg::sock_memory>> socks;
+        std::vector<std::int64_t> window(4, 0);
+        for (int i = 0; i < 4; ++i)
+          socks.push_back(std::make_unique<memcg::sock_memory>(p, i % 2 ? &b : &a));
+        for (int op = 0; op < 20000; ++op) {
+          const std::size_t i = rng() % socks.size();
+          auto& s = *socks[i];
+          memcg::window_advice w;
+          switch (rng() % 4) {
+            case 0:
+              CHECK(s.promise_window(test_mss, test_overhead, w) == ok);
+              window[i] = w.rcv_window;
+              break;
+            case 1:
+              if (window[i] > 0) {
+                const std::int64_t pay = std::min(test_mss, window[i]);
+                (void)s.recv(pay + test_overhead);  // may be refused: concurrent promises
+                window[i] -= pay;
+              }
+              break;
+            case 2:
+              if (s.rmem_alloc() > 0) CHECK(s.consume(s.rmem_alloc()) == ok);
+              break;
+            default:
+              CHECK(s.release_promise() == ok);
+              window[i] = 0;
+              break;
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(calls.load() > 0);
+    CHECK(memcg::sock_promised(a) == 0);
+    CHECK(memcg::sock_promised(b) == 0);
+    CHECK(memcg::sock_promised(h.root()) == 0);
+    memcg::set_room_callback<memcg::sync::atomic>(a, nullptr, nullptr);
+    CHECK(p.memory_allocated() == 0);
+    CHECK(a.tcp.usage() == 0);
+    h.drain_stocks(nullptr);
+    CHECK(h.root().memory.usage() == 0);
   }
 
   TEST_CASE("threads on their own sockets in several groups leave every counter at zero") {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -195,6 +196,12 @@ using group_charge = basic_charge<basic_objcg<Sync>, kind>;
 //   memory.usage() == sum over kinds of stat(k) in the subtree + pages parked in stocks
 //   kmem.usage()   == sum of the kernel kinds in the subtree
 //   tcp.usage()    == sock in the subtree
+namespace detail {
+// Groups armed for a socket room callback (memcg/sockmem.hpp), in the whole process: while none
+// is, a socket's give-back reads this word only. Seq_cst at every use (sockmem.hpp says why).
+inline std::atomic<std::int64_t> sock_rooms_armed{0};
+}  // namespace detail
+
 template <sync_policy Sync>
 class basic_group {
  public:
@@ -215,6 +222,11 @@ class basic_group {
         kmem_soft_limit_(page_counter_max) {}
   basic_group(const basic_group&) = delete;
   basic_group& operator=(const basic_group&) = delete;
+  // A group freed while armed (its hierarchy destroyed) leaves the process-wide count.
+  ~basic_group() {
+    if (promises_.armed.load_relaxed() != 0)
+      detail::sock_rooms_armed.fetch_sub(1, std::memory_order_seq_cst);
+  }
 
   // The three counters. kmem and tcp are sub-limits: their pages are also in memory.
   counter_type memory;
@@ -296,6 +308,21 @@ class basic_group {
   // group is published, never null afterwards.
   basic_group_pressure<Sync>* pressure_state() const noexcept { return pressure_state_; }
 
+  // The receive windows its sockets promised (memcg/sockmem.hpp, issue 16): bytes promised by
+  // sockets of this group and its descendants and not yet received, the "room available"
+  // edge and its callback. The rules live in sockmem.hpp; the state lives here, one per group,
+  // so that a promise costs one add per level and no loop over connections.
+  struct sock_promises {
+    using room_fn = void (*)(void* user, basic_group* g);
+    cell promised;  // bytes (truesize) promised in this subtree, not yet received
+    cell armed;     // 1: a socket was held back by this group's room; the callback is owed
+    cell seq;       // the callback's sequence count: odd while fn/user are being changed
+    typename Sync::template cell<room_fn> fn;
+    typename Sync::template cell<void*> user;
+  };
+  sock_promises& promises() noexcept { return promises_; }
+  const sock_promises& promises() const noexcept { return promises_; }
+
   // memory.peak as an open file (one per group): -1 until written.
   std::int64_t peak_file_value() const noexcept { return peak_file_.load_relaxed(); }
   void set_peak_file_value(std::int64_t v) noexcept { peak_file_.store_relaxed(v); }
@@ -316,6 +343,8 @@ class basic_group {
   cell kmem_soft_limit_;
   cell peak_file_{-1};
   std::array<cell, nr_kinds> stat_{};
+  // Written by sockets that advertise windows from any thread: a line of its own.
+  alignas(64) sock_promises promises_{};
   std::array<cell, nr_events> events_{};
   std::array<cell, nr_events> events_local_{};
   // Registered reclaimers (intrusive list); guarded by the hierarchy's reclaimer lock.

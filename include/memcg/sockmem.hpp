@@ -14,7 +14,13 @@
 //                                   sk_wmem_queued, sk_rcvbuf, sk_sndbuf, the owning group's
 //                                   handle; the operations of §4.2-§4.4 with the kernel's names
 //   window_advice                   how much receive window a socket may advertise and how much it
-//                                   may queue for sending, given its state and pressure
+//                                   may queue for sending, given its state, pressure and the
+//                                   windows its group's other sockets promised
+//   sk_payload_of(), sk_truesize_of()
+//                                   memory bytes <-> payload bytes, given a per-segment overhead
+//   set_room_callback(), sock_room_check(), sock_promised()
+//                                   group-level window promises: the edge-triggered "room
+//                                   available" callback of a group (issue 16)
 //   detail::group_socket_pressure() a group's socket pressure: pressure.hpp's
 //                                   under_socket_pressure() (vmpressure hold, tcp flag, kmem soft
 //                                   limit, in the group or an ancestor)
@@ -149,12 +155,22 @@ class basic_proto_memory {
     // The clock of pressure episodes (jiffies of the kernel, read in ms). nullptr: the process's
     // steady clock. Requires: it outlives the protocol.
     clock_source* clock = nullptr;
+    // Bytes of forward allocation each socket keeps when it gives memory back, less what it
+    // holds queued (as the kernel's sk_unused_reserved_mem() of SO_RESERVE_MEM, taken lazily
+    // instead of charged up front; the kernel before v6.0 kept up to a page the same way). 0,
+    // the default, is the v6.0+ rule: every whole page goes back at once. A socket that
+    // empties its queue after each segment then raises and gives back a page per segment;
+    // with one page kept it touches no shared word. The kept pages stay charged to the
+    // protocol and the group (they are the socket's: memory.stat sock counts them, exact) and
+    // come back at close; none are kept while the protocol is under pressure. 0..INT32_MAX.
+    std::int64_t forward_keep = 0;
   };
 
   basic_proto_memory() : basic_proto_memory(options{}) {}
   explicit basic_proto_memory(const options& o)
       : reserve_(o.pcpu_reserve < 0 ? 0 : o.pcpu_reserve),
         clock_(o.clock ? o.clock : &default_clock()) {
+    keep_.store_relaxed(std::clamp<std::int64_t>(o.forward_keep, 0, INT32_MAX));
     store_mem(o.mem);
     store_buf(rmem_, o.rmem);
     store_buf(wmem_, o.wmem);
@@ -183,6 +199,14 @@ class basic_proto_memory {
     store_buf(wmem_, b);
     return {};
   }
+  // options::forward_keep. EINVAL (nothing changes) outside 0..INT32_MAX. A lower value takes
+  // effect at each socket's next give-back.
+  std::errc set_forward_keep(std::int64_t bytes) noexcept {
+    if (bytes < 0 || bytes > INT32_MAX) return std::errc::invalid_argument;
+    keep_.store_relaxed(bytes);  // relaxed: a setting read by each give-back on its own
+    return {};
+  }
+  std::int64_t forward_keep() const noexcept { return keep_.load_relaxed(); }
   tcp_mem_sysctl sysctl_mem() const noexcept {
     return {mem_[0].load_relaxed(), mem_[1].load_relaxed(), mem_[2].load_relaxed()};
   }
@@ -339,6 +363,7 @@ class basic_proto_memory {
   std::array<cell, 3> mem_{};
   std::array<cell, 3> rmem_{};
   std::array<cell, 3> wmem_{};
+  cell keep_;  // options::forward_keep
   std::int64_t reserve_;
   clock_source* clock_;
   std::atomic<listener*> listener_{nullptr};
@@ -362,6 +387,163 @@ struct window_advice {
   bool under_pressure = false;  // sk_under_memory_pressure()
 };
 
+// The largest segment size and per-segment overhead window advice accepts (bytes).
+inline constexpr std::int64_t sk_max_segment = std::int64_t{1} << 30;
+
+// Payload bytes that `bytes` of memory hold when each segment of up to `mss` payload bytes costs
+// `overhead` bytes more (its truesize: headers, the buffer's bookkeeping). Whole segments, then
+// what a last partial one holds beyond its overhead. Requires: 1 <= mss, 0 <= overhead.
+constexpr std::int64_t sk_payload_of(std::int64_t bytes, std::int64_t mss,
+                                     std::int64_t overhead) noexcept {
+  if (bytes <= 0) return 0;
+  if (overhead == 0) return bytes;
+  const std::int64_t seg = mss + overhead;
+  std::int64_t segs, rest;
+  if (bytes <= UINT32_MAX && seg <= UINT32_MAX) {  // windows: a 32-bit division is cheaper
+    const auto b = static_cast<std::uint32_t>(bytes), d = static_cast<std::uint32_t>(seg);
+    segs = b / d;
+    rest = b % d;
+  } else {
+    segs = bytes / seg;
+    rest = bytes % seg;
+  }
+  return segs * mss + (rest > overhead ? rest - overhead : 0);
+}
+// The memory `payload` bytes take in segments of up to `mss` (the inverse bound:
+// sk_payload_of(sk_truesize_of(p)) == p). Saturates at INT64_MAX. Requires as sk_payload_of.
+constexpr std::int64_t sk_truesize_of(std::int64_t payload, std::int64_t mss,
+                                      std::int64_t overhead) noexcept {
+  if (payload <= 0) return 0;
+  const std::int64_t segs = payload / mss + (payload % mss != 0);
+  if (overhead != 0 && segs > (INT64_MAX - payload) / overhead) return INT64_MAX;
+  return payload + segs * overhead;
+}
+
+namespace detail {
+
+// a + b, saturating at INT64_MAX. Requires: a >= 0 (b of any sign).
+constexpr std::int64_t sk_sat_add(std::int64_t a, std::int64_t b) noexcept {
+  return b > 0 && a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+// Room of one level for socket pages (pages): the counters the socket accounting charges;
+// `parked`: pages the calling thread's stock holds for the socket's group (a stock hit takes
+// them without the counters).
+template <sync_policy Sync>
+std::int64_t sock_level_room(const basic_group<Sync>& m, sock_accounting sa,
+                             std::int64_t parked) noexcept {
+  std::int64_t pages = page_counter_max;
+  if (sa != sock_accounting::v1)
+    pages = std::min(pages, std::max(m.memory.max() - m.memory.usage(), parked));
+  if (sa != sock_accounting::v2) pages = std::min(pages, m.tcp.max() - m.tcp.usage());
+  return pages;
+}
+
+// A level's room (at least 0) less what its subtree's sockets promised, `own` excepted
+// (bytes; may be negative: promises made before other charges took room). No overflow: a
+// level's room is at most page_counter_max pages, and own <= promised (own is in every level's
+// promises).
+template <sync_policy Sync>
+std::int64_t sock_unpromised(const basic_group<Sync>& m, sock_accounting sa, std::int64_t parked,
+                             std::int64_t own = 0) noexcept {
+  const std::int64_t b = std::max<std::int64_t>(0, sock_level_room(m, sa, parked)) * page_size;
+  return b - (m.promises().promised.load_relaxed() - own);
+}
+
+// Fires m's room callback if m is armed: disarms it first (one firing per arming, whichever
+// thread wins the CAS). The callback's pair is read under its sequence count; a read that
+// races with set_room_callback() re-arms m instead (the next give-back fires it).
+template <sync_policy Sync>
+void sock_room_fire(basic_group<Sync>& m) noexcept {
+  auto& p = m.promises();
+  std::int64_t one = 1;
+  if (!p.armed.cas_acq_rel(one, 0)) return;  // acq_rel: pairs with the arming exchange
+  sock_rooms_armed.fetch_sub(1, std::memory_order_seq_cst);
+  // Seq_cst loads (a sequence lock without fences, which TSan cannot follow): pair with
+  // set_room_callback's seq_cst stores; s1 == s2 and even: no store to the pair in between.
+  const std::int64_t s1 = p.seq.load_seq_cst();
+  auto fn = p.fn.load_seq_cst();
+  void* user = p.user.load_seq_cst();
+  if ((s1 & 1) != 0 || p.seq.load_seq_cst() != s1) {
+    if (p.armed.exchange_seq_cst(1) == 0) sock_rooms_armed.fetch_add(1, std::memory_order_seq_cst);
+    return;
+  }
+  if (fn) fn(user, &m);
+}
+
+// Arms m: a socket below it was held back by its room. If room appeared meanwhile (a
+// give-back that found nothing armed), fires at once.
+template <sync_policy Sync>
+void sock_room_arm(basic_group<Sync>& m) noexcept {
+  auto& p = m.promises();
+  if (p.armed.load_relaxed() != 0) return;
+  // seq_cst: the exchange and the count, then a fence, before the re-read of the room; a
+  // give-back updates the room (a promise: a seq_cst add; pages: the counters' locked
+  // read-modify-writes, full barriers on x86 though relaxed in C++), then loads the count and
+  // the flag seq_cst: either it sees the flag, or this re-read sees its room.
+  if (p.armed.exchange_seq_cst(1) != 0) return;
+  sock_rooms_armed.fetch_add(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with sock_room_check's loads
+  if (sock_unpromised(m, m.hierarchy().socket_accounting(), 0) > 0) sock_room_fire(m);
+}
+
+// Adds delta bytes to the promises of g and every ancestor (O(depth), no loop over sockets).
+template <sync_policy Sync>
+void sock_promise_add(basic_group<Sync>* g, std::int64_t delta) noexcept {
+  // seq_cst: a release is a give-back of room (see sock_room_arm).
+  for (basic_group<Sync>* m = g; m; m = m->parent()) m->promises().promised.fetch_add_seq_cst(delta);
+}
+
+}  // namespace detail
+
+// Room appeared for the sockets of g (a give-back, a limit raised, pages freed elsewhere):
+// fires the room callback of g and of every ancestor that is armed and now has unpromised
+// room. The socket operations call it on every give-back; a program calls it after changes
+// the socket layer does not see (a limit write, other charges given back). Lock-free; reads
+// one word while no group in the process is armed.
+template <sync_policy Sync>
+void sock_room_check(basic_group<Sync>& g) noexcept {
+  if (detail::sock_rooms_armed.load(std::memory_order_seq_cst) == 0) return;  // see sock_room_arm
+  const sock_accounting sa = g.hierarchy().socket_accounting();
+  for (basic_group<Sync>* m = g.live(); m; m = m->parent())
+    if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, 0) > 0)
+      detail::sock_room_fire(*m);
+}
+
+// The "room available" callback of g: called as fn(user, &g) once each time room appears for
+// g's subtree after a socket below g was held back by g's own room (its window was cut by g's
+// limit less the windows other sockets promised), within the operation that gave the room back
+// (or the next sock_room_check()). Edge-triggered: one call per held-back episode however many
+// sockets were held back. fn = nullptr: none. Threads: fn runs on the thread whose socket
+// operation gave room back, with no library lock held; it may advertise windows of other
+// sockets (not the one whose operation is running) and must not throw. Requires: user stays
+// valid until no socket operation in g's subtree runs after the callback was replaced.
+// Lock-free for callers of fn; setters of one group serialize among themselves.
+template <sync_policy Sync>
+void set_room_callback(basic_group<Sync>& g,
+                       typename basic_group<Sync>::sock_promises::room_fn fn,
+                       void* user) noexcept {
+  auto& p = g.promises();
+  std::int64_t s;
+  // Odd: a setter is writing (the control path: a short wait for another setter).
+  while (((s = p.seq.fetch_or_seq_cst(1)) & 1) != 0) detail::cpu_relax();
+  // Seq_cst: the odd count, the pair, the even count in one total order with the reader's
+  // loads (pairs with sock_room_fire).
+  p.fn.store_seq_cst(fn);
+  p.user.store_seq_cst(user);
+  p.seq.store_seq_cst(s + 2);
+}
+// Bytes (truesize) of receive window promised by the sockets of g's subtree, not yet received.
+template <sync_policy Sync>
+std::int64_t sock_promised(const basic_group<Sync>& g) noexcept {
+  return g.promises().promised.load_relaxed();
+}
+// True while g owes a room callback (a socket below was held back, no room since).
+template <sync_policy Sync>
+bool sock_room_armed(const basic_group<Sync>& g) noexcept {
+  return g.promises().armed.load_relaxed() != 0;
+}
+
 // One socket's memory state (the memory fields of struct sock).
 // Invariants (between operations):
 //   forward_alloc >= 0, rmem_alloc >= 0, wmem_queued >= 0, stack_charged >= 0
@@ -369,7 +551,9 @@ struct window_advice {
 //   holds, and those pages are charged to
 //   the protocol's memory_allocated and (if the socket has a group) to the group's memory and
 //   tcp counters, as kind sock
-//   forward_alloc < page_size after every uncharge (sk_mem_reclaim)
+//   forward_alloc < page_size + unused keep after every uncharge (sk_mem_reclaim; the keep is
+//   the protocol's forward_keep less what the socket holds queued, 0 by default)
+//   promised() <= INT32_MAX is in the promises of its group and of every ancestor
 // Requires: the operations of one socket run one at a time (its owner's lock).
 template <sync_policy Sync = sync::atomic>
 class basic_sock_memory {
@@ -405,6 +589,9 @@ class basic_sock_memory {
   // SOCK_SNDBUF_LOCK / SOCK_RCVBUF_LOCK: the program set the size (no moderation, no tuning).
   bool sndbuf_locked() const noexcept { return (flags_.load_relaxed() & flag_sndbuf_lock) != 0; }
   bool rcvbuf_locked() const noexcept { return (flags_.load_relaxed() & flag_rcvbuf_lock) != 0; }
+  // Receive window (bytes of memory, truesize) promised by promise_window() and not received
+  // since.
+  std::int64_t promised() const noexcept { return promise_.load_relaxed(); }
   proto& protocol() const noexcept { return *prot_; }
   // The group charges reach now (the creator, or the live ancestor that adopted it).
   group* memcg() const noexcept { return objcg_ ? objcg_->memcg() : nullptr; }
@@ -450,6 +637,7 @@ class basic_sock_memory {
     }
     rmem_.store_relaxed(rmem_alloc() + size);
     mem_charge(size);
+    if (MEMCG_UNLIKELY(promised() != 0)) take_promise(size);
     return {};
   }
   // The application reads `size` received bytes: the skb destructor (rmem_alloc and
@@ -505,38 +693,67 @@ class basic_sock_memory {
   // decremented. EBADF if already closed (nothing changes).
   std::errc close() noexcept {
     if (closed()) return std::errc::bad_file_descriptor;
+    if (promised() != 0) set_promise(memcg(), 0);
     std::int64_t held = rmem_alloc() + wmem_queued() + stack_charged();
     rmem_.store_relaxed(0);
     wmem_.store_relaxed(0);
     stack_.store_relaxed(0);
-    if (held) mem_uncharge(held);
-    // What stays is below a page and, by the invariant, zero.
+    // Every page, the kept ones too; what stays is below a page and, by the invariant, zero.
+    fwd_.store_relaxed(forward_alloc() + held);
+    if (forward_alloc() >= page_size) sk_mem_reclaim_pages(forward_alloc());
     prot_->sockets_allocated_dec();
     set_flag(flag_closed);
     return {};
   }
 
   // Window advice: the receive window is what rcvbuf leaves, bounded by what the group (and
-  // each ancestor) can still take without refusing, and by the protocol's hard limit; under
+  // each ancestor) can still take without refusing less the windows the other sockets of each
+  // level's subtree promised (promise_window()), and by the protocol's hard limit; under
   // pressure it shrinks to what is already forward-allocated (at least 2 * mss, so the
   // connection keeps moving). The send space is what sndbuf leaves, bounded the same way; under
   // pressure, by the moderated sndbuf (half of what is queued, at least SOCK_MIN_SNDBUF).
-  window_advice advice(std::int64_t mss = 1460) const noexcept {
-    window_advice a;
-    a.under_pressure = under_memory_pressure();
-    std::int64_t fwd = forward_alloc(), rmem = rmem_alloc(), wmem = wmem_queued();
-    std::int64_t room = fwd + room_bytes();
-    std::int64_t rcv = std::max<std::int64_t>(0, rcvbuf() - rmem);
-    std::int64_t snd = std::max<std::int64_t>(0, sndbuf() - wmem);
-    if (a.under_pressure) {
-      rcv = std::min(rcv, std::max(fwd, 2 * mss));
-      std::int64_t moderated =
-          sndbuf_locked() ? sndbuf() : std::max(std::min(sndbuf(), wmem / 2), sock_min_sndbuf);
-      snd = std::min(snd, std::max<std::int64_t>(0, moderated - wmem));
+  // Both in payload bytes: each segment of up to mss bytes costs `overhead` more memory
+  // (overhead 0: memory bytes, as rcvbuf counts them). Requires: 1 <= mss, 0 <= overhead,
+  // both <= sk_max_segment (promise_window() checks them).
+  window_advice advice(std::int64_t mss = 1460, std::int64_t overhead = 0) const noexcept {
+    return calc_advice(mss, overhead).a;
+  }
+
+  // Advice that is also a promise: the receive window returned is held in the promises of the
+  // socket's group and every ancestor (replacing the socket's previous promise) until segments
+  // arrive (recv() takes their size from it), the next promise_window() or release_promise(),
+  // or close. Sockets of one group advertising this way never promise together more than the
+  // group's room: limit less usage, plus what they hold forward-allocated (one thread at a
+  // time; concurrent promises in one group may exceed it by the windows decided at once). When
+  // the window was cut by a group's room (below what rcvbuf and pressure allow), that group is
+  // armed: its room callback (set_room_callback()) fires once when room appears. A socket
+  // without a group promises nothing. O(depth) per call. EBADF after close; EINVAL (nothing
+  // changes) for mss or overhead out of range.
+  std::errc promise_window(std::int64_t mss, std::int64_t overhead, window_advice& out) noexcept {
+    if (closed()) return std::errc::bad_file_descriptor;
+    if (mss < 1 || mss > sk_max_segment || overhead < 0 || overhead > sk_max_segment)
+      return std::errc::invalid_argument;
+    advice_calc c = calc_advice(mss, overhead);
+    group* g = memcg();
+    if (g) {
+      // The promise is the memory bound itself (not the payload's truesize): all of a cut
+      // window's room is taken, so the group's unpromised room is <= 0 right after.
+      std::int64_t want = std::min<std::int64_t>(c.rcv_mem, INT32_MAX);
+      if (want != c.rcv_mem) c.a.rcv_window = sk_payload_of(want, mss, overhead);
+      set_promise(g, want);
     }
-    a.rcv_window = std::max<std::int64_t>(0, std::min(rcv, room));
-    a.snd_space = std::max<std::int64_t>(0, std::min(snd, room));
-    return a;
+    out = c.a;
+    if (g && c.held_by) {
+      MEMCG_DELAY(sock_promise_arm);  // room may come back here, before the group is armed
+      detail::sock_room_arm(*c.held_by);
+    }
+    return {};
+  }
+  // Gives the socket's promise back (the stack closed its window). EBADF after close.
+  std::errc release_promise() noexcept {
+    if (closed()) return std::errc::bad_file_descriptor;
+    if (promised() != 0) set_promise(memcg(), 0);
+    return {};
   }
 
   // ---- the kernel's primitives (§4.2-§4.4), public for stacks that drive them directly ----
@@ -587,10 +804,18 @@ class basic_sock_memory {
     mem_uncharge(size);
     return {};
   }
-  // sk_mem_reclaim(): gives back floor(fwd / PAGE_SIZE) pages when fwd >= PAGE_SIZE.
+  // sk_mem_reclaim(): gives back whole pages of what is forward-allocated beyond the unused
+  // keep (sk_unused_reserved_mem(): the protocol's forward_keep less what the socket holds
+  // queued; none under the protocol's pressure), when that is at least a page.
   void sk_mem_reclaim() noexcept {
-    std::int64_t reclaimable = forward_alloc();
-    if (reclaimable >= page_size) sk_mem_reclaim_pages(reclaimable);
+    std::int64_t fwd = forward_alloc();
+    if (fwd < page_size) return;
+    if (std::int64_t keep = prot_->forward_keep(); MEMCG_UNLIKELY(keep != 0)) {
+      if (!prot_->under_memory_pressure())
+        fwd -= std::max<std::int64_t>(0, keep - rmem_alloc() - wmem_queued() - stack_charged());
+      if (fwd < page_size) return;
+    }
+    sk_mem_reclaim_pages(fwd);
   }
 
   // __sk_mem_schedule(): fwd += pages of size; __sk_mem_raise_allocated(); undo on refusal.
@@ -676,7 +901,10 @@ class basic_sock_memory {
   void sk_mem_reduce_allocated(std::int64_t amount) noexcept {
     proto& prot = *prot_;
     prot.memory_allocated_sub(amount);
-    if (group* memcg = this->memcg()) memcg->hierarchy().uncharge_unchecked(*memcg, kind::sock, amount);
+    if (group* memcg = this->memcg()) {
+      memcg->hierarchy().uncharge_unchecked(*memcg, kind::sock, amount);
+      sock_room_check(*memcg);  // room appeared: a held-back group's callback
+    }
     if (prot.under_memory_pressure() && prot.memory_allocated() < prot.sysctl_mem().min)
       prot.leave_memory_pressure();
   }
@@ -712,26 +940,75 @@ class basic_sock_memory {
     fwd_.store_relaxed(forward_alloc() - (pages << page_shift));
     sk_mem_reduce_allocated(pages);
   }
-  // Bytes one schedule can still be given: the protocol's hard limit, every tcp counter up the
-  // tree, and the memory counters up the tree or (a stock hit skips them) the pages parked for
-  // the group in the calling thread's stock, whichever is larger.
-  std::int64_t room_bytes() const noexcept {
-    std::int64_t pages = prot_->sysctl_mem().max - prot_->memory_allocated();
+  // Bytes one schedule can still be given beyond the forward allocation, for a socket that
+  // promised `own`: the protocol's hard limit, and at every level up the tree the counters the
+  // socket accounting charges (the memory counters, or the pages parked for the group in the
+  // calling thread's stock, whichever is larger: a stock hit skips the counters) less what the
+  // level's sockets promised, own promise excepted; negative when the others' promises exceed
+  // a level's room (then even the forward allocation is not for a new promise: promises
+  // outstanding never exceed limit - usage plus what the sockets hold forward-allocated).
+  // `bound`: the level that gave the minimum (nullptr: the protocol).
+  struct room_scan {
+    std::int64_t bytes;
+    group* bound;
+  };
+  room_scan scan_room(std::int64_t own) const noexcept {
+    room_scan r{std::clamp<std::int64_t>(prot_->sysctl_mem().max - prot_->memory_allocated(), 0,
+                                         page_counter_max) * page_size,  // no overflow
+                nullptr};
     if (group* g = memcg()) {
-      // The counters the hierarchy's socket accounting charges: v1 the tcp counter alone, v2
-      // the memory counter alone, both by default.
-      const auto sa = g->hierarchy().socket_accounting();
-      const bool mem_bound = sa != sock_accounting::v1, tcp_bound = sa != sock_accounting::v2;
-      std::int64_t mem = page_counter_max;
+      const sock_accounting sa = g->hierarchy().socket_accounting();
+      const std::int64_t parked =
+          sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(g) : 0;
       for (group* m = g; m; m = m->parent()) {
-        if (mem_bound) mem = std::min(mem, m->memory.max() - m->memory.usage());
-        if (tcp_bound) pages = std::min(pages, m->tcp.max() - m->tcp.usage());
+        const std::int64_t b = detail::sock_unpromised(*m, sa, parked, own);
+        if (b < r.bytes) r = {b, m};
       }
-      if (mem_bound)
-        pages = std::min(pages, std::max(mem, detail::thread_stock<Sync>::local()->parked(g)));
     }
-    if (pages <= 0) return 0;
-    return pages > (INT64_MAX >> page_shift) ? INT64_MAX : pages << page_shift;
+    return r;
+  }
+  struct advice_calc {
+    window_advice a;
+    std::int64_t rcv_mem;  // the receive window in memory bytes
+    group* held_by;        // the level whose room cut it below rcvbuf's (and pressure's) bound
+  };
+  advice_calc calc_advice(std::int64_t mss, std::int64_t overhead) const noexcept {
+    advice_calc c{};
+    window_advice& a = c.a;
+    a.under_pressure = under_memory_pressure();
+    std::int64_t fwd = forward_alloc(), rmem = rmem_alloc(), wmem = wmem_queued();
+    room_scan r = scan_room(promised());
+    std::int64_t room = detail::sk_sat_add(fwd, r.bytes);
+    std::int64_t rcv = std::max<std::int64_t>(0, rcvbuf() - rmem);
+    std::int64_t snd = std::max<std::int64_t>(0, sndbuf() - wmem);
+    if (a.under_pressure) {
+      rcv = std::min(rcv, std::max(fwd, 2 * mss));
+      std::int64_t moderated =
+          sndbuf_locked() ? sndbuf() : std::max(std::min(sndbuf(), wmem / 2), sock_min_sndbuf);
+      snd = std::min(snd, std::max<std::int64_t>(0, moderated - wmem));
+    }
+    c.rcv_mem = std::max<std::int64_t>(0, std::min(rcv, room));
+    c.held_by = room < rcv ? r.bound : nullptr;
+    a.rcv_window = sk_payload_of(c.rcv_mem, mss, overhead);
+    a.snd_space = sk_payload_of(std::max<std::int64_t>(0, std::min(snd, room)), mss, overhead);
+    return c;
+  }
+  // The socket's promise becomes n bytes, in g and every ancestor. A smaller one gives room
+  // back.
+  void set_promise(group* g, std::int64_t n) noexcept {
+    const std::int64_t delta = n - promised();
+    if (delta == 0) return;
+    promise_.store_relaxed(static_cast<std::int32_t>(n));  // n <= INT32_MAX
+    if (!g) return;
+    detail::sock_promise_add(g, delta);
+    if (delta < 0) sock_room_check(*g);
+  }
+  // A received segment of `size` bytes takes its size from the promise: the memory it was
+  // promised is now charged.
+  MEMCG_NOINLINE void take_promise(std::int64_t size) noexcept {
+    const std::int64_t d = std::min(promised(), size);
+    promise_.store_relaxed(static_cast<std::int32_t>(promised() - d));
+    if (group* g = memcg()) detail::sock_promise_add(g, -d);
   }
 
   proto* prot_;
@@ -742,6 +1019,7 @@ class basic_sock_memory {
   cell stack_{};  // bytes charged by a stack through sk_mem_charge()
   buf_cell rcvbuf_{};  // sk_rcvbuf (int in the kernel)
   buf_cell sndbuf_{};  // sk_sndbuf
+  buf_cell promise_{};  // bytes promised by promise_window(), not yet received
   typename Sync::template cell<std::uint8_t> flags_{};  // flag_*: written by the owner only
 };
 
