@@ -1,6 +1,6 @@
-// Tests of memcg/sockmem.hpp: the socket memory pool (kernel-model.md §4, model.md), over the
+// Tests of memcg/sockmem.hpp: the socket memory pool (docs/model.md, "Sockets"), over the
 // single-thread policy (the oracle) and the lock-free atomic policy: the forward-allocation
-// arithmetic, the §4.3 decision procedure branch by branch, per-group charging, pressure.
+// arithmetic, the raise decision branch by branch, per-group charging, pressure.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -74,7 +74,7 @@ struct counting_listener final : memcg::basic_proto_pressure_listener<P> {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// Forward allocation (§4.2)
+// Forward allocation (docs/model.md, "Forward allocation")
 
 TEST_CASE("sk_mem_pages rounds bytes up to pages") {
   CHECK(memcg::sk_mem_pages(0) == 0);
@@ -144,7 +144,7 @@ TEST_CASE_TEMPLATE("a schedule of a large segment charges every page it needs at
 }
 
 // ---------------------------------------------------------------------------------------------
-// The decision procedure (§4.3), branch by branch
+// The decision procedure (docs/model.md, "The raise decision"), branch by branch
 
 TEST_CASE_TEMPLATE("(B) at or below tcp_mem min the allocation succeeds and pressure is left", P,
                    MEMCG_SOCK_POLICIES) {
@@ -204,7 +204,7 @@ TEST_CASE_TEMPLATE("(D) above the hard limit a receive is refused even under the
   sock<P> a(p, &g), b(p, &g);
   REQUIRE(a.recv(3 * 4096) == ok);  // 3 <= max 3 (the minimum buffer lets it through)
   CHECK(b.rmem_alloc() == 0);
-  // 4 > 3, rmem 0 < tcp_rmem min: §4.3 refuses; but b's receive queue is empty, so TCP charges
+  // 4 > 3, rmem 0 < tcp_rmem min: the raise refuses; but b's receive queue is empty, so TCP charges
   // the segment past every limit (sk_forced_mem_schedule).
   CHECK(b.recv(100) == ok);
   CHECK(p.exceeded() == 1);
@@ -340,7 +340,7 @@ TEST_CASE_TEMPLATE("a forced send charges the group with nofail when the group r
 }
 
 // ---------------------------------------------------------------------------------------------
-// TCP's rules around §4.3 (model.md "Sockets", issue 15: measured on Linux 6.18, cgroup v1)
+// TCP's rules around the raise (docs/model.md, "TCP's own rules": measured on Linux 6.18, v1)
 
 TEST_CASE_TEMPLATE("a non-reading receiver at its group's tcp limit holds one forced segment per "
                    "connection past it",
@@ -496,7 +496,7 @@ TEST_CASE_TEMPLATE("SO_RCVBUF and SO_SNDBUF: twice the value, at least 2304 and 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-group charging (§4.5, model.md)
+// Per-group charging (docs/model.md, "Socket charging per group")
 
 TEST_CASE_TEMPLATE("a receive at the group's memory limit is dropped without reclaim; forced it "
                    "goes over",
@@ -1125,7 +1125,7 @@ TEST_CASE_TEMPLATE("forward_keep out of range is EINVAL and changes nothing", P,
 }
 
 // ---------------------------------------------------------------------------------------------
-// Per-thread reserves (§4.1)
+// Per-thread reserves (docs/model.md, "Protocol memory")
 
 TEST_CASE("with a per-thread reserve the global word lags but every read is exact") {
   vclock c;

@@ -1,18 +1,18 @@
-// memcg/sockmem.hpp: the TCP-buffer-style socket memory pool (kernel-model.md §4, model.md).
+// memcg/sockmem.hpp: the TCP-buffer-style socket memory pool (docs/model.md, "Sockets").
 //
 // Contents:
 //   sk_mem_kind                     SK_MEM_RECV / SK_MEM_SEND
 //   sock_min_sndbuf, sock_min_rcvbuf, sk_mem_pages()
 //                                   SOCK_MIN_SNDBUF (4608), SOCK_MIN_RCVBUF (2304), the page
-//                                   quantum (§4.2)
+//                                   quantum
 //   tcp_mem_sysctl, tcp_buf_sysctl  net.ipv4.tcp_mem (pages) and tcp_rmem / tcp_wmem (bytes)
-//   basic_proto_pressure_listener   enter/leave callbacks of a protocol's pressure flag (§4.4)
+//   basic_proto_pressure_listener   enter/leave callbacks of a protocol's pressure flag
 //   basic_proto_memory<Sync>        one per protocol: tcp_mem limits, memory_allocated with
-//                                   per-thread reserves (§4.1), sockets_allocated, the pressure
+//                                   per-thread reserves, sockets_allocated, the pressure
 //                                   flag with its counters (TCPMemoryPressures, ...Chrono)
 //   basic_sock_memory<Sync>         one per socket: sk_forward_alloc, sk_rmem_alloc,
 //                                   sk_wmem_queued, sk_rcvbuf, sk_sndbuf, the owning group's
-//                                   handle; the operations of §4.2-§4.4 with the kernel's names
+//                                   handle; the kernel's socket operations, by their names
 //   window_advice                   how much receive window a socket may advertise and how much it
 //                                   may queue for sending, given its state, pressure and the
 //                                   windows its group's other sockets promised
@@ -26,15 +26,16 @@
 //                                   limit, in the group or an ancestor)
 //   proto_memory, sock_memory       the sync::atomic instantiations
 //
-// The decision procedure is __sk_mem_raise_allocated() of v6.7+ (§4.3) line by line, with the
-// model's differences (model.md, "Socket receives may be refused"): a receive charges its group
-// without reclaim (gfp::noreclaim) and is refused at the group's limit; `forced` gives the
-// kernel's GFP_ATOMIC behaviour (forced past memory.max). A send charges as the application
-// (GFP_KERNEL: it may reclaim). Around it, TCP's own rules (model.md, "Sockets", measured on
-// Linux 6.18): a receive is dropped while rmem_alloc > rcvbuf; a segment into an empty receive
-// queue that would be dropped is charged past every limit (sk_forced_mem_schedule); a send
-// blocks, charging nothing, while wmem_queued >= sndbuf (sk_stream_memory_free); a refused raise
-// moderates sndbuf unless the program set it (SO_SNDBUF locks it).
+// The decision procedure is __sk_mem_raise_allocated() of v6.7+ line by line (docs/model.md, "The
+// raise decision"), with the model's differences ("Socket receives may be refused"): a receive
+// charges its group without reclaim (gfp::noreclaim) and is refused at the group's limit; `forced`
+// gives the kernel's GFP_ATOMIC behaviour (forced past memory.max). A send charges as the
+// application (GFP_KERNEL: it may reclaim). Around it, TCP's own rules (docs/model.md, "TCP's own
+// rules", measured on Linux 6.18): a receive is dropped while rmem_alloc > rcvbuf; a segment into
+// an empty receive queue that would be dropped is charged past every limit
+// (sk_forced_mem_schedule); a send blocks, charging nothing, while wmem_queued >= sndbuf
+// (sk_stream_memory_free); a refused raise moderates sndbuf unless the program set it (SO_SNDBUF
+// locks it).
 //
 // Threads: a socket's operations need its owner's lock (the kernel's socket lock): one thread
 // at a time per socket; any thread may read its fields (relaxed, never torn). The protocol and
@@ -65,7 +66,7 @@ enum class sk_mem_kind : std::uint8_t { recv, send };  // SK_MEM_RECV, SK_MEM_SE
 inline constexpr std::int64_t sock_min_sndbuf = 4608;
 // SOCK_MIN_RCVBUF: the floor of SO_RCVBUF (2048 + sizeof(sk_buff)).
 inline constexpr std::int64_t sock_min_rcvbuf = 2304;
-// SK_MEMORY_PCPU_RESERVE: 1 MiB of memory_allocated per thread (§4.1); the default in programs.
+// SK_MEMORY_PCPU_RESERVE: 1 MiB of memory_allocated per thread; the default in programs.
 inline constexpr std::int64_t sk_memory_pcpu_reserve = std::int64_t{1} << (20 - page_shift);
 // The largest size one operation accepts (bytes): beyond it, EINVAL (the kernel's sizes are int).
 inline constexpr std::int64_t sk_max_op_size = std::int64_t{1} << 46;
@@ -124,8 +125,8 @@ inline unsigned sock_shard_index() noexcept {
 
 // A group's socket pressure: mem_cgroup_under_socket_pressure() (memcg/pressure.hpp): the
 // vmpressure one-second hold on the hierarchy's clock, the v1 tcpmem pressure flag (set by a
-// refused tcp charge) or kernel memory above its soft limit (model.md), in the group or any
-// ancestor. The one place the socket layer asks.
+// refused tcp charge) or kernel memory above its soft limit (docs/model.md, "Socket
+// pressure"), in the group or any ancestor. The one place the socket layer asks.
 template <sync_policy Sync>
 bool group_socket_pressure(basic_group<Sync>& g) noexcept {
   return under_socket_pressure(g.hierarchy(), g);
@@ -133,7 +134,7 @@ bool group_socket_pressure(basic_group<Sync>& g) noexcept {
 
 }  // namespace detail
 
-// One protocol's memory (struct proto's memory fields, §4.1).
+// One protocol's memory (struct proto's memory fields; docs/model.md, "Protocol memory").
 // Invariants (at rest, single-thread or after every operation returned):
 //   memory_allocated() == sum over open sockets of the pages they hold, i.e. sum of
 //                         (forward_alloc + rmem_alloc + wmem_queued + stack_charged) / page_size
@@ -258,7 +259,7 @@ class basic_proto_memory {
   // finished episodes.
   std::int64_t memory_pressures() const noexcept { return pressures_.load_relaxed(); }
   std::int64_t memory_pressure_time_ms() const noexcept { return pressure_ms_.load_relaxed(); }
-  // Allocations refused by §4.3 (trace_sock_exceed_buf_limit).
+  // Allocations refused by the raise decision (trace_sock_exceed_buf_limit).
   std::int64_t exceeded() const noexcept { return exceeded_.load_relaxed(); }
   std::int64_t now_ms() const noexcept { return clock_->now_us() / usec_per_msec; }
 
@@ -269,7 +270,7 @@ class basic_proto_memory {
     return listener_.exchange(l, std::memory_order_acq_rel);
   }
 
-  // ---- the flag (§4.4) ----
+  // ---- the flag ----
   // tcp_enter_memory_pressure(): set once; the first setter counts the episode and calls the
   // listener. Memory ordering: the CAS (acq_rel) elects one enterer per episode; pairs with the
   // exchange in leave_memory_pressure().
@@ -293,7 +294,7 @@ class basic_proto_memory {
     if (listener* l = listener_.load(std::memory_order_acquire)) l->leave_memory_pressure(*this, d);
   }
 
-  // ---- memory_allocated (§4.1), used by the sockets ----
+  // ---- memory_allocated, used by the sockets ----
   // sk_memory_allocated_add(): into the thread's share; folded into the global word when the
   // share would reach the reserve.
   void memory_allocated_add(std::int64_t amt) noexcept { share_add(my_shard(), amt); }
@@ -378,7 +379,7 @@ class basic_proto_memory {
   friend class basic_sock_memory<Sync>;
 };
 
-// Window advice (§4.4's "under pressure TCP collapses queues, clamps windows, moderates sndbuf"):
+// Window advice (under pressure TCP collapses queues, clamps windows, moderates sndbuf):
 // what a stack should advertise and queue so that it backs off with its window instead of
 // having segments dropped.
 struct window_advice {
@@ -614,7 +615,7 @@ class basic_sock_memory {
   }
 
   // ---- the application's operations (each returns {} or an error; never throws) ----
-  // Errors: EBADF after close; EINVAL for a negative or oversized size; ENOMEM when §4.3
+  // Errors: EBADF after close; EINVAL for a negative or oversized size; ENOMEM when the raise
   // refused (a receive is then dropped, a send blocks); ENOBUFS when a receive is dropped for
   // rmem_alloc > rcvbuf; EAGAIN when a send would block for wmem_queued >= sndbuf. Nothing
   // changed on any error except the side effects a refusal has in the kernel (pressure flags,
@@ -652,8 +653,8 @@ class basic_sock_memory {
   // The application queues `size` bytes: tcp_sendmsg()'s sk_stream_memory_free() (EAGAIN,
   // nothing charged, while wmem_queued >= sndbuf: a non-blocking send would block), then
   // sk_wmem_schedule() (ENOMEM: refused; it moderated sndbuf) and sk_wmem_queued_add() and
-  // sk_mem_charge(). A refused raise at or above sndbuf is forced through (§4.3), so a sender at
-  // its group's limit overshoots by about a send and then blocks.
+  // sk_mem_charge(). A refused raise at or above sndbuf is forced through (the raise
+  // decision), so a sender at its group's limit overshoots by about a send and then blocks.
   std::errc send(std::int64_t size) noexcept {
     if (std::errc e = check(size); e != std::errc{}) return e;
     if (wmem_queued() >= sndbuf()) return std::errc::resource_unavailable_try_again;
@@ -756,7 +757,7 @@ class basic_sock_memory {
     return {};
   }
 
-  // ---- the kernel's primitives (§4.2-§4.4), public for stacks that drive them directly ----
+  // ---- the kernel's primitives, public for stacks that drive them directly ----
 
   // sk_rmem_schedule(): delta = size - sk_forward_alloc; true if delta <= 0 or
   // __sk_mem_schedule(delta, SK_MEM_RECV) succeeds.
@@ -770,7 +771,7 @@ class basic_sock_memory {
     return delta <= 0 || sk_mem_schedule(delta, sk_mem_kind::send, false);
   }
   // sk_forced_mem_schedule(): the pages `size` needs beyond the forward allocation, charged past
-  // every limit: the protocol's (no §4.3 decision, no pressure change) and the group's (nofail;
+  // every limit: the protocol's (no raise decision, no pressure change) and the group's (nofail;
   // a refusing tcp counter still sets the group's tcp pressure). Requires: size >= 0.
   void sk_forced_mem_schedule(std::int64_t size) noexcept {
     std::int64_t delta = size - forward_alloc();
@@ -836,7 +837,7 @@ class basic_sock_memory {
   }
 
  private:
-  // __sk_mem_raise_allocated() (kernel-model.md §4.3, v6.7+), step by step.
+  // __sk_mem_raise_allocated() (v6.7+; docs/model.md, "The raise decision"), step by step.
   bool sk_mem_raise_allocated(std::int64_t size, std::int64_t amt, sk_mem_kind k,
                               bool forced = false) noexcept {
     proto& prot = *prot_;
