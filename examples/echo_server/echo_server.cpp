@@ -115,6 +115,7 @@ struct tenant {
   std::int64_t window_closed = 0; // reads held back: the window advice was 0 below rcvbuf
   std::int64_t refused = 0;       // reads held back: the schedule was refused
   std::int64_t blocked = 0;       // moves to the send queue refused
+  std::int64_t over = 0;          // the most bytes above memory.max after a forced re-charge
   std::int64_t bytes = 0;         // bytes echoed
 };
 
@@ -239,6 +240,10 @@ class server {
       if (memcg_sock_send(s, n) != 0) {
         must(memcg_sock_recv(s, n, /*forced=*/1), "memcg_sock_recv forced");
         ++t.blocked;
+        // Forced: usage can pass memory.max here and only here (every other charge is checked
+        // against it), so the highest excess is measured right after.
+        std::int64_t cur = usage_pages(t.g, MEMCG_COUNTER_MEMORY) * MEMCG_PAGE_SIZE;
+        t.over = std::max(t.over, cur - t.limit);
         break;
       }
       c.sq.insert(c.sq.end(), c.rq.begin(), c.rq.begin() + n);
@@ -392,7 +397,8 @@ class metrics_server {
     close(fd_);
   }
   std::uint16_t port() const { return port_; }
-  std::int64_t scrapes() const { return scrapes_.load(std::memory_order_relaxed); }  // a count
+  // Scrapes begun. seq_cst: pairs with the increment in serve().
+  std::int64_t scrapes() const { return scrapes_.load(std::memory_order_seq_cst); }
 
  private:
   void run() {
@@ -432,11 +438,13 @@ class metrics_server {
     memcg_metrics_proto proto{p_, "tcp"};
     char* text = nullptr;
     std::size_t len = 0;
+    // Counted before it reads anything (the load's checks ask whether a scrape ran alongside);
+    // seq_cst: the total order with the main thread's read of it after the load.
+    scrapes_.fetch_add(1, std::memory_order_seq_cst);
     if (int e = memcg_metrics_render(h_, &proto, 1, &text, &len); e != 0) {
       std::string why = std::string("memcg_metrics_render: ") + std::strerror(-e) + "\n";
       return reply(c, "500 Internal Server Error", "text/plain", why);
     }
-    scrapes_.fetch_add(1, std::memory_order_relaxed);  // a statistic, ordered with nothing
     reply(c, "200 OK", MEMCG_METRICS_CONTENT_TYPE, std::string(text, len), method == "HEAD");
     std::free(text);
   }
@@ -548,18 +556,24 @@ int main(int argc, char** argv) {
   double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   bool pass = true;
-  std::printf("%-8s %10s %12s %10s %8s %8s %8s %8s %s\n", "tenant", "limit", "echoed", "peak",
-              "closed", "refused", "blocked", "secs", "intact");
+  // A scrape reading memory.stat folds every thread's statistics, taking each stock for a
+  // moment; a charge of the server's thread meanwhile bypasses its stock, whose parked pages
+  // still count, so a move to the send queue can be refused and forced back past memory.max.
+  // Only then may a tenant pass its limit, and only by what a forced re-charge put there.
+  const bool scraped = metrics && metrics->scrapes() > 0;
+  std::printf("%-8s %10s %12s %10s %8s %8s %8s %8s %8s %s\n", "tenant", "limit", "echoed",
+              "peak", "closed", "refused", "blocked", "over", "secs", "intact");
   for (int i = 0; i < nr_tenants; ++i) {
     std::int64_t expect = nconn * (i == 0 ? flood_bytes : normal_bytes);
     bool intact = ok[i] && got[i].load() == expect && ts[i].bytes == expect;
-    std::printf("tenant%d  %10lld %12lld %10lld %8lld %8lld %8lld %8.2f %s\n", i,
+    std::printf("tenant%d  %10lld %12lld %10lld %8lld %8lld %8lld %8lld %8.2f %s\n", i,
                 static_cast<long long>(ts[i].limit), static_cast<long long>(ts[i].bytes),
                 static_cast<long long>(ts[i].peak), static_cast<long long>(ts[i].window_closed),
-                static_cast<long long>(ts[i].refused),
-                static_cast<long long>(ts[i].blocked), secs[i], intact ? "yes" : "NO");
+                static_cast<long long>(ts[i].refused), static_cast<long long>(ts[i].blocked),
+                static_cast<long long>(ts[i].over), secs[i], intact ? "yes" : "NO");
     if (!intact) pass = false;
-    if (ts[i].peak > ts[i].limit) pass = false;  // held at its limit
+    if (ts[i].over > 0 && !scraped) pass = false;           // nothing to force it past
+    if (ts[i].peak > ts[i].limit + ts[i].over) pass = false;  // held at its limit
     if (i > 0 && ts[i].window_closed + ts[i].refused + ts[i].blocked > 0) pass = false;  // unaffected
     close(ts[i].listen_fd);
   }

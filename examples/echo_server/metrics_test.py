@@ -117,7 +117,7 @@ def main():
     proc = subprocess.Popen(
         [sys.argv[1], "--quick", "--metrics-port=0", "--metrics-linger"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lines = []
+    lines = []  # what echo_server printed
     try:
         first = proc.stdout.readline()
         lines.append(first)
@@ -154,7 +154,7 @@ def main():
             if f and f[0] in ("tenant0", "tenant1", "tenant2", "tenant3"):
                 report["/" + f[0]] = dict(limit=int(f[1]), echoed=int(f[2]), peak=int(f[3]),
                                           closed=int(f[4]), refused=int(f[5]),
-                                          blocked=int(f[6]))
+                                          blocked=int(f[6]), over=int(f[7]))
         check(sorted(report) == TENANTS, f"the report has every tenant: {sorted(report)}")
 
         final = scrape(url)
@@ -215,6 +215,8 @@ def main():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if failures:
+        sys.stderr.write("echo_server said:\n" + "".join(lines))
     for f in failures[:20]:
         print("FAILED:", f, file=sys.stderr)
     if failures:
