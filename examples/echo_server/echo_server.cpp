@@ -13,8 +13,9 @@
 //
 // The load: tenants 1..3 send `normal_bytes` per connection; tenant 0 floods (`flood_bytes` per
 // connection, in large writes) with a much smaller limit. Checks: every byte comes back in order
-// and intact; tenant 0's memory never exceeds its limit and is refused often; the others never
-// are; at the end every counter is zero. Exit 0 on success.
+// and intact; tenant 0's memory never exceeds its limit (but for the bytes forced back while a
+// scrape ran: the report's `over`) and is refused often; the others never are; at the end every
+// counter is zero. Exit 0 on success.
 //
 // Usage: echo_server [--quick] [--metrics-port=N [--metrics-linger]]
 //   --metrics-port=N   serve GET /metrics (HTTP/1.0, Prometheus text format 0.0.4) on
