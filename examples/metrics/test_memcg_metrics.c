@@ -30,7 +30,8 @@ typedef struct tree {
   memcg_sock* s;
 } tree;
 
-/* root, A (memory.max 1 MiB, memory.high 512 KiB, kmem limit 128 KiB) and A/q"u\o<newline>te
+/* root, A (memory.max 1 MiB, memory.high 512 KiB, kmem limit 128 KiB, kmem soft limit 96 KiB)
+ * and A/q"u\o<newline>te
  * (memory.low 64 KiB, tcp limit 64 KiB); 10 anon pages in A, 3 file and 2 kmem pages in the
  * other, one refused charge; a protocol (tcp_mem 1 2 100) with a socket of the weird group that
  * went through one pressure episode of 1.5 s, one refused receive, and holds one page. */
@@ -49,6 +50,7 @@ static void build(tree* t) {
   CHECK(memcg_write(t->h, a, "memory.max", "1048576") == 0);
   CHECK(memcg_write(t->h, a, "memory.high", "524288") == 0);
   CHECK(memcg_write(t->h, a, "memory.kmem.limit_in_bytes", "131072") == 0);
+  CHECK(memcg_write(t->h, a, "memory.kmem.soft_limit_in_bytes", "98304") == 0);
   CHECK(memcg_write(t->h, q, "memory.low", "65536") == 0);
   CHECK(memcg_write(t->h, q, "memory.kmem.tcp.limit_in_bytes", "65536") == 0);
   CHECK(memcg_charge(a, MEMCG_KIND_ANON, 10, MEMCG_GFP_KERNEL) == 0);
