@@ -47,6 +47,8 @@ static void build(tree* t) {
   CHECK(memcg_hierarchy_create(&o, &t->h) == 0);
   CHECK(memcg_mkdir(t->h, "A", &a) == 0);
   CHECK(memcg_mkdir(t->h, weird, &q) == 0);
+  CHECK(memcg_mkdir(t->h, "B", NULL) == 0); /* removed: not in the exposition */
+  CHECK(memcg_rmdir(t->h, "B") == 0);
   CHECK(memcg_write(t->h, a, "memory.max", "1048576") == 0);
   CHECK(memcg_write(t->h, a, "memory.high", "524288") == 0);
   CHECK(memcg_write(t->h, a, "memory.kmem.limit_in_bytes", "131072") == 0);
