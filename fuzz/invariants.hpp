@@ -53,7 +53,7 @@ class invariant_checker {
 
   // Empty when every invariant holds, else the first broken one, in words.
   PROOF_NO_COVERAGE std::string check(hierarchy& h) {
-    (void)h.stat_local(h.root(), memcg::kind::anon);  // one flush of every thread's deltas
+    (void)h.stat_local(h.root(), memcg::kind::anon, true);  // one flush of every thread's deltas
     std::vector<group*> live = h.groups();            // preorder: parents before children
     // Own holdings of each group, then summed bottom-up into the subtree totals.
     std::map<const group*, std::array<std::int64_t, 3>> sum;  // memory, kmem, tcp
@@ -134,7 +134,7 @@ class invariant_checker {
 template <class P>
 PROOF_NO_COVERAGE std::string drained_to_zero(memcg::basic_hierarchy<P>& h) {
   h.drain_stocks(nullptr);
-  (void)h.stat_local(h.root(), memcg::kind::anon);
+  (void)h.stat_local(h.root(), memcg::kind::anon, true);  // a flush
   for (auto* g : h.groups()) {
     if (g->memory.usage() || g->kmem.usage() || g->tcp.usage())
       return "group " + g->path() + " still holds memory " + std::to_string(g->memory.usage()) +

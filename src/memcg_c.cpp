@@ -527,7 +527,7 @@ int memcg_group_stat(memcg_group* g, memcg_kind kind, int subtree, int64_t* out_
   memcg::group& m = *grp(g);
   try {
     const auto k = static_cast<memcg::kind>(kind);
-    *out_pages = subtree ? m.hierarchy().stat(m, k) : m.hierarchy().stat_local(m, k, true);
+    *out_pages = subtree ? m.hierarchy().stat(m, k) : m.hierarchy().stat_local(m, k);
     return 0;
   } catch (...) {
     return -ENOMEM;

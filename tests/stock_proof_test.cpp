@@ -334,6 +334,63 @@ TEST_CASE("a signal handler that charges while its thread is inside a slow path 
   sigaction(SIGUSR1, &old, nullptr);
 }
 
+// ---- a statistics read while an owner charges from its stock ------------------------------
+
+std::atomic<bool> g_reader_hold{false};
+std::atomic<bool> g_reader_inside{false};
+thread_local bool tl_reader = false;
+
+// Stops the reading thread inside its read: in the registry between two stocks (stat_read), or,
+// where a read still took the stocks, after poisoning them (drain_poisoned).
+void hold_reader(delay_site site) noexcept {
+  if (!tl_reader || (site != delay_site::stat_read && site != delay_site::drain_poisoned)) return;
+  if (!g_reader_hold.load(std::memory_order_acquire)) return;
+  g_reader_inside.store(true, std::memory_order_release);
+  while (g_reader_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+}
+
+// Found by the metrics scrape of issue 16: memory.stat folded every stock, so while it ran every
+// owner's charges bypassed their stocks; a charge at the limit could not use its own parked
+// pages and was refused (a socket receive then forced past memory.max).
+TEST_CASE("a memory.stat read takes no stock: an owner at the limit still charges its parked pages") {
+  memcg::hierarchy h;
+  auto& g = make(h, "G");
+  REQUIRE(h.write_max(g, memcg::default_charge_batch) == ok);
+  std::atomic<int> step{0};
+  std::errc second{};
+  std::thread owner([&] {
+    // One page charged, the rest of the batch parked here: usage == max.
+    REQUIRE(h.try_charge(g, kind::anon, 1));
+    step.store(1, std::memory_order_release);
+    while (step.load(std::memory_order_acquire) != 2) std::this_thread::sleep_for(100us);
+    second = h.try_charge(g, kind::anon, 10, memcg::gfp::noreclaim).error;
+    if (second == ok) h.uncharge_unchecked(g, kind::anon, 10);
+    h.uncharge_unchecked(g, kind::anon, 1);
+    step.store(3, std::memory_order_release);
+    // Its exit leaves the registry, under the lock the held read keeps: wait for the read.
+    while (g_reader_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
+  });
+  while (step.load(std::memory_order_acquire) != 1) std::this_thread::sleep_for(100us);
+  CHECK(g.memory.usage() == g.memory.max());
+  hook_guard hooks(&hold_reader);
+  g_reader_hold.store(true, std::memory_order_release);
+  g_reader_inside.store(false, std::memory_order_release);
+  std::thread reader([&] {
+    tl_reader = true;
+    (void)h.stat(g, kind::anon);  // memory.stat's read
+  });
+  REQUIRE(wait_for(g_reader_inside, 5000ms));
+  step.store(2, std::memory_order_release);  // the owner charges while the read is inside
+  while (step.load(std::memory_order_acquire) != 3) std::this_thread::sleep_for(100us);
+  g_reader_hold.store(false, std::memory_order_release);
+  reader.join();
+  owner.join();
+  CHECK(second == ok);  // before: ENOMEM (the owner bypassed its stock while the read held it)
+  h.drain_stocks(nullptr);
+  CHECK(g.memory.usage() == 0);
+  CHECK(h.stat(g, kind::anon) == 0);
+}
+
 TEST_SUITE_END();
 
 }  // namespace

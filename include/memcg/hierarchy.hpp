@@ -321,7 +321,7 @@ class basic_hierarchy {
     if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
     group& g = *g0.live();
     // The flush does not wait for threads busy in their stock; before refusing, one that does.
-    if (stat_local(g, k) < nr_pages && stat_local(g, k, true) < nr_pages)
+    if (stat_flushed(g, k, false) < nr_pages && stat_flushed(g, k, true) < nr_pages)
       return std::errc::invalid_argument;
     uncharge_unchecked(g, k, nr_pages);
     return {};
@@ -329,19 +329,33 @@ class basic_hierarchy {
 
   // ---- statistics ----
 
-  // g's own pages of k (folds every thread's deltas first; those of a thread busy in its stock
-  // only if exact, which waits for it).
+  // Statistics reads (memory.stat) take no thread's stock: the folded values plus the deltas
+  // every stock holds, read where they lie (stock_registry::stat_deltas()). A read that took the
+  // stocks, as a flush does, would make their owners' charges bypass them meanwhile, and a
+  // charge near a limit that can't use its own parked pages is refused. Exact at rest; while
+  // threads charge, off by what they do meanwhile, as any read of moving counters.
+  // exact (tests, the checked uncharge): flushes every stock, waiting for busy owners, first.
+
+  // g's own pages of k (and those of its removed descendants, which are g's now).
   std::int64_t stat_local(group& g, kind k, bool exact = false) {
-    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats(exact);
-    else flush_local_stats();
-    return g.stat_folded(k);
+    if (exact) return stat_flushed(g, k, true);
+    if constexpr (Sync::concurrent) {
+      return g.stat_folded(k) + detail::stock_registry<Sync>::instance().stat_deltas(
+                                    k, [&g](group* m) { return m->live() == &g; });
+    } else {
+      flush_local_stats();
+      return g.stat_folded(k);
+    }
   }
   // Pages of k in g's subtree.
   std::int64_t stat(group& g, kind k) {
-    if constexpr (Sync::concurrent) detail::stock_registry<Sync>::instance().flush_stats();
-    else flush_local_stats();
+    if constexpr (!Sync::concurrent) flush_local_stats();
     std::int64_t sum = 0;
     for (group* m : preorder(g)) sum += m->stat_folded(k);
+    if constexpr (Sync::concurrent) {
+      sum += detail::stock_registry<Sync>::instance().stat_deltas(
+          k, [&g](group* m) { return m->is_descendant_of(&g); });
+    }
     return sum;
   }
   // Pages of g parked in every thread's stock.
@@ -668,6 +682,11 @@ class basic_hierarchy {
   }
 
   void flush_local_stats() { detail::stock_registry<Sync>::instance().flush_stats(); }
+  // g's own pages of k after a flush of every stock (exact: waiting for busy owners too).
+  std::int64_t stat_flushed(group& g, kind k, bool exact) {
+    detail::stock_registry<Sync>::instance().flush_stats(exact);
+    return g.stat_folded(k);
+  }
 
   // One reclaim round of a limit write: true if it freed pages and c's usage fell below
   // `usage` (read before it). Pages that come back at once (a reclaimer that refills what it

@@ -790,6 +790,32 @@ class stock_registry {
     quiesce(false, exact ? busy_owner::wait : busy_owner::skip, stock::request_fold,
             [&](slot& s) { stock::fold_stats(s); }, &no_obj);
   }
+  // The statistics deltas of kind k that every stock holds for groups matching pred, read
+  // without taking any stock (their owners go on charging meanwhile): relaxed loads of cells
+  // only owners write. The registry lock keeps the stocks, and the groups their keys name,
+  // alive (a hierarchy's destruction drains under it first). Exact when no owner runs a stock
+  // operation meanwhile; a slot read half way through an owner's fold may count its deltas
+  // twice or not at all, for that moment.
+  template <class Pred>
+  std::int64_t stat_deltas(kind k, Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
+    std::int64_t sum = 0;
+    mutex_lock l(&mu_);
+    for (stock* s = head_; s; s = s->next_) {
+      MEMCG_DELAY(stat_read);
+      for (const slot& sl : s->slots_) {
+        std::uintptr_t key = sl.key.load_relaxed();  // relaxed: the owner's own word
+        auto* g = reinterpret_cast<group*>(key & stock::key_group_mask);
+        if (!g || !pred(g)) continue;
+        const int i = static_cast<int>(k);
+        std::int64_t d = sl.stat[i].load_relaxed();
+        if (static_cast<int>(key & stock::key_kind_mask) == i)
+          d += sl.base.load_relaxed() - sl.nr_pages.load_relaxed();
+        sum += d;
+      }
+    }
+    return sum;
+  }
+
   // fork(2), through pthread_atfork (memcg/slab.hpp's fork handlers, a preloaded malloc):
   // prepare takes the registry lock and every stock, waiting for busy owners, so that no stock
   // is half updated when the process is copied; the parent gives them back and releases the

@@ -36,6 +36,7 @@ enum class delay_site : int {
   preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
   pressure_locked,     // inside a pressure lock: a group state's, the registry's, a waiter's
   stat_add,            // a group's statistic about to be added to (the group picked, maybe dying)
+  stat_read,           // a statistics read inside the registry, between two stocks
   sock_promise_arm,    // a socket's window promise held back by a group, before the group is armed
 };
 
