@@ -427,7 +427,8 @@ int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size);
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out);
-/* Window advice for a segment size of mss bytes (> 0). */
+/* Window advice for a segment size of mss bytes (1..MEMCG_SOCK_MAX_SEGMENT): memory bytes, as
+ * memcg_sock_window_advice with overhead 0. */
 int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out);
 /* The group the socket charges now (its creator, or the ancestor that adopted it; NULL for a
  * socket without a group). */
