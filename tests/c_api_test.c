@@ -1388,6 +1388,43 @@ static void test_window_promises(void) {
   CHECK(memcg_sock_recv(b, 100, 0) == 0 && memcg_sock_consume(b, 100) == 0);
   CHECK(sock_info(b).forward_alloc == 0 && allocated(p) == 0);
 
+  /* Sockets of one group promising in turn (some data arriving, some read) never promise
+   * together more than the group's room: limit less usage, plus what they hold forward. */
+  {
+    memcg_sock* many[8];
+    int i, round, recvs = 0, shut = 0;
+    int64_t sum, fwd;
+    for (i = 0; i < 8; ++i) CHECK(memcg_sock_open(p, g, &many[i]) == 0);
+    for (round = 0; round < 50; ++round) {
+      memcg_sock* s = many[(round * 5) % 8];
+      memcg_counter_info m;
+      const int64_t window = promise(s, 1000, 100);
+      CHECK(window >= 0);
+      shut += window == 0;
+      /* A peer sends only within the advertised window: a segment of 1000 payload bytes
+       * (1100 of memory) arrives on a socket that promised it. */
+      if (round % 3 != 2 && promised_of(s) >= 1100) {
+        CHECK(memcg_sock_recv(s, 1100, 0) == 0);
+        ++recvs;
+        if (round % 2 == 0) CHECK(memcg_sock_consume(s, 1100) == 0);
+      }
+      m = counter(g, MEMCG_COUNTER_MEMORY);
+      sum = 0;
+      fwd = 0;
+      for (i = 0; i < 8; ++i) {
+        sum += promised_of(many[i]);
+        fwd += sock_info(many[i]).forward_alloc;
+      }
+      sum += promised_of(b);
+      fwd += sock_info(b).forward_alloc;
+      CHECK(sum == group_promised(g));
+      CHECK(sum <= (m.max - m.usage) * MEMCG_PAGE_SIZE + fwd);
+    }
+    CHECK(recvs > 0 && shut > 0);
+    for (i = 0; i < 8; ++i) memcg_sock_destroy(many[i]);
+    CHECK(group_promised(g) == promised_of(b));
+  }
+
   memcg_sock_destroy(a);
   memcg_sock_destroy(b);
   memcg_sock_destroy(free_sock);
