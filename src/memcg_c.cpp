@@ -9,10 +9,13 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <system_error>
 #include <type_traits>
+#include <vector>
 
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
@@ -276,6 +279,46 @@ int refuse_sock(const memcg::sock_memory& s, std::int64_t size) noexcept {
   return refuse(-ENOMEM, MEMCG_REFUSAL_UNKNOWN, nullptr, amt, -1, -1);
 }
 
+// ---- room callbacks ----
+
+// A C room callback behind the C++ one: the C++ group holds one (fn, user) pair, so user points
+// at this record (immutable once published) and room_trampoline calls the C function with the
+// group's handle. A replaced record may still be read by a firing on another thread, so records
+// live until their hierarchy is destroyed; one per distinct (group, fn, user) set.
+struct room_rec {
+  const memcg::hierarchy* h;
+  memcg::group* g;
+  memcg_room_fn fn;
+  void* user;
+};
+std::mutex room_recs_lock;  // the control path only (set, hierarchy destroy)
+std::vector<std::unique_ptr<room_rec>> room_recs;
+
+void room_trampoline(void* user, memcg::group* g) noexcept {
+  const auto* r = static_cast<const room_rec*>(user);
+  r->fn(handle(g), r->user);
+}
+
+void drop_room_recs(const memcg::hierarchy& h) noexcept {
+  std::lock_guard<std::mutex> l(room_recs_lock);
+  std::erase_if(room_recs, [&](const std::unique_ptr<room_rec>& r) { return r->h == &h; });
+}
+
+// The promise calls' bounds (sockmem.hpp: advice and promise_window require them).
+bool valid_segment(std::int64_t mss, std::int64_t overhead) noexcept {
+  static_assert(MEMCG_SOCK_MAX_SEGMENT == memcg::sk_max_segment);
+  return mss >= 1 && mss <= memcg::sk_max_segment && overhead >= 0 &&
+         overhead <= memcg::sk_max_segment;
+}
+
+int advice_out(const memcg::window_advice& a, memcg_window_advice* out) noexcept {
+  memcg_window_advice w{};
+  w.rcv_window = a.rcv_window;
+  w.snd_space = a.snd_space;
+  w.under_pressure = a.under_pressure ? 1 : 0;
+  return fill(out, w);
+}
+
 }  // namespace
 
 extern "C" {
@@ -352,7 +395,11 @@ int memcg_hierarchy_create(const memcg_hierarchy_options* o, memcg_hierarchy** o
     return -ENOMEM;
   }
 }
-void memcg_hierarchy_destroy(memcg_hierarchy* h) { delete in(h); }
+void memcg_hierarchy_destroy(memcg_hierarchy* h) {
+  if (!h) return;
+  drop_room_recs(in(h)->h);
+  delete in(h);
+}
 int memcg_root(memcg_hierarchy* h, memcg_group** out) {
   if (!h || !out) return -EINVAL;
   *out = handle(&in(h)->h.root());
@@ -438,7 +485,9 @@ int memcg_hierarchy_set_clock(memcg_hierarchy* h, memcg_clock* c) {
 int memcg_write(memcg_hierarchy* h, memcg_group* g, const char* file, const char* value) {
   if (!h || !g || !file || !value || &grp(g)->hierarchy() != &in(h)->h) return -EINVAL;
   try {
-    return err(memcg::write_control(in(h)->h, *grp(g), file, value));
+    const int rc = err(memcg::write_control(in(h)->h, *grp(g), file, value));
+    if (rc == 0) memcg::sock_room_check(*grp(g));  // a limit raised: held-back windows
+    return rc;
   } catch (...) {
     return -ENOMEM;
   }
@@ -491,7 +540,9 @@ int memcg_uncharge(memcg_group* g, memcg_kind kind, int64_t nr_pages) {
   if (!g || !group_kind(kind)) return -EINVAL;
   memcg::group& m = *grp(g);
   try {
-    return err(m.hierarchy().uncharge(m, static_cast<memcg::kind>(kind), nr_pages));
+    const int rc = err(m.hierarchy().uncharge(m, static_cast<memcg::kind>(kind), nr_pages));
+    if (rc == 0) memcg::sock_room_check(m);  // pages given back: held-back windows
+    return rc;
   } catch (...) {
     return -ENOMEM;
   }
@@ -780,17 +831,91 @@ int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out) {
   return fill(out, i);
 }
 int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out) {
-  if (!s || mss <= 0) return -EINVAL;
-  const memcg::window_advice a = in(s)->s.advice(mss);
-  memcg_window_advice w{};
-  w.rcv_window = a.rcv_window;
-  w.snd_space = a.snd_space;
-  w.under_pressure = a.under_pressure ? 1 : 0;
-  return fill(out, w);
+  return memcg_sock_window_advice(s, mss, 0, out);
 }
 int memcg_sock_group(const memcg_sock* s, memcg_group** out) {
   if (!s || !out) return -EINVAL;
   *out = handle(in(s)->s.memcg());
+  return 0;
+}
+
+// ---- group-level window promises ----
+
+int memcg_sock_window_advice(const memcg_sock* s, int64_t mss, int64_t overhead,
+                             memcg_window_advice* out) {
+  if (!s || !valid_segment(mss, overhead) || !out || out->size < sizeof(memcg_window_advice))
+    return -EINVAL;
+  return advice_out(in(s)->s.advice(mss, overhead), out);
+}
+int memcg_sock_promise_window(memcg_sock* s, int64_t mss, int64_t overhead,
+                              memcg_window_advice* out) {
+  // The output is checked first: -EINVAL must leave the promise as it was.
+  if (!s || !out || out->size < sizeof(memcg_window_advice)) return -EINVAL;
+  memcg::window_advice a;
+  if (int e = err(in(s)->s.promise_window(mss, overhead, a))) return e;
+  return advice_out(a, out);
+}
+int memcg_sock_release_promise(memcg_sock* s) {
+  return s ? err(in(s)->s.release_promise()) : -EINVAL;
+}
+int memcg_sock_promised(const memcg_sock* s, int64_t* out) {
+  if (!s || !out) return -EINVAL;
+  *out = in(s)->s.promised();
+  return 0;
+}
+int memcg_group_set_room_callback(memcg_group* g, memcg_room_fn fn, void* user) {
+  if (!g) return -EINVAL;
+  memcg::group& m = *grp(g);
+  if (!fn) {
+    memcg::set_room_callback(m, nullptr, nullptr);
+    return 0;
+  }
+  room_rec* r = nullptr;
+  try {
+    std::lock_guard<std::mutex> l(room_recs_lock);
+    for (const auto& x : room_recs)
+      if (x->g == &m && x->fn == fn && x->user == user) r = x.get();
+    if (!r) {
+      room_recs.push_back(std::make_unique<room_rec>(room_rec{&m.hierarchy(), &m, fn, user}));
+      r = room_recs.back().get();
+    }
+  } catch (...) {
+    return -ENOMEM;
+  }
+  memcg::set_room_callback(m, room_trampoline, r);
+  return 0;
+}
+int memcg_group_room_check(memcg_group* g) {
+  if (!g) return -EINVAL;
+  memcg::sock_room_check(*grp(g));
+  return 0;
+}
+int memcg_group_promised(const memcg_group* g, int64_t* out) {
+  if (!g || !out) return -EINVAL;
+  *out = memcg::sock_promised(*grp(g));
+  return 0;
+}
+int memcg_group_room_armed(const memcg_group* g, int* out) {
+  if (!g || !out) return -EINVAL;
+  *out = memcg::sock_room_armed(*grp(g)) ? 1 : 0;
+  return 0;
+}
+int memcg_payload_of(int64_t bytes, int64_t mss, int64_t overhead, int64_t* out) {
+  if (!valid_segment(mss, overhead) || !out) return -EINVAL;
+  *out = memcg::sk_payload_of(bytes, mss, overhead);
+  return 0;
+}
+int memcg_truesize_of(int64_t payload, int64_t mss, int64_t overhead, int64_t* out) {
+  if (!valid_segment(mss, overhead) || !out) return -EINVAL;
+  *out = memcg::sk_truesize_of(payload, mss, overhead);
+  return 0;
+}
+int memcg_proto_set_forward_keep(memcg_proto* p, int64_t bytes) {
+  return p ? err(in(p)->p.set_forward_keep(bytes)) : -EINVAL;
+}
+int memcg_proto_forward_keep(const memcg_proto* p, int64_t* out) {
+  if (!p || !out) return -EINVAL;
+  *out = in(p)->p.forward_keep();
   return 0;
 }
 

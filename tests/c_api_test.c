@@ -1206,6 +1206,232 @@ static void test_sockets(void) {
   memcg_hierarchy_destroy(h);
 }
 
+/* ---- group-level window promises ---- */
+
+struct room_log {
+  int calls;
+  memcg_group* last;
+};
+static void on_room(memcg_group* g, void* user) {
+  struct room_log* l = (struct room_log*)user;
+  ++l->calls;
+  l->last = g;
+}
+static int64_t promised_of(const memcg_sock* s) {
+  int64_t v = -1;
+  CHECK(memcg_sock_promised(s, &v) == 0);
+  return v;
+}
+static int64_t group_promised(const memcg_group* g) {
+  int64_t v = -1;
+  CHECK(memcg_group_promised(g, &v) == 0);
+  return v;
+}
+static int armed(const memcg_group* g) {
+  int v = -1;
+  CHECK(memcg_group_room_armed(g, &v) == 0);
+  return v;
+}
+static memcg_window_advice advice_of(const memcg_sock* s, int64_t mss, int64_t overhead) {
+  memcg_window_advice a;
+  memset(&a, 0, sizeof a);
+  a.size = sizeof a;
+  CHECK(memcg_sock_window_advice(s, mss, overhead, &a) == 0);
+  return a;
+}
+static int64_t promise(memcg_sock* s, int64_t mss, int64_t overhead) {
+  memcg_window_advice a;
+  memset(&a, 0, sizeof a);
+  a.size = sizeof a;
+  CHECK(memcg_sock_promise_window(s, mss, overhead, &a) == 0);
+  return a.rcv_window;
+}
+
+static void test_window_promises(void) {
+  memcg_hierarchy_options ho;
+  memcg_hierarchy* h = NULL;
+  memcg_proto* p = new_proto(0);
+  memcg_group *g = NULL, *root = NULL;
+  memcg_sock *a = NULL, *b = NULL, *free_sock = NULL;
+  memcg_window_advice adv;
+  struct room_log log = {0, NULL}, other = {0, NULL};
+  int64_t v = 0;
+  const int64_t room = 16 * MEMCG_PAGE_SIZE;
+
+  /* One page per charge: the group's room is exactly memory.max - memory.current. */
+  memcg_hierarchy_options_init(&ho);
+  ho.charge_batch = 1;
+  CHECK(memcg_hierarchy_create(&ho, &h) == 0);
+  CHECK(memcg_root(h, &root) == 0);
+  CHECK(memcg_mkdir(h, "P", &g) == 0);
+  CHECK(memcg_write(h, g, "memory.max", "65536") == 0);
+  CHECK(memcg_sock_open(p, g, &a) == 0);
+  CHECK(memcg_sock_open(p, g, &b) == 0);
+  CHECK(memcg_sock_open(p, NULL, &free_sock) == 0);
+  CHECK(memcg_group_set_room_callback(g, on_room, &log) == 0);
+  CHECK(memcg_group_set_room_callback(g, on_room, &log) == 0); /* the same record again */
+
+  /* Payload bytes of memory, and back. */
+  CHECK(memcg_payload_of(room, 1000, 100, &v) == 0 && v == 59 * 1000 + 536);
+  CHECK(memcg_truesize_of(59 * 1000 + 536, 1000, 100, &v) == 0 && v == room);
+  CHECK(memcg_payload_of(room, 1000, 0, &v) == 0 && v == room);
+  CHECK(memcg_payload_of(room, 0, 0, &v) == -EINVAL);
+  CHECK(memcg_truesize_of(1, 1, MEMCG_SOCK_MAX_SEGMENT + 1, &v) == -EINVAL);
+  CHECK(memcg_payload_of(1, 1, 0, NULL) == -EINVAL);
+
+  /* The advice in payload bytes: the group's 16 pages (rcvbuf's 128K is larger). */
+  CHECK(advice_of(a, 1000, 0).rcv_window == room);
+  CHECK(advice_of(a, 1000, 100).rcv_window == 59 * 1000 + 536);
+  adv.size = sizeof adv;
+  CHECK(memcg_sock_advice(a, 1000, &adv) == 0 && adv.rcv_window == room);
+
+  /* a promises all of it (cut by the group: armed); b, in the same group, gets nothing. */
+  CHECK(promise(a, 1000, 100) == 59 * 1000 + 536);
+  CHECK(promised_of(a) == room);
+  CHECK(group_promised(g) == room && group_promised(root) == room);
+  CHECK(armed(g) == 1 && armed(root) == 0);
+  CHECK(advice_of(b, 1000, 0).rcv_window == 0);
+  CHECK(advice_of(a, 1000, 0).rcv_window == room); /* its own promise is not deducted */
+  CHECK(promise(b, 1000, 0) == 0);
+  CHECK(promised_of(b) == 0);
+  CHECK(log.calls == 0);
+  /* The socket without a group promises nothing. */
+  CHECK(promise(free_sock, 1000, 0) > 0);
+  CHECK(promised_of(free_sock) == 0 && group_promised(root) == room);
+
+  /* Release: the room comes back, the callback runs once with the group (edge-triggered). */
+  CHECK(memcg_sock_release_promise(a) == 0);
+  CHECK(log.calls == 1 && log.last == g);
+  CHECK(armed(g) == 0 && group_promised(g) == 0 && promised_of(a) == 0);
+  CHECK(advice_of(b, 1000, 0).rcv_window == room);
+  CHECK(memcg_sock_release_promise(a) == 0); /* nothing promised, nothing armed: no call */
+  CHECK(memcg_group_room_check(g) == 0);
+  CHECK(log.calls == 1);
+
+  /* Data arrives: it takes its size from the promise; reading it gives a page back. */
+  CHECK(promise(a, 1000, 0) == room && armed(g) == 1);
+  CHECK(memcg_sock_recv(a, 4096, 0) == 0);
+  CHECK(promised_of(a) == room - 4096 && group_promised(g) == room - 4096);
+  CHECK(log.calls == 1); /* the segment was promised: no room appeared */
+  CHECK(memcg_sock_consume(a, 4096) == 0);
+  CHECK(log.calls == 2 && armed(g) == 0);
+  CHECK(memcg_sock_consume(a, 0) == 0);
+  CHECK(log.calls == 2);
+
+  /* A limit raised (memcg_write) and pages uncharged (memcg_uncharge) are room too. */
+  CHECK(promise(a, 1000, 0) == room && armed(g) == 1);
+  CHECK(memcg_write(h, g, "memory.max", "131072") == 0);
+  CHECK(log.calls == 3 && armed(g) == 0);
+  CHECK(memcg_charge(g, MEMCG_KIND_ANON, 16, MEMCG_GFP_KERNEL) == 0);
+  CHECK(promise(a, 1000, 0) == room && armed(g) == 1);
+  CHECK(memcg_uncharge(g, MEMCG_KIND_ANON, 16) == 0);
+  CHECK(log.calls == 4 && armed(g) == 0);
+  CHECK(memcg_write(h, g, "memory.max", "65536") == 0);
+  CHECK(log.calls == 4);
+
+  /* Another callback replaces it; NULL removes it (the group still disarms). */
+  CHECK(memcg_group_set_room_callback(g, on_room, &other) == 0);
+  CHECK(promise(a, 1000, 0) > 0 && armed(g) == 1);
+  CHECK(memcg_sock_release_promise(a) == 0);
+  CHECK(other.calls == 1 && log.calls == 4);
+  CHECK(memcg_group_set_room_callback(g, NULL, NULL) == 0);
+  CHECK(promise(a, 1000, 0) > 0 && armed(g) == 1);
+  CHECK(memcg_sock_release_promise(a) == 0);
+  CHECK(other.calls == 1 && log.calls == 4 && armed(g) == 0);
+  CHECK(memcg_group_set_room_callback(g, on_room, &log) == 0);
+
+  /* EINVAL: nothing changes (the promise stays). */
+  CHECK(promise(a, 1000, 0) > 0);
+  v = promised_of(a);
+  adv.size = sizeof adv;
+  CHECK(memcg_sock_promise_window(a, 0, 0, &adv) == -EINVAL);
+  CHECK(memcg_sock_promise_window(a, MEMCG_SOCK_MAX_SEGMENT + 1, 0, &adv) == -EINVAL);
+  CHECK(memcg_sock_promise_window(a, 1000, -1, &adv) == -EINVAL);
+  CHECK(memcg_sock_promise_window(a, 1000, MEMCG_SOCK_MAX_SEGMENT + 1, &adv) == -EINVAL);
+  CHECK(memcg_sock_promise_window(a, 1000, 0, NULL) == -EINVAL);
+  adv.size = 4;
+  CHECK(memcg_sock_promise_window(a, 1000, 0, &adv) == -EINVAL);
+  CHECK(memcg_sock_window_advice(a, 1000, 0, &adv) == -EINVAL);
+  adv.size = sizeof adv;
+  CHECK(memcg_sock_window_advice(a, 0, 0, &adv) == -EINVAL);
+  CHECK(memcg_sock_window_advice(a, 1000, -1, &adv) == -EINVAL);
+  CHECK(memcg_sock_promise_window(NULL, 1000, 0, &adv) == -EINVAL);
+  CHECK(memcg_sock_release_promise(NULL) == -EINVAL);
+  CHECK(memcg_sock_promised(a, NULL) == -EINVAL);
+  CHECK(memcg_group_set_room_callback(NULL, on_room, NULL) == -EINVAL);
+  CHECK(memcg_group_room_check(NULL) == -EINVAL);
+  CHECK(memcg_group_promised(g, NULL) == -EINVAL);
+  CHECK(memcg_group_room_armed(NULL, NULL) == -EINVAL);
+  CHECK(promised_of(a) == v && group_promised(g) == v);
+
+  /* Close gives the promise back (and tells the armed group); later calls are EBADF. */
+  CHECK(armed(g) == 1);
+  CHECK(memcg_sock_close(a) == 0);
+  CHECK(log.calls == 5 && group_promised(g) == 0 && group_promised(root) == 0);
+  CHECK(memcg_sock_promise_window(a, 1000, 0, &adv) == -EBADF);
+  CHECK(memcg_sock_release_promise(a) == -EBADF);
+  CHECK(promised_of(a) == 0);
+
+  /* forward_keep: 0..INT32_MAX, nothing changes outside; a kept page stays charged. */
+  CHECK(memcg_proto_forward_keep(p, &v) == 0 && v == 0);
+  CHECK(memcg_proto_set_forward_keep(p, -1) == -EINVAL);
+  CHECK(memcg_proto_set_forward_keep(p, (int64_t)INT32_MAX + 1) == -EINVAL);
+  CHECK(memcg_proto_set_forward_keep(NULL, 0) == -EINVAL);
+  CHECK(memcg_proto_forward_keep(p, NULL) == -EINVAL);
+  CHECK(memcg_proto_forward_keep(p, &v) == 0 && v == 0);
+  CHECK(memcg_proto_set_forward_keep(p, INT32_MAX) == 0);
+  CHECK(memcg_proto_forward_keep(p, &v) == 0 && v == INT32_MAX);
+  CHECK(memcg_proto_set_forward_keep(p, MEMCG_PAGE_SIZE) == 0);
+  CHECK(memcg_sock_recv(b, 100, 0) == 0 && memcg_sock_consume(b, 100) == 0);
+  CHECK(sock_info(b).forward_alloc == MEMCG_PAGE_SIZE && allocated(p) == 1);
+  CHECK(memcg_proto_set_forward_keep(p, 0) == 0);
+  CHECK(memcg_sock_recv(b, 100, 0) == 0 && memcg_sock_consume(b, 100) == 0);
+  CHECK(sock_info(b).forward_alloc == 0 && allocated(p) == 0);
+
+  /* Sockets of one group promising in turn (some data arriving, some read) never promise
+   * together more than the group's room: limit less usage, plus what they hold forward. */
+  {
+    memcg_sock* many[8];
+    int i, round, recvs = 0, shut = 0;
+    int64_t sum, fwd;
+    for (i = 0; i < 8; ++i) CHECK(memcg_sock_open(p, g, &many[i]) == 0);
+    for (round = 0; round < 50; ++round) {
+      memcg_sock* s = many[(round * 5) % 8];
+      memcg_counter_info m;
+      const int64_t window = promise(s, 1000, 100);
+      CHECK(window >= 0);
+      shut += window == 0;
+      /* A peer sends only within the advertised window: a segment of 1000 payload bytes
+       * (1100 of memory) arrives on a socket that promised it. */
+      if (round % 3 != 2 && promised_of(s) >= 1100) {
+        CHECK(memcg_sock_recv(s, 1100, 0) == 0);
+        ++recvs;
+        if (round % 2 == 0) CHECK(memcg_sock_consume(s, 1100) == 0);
+      }
+      m = counter(g, MEMCG_COUNTER_MEMORY);
+      sum = 0;
+      fwd = 0;
+      for (i = 0; i < 8; ++i) {
+        sum += promised_of(many[i]);
+        fwd += sock_info(many[i]).forward_alloc;
+      }
+      sum += promised_of(b);
+      fwd += sock_info(b).forward_alloc;
+      CHECK(sum == group_promised(g));
+      CHECK(sum <= (m.max - m.usage) * MEMCG_PAGE_SIZE + fwd);
+    }
+    CHECK(recvs > 0 && shut > 0);
+    for (i = 0; i < 8; ++i) memcg_sock_destroy(many[i]);
+    CHECK(group_promised(g) == promised_of(b));
+  }
+
+  memcg_sock_destroy(a);
+  memcg_sock_destroy(b);
+  memcg_sock_destroy(free_sock);
+  memcg_proto_destroy(p);
+  memcg_hierarchy_destroy(h); /* frees the callback records */
+}
+
 int main(void) {
   memcg_refusal r;
   /* Before anything was refused on this thread. */
@@ -1229,6 +1455,7 @@ int main(void) {
   test_bad_give_backs();
   test_tcp_rules();
   test_sockets();
+  test_window_promises();
   if (failures) {
     fprintf(stderr, "c_api_test: %d checks failed\n", failures);
     return 1;

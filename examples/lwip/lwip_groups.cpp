@@ -273,10 +273,11 @@ void endpoint_read(endpoint* e) {
     consumed += p->tot_len;
     pbuf_free(p);  // the port gives the frame's charge back
   }
+  // No window update for connections that read nothing: a connection held back by its group's
+  // room is woken by the group's room callback (through the port) when room appears.
   if (e->conn) {
     if (consumed) altcp_recved(e->conn, static_cast<u16_t>(std::min<std::uint32_t>(consumed, 0xffff)));
     if (consumed > 0xffff) altcp_recved(e->conn, static_cast<u16_t>(consumed - 0xffff));
-    if (e->pcb) memcg_lwip_update_window(e->pcb);  // window held back while the group was full
   }
   finish_if_done(e);
 }
@@ -396,6 +397,7 @@ void tick() {
   ++g_now;
   wire_deliver();
   sys_check_timeouts();
+  memcg_lwip_wake();  // what lwIP's timers freed
 }
 
 void write_pattern(endpoint* e, std::uint64_t n, bool output = true) {
@@ -608,6 +610,7 @@ int main(int argc, char** argv) {
     }
     wire_deliver();
     sys_check_timeouts();
+    memcg_lwip_wake();
     for (endpoint* e : g_eps) {
       endpoint_read(e);
       endpoint_send(e);
@@ -675,6 +678,9 @@ int main(int argc, char** argv) {
               st.rx_charged, st.rx_refused, st.rx_trimmed, st.rx_reinjected, st.rx_fin_deferred,
               st.rx_uncharged, st.rx_copied, st.tx_refused);
   std::printf("  out-of-order queues pruned for in-sequence data: %" PRIu64 "\n", st.rx_ooseq_pruned);
+  std::printf("  group room callbacks %" PRIu64 ": %" PRIu64 " held-back connections woken, %" PRIu64
+              " opened window; %" PRIu64 " woken when pressure ended\n",
+              st.room_callbacks, st.room_woken, st.room_opened, st.pressure_woken);
   std::printf("  refused by: memory.max %" PRIu64 ", tcp limit %" PRIu64 ", tcp_mem %" PRIu64
               ", fairness %" PRIu64 ", rcvbuf %" PRIu64 ", unknown %" PRIu64 "\n",
               st.rx_refused_by[MEMCG_REFUSAL_GROUP_LIMIT], st.rx_refused_by[MEMCG_REFUSAL_TCP_LIMIT],
@@ -712,6 +718,8 @@ int main(int argc, char** argv) {
   if (st.rx_refused == 0 || g_acks_checked == 0) fail("no segment refused with an ACK to check", nullptr);
   if (st.rx_uncharged != 0) fail("segments kept uncharged", nullptr);
   if (st.rx_copied == 0) fail("no frame came in a pbuf of the driver's own", nullptr);
+  // Held-back connections are woken only by their group's room callback (no loop over them).
+  if (st.room_opened == 0) fail("no held-back connection was woken by its group's room callback", nullptr);
   for (endpoint* e : g_eps) delete e;
   for (tenant* t : g_tenants_and_edge()) delete t;
   memcg_proto_destroy(g_proto);

@@ -13,6 +13,8 @@
  *                                   caller's storage (memcg_sock_init, MEMCG_SOCK_SIZE):
  *                                   receive/consume/send/ack/close, SO_RCVBUF/SO_SNDBUF, the
  *                                   kernel's primitives and window advice
+ *   window promises                 group-level receive windows: promise, release, the
+ *                                   group's "room available" callback; forward_keep
  *
  * Conventions.
  *   - Every function that can fail returns 0 on success or a negative errno value (-EINVAL,
@@ -425,11 +427,74 @@ int memcg_sock_forced_mem_schedule(memcg_sock* s, int64_t size);
 int memcg_sock_mem_charge(memcg_sock* s, int64_t size);
 int memcg_sock_mem_uncharge(memcg_sock* s, int64_t size);
 int memcg_sock_get_info(const memcg_sock* s, memcg_sock_info* out);
-/* Window advice for a segment size of mss bytes (> 0). */
+/* Window advice for a segment size of mss bytes (1..MEMCG_SOCK_MAX_SEGMENT): memory bytes, as
+ * memcg_sock_window_advice with overhead 0. */
 int memcg_sock_advice(const memcg_sock* s, int64_t mss, memcg_window_advice* out);
 /* The group the socket charges now (its creator, or the ancestor that adopted it; NULL for a
  * socket without a group). */
 int memcg_sock_group(const memcg_sock* s, memcg_group** out);
+
+/* ---- group-level window promises ---- */
+
+/* The largest segment size and per-segment overhead the calls below accept (bytes). */
+#define MEMCG_SOCK_MAX_SEGMENT ((int64_t)1 << 30)
+
+/* Window advice in payload bytes for segments of up to mss payload bytes that each cost
+ * overhead bytes more memory (headers, the buffer's bookkeeping: what the stack charges for a
+ * full segment, less mss). The room of the socket's group and of every ancestor is less what
+ * the other sockets of each level's subtree promised (memcg_sock_promise_window).
+ * memcg_sock_advice(s, mss, out) is this call with overhead 0. -EINVAL unless
+ * 1 <= mss <= MEMCG_SOCK_MAX_SEGMENT and 0 <= overhead <= MEMCG_SOCK_MAX_SEGMENT. */
+int memcg_sock_window_advice(const memcg_sock* s, int64_t mss, int64_t overhead,
+                             memcg_window_advice* out);
+/* The advice, held as a promise: the receive window returned (its memory, at most INT32_MAX
+ * bytes) is in the promises of the socket's group and every ancestor, replacing the socket's
+ * previous promise, until segments arrive (each takes its size from it), the next call, a
+ * release or the close. Sockets of one group advertising this way never promise together more
+ * than the group's room (one thread at a time). When the group's room (or an ancestor's) cut
+ * the window, that group is armed: its room callback runs once when room appears. A socket
+ * without a group promises nothing. -EBADF after close; -EINVAL as memcg_sock_window_advice
+ * (nothing changes). */
+int memcg_sock_promise_window(memcg_sock* s, int64_t mss, int64_t overhead,
+                              memcg_window_advice* out);
+/* Gives the socket's promise back (the stack closed its window). -EBADF after close. */
+int memcg_sock_release_promise(memcg_sock* s);
+/* Bytes (memory) the socket promised and has not received. */
+int memcg_sock_promised(const memcg_sock* s, int64_t* out);
+
+/* Called as fn(g, user) with the group it was set on, once each time room appears for g's
+ * subtree after a socket below g was held back by g's own room, on the thread whose socket
+ * operation (or memcg_group_room_check, memcg_write, memcg_uncharge) gave the room back, with
+ * no library lock held. Edge-triggered: one call per held-back episode, however many sockets
+ * were held back. It may promise windows of other sockets, not of the socket whose operation
+ * runs (a stack defers its window updates to the end of that operation). */
+typedef void (*memcg_room_fn)(memcg_group* g, void* user);
+/* Sets (fn NULL: removes) g's room callback. user must stay valid until no socket operation in
+ * g's subtree runs after the callback was replaced. The library keeps a small record per
+ * distinct (g, fn, user) set, freed with the hierarchy. -ENOMEM (nothing changes). */
+int memcg_group_set_room_callback(memcg_group* g, memcg_room_fn fn, void* user);
+/* Room may have appeared for g's sockets (a change the socket layer does not see): runs the
+ * room callbacks of g and of every armed ancestor that now has room. memcg_write and
+ * memcg_uncharge call it for their group. */
+int memcg_group_room_check(memcg_group* g);
+/* Bytes (memory) promised by the sockets of g's subtree, not yet received. */
+int memcg_group_promised(const memcg_group* g, int64_t* out);
+/* 1 while g owes a room callback (a socket below was held back, no room since), else 0. */
+int memcg_group_room_armed(const memcg_group* g, int* out);
+
+/* Payload bytes that `bytes` of memory hold in segments of up to mss payload bytes costing
+ * overhead bytes more each (whole segments, then what a last one holds beyond its overhead),
+ * and the inverse: the memory `payload` bytes take (saturating at INT64_MAX). -EINVAL unless
+ * 1 <= mss <= MEMCG_SOCK_MAX_SEGMENT and 0 <= overhead <= MEMCG_SOCK_MAX_SEGMENT. */
+int memcg_payload_of(int64_t bytes, int64_t mss, int64_t overhead, int64_t* out);
+int memcg_truesize_of(int64_t payload, int64_t mss, int64_t overhead, int64_t* out);
+
+/* Bytes of forward allocation each socket keeps when it gives memory back, less what it holds
+ * queued (SO_RESERVE_MEM's rule; 0, the default: every whole page goes back at once). A socket
+ * that empties its queue after each segment then touches no shared counter per segment.
+ * -EINVAL (nothing changes) unless 0 <= bytes <= INT32_MAX. */
+int memcg_proto_set_forward_keep(memcg_proto* p, int64_t bytes);
+int memcg_proto_forward_keep(const memcg_proto* p, int64_t* out);
 
 #ifdef __cplusplus
 } /* extern "C" */

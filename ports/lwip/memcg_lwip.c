@@ -37,6 +37,8 @@
 #define MEMCG_LWIP_SYS_FREE free
 #endif
 
+struct memcg_lwip_room;
+
 /* A connection slot: the memcg socket of one pcb (or a listener's group). It lives while its
  * pcb, a charged pbuf or a charged heap block does: received data the application still holds
  * is given back to the socket after lwIP freed the pcb. */
@@ -47,6 +49,20 @@ struct memcg_lwip_conn {
   struct tcp_pcb* pcb;  /* NULL once lwIP freed it */
   uint32_t refs;        /* the pcb, each charged pbuf, each charged heap block */
   uint32_t withheld;    /* bytes consumed whose window is not yet given back */
+  /* Held back: on the wait list of the group whose room callback wakes it (or on the list of
+   * connections woken, whose window updates run at the end of the port's current call). */
+  struct memcg_lwip_room* waits_on;
+  struct memcg_lwip_conn *wait_prev, *wait_next;
+  int woken_by_room; /* on the woken list by a group's room callback (else by pressure's end) */
+};
+
+/* A group whose room callback the port set: the connections its room holds back. One per group
+ * of an attached socket or listener, and per ancestor (a parent's limit holds back too); they
+ * live for the process. */
+struct memcg_lwip_room {
+  memcg_group* group;
+  struct memcg_lwip_conn* head;
+  struct memcg_lwip_room* next;
 };
 
 static memcg_proto* s_proto;
@@ -55,6 +71,144 @@ static int s_ready;
 static struct memcg_lwip_conn* s_tx_owner; /* the socket a write is allocating for */
 static int s_reinjecting;
 static memcg_lwip_stats s_stats;
+static struct memcg_lwip_room* s_rooms; /* every group's record */
+static struct memcg_lwip_room s_woken;  /* connections woken, their window update not yet run */
+static struct memcg_lwip_room s_pressure; /* held back by memory pressure (no group's room) */
+static int s_waking;                     /* the window updates of woken connections run */
+
+/* ---- held-back connections ---- */
+
+static void wait_remove(struct memcg_lwip_conn* c) {
+  struct memcg_lwip_room* r = c->waits_on;
+  if (!r) return;
+  if (c->wait_prev) c->wait_prev->wait_next = c->wait_next;
+  else r->head = c->wait_next;
+  if (c->wait_next) c->wait_next->wait_prev = c->wait_prev;
+  c->waits_on = NULL;
+  c->wait_prev = c->wait_next = NULL;
+}
+
+static void wait_add(struct memcg_lwip_room* r, struct memcg_lwip_conn* c) {
+  if (c->waits_on == r) return;
+  wait_remove(c);
+  c->waits_on = r;
+  c->wait_prev = NULL;
+  c->wait_next = r->head;
+  if (r->head) r->head->wait_prev = c;
+  r->head = c;
+}
+
+/* The room callback (memcg_group_set_room_callback): room appeared for the group, after a
+ * connection below it was held back. It runs inside the library's give-back (maybe inside the
+ * operation of a socket it would wake, maybe inside lwIP's input): it only moves the group's
+ * held-back connections to the woken list, O(1) per connection; their window updates run at
+ * the end of the port call that gave the room back (memcg_lwip_wake). */
+static void on_room(memcg_group* g, void* user) {
+  struct memcg_lwip_room* r = (struct memcg_lwip_room*)user;
+  LWIP_UNUSED_ARG(g);
+  while (r->head) {
+    struct memcg_lwip_conn* c = r->head;
+    wait_add(&s_woken, c); /* unlinks it from r */
+    c->woken_by_room = 1;
+    ++s_stats.room_woken;
+  }
+  ++s_stats.room_callbacks;
+}
+
+static struct memcg_lwip_room* room_of(const memcg_group* g) {
+  struct memcg_lwip_room* r;
+  for (r = s_rooms; r; r = r->next)
+    if (r->group == g) return r;
+  return NULL;
+}
+
+/* Records (and room callbacks) for g and every ancestor. The callback is set again for a group
+ * already recorded: a group made at the address of a removed hierarchy's needs it. */
+static int rooms_watch(memcg_group* g) {
+  while (g) {
+    struct memcg_lwip_room* r = room_of(g);
+    int rc;
+    if (!r) {
+      r = (struct memcg_lwip_room*)MEMCG_LWIP_SYS_MALLOC(sizeof *r);
+      if (!r) return -ENOMEM;
+      r->group = g;
+      r->head = NULL;
+      r->next = s_rooms;
+      s_rooms = r;
+    }
+    if ((rc = memcg_group_set_room_callback(g, on_room, r)) != 0) return rc;
+    if (memcg_group_parent(g, &g) != 0) break;
+  }
+  return 0;
+}
+
+static int under_pressure(struct memcg_lwip_conn* c) {
+  memcg_sock_info info;
+  info.size = sizeof info;
+  return memcg_sock_get_info(c->sock, &info) == 0 && info.under_pressure;
+}
+
+/* A connection whose window update left window held back: it waits on the lowest group of its
+ * socket's ancestry whose room callback is owed (armed). That group, or a lower one with room
+ * enough, is what cut its window. None armed: under memory pressure (the window clamped to
+ * what is forward-allocated), it waits for the pressure to end; else (the protocol's hard
+ * limit) its own reads move it. */
+static void wait_for_room(struct memcg_lwip_conn* c) {
+  memcg_group* g = NULL;
+  int armed;
+  if (memcg_sock_group(c->sock, &g) == 0)
+    for (; g; (void)memcg_group_parent(g, &g))
+      if (memcg_group_room_armed(g, &armed) == 0 && armed) {
+        struct memcg_lwip_room* r = room_of(g);
+        if (r) {
+          wait_add(r, c);
+          return;
+        }
+      }
+  if (under_pressure(c)) wait_add(&s_pressure, c);
+  else wait_remove(c);
+}
+
+/* Pressure ended for the connection held back last (the list's head): every connection held
+ * back by pressure is woken (one still under its group's pressure goes back on the list). One
+ * check per port call while the list is not empty. */
+static void pressure_check(void) {
+  struct memcg_lwip_conn* c = s_pressure.head;
+  if (!c || under_pressure(c)) return;
+  while ((c = s_pressure.head) != NULL) {
+    wait_add(&s_woken, c);
+    c->woken_by_room = 0;
+    ++s_stats.pressure_woken;
+  }
+}
+
+static u32_t update_window(struct memcg_lwip_conn* c);
+
+uint32_t memcg_lwip_wake(void) {
+  u32_t opened = 0;
+  int round;
+  if (s_waking) return 0;
+  pressure_check();
+  if (!s_woken.head) return 0;
+  s_waking = 1;
+  /* Updates may give room back and wake more; two rounds, then the next port call. */
+  for (round = 0; round < 2 && s_woken.head; ++round) {
+    struct memcg_lwip_room batch = s_woken;
+    struct memcg_lwip_conn* c;
+    s_woken.head = NULL;
+    for (c = batch.head; c; c = c->wait_next) c->waits_on = &batch;
+    while ((c = batch.head) != NULL) {
+      u32_t n;
+      wait_remove(c);
+      if (!c->pcb || !c->sock) continue;
+      n = update_window(c);
+      opened += n;
+      if (n && c->woken_by_room) ++s_stats.room_opened;
+    }
+  }
+  s_waking = 0;
+  return opened;
+}
 
 /* ---- connection slots ---- */
 
@@ -70,17 +224,23 @@ static struct memcg_lwip_conn* conn_of(const struct tcp_pcb* pcb) {
   return (struct memcg_lwip_conn*)tcp_ext_arg_get(pcb, s_ext_id);
 }
 
+static u32_t window_room(struct memcg_lwip_conn* c);
+
 static void slot_destroyed(u8_t id, void* data) {
   struct memcg_lwip_conn* c = (struct memcg_lwip_conn*)data;
   LWIP_UNUSED_ARG(id);
   if (!c) return;
   c->pcb = NULL;
   c->withheld = 0;
+  wait_remove(c);
+  /* No window any more: the promise goes back (received data still held stays charged). */
+  if (c->sock) (void)memcg_sock_release_promise(c->sock);
   conn_put(c);
 }
 
 static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb);
 static int64_t tx_bytes_of(int64_t payload);
+static int64_t rx_bytes_of(int64_t payload);
 
 static const struct tcp_ext_arg_callbacks s_slot_callbacks = {slot_destroyed, slot_passive_open};
 
@@ -102,6 +262,10 @@ static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
     /* The send buffer is what lwIP is configured to queue (TCP_SND_BUF), in the heap it takes:
      * the stack's own setting, not locked (still moderated under pressure). */
     (void)memcg_sock_tune_sndbuf(c->sock, tx_bytes_of(TCP_SND_BUF));
+    /* The receive buffer is the memory of lwIP's whole window (TCP_WND in full segments): the
+     * bound of what the connection promises. Then its first window is promised. */
+    (void)memcg_sock_tune_rcvbuf(c->sock, rx_bytes_of(TCP_WND));
+    (void)window_room(c);
   }
   ++s_stats.conns;
   tcp_ext_arg_set(pcb, s_ext_id, c);
@@ -127,7 +291,10 @@ int memcg_lwip_init(memcg_proto* proto) {
 }
 
 int memcg_lwip_attach(struct tcp_pcb* pcb, memcg_group* g) {
+  int rc;
   if (!s_ready || !pcb) return -EINVAL;
+  if (tcp_ext_arg_get(pcb, s_ext_id)) return -EEXIST;
+  if ((rc = rooms_watch(g)) != 0) return rc;
   return conn_open(pcb, g, pcb->state == LISTEN);
 }
 
@@ -196,6 +363,8 @@ err_t memcg_lwip_netif_input(struct pbuf* p, struct netif* inp) {
     p = q;
   }
   if (ip_input(p, inp) != ERR_OK) pbuf_free(p);
+  /* Acknowledged send heap and pruned queues gave room back: woken connections' updates. */
+  (void)memcg_lwip_wake();
   return ERR_OK; /* p is consumed either way */
 }
 
@@ -337,27 +506,37 @@ u32_t memcg_lwip_ooseq_limit(const struct tcp_pcb* pcb) {
 
 /* ---- receive: the window ---- */
 
-/* Payload bytes of segments of `mss` that `memory` bytes of charge can hold. */
-static u32_t payload_of(int64_t memory, int64_t seg_size, int64_t mss) {
-  int64_t n;
-  if (memory <= 0 || seg_size <= 0) return 0;
-  n = memory / seg_size * mss + memory % seg_size * mss / seg_size;
-  return n > 0x7fffffffLL ? 0x7fffffffU : (u32_t)n;
+/* What a full received segment costs beyond its TCP payload: the frame's pbuf and bookkeeping
+ * (one allocation) and its IP and TCP headers. */
+static int64_t rx_overhead(void) { return memcg_lwip_rx_truesize(TCP_MSS + IP_HLEN + TCP_HLEN) - TCP_MSS; }
+
+/* Memory that `payload` bytes take in full received segments. */
+static int64_t rx_bytes_of(int64_t payload) {
+  int64_t n = 0;
+  return memcg_truesize_of(payload, TCP_MSS, rx_overhead(), &n) == 0 ? n : payload;
 }
 
-/* The window (payload bytes, beyond what is open now) this connection may promise. The one
- * place the per-socket advice is read for receiving: a group-level promise (the window the
- * group's other sockets already promised) replaces this function. */
+/* The window (payload bytes, beyond what is open now) this connection may open. The window is
+ * promised to its group: the memory of its whole window (what is open and what may be opened
+ * now) is held in the promises of the group and every ancestor, so the other connections of the
+ * group are advised what is left, and the group's room callback is armed when its room cut
+ * it. Segments take their size from the promise as they arrive; each window update promises
+ * again. */
 static u32_t window_room(struct memcg_lwip_conn* c) {
   memcg_window_advice a;
-  const int64_t seg = memcg_lwip_rx_truesize(TCP_MSS + 40);
+  const int64_t ovh = rx_overhead();
+  int64_t payload = 0;
   u32_t room;
   a.size = sizeof a;
-  /* The advice's segment is what a full segment costs here: under pressure its floor (two
-   * segments) is then two whole segments of payload, and the receiver still acknowledges every
-   * second one at once instead of waiting for its delayed ACK. */
-  if (memcg_sock_advice(c->sock, seg, &a) != 0) return 0;
-  room = payload_of(a.rcv_window, seg, TCP_MSS);
+  /* The promise is asked in the memory of whole segments (mss TCP_MSS + overhead, overhead 0)
+   * and turned into payload here with the real overhead: the promise is the same memory either
+   * way, but the library's floor under pressure is two segments of `mss` bytes of memory, and
+   * it must be two whole segments of payload (acknowledged at once: with less than two, every
+   * segment waits for lwIP's delayed ACK). */
+  if (memcg_sock_promise_window(c->sock, TCP_MSS + ovh, 0, &a) != 0 ||
+      memcg_payload_of(a.rcv_window, TCP_MSS, ovh, &payload) != 0)
+    return 0;
+  room = payload > 0x7fffffffLL ? 0x7fffffffU : (u32_t)payload;
   return room > c->pcb->rcv_wnd ? room - c->pcb->rcv_wnd : 0;
 }
 
@@ -369,14 +548,17 @@ static void give_window(struct tcp_pcb* pcb, u32_t n) {
   }
 }
 
-uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb) {
-  struct memcg_lwip_conn* c = conn_of(pcb);
+static u32_t update_window(struct memcg_lwip_conn* c) {
+  struct tcp_pcb* pcb = c->pcb;
   memcg_sock_info info;
   u32_t grant;
   info.size = sizeof info;
-  if (!c || !c->sock || !c->withheld) return 0;
   if (pcb->state >= CLOSE_WAIT || pcb->state < ESTABLISHED) {
-    grant = c->withheld; /* no more data comes: the window no longer costs memory */
+    /* No data comes (any more): the window costs no memory. */
+    if (pcb->state >= CLOSE_WAIT) (void)memcg_sock_release_promise(c->sock);
+    grant = c->withheld;
+  } else if (!c->withheld) {
+    grant = 0;
   } else {
     grant = window_room(c);
     if (grant > c->withheld) grant = c->withheld;
@@ -388,8 +570,18 @@ uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb) {
     if (grant < TCP_MSS && grant < c->withheld) grant = 0;
   }
   c->withheld -= grant;
+  if (c->withheld) wait_for_room(c);
+  else wait_remove(c);
   give_window(pcb, grant);
   return grant;
+}
+
+uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb) {
+  struct memcg_lwip_conn* c = conn_of(pcb);
+  u32_t n = 0;
+  if (c && c->sock && c->withheld) n = update_window(c);
+  (void)memcg_lwip_wake();
+  return n;
 }
 
 uint32_t memcg_lwip_recved(struct tcp_pcb* pcb, uint32_t len) {
@@ -400,7 +592,7 @@ uint32_t memcg_lwip_recved(struct tcp_pcb* pcb, uint32_t len) {
     return len;
   }
   c->withheld += len;
-  return memcg_lwip_update_window(pcb);
+  return memcg_lwip_update_window(pcb); /* then the connections the reads woke */
 }
 
 uint32_t memcg_lwip_withheld(const struct tcp_pcb* pcb) {
@@ -408,14 +600,24 @@ uint32_t memcg_lwip_withheld(const struct tcp_pcb* pcb) {
   return c ? c->withheld : 0;
 }
 
-err_t memcg_lwip_close(struct tcp_pcb* pcb) {
-  struct memcg_lwip_conn* c = conn_of(pcb);
-  if (!pcb) return ERR_ARG;
-  if (c && c->withheld) {
+/* The application closes: the window held back is given to lwIP, and the promise back. */
+static void close_window(struct memcg_lwip_conn* c, struct tcp_pcb* pcb) {
+  if (!c) return;
+  if (c->withheld) {
     give_window(pcb, c->withheld);
     c->withheld = 0;
   }
-  return tcp_close(pcb);
+  wait_remove(c);
+  if (c->sock) (void)memcg_sock_release_promise(c->sock);
+}
+
+err_t memcg_lwip_close(struct tcp_pcb* pcb) {
+  err_t e;
+  if (!pcb) return ERR_ARG;
+  close_window(conn_of(pcb), pcb);
+  e = tcp_close(pcb);
+  (void)memcg_lwip_wake();
+  return e;
 }
 
 /* ---- send: lwIP's heap ---- */
@@ -516,6 +718,7 @@ err_t memcg_lwip_write(struct tcp_pcb* pcb, const void* data, uint16_t len, uint
   s_tx_owner = c && c->sock ? c : NULL;
   e = tcp_write(pcb, data, len, flags);
   s_tx_owner = NULL;
+  (void)memcg_lwip_wake();
   return e;
 }
 
@@ -531,6 +734,7 @@ static err_t altcp_memcg_write(struct altcp_pcb* conn, const void* data, u16_t l
   s_tx_owner = c && c->sock ? c : NULL;
   e = altcp_tcp_functions.write(conn, data, len, flags);
   s_tx_owner = NULL;
+  (void)memcg_lwip_wake();
   return e;
 }
 
@@ -544,12 +748,12 @@ static u16_t altcp_memcg_sndbuf(struct altcp_pcb* conn) {
 }
 
 static err_t altcp_memcg_close(struct altcp_pcb* conn) {
-  struct memcg_lwip_conn* c = conn_of((struct tcp_pcb*)conn->state);
-  if (c && c->withheld) {
-    give_window((struct tcp_pcb*)conn->state, c->withheld);
-    c->withheld = 0;
-  }
-  return altcp_tcp_functions.close(conn);
+  err_t e;
+  if (conn->state)
+    close_window(conn_of((struct tcp_pcb*)conn->state), (struct tcp_pcb*)conn->state);
+  e = altcp_tcp_functions.close(conn);
+  (void)memcg_lwip_wake();
+  return e;
 }
 
 int memcg_lwip_altcp_attach(struct altcp_pcb* conn, memcg_group* g) {

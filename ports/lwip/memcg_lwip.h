@@ -17,7 +17,13 @@
  *     its hard limit) loses its payload only: lwIP still processes its ACK and window; a FIN
  *     behind refused data is left for the peer's retransmission (it follows the data);
  *   - window updates: memcg_lwip_recved() in place of tcp_recved() opens only the window the
- *     group can hold, and memcg_lwip_update_window() opens what was held back;
+ *     group can hold, and memcg_lwip_update_window() opens what was held back. Each
+ *     connection's window is promised to its group (memcg_sock_promise_window, with the real
+ *     per-segment overhead of a received frame), so the group's other connections are advised
+ *     what is left; a connection held back by a group's room waits on that group, and the
+ *     group's room callback wakes it (a window update) at the end of the port call that gave
+ *     the room back: no loop over connections. The port sets the room callbacks of the groups
+ *     it was attached to and of their ancestors (they are the port's);
  *   - send charging: data written through memcg_lwip_write() or the altcp layer charges the lwIP
  *     heap it allocates (pbufs and segments) to the socket's send queue; it is given back when
  *     lwIP frees it (when the peer acknowledges it), so no separate acknowledgement call exists.
@@ -77,6 +83,11 @@ uint32_t memcg_lwip_recved(struct tcp_pcb* pcb, uint32_t len);
 uint32_t memcg_lwip_update_window(struct tcp_pcb* pcb);
 /* Window held back, in bytes. */
 uint32_t memcg_lwip_withheld(const struct tcp_pcb* pcb);
+/* Runs the window updates of connections whose group's room callback woke them. Every port
+ * call that can give room back runs them at its end (memcg_lwip_netif_input, recved,
+ * update_window, write, close); a stack calls it after what else frees received pbufs or sent
+ * data (lwIP's timers: after sys_check_timeouts). Returns the bytes of window opened. */
+uint32_t memcg_lwip_wake(void);
 
 /* ---- send ---- */
 
@@ -120,6 +131,10 @@ typedef struct memcg_lwip_stats {
   int64_t rx_frames;        /* frames allocated by memcg_lwip_rx_alloc, not yet freed */
   int64_t conns;            /* connection slots alive (a slot outlives its pcb while its
                                pbufs or heap are alive) */
+  uint64_t room_callbacks;  /* room callbacks of groups (room appeared after a hold-back) */
+  uint64_t room_woken;      /* held-back connections those callbacks woke */
+  uint64_t room_opened;     /* of those, connections whose window update opened window */
+  uint64_t pressure_woken;  /* connections held back by memory pressure, woken when it ended */
 } memcg_lwip_stats;
 /* -EINVAL unless out->size >= sizeof(memcg_lwip_stats). */
 int memcg_lwip_get_stats(memcg_lwip_stats* out);
