@@ -151,7 +151,7 @@ struct side {
   // Everything observable of every live group, in preorder, flattened.
   PROOF_NO_COVERAGE std::vector<std::int64_t> state() {
     std::vector<std::int64_t> v;
-    (void)h.stat_local(h.root(), kind::anon);
+    (void)h.stat_local(h.root(), kind::anon, true);  // a flush: stat_folded() below
     for (group* g : h.groups()) {
       for (const auto* c : {&g->memory, &g->kmem, &g->tcp}) {
         v.insert(v.end(), {c->usage(), c->max(), c->failcnt(), c->watermark(), c->local_watermark(),
