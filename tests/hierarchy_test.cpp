@@ -1054,6 +1054,30 @@ TEST_CASE_TEMPLATE("limits that parse badly are EINVAL and change nothing", P,
   CHECK(a.memory.max() == 1);
 }
 
+// The control-file table is what read_control() and write_control() dispatch on: every entry
+// reads, every read-only entry refuses a write and keeps its value, names outside it refuse both.
+TEST_CASE_TEMPLATE("every file in the control table reads, and only its writable files write", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  CHECK(memcg::control_files().size() == memcg::control_file_table.size());
+  for (const memcg::control_file& f : memcg::control_file_table) {
+    CHECK(memcg::find_control_file(f.name) == &f);
+    CHECK(f.read);
+    auto before = memcg::read_control(h, a, f.name);
+    CHECK_MESSAGE(before, f.name);
+    CHECK_MESSAGE(!before.entries.empty(), f.name);
+    if (f.write) continue;
+    CHECK_MESSAGE(memcg::write_control(h, a, f.name, "1M") == std::errc::invalid_argument, f.name);
+    CHECK_MESSAGE(memcg::read_control(h, a, f.name).entries == before.entries, f.name);
+  }
+  for (const char* name : {"memory.nonexistent", "memory", "", "memory.max ", "sock.rcvbuf"}) {
+    CHECK(memcg::find_control_file(name) == nullptr);
+    CHECK(memcg::read_control(h, a, name).error == std::errc::invalid_argument);
+    CHECK(memcg::write_control(h, a, name, "1M") == std::errc::invalid_argument);
+  }
+}
+
 // The kernel measured (issue 15): writing 5 to memory.max_usage_in_bytes or memory.failcnt
 // resets it; mem_cgroup_reset() ignores the value.
 TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file resets it", P,
