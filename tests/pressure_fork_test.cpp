@@ -122,7 +122,7 @@ TEST_SUITE("fork") {
     // under TSan the workers stay out of the library while the process is copied (the gate),
     // under ASan there are none (GCC 12's allocator hangs children even so; see
     // preload_test.cpp). The lock order of prepare is still checked there by TSan.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(MEMCG_ASAN_BUILD)
     constexpr int nr_workers = 0;
     constexpr int nr_forks = 50;
 #elif defined(MEMCG_TSAN_BUILD)

@@ -30,6 +30,7 @@
 
 #include "memcg/context.hpp"
 #include "memcg/control.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/pressure.hpp"
 
@@ -171,16 +172,10 @@ class basic_policy_daemon {
       std::uint32_t why = reasons_.exchange(0, std::memory_order_relaxed);
       {
         scoped_active_memcg<Sync> reserve(&reserve_);  // the policy's charges go to the reserve
-#if defined(__cpp_exceptions)
-        try {
-          policy_.act(h_, why);
-        } catch (...) {
+        if (!detail::call_catching([&] { policy_.act(h_, why); })) {
           failures_.fetch_add(1, std::memory_order_relaxed);  // a statistic
           std::fprintf(stderr, "memcg: the policy threw; the daemon goes on\n");
         }
-#else
-        policy_.act(h_, why);
-#endif
       }
       runs_.fetch_add(1, std::memory_order_relaxed);  // a statistic
       handled = cur;

@@ -69,7 +69,9 @@
 
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/detail/fault.hpp"
+#include "memcg/detail/list.hpp"
 #include "memcg/group.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/sync.hpp"
@@ -268,6 +270,7 @@ class basic_listener {
 
  private:
   friend class basic_pressure<Sync>;
+  friend struct detail::list_ops;
   listener_kind kind_;
   bool linked_ = false;
   int in_flight_ = 0;  // calls collected and not yet finished (in the epoch below)
@@ -735,22 +738,14 @@ class basic_pressure {
     l.registry_ = this;
     l.group_ = &g;
     l.linked_ = true;
-    l.prev_ = tails_[k];
-    l.next_ = nullptr;
-    if (tails_[k]) tails_[k]->next_ = &l;
-    else heads_[k] = &l;
-    tails_[k] = &l;
+    detail::list_ops::push_back(heads_[k], tails_[k], l);
     counts_[k].fetch_add(1, std::memory_order_relaxed);  // see count()
   }
   // Requires: lk holds mu_.
   bool unlink_locked(listener& l) {
     if (!l.linked_ || l.registry_ != this) return false;
     int k = static_cast<int>(l.kind_);
-    if (l.prev_) l.prev_->next_ = l.next_;
-    else heads_[k] = l.next_;
-    if (l.next_) l.next_->prev_ = l.prev_;
-    else tails_[k] = l.prev_;
-    l.next_ = l.prev_ = nullptr;
+    detail::list_ops::unlink(heads_[k], l, &tails_[k]);
     l.linked_ = false;
     l.group_ = nullptr;
     counts_[k].fetch_sub(1, std::memory_order_relaxed);  // see count()
@@ -789,24 +784,36 @@ class basic_pressure {
                  g ? g->path().c_str() : "?");
   }
 
-  // Collects the listeners of kind k that `match` accepts (under mu_), then calls each with no
-  // lock held. A listener unregistered meanwhile is skipped.
-  template <class Match, class Call>
-  void deliver(listener_kind k, Match&& match, Call&& call) {
+  // The delivery loop: `collect(add)` runs under mu_ and calls add(listener, pending) for each
+  // call to make; then each is made with no lock held, skipping a listener unregistered
+  // meanwhile (run()).
+  template <class Collect, class Call>
+  void collect_then_call(Collect&& collect, Call&& call) {
     std::vector<pending> todo;
     {
       std::lock_guard<std::mutex> lk(mu_);
-      MEMCG_DELAY(pressure_locked);
-      for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
-        pending p;
-        p.l = l;
-        p.g = l->group_;
-        if (!match(*l, p)) continue;
-        begin_call(*l, p);
+      collect([&](listener& l, pending& p) {
+        begin_call(l, p);
         todo.push_back(p);
-      }
+      });
     }
     run(todo, call);
+  }
+
+  // The listeners of kind k that `match` accepts, in registration order.
+  template <class Match, class Call>
+  void deliver(listener_kind k, Match&& match, Call&& call) {
+    collect_then_call(
+        [&](auto&& add) {
+          MEMCG_DELAY(pressure_locked);
+          for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
+            pending p;
+            p.l = l;
+            p.g = l->group_;
+            if (match(*l, p)) add(*l, p);
+          }
+        },
+        call);
   }
 
   template <class Call>
@@ -820,19 +827,13 @@ class basic_pressure {
       if (live) {
         listener* prev = calling();
         calling() = p.l;
-#if defined(__cpp_exceptions)
-        try {
-          call(*p.l, p);
-        } catch (...) {
-          calling() = prev;
+        bool ok = detail::call_catching([&] { call(*p.l, p); });
+        calling() = prev;
+        if (!ok) {
           report_failure(p.g);
           std::lock_guard<std::mutex> lk(mu_);
           unlink_locked(*p.l);
         }
-#else
-        call(*p.l, p);
-#endif
-        calling() = prev;
       }
       {
         std::lock_guard<std::mutex> lk(mu_);
@@ -844,68 +845,65 @@ class basic_pressure {
 
   // Delivery up the tree (vmpressure_work_fn / vmpressure_event()).
   void deliver_pressure(group& origin, pressure_level level) {
-    std::vector<pending> todo;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      bool signalled = false;
-      bool ancestor = false;
-      for (group* m = &origin; m; m = m->parent(), ancestor = true) {
-        bool here = false;
-        for (listener* l0 = heads_[static_cast<int>(listener_kind::pressure)]; l0; l0 = l0->next_) {
-          auto* l = static_cast<basic_pressure_listener<Sync>*>(l0);
-          if (l->group_ != m) continue;
-          if (ancestor && l->mode_ == pressure_mode::local) continue;
-          if (signalled && l->mode_ == pressure_mode::no_passthrough) continue;
-          if (level < l->level_) continue;
-          pending p;
-          p.l = l;
-          p.g = m;
-          begin_call(*l, p);
-          todo.push_back(p);
-          here = true;
-        }
-        signalled = signalled || here;
-      }
-    }
-    run(todo, [&](listener& l, const pending& p) {
-      static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*p.g, origin, level);
-    });
+    collect_then_call(
+        [&](auto&& add) {
+          bool signalled = false;
+          bool ancestor = false;
+          for (group* m = &origin; m; m = m->parent(), ancestor = true) {
+            bool here = false;
+            for (listener* l0 = heads_[static_cast<int>(listener_kind::pressure)]; l0;
+                 l0 = l0->next_) {
+              auto* l = static_cast<basic_pressure_listener<Sync>*>(l0);
+              if (l->group_ != m) continue;
+              if (ancestor && l->mode_ == pressure_mode::local) continue;
+              if (signalled && l->mode_ == pressure_mode::no_passthrough) continue;
+              if (level < l->level_) continue;
+              pending p;
+              p.l = l;
+              p.g = m;
+              add(*l, p);
+              here = true;
+            }
+            signalled = signalled || here;
+          }
+        },
+        [&](listener& l, const pending& p) {
+          static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*p.g, origin, level);
+        });
   }
 
   void check_triggers(group& g, std::int64_t now) {
-    std::vector<pending> todo;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      for (listener* l0 = heads_[static_cast<int>(listener_kind::psi)]; l0; l0 = l0->next_) {
-        auto* t = static_cast<basic_psi_trigger<Sync>*>(l0);
-        if (!g.is_descendant_of(t->group_)) continue;
-        std::int64_t total;
-        {
-          state& s = st(*t->group_);
-          std::lock_guard<std::mutex> sl(s.mu_);
-          total = s.psi_.total_at(now);
-        }
-        if (now - t->win_start_ >= t->window_us_) {
-          // A new window, from the total seen before this stall (the last check).
-          t->win_start_ = now;
-          t->win_total_ = t->last_total_;
-        }
-        t->last_total_ = total;
-        std::int64_t growth = total - t->win_total_;
-        if (growth < t->threshold_us_) continue;
-        if (t->last_fire_ >= 0 && now - t->last_fire_ < t->window_us_) continue;
-        t->last_fire_ = now;
-        pending p;
-        p.l = t;
-        p.g = t->group_;
-        p.a = growth;
-        begin_call(*t, p);
-        todo.push_back(p);
-      }
-    }
-    run(todo, [](listener& l, const pending& p) {
-      static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*p.g, p.a);
-    });
+    collect_then_call(
+        [&](auto&& add) {
+          for (listener* l0 = heads_[static_cast<int>(listener_kind::psi)]; l0; l0 = l0->next_) {
+            auto* t = static_cast<basic_psi_trigger<Sync>*>(l0);
+            if (!g.is_descendant_of(t->group_)) continue;
+            std::int64_t total;
+            {
+              state& s = st(*t->group_);
+              std::lock_guard<std::mutex> sl(s.mu_);
+              total = s.psi_.total_at(now);
+            }
+            if (now - t->win_start_ >= t->window_us_) {
+              // A new window, from the total seen before this stall (the last check).
+              t->win_start_ = now;
+              t->win_total_ = t->last_total_;
+            }
+            t->last_total_ = total;
+            std::int64_t growth = total - t->win_total_;
+            if (growth < t->threshold_us_) continue;
+            if (t->last_fire_ >= 0 && now - t->last_fire_ < t->window_us_) continue;
+            t->last_fire_ = now;
+            pending p;
+            p.l = t;
+            p.g = t->group_;
+            p.a = growth;
+            add(*t, p);
+          }
+        },
+        [](listener& l, const pending& p) {
+          static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*p.g, p.a);
+        });
   }
 
   mutable std::mutex mu_;

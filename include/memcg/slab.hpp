@@ -58,8 +58,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <mutex>
+#include <memory>
 #include <new>
 #include <string>
 #include <string_view>
@@ -70,7 +70,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/detail/fault.hpp"
+#include "memcg/detail/list.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/reclaim.hpp"
@@ -712,6 +714,7 @@ class kmem_cache {
 
  private:
   friend class kmem_cache_node;
+  friend struct detail::list_ops;  // the registry list (next_, prev_)
 
 
  public:
@@ -733,17 +736,12 @@ class kmem_cache {
           c->cpu_owns_index_ = true;
           break;
         }
-      c->next_ = head;
-      if (head) head->prev_ = c;
-      head = c;
+      detail::list_ops::push_front(head, *c);
     }
     void remove(kmem_cache* c) {
       std::lock_guard<std::mutex> l(mu);
       if (c->cpu_owns_index_) cpu_used &= ~(1u << c->cpu_index_);
-      if (c->prev_) c->prev_->next_ = c->next_;
-      else head = c->next_;
-      if (c->next_) c->next_->prev_ = c->prev_;
-      c->next_ = c->prev_ = nullptr;
+      detail::list_ops::unlink(head, *c);
     }
   };
 
@@ -830,9 +828,7 @@ class kmem_cache {
   MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
     kmem_cache_node* n = nullptr;
     bool created = false;
-#if defined(__cpp_exceptions)
-    try {
-#endif
+    bool ok = detail::call_catching([&] {
       std::lock_guard<std::mutex> l(mu_);
       auto& slot = nodes_[o];
       if (!slot) {
@@ -840,11 +836,8 @@ class kmem_cache {
         created = true;
       }
       n = slot.get();
-#if defined(__cpp_exceptions)
-    } catch (...) {
-      return nullptr;  // no memory for the node: the allocation is refused
-    }
-#endif
+    });
+    if (!ok) return nullptr;  // no memory for the node: the allocation is refused
     auto& hook = detail::hierarchy_exit_hook<sync::atomic>;
     if (created && !hook.load(std::memory_order_acquire))
       hook.store(&forget_everywhere, std::memory_order_release);
@@ -947,16 +940,8 @@ class typed_kmem_cache {
   T* create(gfp flags, Args&&... args) {
     void* p = cache_.alloc(flags);
     if (!p) return nullptr;
-#if defined(__cpp_exceptions)
-    try {
-      return ::new (p) T(std::forward<Args>(args)...);
-    } catch (...) {
-      cache_.free(p);
-      throw;
-    }
-#else
-    return ::new (p) T(std::forward<Args>(args)...);
-#endif
+    return detail::call_or_undo([&] { return ::new (p) T(std::forward<Args>(args)...); },
+                                [&] { cache_.free(p); });
   }
   void destroy(T* p) noexcept {
     if (!p) return;
@@ -1109,9 +1094,9 @@ class accounted_allocator {
 
   T* allocate(std::size_t n) {
     std::size_t bytes;
-    if (__builtin_mul_overflow(n, sizeof(T), &bytes)) throw_bad_alloc();
+    if (__builtin_mul_overflow(n, sizeof(T), &bytes)) detail::throw_bad_alloc();
     void* p = kmalloc_cache().alloc_bytes(bytes, alignof(T), GFP_KERNEL, objcg_);
-    if (!p) throw_bad_alloc();
+    if (!p) detail::throw_bad_alloc();
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t) noexcept { kmem_cache::free_bytes(p); }
@@ -1123,13 +1108,6 @@ class accounted_allocator {
   }
 
  private:
-  [[noreturn]] static void throw_bad_alloc() {
-#if defined(__cpp_exceptions)
-    throw std::bad_alloc();
-#else
-    std::abort();
-#endif
-  }
   objcg* objcg_;
 };
 

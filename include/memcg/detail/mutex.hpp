@@ -7,14 +7,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-
-#if defined(__SANITIZE_THREAD__)
-#define MEMCG_TSAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MEMCG_TSAN_BUILD 1
-#endif
-#endif
+#include "memcg/config.hpp"  // MEMCG_TSAN_BUILD
 
 #include <new>
 

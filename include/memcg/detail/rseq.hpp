@@ -35,15 +35,8 @@
 
 #if !defined(MEMCG_STOCK_RSEQ)
 #if defined(__x86_64__) && !defined(__ILP32__) && defined(__GNUC__) && \
-    !defined(__SANITIZE_THREAD__) && MEMCG_HAVE_SYS_RSEQ
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MEMCG_STOCK_RSEQ 0
-#endif
-#endif
-#if !defined(MEMCG_STOCK_RSEQ)
+    !defined(MEMCG_TSAN_BUILD) && MEMCG_HAVE_SYS_RSEQ
 #define MEMCG_STOCK_RSEQ 1
-#endif
 #else
 #define MEMCG_STOCK_RSEQ 0
 #endif
