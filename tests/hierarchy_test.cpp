@@ -943,7 +943,7 @@ TEST_CASE_TEMPLATE("a v1 limit write below what can be reclaimed is EBUSY and le
   h.unregister_reclaimer(rc);
 }
 
-// An OOM handler that reports success and frees nothing (issue 14, item 8); it gives up after
+// An OOM handler that reports success and frees nothing; it gives up after
 // `give_up` calls so that a write without the guard ends (and the test fails instead of hanging).
 template <class P>
 struct lying_oom final : memcg::basic_oom_handler<P> {
@@ -1078,7 +1078,7 @@ TEST_CASE_TEMPLATE("every file in the control table reads, and only its writable
   }
 }
 
-// The kernel measured (issue 15): writing 5 to memory.max_usage_in_bytes or memory.failcnt
+// Measured on Linux 6.18 (conformance/): writing 5 to memory.max_usage_in_bytes or memory.failcnt
 // resets it; mem_cgroup_reset() ignores the value.
 TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file resets it", P,
                    MEMCG_GROUP_POLICIES) {
@@ -1168,7 +1168,7 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
 }
 
 TEST_CASE("a charge that may not reclaim takes back another thread's stock before it refuses") {
-  // Issue 14, item 9: GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
+  // GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
   // reclaim; they must still drain the refusing subtree's stocks once. No `max` event: no
   // reclaim round was entered (the kernel's !gfpflags_allow_blocking path).
   memcg::hierarchy h;
@@ -1193,7 +1193,7 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
 
 TEST_CASE("a hierarchy destroyed while another thread is over its high leaves that thread's "
           "throttle point alone") {
-  // Issue 14, item 8: the over-high state of thread T names H1; H1 dies on this thread and H2
+  // The over-high state of thread T names H1; H1 dies on this thread and H2
   // is built in the same storage (same address). T's throttle point in H2 must neither see H1's
   // pages nor touch H1's group (freed: ASan reports a use after free).
   struct high_tracer final : memcg::charge_tracer<memcg::sync::atomic> {

@@ -1,5 +1,5 @@
-// Tests of the fork handlers against the pressure locks (memcg/pressure.hpp, memcg/hierarchy.hpp;
-// issue 14, item 5): a fork while other threads' charges are refused at memory.max, so that they
+// Tests of the fork handlers against the pressure locks (memcg/pressure.hpp,
+// memcg/hierarchy.hpp): a fork while other threads' charges are refused at memory.max, so that they
 // reclaim and hold a group's pressure mutex, the pressure registry's mutex or an event waiter's
 // lock in a loop. The delay hook (memcg/detail/fault.hpp) parks those threads inside the locked
 // sections while the main thread forks: a child copied with one of them held hangs at its first

@@ -301,7 +301,6 @@ outcome refused() { return {false, "", true}; }
 outcome fail(std::errc e, const std::string& detail = "") {
   return {false, errno_name(e) + (detail.empty() ? "" : " (" + detail + ")")};
 }
-outcome unsupported() { return {false, "EINVAL (not supported yet)"}; }
 
 using proto = memcg::basic_proto_memory<policy>;
 using sock = memcg::basic_sock_memory<policy>;
@@ -477,10 +476,6 @@ class runner_state {
       return std::nullopt;
     }
     memcg::control_value v = memcg::read_control(h_, *g, file);
-    if (v.error == std::errc::not_supported) {
-      *err = unsupported();
-      return std::nullopt;
-    }
     if (!v) {
       *err = fail(v.error);
       return std::nullopt;

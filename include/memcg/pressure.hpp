@@ -254,7 +254,6 @@ class basic_listener {
   // The group it was registered on (nullptr once unregistered).
   // (Not named group(): that would hide the name `group` in listeners' own signatures.)
   basic_group<Sync>* registered_on() const noexcept { return group_; }
-  listener_kind kind_of() const noexcept { return kind_; }
 
  protected:
   explicit basic_listener(listener_kind k) noexcept : kind_(k) {}

@@ -15,7 +15,7 @@
 // to the critical section's descriptor) and the drainer pays membarrier(2)'s RSEQ command,
 // which restarts every sibling thread's critical section that is running or preempted. A
 // critical section ends in its single commit store; one that is restarted takes the slow path,
-// which tests `pending` under the busy flag as before. This is what the kernel's per-CPU stock
+// which tests `pending` under the busy flag, as the busy-flag stock does. This is what the kernel's per-CPU stock
 // gets from disabling interrupts, and what tcmalloc's per-CPU caches get from rseq.
 //
 // Where MEMCG_STOCK_RSEQ is 0 the stock keeps the busy-flag fast path (and TSan checks it).
