@@ -123,7 +123,7 @@ void bm_guard_atomic(benchmark::State& state) {
 }
 
 // The thread-local floor and a shared atomic add: what one page costs at best, and what one
-// contended cache line costs (issue 9's baselines), and a CAS-loop try_charge per level (the
+// contended cache line costs (the baselines), and a CAS-loop try_charge per level (the
 // alternative to the speculative add).
 thread_local std::int64_t tls_pages = 0;
 void bm_thread_local_add_baseline(benchmark::State& state) {

@@ -1,4 +1,4 @@
-// Reclaim with protection (issue 4): the cost of a reclaim walk and of recomputing effective
+// Reclaim with protection: the cost of a reclaim walk and of recomputing effective
 // protection, on 3-level trees of about 100, 1,000 and 10,000 groups.
 //
 //   reclaim/walk_64MiB/groups:N   one walk from the root freeing 64 MiB (16384 pages) of

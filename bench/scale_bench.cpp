@@ -1,4 +1,4 @@
-// The scale benchmark (issue 9): a tree of 10,000 leaf groups 4 levels deep (10 x 10 x 10 x 10,
+// The scale benchmark: a tree of 10,000 leaf groups 4 levels deep (10 x 10 x 10 x 10,
 // 11,110 groups with the inner ones), sockets and live slab objects charged across its leaves,
 // page cache behind a reclaimer on every leaf; then one reclaim walk from the root that takes
 // all of that page cache back.
@@ -10,7 +10,7 @@
 //   bytes_per_socket                per socket (basic_sock_memory and its share of the pool)
 //   bytes_per_object                per 64-byte object beyond its 64 bytes (tag, rounding,
 //                                   allocator: mimalloc's pages as they come)
-//   tag_bytes_per_object            of which the library's own: the obj tag (issue 7: <= 8)
+//   tag_bytes_per_object            of which the library's own: the obj tag (goal: <= 8)
 //   reclaim_walk_ms, reclaimed_pages  the full walk
 // Resident memory is /proc/self/statm before and after each step, so the figures include the
 // allocator's own overhead: what a program really pays.

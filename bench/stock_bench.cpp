@@ -1,4 +1,4 @@
-// Benchmarks of memcg/stock.hpp's drains (issue 14): how long drain_all_stock takes while many
+// Benchmarks of memcg/stock.hpp's drains: how long drain_all_stock takes while many
 // threads are busy in their page and byte stocks, most of them preempted (more threads than
 // CPUs), some inside a slow path. A drain must not wait for any of them.
 //

@@ -1,4 +1,4 @@
-// Deterministic fault injection (issue 9): a refusal injected at the n-th charge of a chosen
+// Deterministic fault injection: a refusal injected at the n-th charge of a chosen
 // group or tree level (memory, kmem or tcp counter), the n-th backing allocation of the slab
 // failing, reclaimers that throw or lie, OOM handlers and pressure listeners that throw. Each
 // case checks that the library reports the fault, that every counter is consistent

@@ -943,7 +943,7 @@ TEST_CASE_TEMPLATE("a v1 limit write below what can be reclaimed is EBUSY and le
   h.unregister_reclaimer(rc);
 }
 
-// An OOM handler that reports success and frees nothing (issue 14, item 8); it gives up after
+// An OOM handler that reports success and frees nothing; it gives up after
 // `give_up` calls so that a write without the guard ends (and the test fails instead of hanging).
 template <class P>
 struct lying_oom final : memcg::basic_oom_handler<P> {
@@ -1054,7 +1054,31 @@ TEST_CASE_TEMPLATE("limits that parse badly are EINVAL and change nothing", P,
   CHECK(a.memory.max() == 1);
 }
 
-// The kernel measured (issue 15): writing 5 to memory.max_usage_in_bytes or memory.failcnt
+// The control-file table is what read_control() and write_control() dispatch on: every entry
+// reads, every read-only entry refuses a write and keeps its value, names outside it refuse both.
+TEST_CASE_TEMPLATE("every file in the control table reads, and only its writable files write", P,
+                   MEMCG_GROUP_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  CHECK(memcg::control_files().size() == memcg::control_file_table.size());
+  for (const memcg::control_file& f : memcg::control_file_table) {
+    CHECK(memcg::find_control_file(f.name) == &f);
+    CHECK(f.read);
+    auto before = memcg::read_control(h, a, f.name);
+    CHECK_MESSAGE(before, f.name);
+    CHECK_MESSAGE(!before.entries.empty(), f.name);
+    if (f.write) continue;
+    CHECK_MESSAGE(memcg::write_control(h, a, f.name, "1M") == std::errc::invalid_argument, f.name);
+    CHECK_MESSAGE(memcg::read_control(h, a, f.name).entries == before.entries, f.name);
+  }
+  for (const char* name : {"memory.nonexistent", "memory", "", "memory.max ", "sock.rcvbuf"}) {
+    CHECK(memcg::find_control_file(name) == nullptr);
+    CHECK(memcg::read_control(h, a, name).error == std::errc::invalid_argument);
+    CHECK(memcg::write_control(h, a, name, "1M") == std::errc::invalid_argument);
+  }
+}
+
+// Measured on Linux 6.18 (conformance/): writing 5 to memory.max_usage_in_bytes or memory.failcnt
 // resets it; mem_cgroup_reset() ignores the value.
 TEST_CASE_TEMPLATE("any value written to a v1 failcnt or max_usage_in_bytes file resets it", P,
                    MEMCG_GROUP_POLICIES) {
@@ -1144,7 +1168,7 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
 }
 
 TEST_CASE("a charge that may not reclaim takes back another thread's stock before it refuses") {
-  // Issue 14, item 9: GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
+  // GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
   // reclaim; they must still drain the refusing subtree's stocks once. No `max` event: no
   // reclaim round was entered (the kernel's !gfpflags_allow_blocking path).
   memcg::hierarchy h;
@@ -1169,7 +1193,7 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
 
 TEST_CASE("a hierarchy destroyed while another thread is over its high leaves that thread's "
           "throttle point alone") {
-  // Issue 14, item 8: the over-high state of thread T names H1; H1 dies on this thread and H2
+  // The over-high state of thread T names H1; H1 dies on this thread and H2
   // is built in the same storage (same address). T's throttle point in H2 must neither see H1's
   // pages nor touch H1's group (freed: ASan reports a use after free).
   struct high_tracer final : memcg::charge_tracer<memcg::sync::atomic> {

@@ -1,5 +1,5 @@
 // A signal handler that allocates and frees through the preload shim (examples/preload/shim.hpp)
-// while the interrupted thread is inside it (issue 14, item 6): in malloc, free and realloc,
+// while the interrupted thread is inside it: in malloc, free and realloc,
 // between the load and the store of a slab statistics stripe, inside a byte-stock or page-stock
 // busy section, inside reclaim under the reclaimer lock. The signal is raised at chosen points
 // by the delay hook (MEMCG_DELAY, memcg/detail/fault.hpp), so every run interrupts the same

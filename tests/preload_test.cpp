@@ -239,8 +239,8 @@ TEST_SUITE("concurrency") {
     std::vector<std::thread> ts;
     // Under ASan no other thread runs at the fork: GCC 12's ASan allocator is not fork-safe
     // with live threads (a child hung in its size-class lock, 1 run in 15-25 under load, with
-    // the gate held; before and after the stock changed). The other builds keep the threads.
-#if defined(__SANITIZE_ADDRESS__)
+    // the gate held). The other builds keep the threads.
+#if defined(MEMCG_ASAN_BUILD)
     constexpr int nr_threads = 0;
 #else
     constexpr int nr_threads = 3;

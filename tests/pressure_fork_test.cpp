@@ -1,5 +1,5 @@
-// Tests of the fork handlers against the pressure locks (memcg/pressure.hpp, memcg/hierarchy.hpp;
-// issue 14, item 5): a fork while other threads' charges are refused at memory.max, so that they
+// Tests of the fork handlers against the pressure locks (memcg/pressure.hpp,
+// memcg/hierarchy.hpp): a fork while other threads' charges are refused at memory.max, so that they
 // reclaim and hold a group's pressure mutex, the pressure registry's mutex or an event waiter's
 // lock in a loop. The delay hook (memcg/detail/fault.hpp) parks those threads inside the locked
 // sections while the main thread forks: a child copied with one of them held hangs at its first
@@ -122,7 +122,7 @@ TEST_SUITE("fork") {
     // under TSan the workers stay out of the library while the process is copied (the gate),
     // under ASan there are none (GCC 12's allocator hangs children even so; see
     // preload_test.cpp). The lock order of prepare is still checked there by TSan.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(MEMCG_ASAN_BUILD)
     constexpr int nr_workers = 0;
     constexpr int nr_forks = 50;
 #elif defined(MEMCG_TSAN_BUILD)

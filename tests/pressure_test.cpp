@@ -19,6 +19,7 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/policy.hpp"
 #include "memcg/pressure.hpp"
+#include "page_cache.hpp"
 
 namespace {
 
@@ -35,46 +36,7 @@ using group = memcg::basic_group<S>;
 constexpr std::errc ok{};
 constexpr std::int64_t MiB = 256;  // pages
 
-// Page cache: reclaimable file pages of one group, freed oldest first.
-template <class S>
-class page_cache final : public memcg::basic_reclaimer<S> {
- public:
-  page_cache(hierarchy<S>& h, group<S>& g) : h_(h), g_(g) { h.register_reclaimer(g, *this); }
-  ~page_cache() override {
-    h_.unregister_reclaimer(*this);
-    h_.uncharge_unchecked(g_, kind::file, held());
-  }
-  std::errc fill(std::int64_t nr_pages) {
-    auto s = h_.try_charge(g_, kind::file, nr_pages);
-    if (!s) return s.error;
-    std::lock_guard<std::mutex> l(mu_);
-    held_ += nr_pages;
-    return {};
-  }
-  std::int64_t held() const {
-    std::lock_guard<std::mutex> l(mu_);
-    return held_;
-  }
-  std::int64_t count(memcg::reclaim_filter f) noexcept override {
-    if (!memcg::filter_allows(f, kind::file)) return 0;
-    std::lock_guard<std::mutex> l(mu_);
-    return held_;
-  }
-  std::int64_t scan(std::int64_t nr_pages, memcg::reclaim_filter f) override {
-    if (!memcg::filter_allows(f, kind::file)) return 0;
-    std::lock_guard<std::mutex> l(mu_);
-    std::int64_t n = std::min(nr_pages, held_);
-    if (n > 0) h_.uncharge_unchecked(g_, kind::file, n);
-    held_ -= n;
-    return n;
-  }
-
- private:
-  hierarchy<S>& h_;
-  group<S>& g_;
-  mutable std::mutex mu_;
-  std::int64_t held_ = 0;
-};
+using memcg_test::page_cache;  // tests/page_cache.hpp
 
 // A hierarchy on a virtual clock, with the stock off (exact usage).
 template <class S>

@@ -435,7 +435,7 @@ TEST_CASE("statistics reconcile with what mimalloc says is live") {
 
 TEST_SUITE("concurrency") {
   TEST_CASE("a GFP_NOWAIT allocation takes back another thread's stock before it is refused") {
-    // Issue 14, item 9, for the slab: GFP_NOWAIT may not reclaim, but the pages another
+    // For the slab: GFP_NOWAIT may not reclaim, but the pages another
     // thread's stock holds for the group are drained before a refusal (no `max` event).
     memcg::hierarchy h;
     auto& a = make(h, "a");
@@ -506,9 +506,8 @@ TEST_SUITE("concurrency") {
     CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
   }
 
-  // Issue 14 (3): a drainer emptied a byte slot while an owner's fast path had loaded its bytes
-  // and handle, and the owner then stored its stale count (bytes charged for ever, or taken
-  // uncharged). 20 rounds: every round must end with nothing but the handle's rests charged.
+  // A drainer empties a byte slot while an owner's fast path has loaded its bytes and handle:
+  // the owner must not store its stale count (bytes charged for ever, or taken uncharged). 20 rounds: every round must end with nothing but the handle's rests charged.
   TEST_CASE("byte stocks racing with drains keep no byte and lose no byte") {
     for (int round = 0; round < 20; ++round) {
       memcg::hierarchy h;
@@ -548,8 +547,8 @@ TEST_SUITE("concurrency") {
   }
 }
 
-// Issue 14 (1): a thread whose stock is off (no rseq area: GLIBC_TUNABLES=glibc.pthread.rseq=0,
-// rr, valgrind; membarrier missing) charged a page per object that stayed parked in the handle.
+// A thread whose stock is off (no rseq area: GLIBC_TUNABLES=glibc.pthread.rseq=0, rr, valgrind;
+// membarrier missing) must not charge a page per object that stays parked in the handle.
 // ctest runs this case once more with rseq turned off (test slab_stock_off), where it must find
 // the stock off.
 TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batch charged") {

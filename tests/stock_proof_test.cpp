@@ -1,4 +1,4 @@
-// Tests of memcg/stock.hpp under adversarial schedules (issue 14): an owner stopped inside its
+// Tests of memcg/stock.hpp under adversarial schedules: an owner stopped inside its
 // stock while others drain and flush, a fork while owners are inside their stocks, a signal
 // handler that charges while its thread is inside a slow path of its stock. The delay hook
 // (MEMCG_DELAY in memcg/detail/fault.hpp) stops or stretches a thread at the busy sections.

@@ -204,8 +204,8 @@ TEST_CASE("the single-slot stock changes group only in a refill, after the new b
   CHECK(p.memory.usage() == 0);
 }
 
-// Issue 14 (7): the flag bits lived in bits 31 and 30 of the key, which a group above 1 GiB has
-// set on a 32-bit machine. They live in the low bits a group's alignment leaves zero now.
+// The flag bits of a slot key live in the low bits a group's alignment leaves zero, not in bits
+// 31 and 30, which a group above 1 GiB has set on a 32-bit machine.
 TEST_CASE("slot keys keep a group's address whole, whatever its high bits") {
   using stock = memcg::detail::thread_stock<memcg::sync::atomic>;
   for (std::uintptr_t addr : {std::uintptr_t{0x40000000u}, std::uintptr_t{0x80000040u},

@@ -1,4 +1,4 @@
-// The stress test (issue 9), run under TSan: threads charge and uncharge every kind, hand their
+// The stress test, run under TSan: threads charge and uncharge every kind, hand their
 // charges (and slab objects) to other threads that give them back, one thread opens, uses and
 // closes sockets in groups that come and go, while one thread creates and removes groups below
 // the ones being charged and another rewrites limits. At the end every

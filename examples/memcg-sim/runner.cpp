@@ -301,26 +301,30 @@ outcome refused() { return {false, "", true}; }
 outcome fail(std::errc e, const std::string& detail = "") {
   return {false, errno_name(e) + (detail.empty() ? "" : " (" + detail + ")")};
 }
-outcome unsupported() { return {false, "EINVAL (not supported yet)"}; }
 
 using proto = memcg::basic_proto_memory<policy>;
 using sock = memcg::basic_sock_memory<policy>;
 
-bool known_file(std::string_view f) {
-  const auto& files = memcg::control_files();
-  return std::find(files.begin(), files.end(), f) != files.end();
-}
+bool known_file(std::string_view f) { return memcg::find_control_file(f) != nullptr; }
 bool writable_file(std::string_view f) {
-  static const std::string_view rw[] = {
-      "memory.min", "memory.low", "memory.high", "memory.max", "memory.peak",
-      "memory.limit_in_bytes", "memory.max_usage_in_bytes", "memory.failcnt",
-      "memory.soft_limit_in_bytes", "memory.kmem.limit_in_bytes", "memory.kmem.max_usage_in_bytes",
-      "memory.kmem.failcnt", "memory.kmem.soft_limit_in_bytes", "memory.kmem.tcp.limit_in_bytes",
-      "memory.kmem.tcp.max_usage_in_bytes", "memory.kmem.tcp.failcnt"};
-  return std::find(std::begin(rw), std::end(rw), f) != std::end(rw);
+  const memcg::control_file* cf = memcg::find_control_file(f);
+  return cf && cf->write;
 }
 // `read - tcp.*` reads the protocol; `read NAME sock.*` a socket.
 bool socket_file(std::string_view f) { return f.starts_with("sock."); }
+// A socket's files, memcg-sim's own: those it reads, and the two setsockopt() writes.
+struct socket_file_entry {
+  std::string_view name;
+  bool write;
+};
+constexpr socket_file_entry socket_files[] = {
+    {"sock.forward_alloc", false}, {"sock.rmem_alloc", false}, {"sock.wmem_queued", false},
+    {"sock.under_pressure", false}, {"sock.rcvbuf", true},     {"sock.sndbuf", true}};
+const socket_file_entry* find_socket_file(std::string_view f) {
+  for (const auto& e : socket_files)
+    if (e.name == f) return &e;
+  return nullptr;
+}
 
 }  // namespace
 
@@ -472,10 +476,6 @@ class runner_state {
       return std::nullopt;
     }
     memcg::control_value v = memcg::read_control(h_, *g, file);
-    if (v.error == std::errc::not_supported) {
-      *err = unsupported();
-      return std::nullopt;
-    }
     if (!v) {
       *err = fail(v.error);
       return std::nullopt;
@@ -665,12 +665,9 @@ class runner_state {
     sock* s = find_socket(c.args[0], &err);
     if (!s) return err;
     const std::string& file = c.args[1];
-    if (file != "sock.rcvbuf" && file != "sock.sndbuf") {
-      if (file == "sock.forward_alloc" || file == "sock.rmem_alloc" || file == "sock.wmem_queued" ||
-          file == "sock.under_pressure")
-        return fail(std::errc::invalid_argument, file + " is read-only");
-      return fail(std::errc::no_such_file_or_directory, "no socket file " + file);
-    }
+    const socket_file_entry* f = find_socket_file(file);
+    if (!f) return fail(std::errc::no_such_file_or_directory, "no socket file " + file);
+    if (!f->write) return fail(std::errc::invalid_argument, file + " is read-only");
     std::optional<std::int64_t> size;
     if (c.args.size() == 3) size = parse_size(c.args[2]);
     if (!size || *size > INT32_MAX) return fail(std::errc::invalid_argument, "invalid value for " + file);

@@ -4,7 +4,8 @@
 //   MEMCG_VERSION_*            the library version
 //   memcg::page_size ...       units and constants of the kernel model (docs/model.md)
 //   MEMCG_ASSERT(level, cond)  graded assertions (MEMCG_DEBUG 0..3); never change a layout
-//   memcg::sanitizer_build     true in ASan/TSan builds (the slab backs onto the system allocator)
+//   memcg::sanitizer_build     true in ASan/TSan builds (the slab backs onto the system allocator);
+//                              MEMCG_ASAN_BUILD / MEMCG_TSAN_BUILD say which
 //
 // This header depends on nothing but the standard library, so a kernel port starts here.
 #pragma once
@@ -45,12 +46,24 @@
 #define MEMCG_ALWAYS_INLINE inline
 #endif
 
+// Sanitizer detection, the one place: GCC says __SANITIZE_*__, clang __has_feature().
+// MEMCG_ASAN_BUILD, MEMCG_TSAN_BUILD: that sanitizer instruments this translation unit;
+// MEMCG_SANITIZER_DETECTED: either does.
+#if defined(__SANITIZE_ADDRESS__)
+#define MEMCG_ASAN_BUILD 1
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define MEMCG_TSAN_BUILD 1
+#endif
 #if defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define MEMCG_SANITIZER_DETECTED 1
+#if __has_feature(address_sanitizer) && !defined(MEMCG_ASAN_BUILD)
+#define MEMCG_ASAN_BUILD 1
+#endif
+#if __has_feature(thread_sanitizer) && !defined(MEMCG_TSAN_BUILD)
+#define MEMCG_TSAN_BUILD 1
 #endif
 #endif
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#if defined(MEMCG_ASAN_BUILD) || defined(MEMCG_TSAN_BUILD)
 #define MEMCG_SANITIZER_DETECTED 1
 #endif
 
@@ -62,6 +75,11 @@ inline constexpr std::int64_t page_size = std::int64_t{1} << page_shift;
 
 // The largest value a counter may hold: LONG_MAX / PAGE_SIZE, as PAGE_COUNTER_MAX on 64-bit.
 inline constexpr std::int64_t page_counter_max = INT64_MAX / page_size;
+// A page count an interface accepts (a charge, an uncharge, a limit): 0..page_counter_max.
+// Anything else is EINVAL, and nothing changes.
+constexpr bool valid_pages(std::int64_t nr_pages) noexcept {
+  return nr_pages >= 0 && nr_pages <= page_counter_max;
+}
 
 // MEMCG_CHARGE_BATCH: pages charged at once to fill a stock (a run-time option of a hierarchy).
 inline constexpr std::int64_t default_charge_batch = 64;

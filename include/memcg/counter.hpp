@@ -128,7 +128,7 @@ class basic_counter {
   // new max and backs off. acq_rel would not do: both sides could read the other's old value.
   [[nodiscard]] std::errc try_charge(std::int64_t nr_pages,
                                      basic_counter** fail = nullptr) noexcept {
-    if (MEMCG_UNLIKELY(nr_pages < 0 || nr_pages > page_counter_max))
+    if (MEMCG_UNLIKELY(!valid_pages(nr_pages)))
       return std::errc::invalid_argument;
     if constexpr (!Sync::accounting) return {};
     basic_counter* c = this;
@@ -148,7 +148,7 @@ class basic_counter {
   // Only EINVAL can come back: a bad nr_pages, or a level that would leave the counter's range
   // (then nothing is charged).
   [[nodiscard]] std::errc charge(std::int64_t nr_pages) noexcept {
-    if (MEMCG_UNLIKELY(nr_pages < 0 || nr_pages > page_counter_max))
+    if (MEMCG_UNLIKELY(!valid_pages(nr_pages)))
       return std::errc::invalid_argument;
     if constexpr (!Sync::accounting) return {};
     basic_counter* c = this;
@@ -163,7 +163,7 @@ class basic_counter {
   // Gives nr_pages back to this counter and every ancestor. A level holding less is clamped to
   // 0, counted in underflows() and reported once through the underflow hook; it never wraps.
   std::errc uncharge(std::int64_t nr_pages) noexcept {
-    if (MEMCG_UNLIKELY(nr_pages < 0 || nr_pages > page_counter_max))
+    if (MEMCG_UNLIKELY(!valid_pages(nr_pages)))
       return std::errc::invalid_argument;
     if constexpr (!Sync::accounting) return {};
     for (basic_counter* c = this; c; c = c->parent_) c->cancel_level(nr_pages, true);
@@ -172,7 +172,7 @@ class basic_counter {
 
   // Gives nr_pages back to this level only (page_counter_cancel).
   std::errc cancel(std::int64_t nr_pages) noexcept {
-    if (MEMCG_UNLIKELY(nr_pages < 0 || nr_pages > page_counter_max))
+    if (MEMCG_UNLIKELY(!valid_pages(nr_pages)))
       return std::errc::invalid_argument;
     if constexpr (!Sync::accounting) return {};
     cancel_level(nr_pages, true);
@@ -186,7 +186,7 @@ class basic_counter {
   // with try_charge(): a charge that raced in past the old max is seen by the second read, and
   // the old max is restored and the whole check retried.
   [[nodiscard]] std::errc set_max(std::int64_t nr_pages) noexcept {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     if constexpr (Sync::locked) {
       detail::lock_guard<typename Sync::lock_type> g(lock_);
       if (usage_.load_relaxed() > nr_pages) return std::errc::device_or_resource_busy;
@@ -213,24 +213,24 @@ class basic_counter {
   }
 
   std::errc set_high(std::int64_t nr_pages) noexcept {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     high_.store_relaxed(nr_pages);  // read racily by the charge path's high check
     return {};
   }
   std::errc set_soft_limit(std::int64_t nr_pages) noexcept {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     soft_limit_.store_relaxed(nr_pages);
     return {};
   }
   // Sets min and propagates the protected usage of this counter and its ancestors.
   std::errc set_min(std::int64_t nr_pages) noexcept {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     min_.store_relaxed(nr_pages);
     for (basic_counter* c = this; c; c = c->parent_) c->propagate_protected_usage(c->usage());
     return {};
   }
   std::errc set_low(std::int64_t nr_pages) noexcept {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     low_.store_relaxed(nr_pages);
     for (basic_counter* c = this; c; c = c->parent_) c->propagate_protected_usage(c->usage());
     return {};

@@ -20,16 +20,16 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
 
 #include "memcg/context.hpp"
 #include "memcg/control.hpp"
+#include "memcg/detail/call.hpp"
+#include "memcg/detail/mutex.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/pressure.hpp"
 
@@ -103,7 +103,7 @@ class basic_policy_daemon {
     wakes_.notify_all();
     thread_.join();
     {
-      std::lock_guard<std::mutex> l(mu_);
+      detail::mutex_lock l(&mu_);
       stopped_ = true;
     }
     acted_cv_.notify_all();
@@ -128,9 +128,11 @@ class basic_policy_daemon {
   template <class Rep, class Period>
   bool wait_for_policy(std::chrono::duration<Rep, Period> timeout) {
     std::uint64_t target = wakes_.load(std::memory_order_acquire);  // pairs with wake()
-    std::unique_lock<std::mutex> l(mu_);
-    return acted_cv_.wait_for(l, timeout, [&] { return acted_ >= target || stopped_; }) &&
-           acted_ >= target;
+    auto deadline = detail::deadline_after(timeout);
+    detail::mutex_lock l(&mu_);
+    while (acted_ < target && !stopped_)
+      if (!acted_cv_.wait_until(&mu_, deadline)) break;
+    return acted_ >= target;
   }
 
   // Policy runs so far, and those that threw.
@@ -171,21 +173,15 @@ class basic_policy_daemon {
       std::uint32_t why = reasons_.exchange(0, std::memory_order_relaxed);
       {
         scoped_active_memcg<Sync> reserve(&reserve_);  // the policy's charges go to the reserve
-#if defined(__cpp_exceptions)
-        try {
-          policy_.act(h_, why);
-        } catch (...) {
+        if (!detail::call_catching([&] { policy_.act(h_, why); })) {
           failures_.fetch_add(1, std::memory_order_relaxed);  // a statistic
           std::fprintf(stderr, "memcg: the policy threw; the daemon goes on\n");
         }
-#else
-        policy_.act(h_, why);
-#endif
       }
       runs_.fetch_add(1, std::memory_order_relaxed);  // a statistic
       handled = cur;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        detail::mutex_lock l(&mu_);
         acted_ = cur;
       }
       acted_cv_.notify_all();
@@ -205,10 +201,10 @@ class basic_policy_daemon {
   std::atomic<std::uint32_t> reasons_{0};
   std::atomic<std::uint64_t> runs_{0};
   std::atomic<std::uint64_t> failures_{0};
-  std::mutex mu_;
-  std::condition_variable acted_cv_;
-  std::uint64_t acted_ = 0;  // guarded by mu_: wake-ups the policy has run for
-  bool stopped_ = false;     // guarded by mu_
+  detail::mutex mu_;
+  detail::condvar acted_cv_;
+  std::uint64_t acted_ ABSL_GUARDED_BY(mu_) = 0;  // wake-ups the policy has run for
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // The policy of the design discussion. A group has a fixed total (memory.max) and a kmem

@@ -55,10 +55,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -69,7 +67,10 @@
 
 #include "memcg/clock.hpp"
 #include "memcg/config.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/detail/fault.hpp"
+#include "memcg/detail/list.hpp"
+#include "memcg/detail/mutex.hpp"
 #include "memcg/group.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/sync.hpp"
@@ -253,7 +254,6 @@ class basic_listener {
   // The group it was registered on (nullptr once unregistered).
   // (Not named group(): that would hide the name `group` in listeners' own signatures.)
   basic_group<Sync>* registered_on() const noexcept { return group_; }
-  listener_kind kind_of() const noexcept { return kind_; }
 
  protected:
   explicit basic_listener(listener_kind k) noexcept : kind_(k) {}
@@ -268,6 +268,7 @@ class basic_listener {
 
  private:
   friend class basic_pressure<Sync>;
+  friend struct detail::list_ops;
   listener_kind kind_;
   bool linked_ = false;
   int in_flight_ = 0;  // calls collected and not yet finished (in the epoch below)
@@ -339,7 +340,7 @@ class basic_event_waiter final : public basic_event_listener<Sync> {
  public:
   void on_events(basic_group<Sync>&, const event_counts& now, const event_counts&) override {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      detail::mutex_lock l(&mu_);
       MEMCG_DELAY(pressure_locked);
       counts_ = now;
       changed_ = true;
@@ -349,8 +350,11 @@ class basic_event_waiter final : public basic_event_listener<Sync> {
   // True if the events changed; `out` (if given) receives the counts seen last.
   template <class Rep, class Period>
   bool wait(std::chrono::duration<Rep, Period> timeout, event_counts* out = nullptr) {
-    std::unique_lock<std::mutex> l(mu_);
-    bool changed = cv_.wait_for(l, timeout, [this] { return changed_; });
+    auto deadline = detail::deadline_after(timeout);
+    detail::mutex_lock l(&mu_);
+    while (!changed_)
+      if (!cv_.wait_until(&mu_, deadline)) break;
+    bool changed = changed_;
     changed_ = false;
     if (out) *out = counts_;
     return changed;
@@ -358,17 +362,17 @@ class basic_event_waiter final : public basic_event_listener<Sync> {
 
  private:
   // on_events() runs on charge paths and takes mu_: a fork must not copy it held.
-  void at_fork_prepare() noexcept override { mu_.lock(); }
-  void at_fork_parent() noexcept override { mu_.unlock(); }
+  void at_fork_prepare() noexcept override ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.lock(); }
+  void at_fork_parent() noexcept override ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.unlock(); }
   void at_fork_child() noexcept override {
-    ::new (&mu_) std::mutex();               // held by this thread since prepare
-    ::new (&cv_) std::condition_variable();  // waiters of the parent are gone
+    mu_.reset_after_fork();  // held by this thread since prepare
+    cv_.reset_after_fork();  // waiters of the parent are gone
   }
 
-  std::mutex mu_;
-  std::condition_variable cv_;
-  event_counts counts_{};
-  bool changed_ = false;
+  detail::mutex mu_;
+  detail::condvar cv_;
+  event_counts counts_ ABSL_GUARDED_BY(mu_){};
+  bool changed_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Called when a charge in the registered group's subtree is refused (ENOMEM): the charging
@@ -420,10 +424,10 @@ class basic_group_pressure {
 
  private:
   friend class basic_pressure<Sync>;
-  std::mutex mu_;
-  std::int64_t scanned_ = 0;    // vmpressure tree_scanned, under mu_
-  std::int64_t reclaimed_ = 0;  // vmpressure tree_reclaimed, under mu_
-  detail::psi_state psi_;       // under mu_
+  detail::mutex mu_;
+  std::int64_t scanned_ ABSL_GUARDED_BY(mu_) = 0;    // vmpressure tree_scanned
+  std::int64_t reclaimed_ ABSL_GUARDED_BY(mu_) = 0;  // vmpressure tree_reclaimed
+  detail::psi_state psi_ ABSL_GUARDED_BY(mu_);
   // Relaxed: a level is a report, and the deadline a hint that readers compare with the clock
   // (the kernel uses READ_ONCE/WRITE_ONCE for memcg->socket_pressure).
   cell level_{0};
@@ -454,29 +458,29 @@ class basic_pressure {
 
   void register_pressure(basic_pressure_listener<Sync>& l, group& g, pressure_level level,
                          pressure_mode mode = pressure_mode::no_passthrough) {
-    std::unique_lock<std::mutex> lk(mu_);
-    unlink_wait(l, lk);
+    detail::mutex_lock lk(&mu_);
+    unlink_wait(l);
     l.level_ = level == pressure_level::none ? pressure_level::low : level;
     l.mode_ = mode;
     link(l, g);
   }
   void register_threshold(basic_threshold_listener<Sync>& l, group& g, std::int64_t nr_pages) {
-    std::unique_lock<std::mutex> lk(mu_);
-    unlink_wait(l, lk);
+    detail::mutex_lock lk(&mu_);
+    unlink_wait(l);
     l.threshold_ = nr_pages;
     l.above_ = g.memory.usage() >= nr_pages;
     link(l, g);
   }
   void register_events(basic_event_listener<Sync>& l, group& g) {
-    std::unique_lock<std::mutex> lk(mu_);
-    unlink_wait(l, lk);
+    detail::mutex_lock lk(&mu_);
+    unlink_wait(l);
     l.seen_ = counts_of(g);
     link(l, g);
   }
   // Refusals of charges made in g's subtree (the root: every charge).
   void register_charge_failure(basic_charge_failure_listener<Sync>& l, group& g) {
-    std::unique_lock<std::mutex> lk(mu_);
-    unlink_wait(l, lk);
+    detail::mutex_lock lk(&mu_);
+    unlink_wait(l);
     link(l, g);
   }
   // EINVAL (nothing registered) unless 500 ms <= window <= 10 s and 0 < threshold <= window.
@@ -485,14 +489,14 @@ class basic_pressure {
     if (window_us < 500 * usec_per_msec || window_us > 10 * usec_per_sec || threshold_us <= 0 ||
         threshold_us > window_us)
       return std::errc::invalid_argument;
-    std::unique_lock<std::mutex> lk(mu_);
-    unlink_wait(t, lk);
+    detail::mutex_lock lk(&mu_);
+    unlink_wait(t);
     t.threshold_us_ = threshold_us;
     t.window_us_ = window_us;
     std::int64_t now = clock().now_us();
     {
       state& s = st(g);
-      std::lock_guard<std::mutex> sl(s.mu_);
+      detail::mutex_lock sl(&s.mu_);
       t.win_total_ = t.last_total_ = s.psi_.total_at(now);
     }
     t.win_start_ = now;
@@ -503,11 +507,11 @@ class basic_pressure {
 
   // Unlinks l and waits until no other thread is calling it. False if it was not registered.
   bool unregister(listener& l) {
-    std::unique_lock<std::mutex> lk(mu_);
-    return unlink_wait(l, lk);
+    detail::mutex_lock lk(&mu_);
+    return unlink_wait(l);
   }
   bool registered(const listener& l) const {
-    std::lock_guard<std::mutex> lk(mu_);
+    detail::mutex_lock lk(&mu_);
     return l.linked_;
   }
 
@@ -522,7 +526,7 @@ class basic_pressure {
   psi_snapshot psi(group& g) {
     state& s = st(g);
     std::int64_t now = clock().now_us();
-    std::lock_guard<std::mutex> lk(s.mu_);
+    detail::mutex_lock lk(&s.mu_);
     psi_snapshot r;
     r.total_us = s.psi_.total_at(now);
     r.avg = s.psi_.avg;
@@ -569,24 +573,24 @@ class basic_pressure {
   // Requires: every state in `states` belongs to this registry's hierarchy; the forking thread
   // holds none of these locks.
   template <class States>
-  void fork_prepare(const States& states) {
+  void fork_prepare(const States& states) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     mu_.lock();
     for (const auto& s : states) s->mu_.lock();
     for_each_listener([](listener& l) { l.at_fork_prepare(); });
   }
   template <class States>
-  void fork_parent(const States& states) {
+  void fork_parent(const States& states) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     for_each_listener([](listener& l) { l.at_fork_parent(); });
     for (auto it = states.rbegin(); it != states.rend(); ++it) (*it)->mu_.unlock();
     mu_.unlock();
   }
   template <class States>
-  void fork_child(const States& states) {
+  void fork_child(const States& states) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     for_each_listener([](listener& l) { l.at_fork_child(); });
-    for (const auto& s : states) ::new (&s->mu_) std::mutex();
+    for (const auto& s : states) s->mu_.reset_after_fork();
     ++epoch_;  // in-flight counts of the parent's threads read as 0 (in_flight())
-    ::new (&idle_) std::condition_variable();  // unregister() waiters of the parent are gone
-    ::new (&mu_) std::mutex();
+    idle_.reset_after_fork();  // unregister() waiters of the parent are gone
+    mu_.reset_after_fork();
   }
 
   // ---- feeds: called by basic_hierarchy on its slow paths, with no library lock held ----
@@ -603,7 +607,7 @@ class basic_pressure {
     std::array<pressure_level, 2> levels{};
     int n = 0;
     {
-      std::lock_guard<std::mutex> lk(s.mu_);
+      detail::mutex_lock lk(&s.mu_);
       MEMCG_DELAY(pressure_locked);
       if (scanned > 0) {
         s.scanned_ += scanned;
@@ -635,7 +639,7 @@ class basic_pressure {
     std::int64_t now = clock().now_us();
     for (group* m = g.live(); m; m = m->parent()) {
       state& s = st(*m);
-      std::lock_guard<std::mutex> lk(s.mu_);
+      detail::mutex_lock lk(&s.mu_);
       MEMCG_DELAY(pressure_locked);
       s.psi_.enter(now);
     }
@@ -644,7 +648,7 @@ class basic_pressure {
     std::int64_t now = clock().now_us();
     for (group* m = g.live(); m; m = m->parent()) {
       state& s = st(*m);
-      std::lock_guard<std::mutex> lk(s.mu_);
+      detail::mutex_lock lk(&s.mu_);
       MEMCG_DELAY(pressure_locked);
       s.psi_.leave(now);
     }
@@ -730,43 +734,34 @@ class basic_pressure {
     return current;
   }
 
-  void link(listener& l, group& g) {
+  void link(listener& l, group& g) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     int k = static_cast<int>(l.kind_);
     l.registry_ = this;
     l.group_ = &g;
     l.linked_ = true;
-    l.prev_ = tails_[k];
-    l.next_ = nullptr;
-    if (tails_[k]) tails_[k]->next_ = &l;
-    else heads_[k] = &l;
-    tails_[k] = &l;
+    detail::list_ops::push_back(heads_[k], tails_[k], l);
     counts_[k].fetch_add(1, std::memory_order_relaxed);  // see count()
   }
-  // Requires: lk holds mu_.
-  bool unlink_locked(listener& l) {
+  bool unlink_locked(listener& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!l.linked_ || l.registry_ != this) return false;
     int k = static_cast<int>(l.kind_);
-    if (l.prev_) l.prev_->next_ = l.next_;
-    else heads_[k] = l.next_;
-    if (l.next_) l.next_->prev_ = l.prev_;
-    else tails_[k] = l.prev_;
-    l.next_ = l.prev_ = nullptr;
+    detail::list_ops::unlink(heads_[k], l, &tails_[k]);
     l.linked_ = false;
     l.group_ = nullptr;
     counts_[k].fetch_sub(1, std::memory_order_relaxed);  // see count()
     return true;
   }
-  bool unlink_wait(listener& l, std::unique_lock<std::mutex>& lk) {
+  bool unlink_wait(listener& l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     bool was = unlink_locked(l);
     int self = calling() == &l ? 1 : 0;
-    idle_.wait(lk, [&] { return in_flight(l) <= self; });
+    while (in_flight(l) > self) idle_.wait(&mu_);
     return was;
   }
 
   // In-flight calls, under mu_. A count from before the last fork belongs to threads of the
   // parent, which never finish them here: it reads as 0 and restarts at the next call.
-  int in_flight(const listener& l) const { return l.flight_epoch_ == epoch_ ? l.in_flight_ : 0; }
-  void begin_call(listener& l, pending& p) {
+  int in_flight(const listener& l) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return l.flight_epoch_ == epoch_ ? l.in_flight_ : 0; }
+  void begin_call(listener& l, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (l.flight_epoch_ != epoch_) {
       l.in_flight_ = 0;
       l.flight_epoch_ = epoch_;
@@ -774,11 +769,11 @@ class basic_pressure {
     ++l.in_flight_;
     p.epoch = epoch_;
   }
-  void end_call(const pending& p) {
+  void end_call(const pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (p.epoch == epoch_) --p.l->in_flight_;  // else the fork forgot it (fork_child())
   }
   template <class Fn>
-  void for_each_listener(Fn fn) {
+  void for_each_listener(Fn fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (listener* head : heads_)
       for (listener* l = head; l; l = l->next_) fn(*l);
   }
@@ -789,24 +784,36 @@ class basic_pressure {
                  g ? g->path().c_str() : "?");
   }
 
-  // Collects the listeners of kind k that `match` accepts (under mu_), then calls each with no
-  // lock held. A listener unregistered meanwhile is skipped.
-  template <class Match, class Call>
-  void deliver(listener_kind k, Match&& match, Call&& call) {
+  // The delivery loop: `collect(add)` runs under mu_ and calls add(listener, pending) for each
+  // call to make; then each is made with no lock held, skipping a listener unregistered
+  // meanwhile (run()).
+  template <class Collect, class Call>
+  void collect_then_call(Collect&& collect, Call&& call) {
     std::vector<pending> todo;
     {
-      std::lock_guard<std::mutex> lk(mu_);
-      MEMCG_DELAY(pressure_locked);
-      for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
-        pending p;
-        p.l = l;
-        p.g = l->group_;
-        if (!match(*l, p)) continue;
-        begin_call(*l, p);
+      detail::mutex_lock lk(&mu_);
+      collect([&](listener& l, pending& p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        begin_call(l, p);
         todo.push_back(p);
-      }
+      });
     }
     run(todo, call);
+  }
+
+  // The listeners of kind k that `match` accepts, in registration order.
+  template <class Match, class Call>
+  void deliver(listener_kind k, Match&& match, Call&& call) {
+    collect_then_call(
+        [&](auto&& add) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          MEMCG_DELAY(pressure_locked);
+          for (listener* l = heads_[static_cast<int>(k)]; l; l = l->next_) {
+            pending p;
+            p.l = l;
+            p.g = l->group_;
+            if (match(*l, p)) add(*l, p);
+          }
+        },
+        call);
   }
 
   template <class Call>
@@ -814,28 +821,22 @@ class basic_pressure {
     for (pending& p : todo) {
       bool live;
       {
-        std::lock_guard<std::mutex> lk(mu_);
+        detail::mutex_lock lk(&mu_);
         live = p.l->linked_;
       }
       if (live) {
         listener* prev = calling();
         calling() = p.l;
-#if defined(__cpp_exceptions)
-        try {
-          call(*p.l, p);
-        } catch (...) {
-          calling() = prev;
+        bool ok = detail::call_catching([&] { call(*p.l, p); });
+        calling() = prev;
+        if (!ok) {
           report_failure(p.g);
-          std::lock_guard<std::mutex> lk(mu_);
+          detail::mutex_lock lk(&mu_);
           unlink_locked(*p.l);
         }
-#else
-        call(*p.l, p);
-#endif
-        calling() = prev;
       }
       {
-        std::lock_guard<std::mutex> lk(mu_);
+        detail::mutex_lock lk(&mu_);
         end_call(p);
       }
       idle_.notify_all();
@@ -844,75 +845,72 @@ class basic_pressure {
 
   // Delivery up the tree (vmpressure_work_fn / vmpressure_event()).
   void deliver_pressure(group& origin, pressure_level level) {
-    std::vector<pending> todo;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      bool signalled = false;
-      bool ancestor = false;
-      for (group* m = &origin; m; m = m->parent(), ancestor = true) {
-        bool here = false;
-        for (listener* l0 = heads_[static_cast<int>(listener_kind::pressure)]; l0; l0 = l0->next_) {
-          auto* l = static_cast<basic_pressure_listener<Sync>*>(l0);
-          if (l->group_ != m) continue;
-          if (ancestor && l->mode_ == pressure_mode::local) continue;
-          if (signalled && l->mode_ == pressure_mode::no_passthrough) continue;
-          if (level < l->level_) continue;
-          pending p;
-          p.l = l;
-          p.g = m;
-          begin_call(*l, p);
-          todo.push_back(p);
-          here = true;
-        }
-        signalled = signalled || here;
-      }
-    }
-    run(todo, [&](listener& l, const pending& p) {
-      static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*p.g, origin, level);
-    });
+    collect_then_call(
+        [&](auto&& add) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          bool signalled = false;
+          bool ancestor = false;
+          for (group* m = &origin; m; m = m->parent(), ancestor = true) {
+            bool here = false;
+            for (listener* l0 = heads_[static_cast<int>(listener_kind::pressure)]; l0;
+                 l0 = l0->next_) {
+              auto* l = static_cast<basic_pressure_listener<Sync>*>(l0);
+              if (l->group_ != m) continue;
+              if (ancestor && l->mode_ == pressure_mode::local) continue;
+              if (signalled && l->mode_ == pressure_mode::no_passthrough) continue;
+              if (level < l->level_) continue;
+              pending p;
+              p.l = l;
+              p.g = m;
+              add(*l, p);
+              here = true;
+            }
+            signalled = signalled || here;
+          }
+        },
+        [&](listener& l, const pending& p) {
+          static_cast<basic_pressure_listener<Sync>&>(l).on_pressure(*p.g, origin, level);
+        });
   }
 
   void check_triggers(group& g, std::int64_t now) {
-    std::vector<pending> todo;
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      for (listener* l0 = heads_[static_cast<int>(listener_kind::psi)]; l0; l0 = l0->next_) {
-        auto* t = static_cast<basic_psi_trigger<Sync>*>(l0);
-        if (!g.is_descendant_of(t->group_)) continue;
-        std::int64_t total;
-        {
-          state& s = st(*t->group_);
-          std::lock_guard<std::mutex> sl(s.mu_);
-          total = s.psi_.total_at(now);
-        }
-        if (now - t->win_start_ >= t->window_us_) {
-          // A new window, from the total seen before this stall (the last check).
-          t->win_start_ = now;
-          t->win_total_ = t->last_total_;
-        }
-        t->last_total_ = total;
-        std::int64_t growth = total - t->win_total_;
-        if (growth < t->threshold_us_) continue;
-        if (t->last_fire_ >= 0 && now - t->last_fire_ < t->window_us_) continue;
-        t->last_fire_ = now;
-        pending p;
-        p.l = t;
-        p.g = t->group_;
-        p.a = growth;
-        begin_call(*t, p);
-        todo.push_back(p);
-      }
-    }
-    run(todo, [](listener& l, const pending& p) {
-      static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*p.g, p.a);
-    });
+    collect_then_call(
+        [&](auto&& add) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          for (listener* l0 = heads_[static_cast<int>(listener_kind::psi)]; l0; l0 = l0->next_) {
+            auto* t = static_cast<basic_psi_trigger<Sync>*>(l0);
+            if (!g.is_descendant_of(t->group_)) continue;
+            std::int64_t total;
+            {
+              state& s = st(*t->group_);
+              detail::mutex_lock sl(&s.mu_);
+              total = s.psi_.total_at(now);
+            }
+            if (now - t->win_start_ >= t->window_us_) {
+              // A new window, from the total seen before this stall (the last check).
+              t->win_start_ = now;
+              t->win_total_ = t->last_total_;
+            }
+            t->last_total_ = total;
+            std::int64_t growth = total - t->win_total_;
+            if (growth < t->threshold_us_) continue;
+            if (t->last_fire_ >= 0 && now - t->last_fire_ < t->window_us_) continue;
+            t->last_fire_ = now;
+            pending p;
+            p.l = t;
+            p.g = t->group_;
+            p.a = growth;
+            add(*t, p);
+          }
+        },
+        [](listener& l, const pending& p) {
+          static_cast<basic_psi_trigger<Sync>&>(l).on_trigger(*p.g, p.a);
+        });
   }
 
-  mutable std::mutex mu_;
-  std::condition_variable idle_;
-  std::uint64_t epoch_ = 0;           // guarded by mu_: forks this registry went through
-  std::array<listener*, 5> heads_{};  // guarded by mu_
-  std::array<listener*, 5> tails_{};  // guarded by mu_
+  mutable detail::mutex mu_;
+  detail::condvar idle_;
+  std::uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;  // forks this registry went through
+  std::array<listener*, 5> heads_ ABSL_GUARDED_BY(mu_){};
+  std::array<listener*, 5> tails_ ABSL_GUARDED_BY(mu_){};
   std::array<std::atomic<int>, 5> counts_{};
   std::atomic<std::int64_t> failures_{0};
   std::atomic<clock_source*> clock_{&default_clock()};

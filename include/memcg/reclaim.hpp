@@ -19,6 +19,7 @@
 
 #include "memcg/config.hpp"
 #include "memcg/counter.hpp"
+#include "memcg/detail/list.hpp"
 #include "memcg/group.hpp"
 
 namespace memcg {
@@ -55,6 +56,7 @@ class basic_reclaimer {
 
  private:
   friend class basic_hierarchy<Sync>;
+  friend struct detail::list_ops;  // the group's reclaimer list (next_, prev_)
   basic_group<Sync>* group_ = nullptr;
   basic_reclaimer* next_ = nullptr;
   basic_reclaimer* prev_ = nullptr;

@@ -59,7 +59,6 @@
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <string>
 #include <string_view>
@@ -70,7 +69,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/detail/fault.hpp"
+#include "memcg/detail/list.hpp"
+#include "memcg/detail/mutex.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/reclaim.hpp"
@@ -262,8 +264,8 @@ inline constexpr int slab_stripes = 16;
 
 // Constant-initialized, never allocates (a preloaded malloc reaches it from inside malloc).
 struct slab_stripe_registry {
-  std::mutex mu;
-  std::uint32_t used = 0;  // bit i: stripe i is owned by a live thread
+  mutex mu;
+  std::uint32_t used ABSL_GUARDED_BY(mu) = 0;  // bit i: stripe i is owned by a live thread
 };
 inline constinit slab_stripe_registry stripe_registry_instance{};
 inline slab_stripe_registry& stripe_registry() noexcept { return stripe_registry_instance; }
@@ -277,7 +279,7 @@ struct slab_stripe_holder {
   ~slab_stripe_holder() {
     if (stripe < 0) return;
     auto& r = stripe_registry();
-    std::lock_guard<std::mutex> l(r.mu);
+    detail::mutex_lock l(&r.mu);
     r.used &= ~(1u << stripe);
     slab_tls_stripe() = -1;  // destructors that run later in this thread share
   }
@@ -288,7 +290,7 @@ MEMCG_NOINLINE inline int slab_stripe_slow() noexcept {
   auto& r = stripe_registry();
   int got = -1;
   {
-    std::lock_guard<std::mutex> l(r.mu);
+    detail::mutex_lock l(&r.mu);
     for (int i = 0; i < slab_stripes - 1; ++i)
       if (!(r.used & (1u << i))) {
         r.used |= 1u << i;
@@ -492,7 +494,7 @@ class kmem_cache {
     flush_cpu_slab();
     registry().remove(this);
     slab_stat s = stat();
-    std::lock_guard<std::mutex> l(mu_);
+    detail::mutex_lock l(&mu_);
     for (auto& [o, n] : nodes_)
       if (n->group()) n->group()->hierarchy().unregister_reclaimer(*n);
     if (s.objects != 0) {
@@ -667,7 +669,7 @@ class kmem_cache {
 
   // Objects and bytes (charged sizes) in use in this cache.
   slab_stat stat() {
-    std::lock_guard<std::mutex> l(mu_);
+    detail::mutex_lock l(&mu_);
     slab_stat s = unaccounted_.stat();
     for (auto& [o, n] : nodes_) s += n->stat();
     for (auto& n : orphans_) s += n->stat();
@@ -675,7 +677,7 @@ class kmem_cache {
   }
   // ... charged to g: objects allocated in g, or in dead descendants whose handles now reach g.
   slab_stat stat(const group& g) {
-    std::lock_guard<std::mutex> l(mu_);
+    detail::mutex_lock l(&mu_);
     slab_stat s;
     for (auto& [o, n] : nodes_)
       if (o->memcg() == &g) s += n->stat();
@@ -685,45 +687,47 @@ class kmem_cache {
   slab_stat stat_unaccounted() const noexcept { return unaccounted_.stat(); }
 
   // fork(2) (slab_fork_prepare()): the registry's lock, then every cache's.
-  static void fork_prepare() {
+  static void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     auto& r = registry();
     r.mu.lock();
     for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.lock();
   }
-  static void fork_parent() {
+  static void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     auto& r = registry();
     for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.unlock();
     r.mu.unlock();
   }
   // The child: fresh locks (the parent's forking thread held them; nobody else lives here).
-  static void fork_child() {
+  static void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     auto& r = registry();
-    for (kmem_cache* c = r.head; c; c = c->next_) ::new (&c->mu_) std::mutex();
-    ::new (&r.mu) std::mutex();
+    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.reset_after_fork();
+    r.mu.reset_after_fork();
   }
 
   // Every live cache (kmalloc caches included), for per-group totals.
   template <class Fn>
   static void for_each(Fn fn) {
     auto& r = registry();
-    std::lock_guard<std::mutex> l(r.mu);
+    detail::mutex_lock l(&r.mu);
     for (kmem_cache* c = r.head; c; c = c->next_) fn(*c);
   }
 
  private:
   friend class kmem_cache_node;
+  friend struct detail::list_ops;  // the registry list (next_, prev_)
 
 
  public:
   // Every live cache, an intrusive list: constant-initialized, never allocates. (Not API.)
   struct cache_registry {
-    std::mutex mu;
-    kmem_cache* head = nullptr;
-    std::uint32_t cpu_used = 0;  // bit i: slot i belongs to one live cache
-    std::uint32_t cpu_next = 0;  // caches beyond the slots share them round-robin
+    detail::mutex mu;
+    kmem_cache* head ABSL_GUARDED_BY(mu) = nullptr;
+    std::uint32_t cpu_used ABSL_GUARDED_BY(mu) = 0;  // bit i: slot i belongs to one live cache
+    // Caches beyond the slots share them round-robin.
+    std::uint32_t cpu_next ABSL_GUARDED_BY(mu) = 0;
     static_assert(detail::cpu_slab_caches <= 32);
     void add(kmem_cache* c) {
-      std::lock_guard<std::mutex> l(mu);
+      detail::mutex_lock l(&mu);
       c->cpu_owns_index_ = false;
       c->cpu_index_ = static_cast<int>(cpu_next++ % detail::cpu_slab_caches);
       for (int i = 0; i < detail::cpu_slab_caches; ++i)
@@ -733,17 +737,12 @@ class kmem_cache {
           c->cpu_owns_index_ = true;
           break;
         }
-      c->next_ = head;
-      if (head) head->prev_ = c;
-      head = c;
+      detail::list_ops::push_front(head, *c);
     }
     void remove(kmem_cache* c) {
-      std::lock_guard<std::mutex> l(mu);
+      detail::mutex_lock l(&mu);
       if (c->cpu_owns_index_) cpu_used &= ~(1u << c->cpu_index_);
-      if (c->prev_) c->prev_->next_ = c->next_;
-      else head = c->next_;
-      if (c->next_) c->next_->prev_ = c->prev_;
-      c->next_ = c->prev_ = nullptr;
+      detail::list_ops::unlink(head, *c);
     }
   };
 
@@ -759,7 +758,7 @@ class kmem_cache {
   // uncharged, and counted in the cache's totals. Every thread's hint is invalidated.
   void forget(memcg::hierarchy* h) {
     std::vector<kmem_cache_node*> gone;
-    std::lock_guard<std::mutex> l(mu_);
+    detail::mutex_lock l(&mu_);
     for (auto& [o, n] : nodes_)
       if (n->origin_ && &n->origin_->hierarchy() == h) gone.push_back(n.get());
     if (gone.empty()) return;
@@ -830,21 +829,16 @@ class kmem_cache {
   MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
     kmem_cache_node* n = nullptr;
     bool created = false;
-#if defined(__cpp_exceptions)
-    try {
-#endif
-      std::lock_guard<std::mutex> l(mu_);
+    bool ok = detail::call_catching([&] {
+      detail::mutex_lock l(&mu_);
       auto& slot = nodes_[o];
       if (!slot) {
         slot = std::make_unique<kmem_cache_node>(this, o, o->memcg());
         created = true;
       }
       n = slot.get();
-#if defined(__cpp_exceptions)
-    } catch (...) {
-      return nullptr;  // no memory for the node: the allocation is refused
-    }
-#endif
+    });
+    if (!ok) return nullptr;  // no memory for the node: the allocation is refused
     auto& hook = detail::hierarchy_exit_hook<sync::atomic>;
     if (created && !hook.load(std::memory_order_acquire))
       hook.store(&forget_everywhere, std::memory_order_release);
@@ -894,11 +888,12 @@ class kmem_cache {
   std::uint32_t cpu_limit_;  // free objects a thread keeps
 
   bool leaked_ = false;
-  std::vector<std::unique_ptr<kmem_cache_node>> orphans_;  // nodes of dead hierarchies
+  // Nodes of dead hierarchies.
+  std::vector<std::unique_ptr<kmem_cache_node>> orphans_ ABSL_GUARDED_BY(mu_);
   kmem_cache* next_ = nullptr;  // registry list
   kmem_cache* prev_ = nullptr;
-  std::mutex mu_;
-  absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_;
+  detail::mutex mu_;
+  absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_ ABSL_GUARDED_BY(mu_);
   kmem_cache_node unaccounted_;
 };
 
@@ -947,16 +942,8 @@ class typed_kmem_cache {
   T* create(gfp flags, Args&&... args) {
     void* p = cache_.alloc(flags);
     if (!p) return nullptr;
-#if defined(__cpp_exceptions)
-    try {
-      return ::new (p) T(std::forward<Args>(args)...);
-    } catch (...) {
-      cache_.free(p);
-      throw;
-    }
-#else
-    return ::new (p) T(std::forward<Args>(args)...);
-#endif
+    return detail::call_or_undo([&] { return ::new (p) T(std::forward<Args>(args)...); },
+                                [&] { cache_.free(p); });
   }
   void destroy(T* p) noexcept {
     if (!p) return;
@@ -1066,21 +1053,21 @@ inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
 // (a few blocks each, charged to nobody).
 // Requires: h is the only hierarchy whose locks can be held at fork (the others' callers must
 // not fork while they change them); the forking thread holds none of these locks.
-inline void slab_fork_prepare(hierarchy& h) {
+inline void slab_fork_prepare(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   kmem_cache::fork_prepare();
   h.fork_prepare();
   detail::stock_registry<sync::atomic>::instance().fork_prepare();
   detail::stripe_registry().mu.lock();
 }
-inline void slab_fork_parent(hierarchy& h) {
+inline void slab_fork_parent(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   detail::stripe_registry().mu.unlock();
   detail::stock_registry<sync::atomic>::instance().fork_parent();
   h.fork_parent();
   kmem_cache::fork_parent();
 }
-inline void slab_fork_child(hierarchy& h) {
+inline void slab_fork_child(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   auto& sr = detail::stripe_registry();
-  ::new (&sr.mu) std::mutex();
+  sr.mu.reset_after_fork();
   std::intptr_t own = detail::slab_tls_stripe();  // i + 1: this thread's stripe i
   sr.used = own > 0 ? 1u << (own - 1) : 0;
   detail::stock_registry<sync::atomic>::instance().fork_child();
@@ -1109,9 +1096,9 @@ class accounted_allocator {
 
   T* allocate(std::size_t n) {
     std::size_t bytes;
-    if (__builtin_mul_overflow(n, sizeof(T), &bytes)) throw_bad_alloc();
+    if (__builtin_mul_overflow(n, sizeof(T), &bytes)) detail::throw_bad_alloc();
     void* p = kmalloc_cache().alloc_bytes(bytes, alignof(T), GFP_KERNEL, objcg_);
-    if (!p) throw_bad_alloc();
+    if (!p) detail::throw_bad_alloc();
     return static_cast<T*>(p);
   }
   void deallocate(T* p, std::size_t) noexcept { kmem_cache::free_bytes(p); }
@@ -1123,13 +1110,6 @@ class accounted_allocator {
   }
 
  private:
-  [[noreturn]] static void throw_bad_alloc() {
-#if defined(__cpp_exceptions)
-    throw std::bad_alloc();
-#else
-    std::abort();
-#endif
-  }
   objcg* objcg_;
 };
 

@@ -57,7 +57,6 @@ class plain_cell {
   T fetch_add_relaxed(T d) noexcept { T old = v_; v_ += d; return old; }
   T fetch_add_seq_cst(T d) noexcept { return fetch_add_relaxed(d); }
   T exchange_acq_rel(T v) noexcept { T old = v_; v_ = v; return old; }
-  T exchange_relaxed(T v) noexcept { return exchange_acq_rel(v); }
   T exchange_seq_cst(T v) noexcept { return exchange_acq_rel(v); }
   T fetch_or_seq_cst(T v) noexcept { T old = v_; v_ = old | v; return old; }
   bool cas_acq_rel(T& expected, T desired) noexcept {
@@ -88,7 +87,6 @@ class atomic_cell {
   T fetch_add_relaxed(T d) noexcept { return v_.fetch_add(d, std::memory_order_relaxed); }
   T fetch_add_seq_cst(T d) noexcept { return v_.fetch_add(d, std::memory_order_seq_cst); }
   T exchange_acq_rel(T v) noexcept { return v_.exchange(v, std::memory_order_acq_rel); }
-  T exchange_relaxed(T v) noexcept { return v_.exchange(v, std::memory_order_relaxed); }
   T exchange_seq_cst(T v) noexcept { return v_.exchange(v, std::memory_order_seq_cst); }
   T fetch_or_seq_cst(T v) noexcept { return v_.fetch_or(v, std::memory_order_seq_cst); }
   bool cas_acq_rel(T& expected, T desired) noexcept {

@@ -15,7 +15,7 @@
 // to the critical section's descriptor) and the drainer pays membarrier(2)'s RSEQ command,
 // which restarts every sibling thread's critical section that is running or preempted. A
 // critical section ends in its single commit store; one that is restarted takes the slow path,
-// which tests `pending` under the busy flag as before. This is what the kernel's per-CPU stock
+// which tests `pending` under the busy flag, as the busy-flag stock does. This is what the kernel's per-CPU stock
 // gets from disabling interrupts, and what tcmalloc's per-CPU caches get from rseq.
 //
 // Where MEMCG_STOCK_RSEQ is 0 the stock keeps the busy-flag fast path (and TSan checks it).
@@ -35,15 +35,8 @@
 
 #if !defined(MEMCG_STOCK_RSEQ)
 #if defined(__x86_64__) && !defined(__ILP32__) && defined(__GNUC__) && \
-    !defined(__SANITIZE_THREAD__) && MEMCG_HAVE_SYS_RSEQ
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MEMCG_STOCK_RSEQ 0
-#endif
-#endif
-#if !defined(MEMCG_STOCK_RSEQ)
+    !defined(MEMCG_TSAN_BUILD) && MEMCG_HAVE_SYS_RSEQ
 #define MEMCG_STOCK_RSEQ 1
-#endif
 #else
 #define MEMCG_STOCK_RSEQ 0
 #endif
