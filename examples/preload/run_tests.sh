@@ -209,9 +209,13 @@ if [[ -n "$source_dir" && -n "$gxx" ]]; then
   fi
   under MEMCG_MAX=150M MEMCG_STAT="$work/gcc150-%e.stat" "${cc[@]}" -o "$work/tight.o" >"$work/gcc150.out" 2>&1
   rc=$?
-  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -q "out of memory\|virtual memory exhausted" "$work/gcc150.out" &&
+  # GCC's own messages: xmalloc's "out of memory allocating", ggc's "virtual memory exhausted";
+  # or, when the limit falls on one of cc1plus's C++ allocations, std::bad_alloc, which GCC
+  # reports as an internal compiler error (the driver exits 4). Never a signal of the driver.
+  oom='out of memory\|virtual memory exhausted\|std::bad_alloc'
+  if [[ $rc -ne 0 && $rc -lt 128 ]] && grep -q "$oom" "$work/gcc150.out" &&
       [[ $(stat_value "$work/gcc150-cc1plus.stat" memory.peak) -le $((150 << 20)) ]]; then
-    pass "g++ under MEMCG_MAX=150M stops with exit $rc: $(grep -m1 "out of memory\|virtual memory exhausted" "$work/gcc150.out")"
+    pass "g++ under MEMCG_MAX=150M stops with exit $rc: $(grep -m1 "$oom" "$work/gcc150.out")"
   else
     fail "g++ under MEMCG_MAX=150M (exit $rc): $(head -c 300 "$work/gcc150.out")"
   fi

@@ -30,6 +30,7 @@
 
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/counter.hpp"
 #include "memcg/group.hpp"
 #include "memcg/pressure.hpp"
@@ -123,17 +124,8 @@ class charge_path {
     // acquire: pairs with set_oom_handler().
     oom_handler* handler = over.oom_handler_.load(std::memory_order_acquire);
     bool ok = false;
-    if (handler) {
-#if defined(__cpp_exceptions)
-      try {
-        ok = handler->out_of_memory(over, nr_pages);
-      } catch (...) {
-        h.report_callback_failure("the OOM handler", over);
-      }
-#else
-      ok = handler->out_of_memory(over, nr_pages);
-#endif
-    }
+    if (handler && !detail::call_catching([&] { ok = handler->out_of_memory(over, nr_pages); }))
+      h.report_callback_failure("the OOM handler", over);
     if (ok) over.memory_event(event::oom_kill);
     h.pressure_.poll_events();
     return ok;
@@ -167,7 +159,7 @@ class charge_path {
   MEMCG_NOINLINE static status try_charge_slow(H& h, group& g, kind k, std::int64_t nr_pages, gfp flags,
                                         bool stock_tried) noexcept {
     if (nr_pages == 0) return {};
-    if (nr_pages < 0 || nr_pages > page_counter_max) return {std::errc::invalid_argument};
+    if (!valid_pages(nr_pages)) return {std::errc::invalid_argument};
     stock* ts = stock::local();
     // Socket pages go to the counters the socket-accounting option names.
     const charge_route r =

@@ -32,6 +32,7 @@
 #include "memcg/config.hpp"
 #include "memcg/context.hpp"
 #include "memcg/counter.hpp"
+#include "memcg/detail/call.hpp"
 #include "memcg/detail/mutex.hpp"
 #include "memcg/group.hpp"
 #include "memcg/pressure.hpp"
@@ -318,7 +319,7 @@ class basic_hierarchy {
   // own (after a statistics flush): EINVAL and nothing changes otherwise.
   std::errc uncharge(group& g0, kind k, std::int64_t nr_pages) {
     if (nr_pages == 0) return {};
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     group& g = *g0.live();
     // The flush does not wait for threads busy in their stock; before refusing, one that does.
     if (stat_flushed(g, k, false) < nr_pages && stat_flushed(g, k, true) < nr_pages)
@@ -474,7 +475,7 @@ class basic_hierarchy {
   // v2 memory.max: sets the limit, then (only if usage is above) drains, reclaims (the excess,
   // at least 32 pages) and calls the OOM handler. Never fails on a valid value.
   std::errc write_max(group& g, std::int64_t nr_pages) {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     {
       mutex_lock l(&limits_mu_);
       g.memory.xchg_max(nr_pages);
@@ -516,14 +517,14 @@ class basic_hierarchy {
   }
   // v1 memory.kmem.tcp.limit_in_bytes: EBUSY at once below usage.
   std::errc write_tcp_limit(group& g, std::int64_t nr_pages) {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     mutex_lock l(&limits_mu_);
     return g.tcp.set_max(nr_pages);
   }
   // v2 memory.high: sets, then reclaims above it, the excess, at least 32 pages (never fails,
   // never OOMs).
   std::errc write_high(group& g, std::int64_t nr_pages) {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     {
       mutex_lock l(&limits_mu_);
       (void)g.memory.set_high(nr_pages);
@@ -557,7 +558,7 @@ class basic_hierarchy {
     return g.memory.set_soft_limit(nr_pages);
   }
   std::errc write_kmem_soft_limit(group& g, std::int64_t nr_pages) {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     g.set_kmem_soft_limit(nr_pages);
     return {};
   }
@@ -643,22 +644,15 @@ class basic_hierarchy {
     for (reclaimer* r = g->reclaimers_; r; r = r->next_) {
       std::int64_t got = scope.reclaimed();
       if (got >= nr) break;
-#if defined(__cpp_exceptions)
-      try {
-        (void)r->scan(nr - got, f);
-      } catch (...) {
+      if (!detail::call_catching([&] { (void)r->scan(nr - got, f); }))
         report_callback_failure("a reclaimer", *g);
-      }
-#else
-      (void)r->scan(nr - got, f);
-#endif
     }
     return scope.reclaimed();
   }
 
   std::errc write_v1_limit(group& g, basic_counter<Sync>& c, std::int64_t nr_pages,
                            reclaim_filter filter, bool drain) {
-    if (nr_pages < 0 || nr_pages > page_counter_max) return std::errc::invalid_argument;
+    if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
     bool drained = !drain;
     int nr_retries = max_reclaim_retries;
     for (;;) {
