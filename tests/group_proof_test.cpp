@@ -18,13 +18,16 @@
 #error "group_proof_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
 #endif
 
+#include "proof_support.hpp"
 #include "support.hpp"
 
 namespace {
 
 using memcg::kind;
 using memcg::detail::delay_site;
+using memcg_test::hook_guard;
 using memcg_test::make;
+using memcg_test::wait_for;
 using namespace std::chrono_literals;
 
 constexpr std::errc ok{};
@@ -42,15 +45,6 @@ void hold_at_stat_add(delay_site site) noexcept {
   while (g_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
 }
 
-bool wait_for(const std::atomic<bool>& flag, std::chrono::milliseconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!flag.load(std::memory_order_acquire)) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
-
 std::int64_t stats_sum(memcg::hierarchy& h, memcg::group& g) {
   std::int64_t sum = 0;
   for (kind k : memcg::all_kinds) sum += h.stat(g, k);
@@ -66,7 +60,7 @@ TEST_CASE("an uncharge that picked its group just before rmdir took it lands in 
   memcg::hierarchy h;
   auto& a = make(h, "A");
   make(h, "A/L");
-  memcg::detail::set_delay_hook(&hold_at_stat_add);
+  hook_guard hooks(&hold_at_stat_add);
   g_hold.store(true, std::memory_order_release);
   g_inside.store(false, std::memory_order_release);
 
@@ -93,7 +87,6 @@ TEST_CASE("an uncharge that picked its group just before rmdir took it lands in 
   CHECK(h.stat(a, kind::anon) == 8);  // the leaf's charge moved up; the uncharge not yet done
   g_hold.store(false, std::memory_order_release);
   t.join();
-  memcg::detail::set_delay_hook(nullptr);
 
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == 0);

@@ -22,13 +22,16 @@
 #error "stock_proof_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
 #endif
 
+#include "proof_support.hpp"
 #include "support.hpp"
 
 namespace {
 
 using memcg::kind;
 using memcg::detail::delay_site;
+using memcg_test::hook_guard;
 using memcg_test::make;
+using memcg_test::wait_for;
 using namespace std::chrono_literals;
 
 constexpr std::errc ok{};
@@ -52,21 +55,6 @@ void hold_hook(delay_site site) noexcept {
   g_inside.store(true, std::memory_order_release);
   while (g_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
   g_inside.store(false, std::memory_order_release);
-}
-
-struct hook_guard {
-  explicit hook_guard(memcg::detail::delay_hook h) { memcg::detail::set_delay_hook(h); }
-  ~hook_guard() { memcg::detail::set_delay_hook(nullptr); }
-};
-
-// Waits up to `limit` for `flag`; true if it came.
-bool wait_for(const std::atomic<bool>& flag, std::chrono::milliseconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (!flag.load(std::memory_order_acquire)) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
 }
 
 TEST_CASE("a drain does not wait for an owner stopped inside its stock; the owner gives back next") {
