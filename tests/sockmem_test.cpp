@@ -940,6 +940,35 @@ TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socke
   CHECK_FALSE(memcg::sock_room_armed(g));
 }
 
+// Room given back at the limit goes to the thread's stock (the default batch), usage unchanged;
+// the advice counts those parked pages, so the room check must too, or the held-back group is
+// never told (found by the lwIP port, whose test had to set a batch of 1).
+TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limit fires the room callback", P,
+                   MEMCG_SOCK_POLICIES) {
+  vclock c;
+  hier<P> h;  // the default charge batch: give-backs park in the stock
+  proto<P> p(opts<P>(&c));
+  auto& g = make(h, "A");
+  REQUIRE(h.write_max(g, 8) == ok);
+  room_counter<P> rc;
+  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  sock<P> s1(p, &g), s2(p, &g);
+  REQUIRE(s1.recv(8 * 4096) == ok);  // the group at its limit
+  CHECK(g.memory.usage() == 8);
+  memcg::window_advice w;
+  REQUIRE(s2.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window == 0);  // held back
+  CHECK(memcg::sock_room_armed(g));
+  REQUIRE(s1.consume(8 * 4096) == ok);  // the pages go back into this thread's stock
+  CHECK(g.memory.usage() == 8);         // still charged: parked, not in the counters
+  CHECK(rc.calls == 1);                 // before: 0, the parked pages were not room
+  REQUIRE(s2.promise_window(test_mss, 0, w) == ok);
+  CHECK(w.rcv_window > 0);  // the advice sees the same room
+  REQUIRE(s2.release_promise() == ok);
+  h.drain_stocks(nullptr);
+  CHECK(g.memory.usage() == 0);
+}
+
 TEST_CASE_TEMPLATE("a window within rcvbuf or under pressure arms no room callback", P,
                    MEMCG_SOCK_POLICIES) {
   vclock c;

@@ -506,8 +506,13 @@ template <sync_policy Sync>
 void sock_room_check(basic_group<Sync>& g) noexcept {
   if (detail::sock_rooms_armed.load(std::memory_order_seq_cst) == 0) return;  // see sock_room_arm
   const sock_accounting sa = g.hierarchy().socket_accounting();
-  for (basic_group<Sync>* m = g.live(); m; m = m->parent())
-    if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, 0) > 0)
+  basic_group<Sync>* live = g.live();
+  // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock
+  // holds for g count (a give-back at the limit parks them there, usage unchanged).
+  const std::int64_t parked =
+      sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(live) : 0;
+  for (basic_group<Sync>* m = live; m; m = m->parent())
+    if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, parked) > 0)
       detail::sock_room_fire(*m);
 }
 

@@ -191,10 +191,6 @@ int main(void) {
   int64_t fill = 0, sock_pages = -1, seg;
 
   if (memcg_hierarchy_create(NULL, &h) != 0 || memcg_proto_create(NULL, &proto) != 0) return 1;
-  /* One page per charge: pages given back leave the counters at once. (sockmem.hpp's
-   * sock_room_check reads memory.max - memory.current; pages an uncharge parks in the thread's
-   * stock are room the advice counts but the check does not see.) */
-  if (memcg_hierarchy_set_charge_batch(h, 1) != 0) return 1;
   if (memcg_mkdir(h, "server", &sg) != 0 || memcg_mkdir(h, "client", &cg) != 0) return 1;
   if (memcg_write(h, sg, "memory.max", "262144") != 0) return 1;
   lwip_init();
