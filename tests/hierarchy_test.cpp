@@ -1126,7 +1126,9 @@ TEST_SUITE("concurrency") {
 // joins it.
 class batch_holder {
  public:
-  batch_holder(memcg::hierarchy& h, memcg::group& g) : t_([this, &h, &g] {
+  // cpu: where T runs (per-CPU stocks: apart from the test's thread), or -1 for anywhere.
+  batch_holder(memcg::hierarchy& h, memcg::group& g, int cpu = -1) : t_([this, &h, &g, cpu] {
+    memcg_test::cpu_pin pin(cpu);
     auto r = h.charge(g, kind::anon, 1);
     parked_.set_value();
     done_f_.wait();
@@ -1148,10 +1150,16 @@ class batch_holder {
 };
 
 TEST_CASE("a refused charge returns the pages parked in another thread's stock first") {
+  const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+  memcg_test::cpu_pin here(c0);
+  if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+    MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+    return;
+  }
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  batch_holder t(h, a);
+  batch_holder t(h, a, c1);
   CHECK(a.memory.usage() == 64);
   CHECK(h.parked(a) == 63);
   auto s = h.try_charge(a, kind::anon, 2);  // fits only once T's stock is back
@@ -1159,7 +1167,7 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
   CHECK(a.memory.usage() == 3);
   CHECK(a.events(event::max) == 1);  // one reclaim round, then the drain
   CHECK(a.events(event::oom) == 0);
-  t.release();  // T's exit drains its stock
+  t.release();  // T gives its page back (to its stock)
   CHECK(h.stat(a, kind::anon) == 2);
   h.uncharge_unchecked(a, kind::anon, 2);
   h.drain_stocks(nullptr);
@@ -1171,10 +1179,16 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
   // GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
   // reclaim; they must still drain the refusing subtree's stocks once. No `max` event: no
   // reclaim round was entered (the kernel's !gfpflags_allow_blocking path).
+  const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+  memcg_test::cpu_pin here(c0);
+  if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+    MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+    return;
+  }
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  batch_holder t(h, a);
+  batch_holder t(h, a, c1);
   CHECK(a.memory.usage() == 64);
   auto s = h.try_charge(a, kind::anon, 2, memcg::GFP_NOWAIT);
   CHECK(s.error == ok);

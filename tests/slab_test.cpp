@@ -555,9 +555,9 @@ TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batc
   memcg::hierarchy h;
   auto& a = make(h, "a");
   REQUIRE(h.write_max(a, (16 << 20) / memcg::page_size) == std::errc{});
-  auto* ts = memcg::detail::thread_stock<memcg::sync::atomic>::local();
+  auto* ts = memcg::detail::memcg_stock<memcg::sync::atomic>::local();
   if (std::getenv("MEMCG_EXPECT_STOCK_OFF")) {
-    if (memcg::detail::thread_stock<memcg::sync::atomic>::use_rseq) REQUIRE(!ts->usable());
+    if (memcg::detail::memcg_stock<memcg::sync::atomic>::per_cpu) REQUIRE(!ts->usable());
     else MESSAGE("this build's stock needs no rseq area: it stays on");
   }
   memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);

@@ -75,7 +75,7 @@ TEST_CASE("a drain does not wait for an owner stopped inside its stock; the owne
     wait_for(release_owner, 10s);  // stays alive: its stock stays registered
   });
   REQUIRE(wait_for(charged, 5s));
-  if (!memcg::detail::thread_stock<memcg::sync::atomic>::local()->usable()) {
+  if (!memcg::detail::memcg_stock<memcg::sync::atomic>::local()->usable()) {
     MESSAGE("the stock is off in this process (no rseq/membarrier): nothing to test");
     g_hold.store(false);
     release_owner.store(true);

@@ -112,7 +112,7 @@ class charge_path {
   using H = basic_hierarchy<Sync>;
   using group = basic_group<Sync>;
   using status = charge_status<Sync>;
-  using stock = thread_stock<Sync>;
+  using stock = memcg_stock<Sync>;
   using task = task_state<Sync>;
   using oom_handler = basic_oom_handler<Sync>;
 
@@ -171,16 +171,15 @@ class charge_path {
                                         bool stock_tried) noexcept {
     if (nr_pages == 0) return {};
     if (!valid_pages(nr_pages)) return {std::errc::invalid_argument};
-    stock* ts = stock::local();
     // Socket pages go to the counters the socket-accounting option names.
     const charge_route r =
         route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
     const bool mem = r.memory;
     if (mem) {
-      if (!stock_tried && ts->consume(&g, nr_pages, -1)) {
+      if (!stock_tried && stock::consume(&g, nr_pages, -1)) {
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
       } else {
-        status s = charge_memory(h, g, k, nr_pages, flags, ts);
+        status s = charge_memory(h, g, k, nr_pages, flags);
         if (!s) return s;
       }
     }
@@ -193,18 +192,18 @@ class charge_path {
         return s;
       }
     }
-    ts->stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
+    stock::stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
     return {};
   }
 
   // try_charge_memcg() on the memory counter.
-  static status charge_memory(H& h, group& g, kind k, std::int64_t nr_pages, gfp flags, stock* ts) noexcept {
+  static status charge_memory(H& h, group& g, kind k, std::int64_t nr_pages, gfp flags) noexcept {
     std::int64_t batch = std::max(h.charge_batch(), nr_pages);
     int nr_retries = max_reclaim_retries;
     bool passed_oom = false, drained = false, raised_max_event = false, oom_helped = true;
     group* over = nullptr;
     for (bool first = true;; first = false) {
-      if (!first && ts->consume(&g, nr_pages, -1)) {
+      if (!first && stock::consume(&g, nr_pages, -1)) {
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
         return {};
       }
@@ -213,7 +212,7 @@ class charge_path {
       std::errc err = g.memory.try_charge(batch, &fail);
       if (err == std::errc{}) {
         std::int64_t rest = batch - nr_pages;
-        if (rest > 0) ts->refill(&g, rest, -1, 0, h.charge_batch(), !h.traced());
+        if (rest > 0) stock::refill(&g, rest, -1, 0, h.charge_batch(), !h.traced());
         h.trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent()) {
           if (m->memory.usage() > m->memory.high()) {
@@ -359,7 +358,6 @@ class charge_path {
   }
 
   MEMCG_NOINLINE static void uncharge_slow(H& h, group& g, kind k, std::int64_t nr_pages) noexcept {
-    stock* ts = stock::local();
     const charge_route r =
         route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
     if (r.sub == sub_counter::kmem) (void)g.kmem.uncharge(nr_pages);
@@ -367,7 +365,7 @@ class charge_path {
     if (!r.memory) {
       // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
       if (task::current().in_reclaim()) g.live()->stat_add(k, -nr_pages);
-      else ts->stat_only(&g, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
+      else stock::stat_only(&g, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
       h.trace({trace_point::uncharge, &g, nullptr, counter_id::tcp, k, nr_pages, nr_pages});
       return;
     }
@@ -379,7 +377,7 @@ class charge_path {
       h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
       return;
     }
-    ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
+    stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
     h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
   }
 

@@ -52,7 +52,7 @@ namespace detail {
 template <sync_policy Sync>
 inline std::atomic<void (*)(basic_hierarchy<Sync>*)> hierarchy_exit_hook{nullptr};
 
-// A hierarchy's identity in per-thread state that may outlive it (thread_stock's over-high
+// A hierarchy's identity in per-thread state that may outlive it (memcg/task.hpp's over-high
 // fields): unique for the life of the process, where an address is reused by the next
 // hierarchy allocated there.
 inline std::uint64_t new_hierarchy_id() noexcept {
@@ -286,7 +286,7 @@ class basic_hierarchy {
     // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds take
     // the slow path; so do traced hierarchies (their groups' slots never serve a fast path).
     const bool fast = stock_serves(k) && nr_pages > 0;
-    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->consume(
+    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::memcg_stock<Sync>::consume(
                                   &g, nr_pages, static_cast<int>(k))))
       return {};
     return charge_path::try_charge_slow(*this, g, k, nr_pages, flags,
@@ -309,7 +309,7 @@ class basic_hierarchy {
     // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (slot 0's key
     // carries the reclaim bit) and when traced the fast path misses.
     if (MEMCG_LIKELY(stock_serves(k)) &&
-        MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->uncharge_fast(
+        MEMCG_LIKELY(detail::memcg_stock<Sync>::uncharge_fast(
             &g, nr_pages, static_cast<int>(k))))
       return;
     charge_path::uncharge_slow(*this, g, k, nr_pages);
@@ -570,7 +570,7 @@ class basic_hierarchy {
   using task = detail::task_state<Sync>;
   using charge_path = detail::charge_path<Sync>;
   friend class detail::charge_path<Sync>;
-  using stock = detail::thread_stock<Sync>;
+  using stock = detail::memcg_stock<Sync>;
 
   static std::string normalize(std::string_view path) {
     if (path.empty()) return std::string();

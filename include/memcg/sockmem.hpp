@@ -510,7 +510,7 @@ void sock_room_check(basic_group<Sync>& g) noexcept {
   // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock
   // holds for g count (a give-back at the limit parks them there, usage unchanged).
   const std::int64_t parked =
-      sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(live) : 0;
+      sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(live) : 0;
   for (basic_group<Sync>* m = live; m; m = m->parent())
     if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, parked) > 0)
       detail::sock_room_fire(*m);
@@ -965,7 +965,7 @@ class basic_sock_memory {
     if (group* g = memcg()) {
       const sock_accounting sa = g->hierarchy().socket_accounting();
       const std::int64_t parked =
-          sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(g) : 0;
+          sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(g) : 0;
       for (group* m = g; m; m = m->parent()) {
         const std::int64_t b = detail::sock_unpromised(*m, sa, parked, own);
         if (b < r.bytes) r = {b, m};
