@@ -347,6 +347,8 @@ TEST_CASE("a memory.stat read takes no stock: an owner at the limit still charge
   std::atomic<int> step{0};
   std::errc second{};
   std::thread owner([&] {
+    // One CPU: per-CPU stocks park the batch in the stock of the CPU it charged on.
+    memcg_test::cpu_pin pin(memcg_test::allowed_cpu(0));
     // One page charged, the rest of the batch parked here: usage == max.
     REQUIRE(h.try_charge(g, kind::anon, 1));
     step.store(1, std::memory_order_release);

@@ -175,8 +175,14 @@ class charge_path {
     const charge_route r =
         route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
     const bool mem = r.memory;
+    // Socket pages take the stock's hit for the memory counter too (their sub-counter is
+    // charged below), the statistic recorded in the same step: the hierarchy's fast path
+    // leaves them alone because of that sub-counter.
+    const int hit_kind = k == kind::sock ? static_cast<int>(k) : -1;
+    bool stat_recorded = false;
     if (mem) {
-      if (!stock_tried && stock::consume(&g, nr_pages, -1)) {
+      if (!stock_tried && stock::consume(&g, nr_pages, hit_kind)) {
+        stat_recorded = hit_kind >= 0;
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
       } else {
         status s = charge_memory(h, g, k, nr_pages, flags);
@@ -187,12 +193,15 @@ class charge_path {
       status s = r.sub == sub_counter::tcp ? charge_tcp(h, g, nr_pages, flags)
                                            : charge_kmem(h, g, k, nr_pages, flags);
       if (!s) {
-        // Straight to the counters (docs/model.md, "Sub-counters").
+        // Straight to the counters (docs/model.md, "Sub-counters"); a hit's statistic undone.
         if (mem) (void)g.memory.uncharge(nr_pages);
+        if (stat_recorded)
+          stock::stat_only(&g, hit_kind, -nr_pages, h.charge_batch(), !h.traced());
         return s;
       }
     }
-    stock::stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
+    if (!stat_recorded)
+      stock::stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
     return {};
   }
 
@@ -377,7 +386,9 @@ class charge_path {
       h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
       return;
     }
-    stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
+    // Socket pages park with the hit's key (their sub-counter was uncharged above).
+    if (k != kind::sock || !stock::uncharge_fast(&g, nr_pages, static_cast<int>(k)))
+      stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
     h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
   }
 
