@@ -678,7 +678,7 @@ TEST_CASE_TEMPLATE("window advice follows the socket accounting: v1 ignores memo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Group-level window promises (issue 16, item 5)
+// Group-level window promises (docs/model.md, "Sockets")
 
 namespace {
 
@@ -695,6 +695,23 @@ struct room_counter {
 
 constexpr std::int64_t test_mss = 1460;
 constexpr std::int64_t test_overhead = 160;
+
+// The room tests' setup: group A with memory.max = `max` pages, a room_counter as its room
+// callback, a protocol on a virtual clock. Charge batch 1 (every give-back reaches the
+// counters) unless `o` says otherwise. Sockets declared after it close before it goes.
+template <class P>
+struct room_fixture {
+  vclock c;
+  hier<P> h;
+  proto<P> p;
+  grp<P>& g;
+  room_counter<P> rc;
+  explicit room_fixture(std::int64_t max, typename hier<P>::options o = {.charge_batch = 1})
+      : h(o), p(opts<P>(&c)), g(make(h, "A")) {
+    REQUIRE(h.write_max(g, max) == ok);
+    memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  }
+};
 
 }  // namespace
 
@@ -772,11 +789,8 @@ TEST_CASE_TEMPLATE("promise_window refuses a bad segment size or overhead and ch
 
 TEST_CASE_TEMPLATE("a second socket's advice leaves out what the first promised", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 10) == ok);
+  room_fixture<P> f(10);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   s1.set_rcvbuf(6 * 4096);
   memcg::window_advice w1, w2;
@@ -897,13 +911,8 @@ TEST_CASE_TEMPLATE("sockets advertising their advice never promise together more
 TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socket was held "
                    "back, within the operation that gave it back",
                    P, MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   memcg::window_advice w;
   REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);  // takes the 8 pages
@@ -945,13 +954,8 @@ TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socke
 // never told (found by the lwIP port, whose test had to set a batch of 1).
 TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limit fires the room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h;  // the default charge batch: give-backs park in the stock
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8, {});  // the default charge batch: give-backs park in the stock
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   REQUIRE(s1.recv(8 * 4096) == ok);  // the group at its limit
   CHECK(g.memory.usage() == 8);
@@ -971,13 +975,8 @@ TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limi
 
 TEST_CASE_TEMPLATE("a window within rcvbuf or under pressure arms no room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 64) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(64);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1022,13 +1021,8 @@ TEST_CASE_TEMPLATE("the room callback belongs to the level whose limit held the 
 
 TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_room_check", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1044,11 +1038,8 @@ TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_roo
 
 TEST_CASE_TEMPLATE("a room callback may advertise another socket's window", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   struct ctx {
     sock<P>* other;
