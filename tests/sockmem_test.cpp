@@ -951,7 +951,7 @@ TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socke
 
 // Room given back at the limit goes to the thread's stock (the default batch), usage unchanged;
 // the advice counts those parked pages, so the room check must too, or the held-back group is
-// never told (found by the lwIP port, whose test had to set a batch of 1).
+// never told (unless the charge batch is 1).
 TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limit fires the room callback", P,
                    MEMCG_SOCK_POLICIES) {
   room_fixture<P> f(8, {});  // the default charge batch: give-backs park in the stock
@@ -1186,9 +1186,9 @@ TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes not
   CHECK(p.memory_allocated() == 1);
 }
 
-// Issue 14 item 10: a give-back of more than the socket holds used to drive memory_allocated
-// below zero (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the
-// group's counters. Every one is EINVAL and changes no counter.
+// A give-back of more than the socket holds would drive memory_allocated below zero
+// (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the group's counters.
+// Every one is EINVAL and changes no counter.
 TEST_CASE_TEMPLATE("every give-back of more than a socket holds is EINVAL and changes no counter", P,
                    MEMCG_SOCK_POLICIES) {
   vclock c;
@@ -1305,7 +1305,7 @@ TEST_CASE_TEMPLATE("a million sockets opened and closed leave every counter at z
 
 TEST_SUITE("concurrency") {
   TEST_CASE("a receive is not refused for pages another thread's stock holds") {
-    // Issue 14, item 9: a tenant at 256K; thread T receives and consumes one segment and stays
+    // A tenant at 256K; thread T receives and consumes one segment and stays
     // alive, its stock holding the batch (64 pages); a receive on this thread then finds the
     // counter full with no byte in any socket. Receives may not reclaim, but the refusing
     // subtree's stocks are drained first: it succeeds, and no `max` event (no reclaim round).

@@ -9,7 +9,7 @@
 //                             the pressure registry and feeds it (memcg/pressure.hpp)
 //   hierarchy                 basic_hierarchy<sync::atomic>
 // The charge path's types (basic_oom_handler, trace_point, trace_record, charge_tracer,
-// charge_status, sock_accounting) come with memcg/charge_path.hpp.
+// charge_status) come with memcg/charge_path.hpp; sock_accounting with memcg/group.hpp.
 //
 // Threads: charge and uncharge are lock-free (the stock's owner side carries no lock prefix).
 // Tree changes take the tree lock; limit writes take the limits lock; neither is held while
