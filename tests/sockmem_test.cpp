@@ -679,7 +679,7 @@ TEST_CASE_TEMPLATE("window advice follows the socket accounting: v1 ignores memo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Group-level window promises (issue 16, item 5)
+// Group-level window promises (docs/model.md, "Sockets")
 
 namespace {
 
@@ -696,6 +696,23 @@ struct room_counter {
 
 constexpr std::int64_t test_mss = 1460;
 constexpr std::int64_t test_overhead = 160;
+
+// The room tests' setup: group A with memory.max = `max` pages, a room_counter as its room
+// callback, a protocol on a virtual clock. Charge batch 1 (every give-back reaches the
+// counters) unless `o` says otherwise. Sockets declared after it close before it goes.
+template <class P>
+struct room_fixture {
+  vclock c;
+  hier<P> h;
+  proto<P> p;
+  grp<P>& g;
+  room_counter<P> rc;
+  explicit room_fixture(std::int64_t max, typename hier<P>::options o = {.charge_batch = 1})
+      : h(o), p(opts<P>(&c)), g(make(h, "A")) {
+    REQUIRE(h.write_max(g, max) == ok);
+    memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  }
+};
 
 }  // namespace
 
@@ -773,11 +790,8 @@ TEST_CASE_TEMPLATE("promise_window refuses a bad segment size or overhead and ch
 
 TEST_CASE_TEMPLATE("a second socket's advice leaves out what the first promised", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 10) == ok);
+  room_fixture<P> f(10);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   s1.set_rcvbuf(6 * 4096);
   memcg::window_advice w1, w2;
@@ -898,13 +912,8 @@ TEST_CASE_TEMPLATE("sockets advertising their advice never promise together more
 TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socket was held "
                    "back, within the operation that gave it back",
                    P, MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   memcg::window_advice w;
   REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);  // takes the 8 pages
@@ -943,16 +952,11 @@ TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socke
 
 // Room given back at the limit goes to the thread's stock (the default batch), usage unchanged;
 // the advice counts those parked pages, so the room check must too, or the held-back group is
-// never told (found by the lwIP port, whose test had to set a batch of 1).
+// never told (unless the charge batch is 1).
 TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limit fires the room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h;  // the default charge batch: give-backs park in the stock
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8, {});  // the default charge batch: give-backs park in the stock
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   REQUIRE(s1.recv(8 * 4096) == ok);  // the group at its limit
   CHECK(g.memory.usage() == 8);
@@ -972,13 +976,8 @@ TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limi
 
 TEST_CASE_TEMPLATE("a window within rcvbuf or under pressure arms no room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 64) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(64);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1023,13 +1022,8 @@ TEST_CASE_TEMPLATE("the room callback belongs to the level whose limit held the 
 
 TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_room_check", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1045,11 +1039,8 @@ TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_roo
 
 TEST_CASE_TEMPLATE("a room callback may advertise another socket's window", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   struct ctx {
     sock<P>* other;
@@ -1196,9 +1187,9 @@ TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes not
   CHECK(p.memory_allocated() == 1);
 }
 
-// Issue 14 item 10: a give-back of more than the socket holds used to drive memory_allocated
-// below zero (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the
-// group's counters. Every one is EINVAL and changes no counter.
+// A give-back of more than the socket holds would drive memory_allocated below zero
+// (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the group's counters.
+// Every one is EINVAL and changes no counter.
 TEST_CASE_TEMPLATE("every give-back of more than a socket holds is EINVAL and changes no counter", P,
                    MEMCG_SOCK_POLICIES) {
   vclock c;
@@ -1315,7 +1306,7 @@ TEST_CASE_TEMPLATE("a million sockets opened and closed leave every counter at z
 
 TEST_SUITE("concurrency") {
   TEST_CASE("a receive is not refused for pages another thread's stock holds") {
-    // Issue 14, item 9: a tenant at 256K; thread T receives and consumes one segment and stays
+    // A tenant at 256K; thread T receives and consumes one segment and stays
     // alive, its stock holding the batch (64 pages); a receive on this thread then finds the
     // counter full with no byte in any socket. Receives may not reclaim, but the refusing
     // subtree's stocks are drained first: it succeeds, and no `max` event (no reclaim round).

@@ -337,9 +337,9 @@ void hold_reader(delay_site site) noexcept {
   while (g_reader_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
 }
 
-// Found by the metrics scrape of issue 16: memory.stat folded every stock, so while it ran every
-// owner's charges bypassed their stocks; a charge at the limit could not use its own parked
-// pages and was refused (a socket receive then forced past memory.max).
+// A memory.stat read that folded every stock would make every owner's charges bypass their
+// stocks while it ran: a charge at the limit could not use its own parked pages and was refused
+// (a socket receive then forced past memory.max).
 TEST_CASE("a memory.stat read takes no stock: an owner at the limit still charges its parked pages") {
   memcg::hierarchy h;
   auto& g = make(h, "G");

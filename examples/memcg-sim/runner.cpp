@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "memcg/sockmem.hpp"
+#include "../page_cache.hpp"
 #include "sim.hpp"
 
 namespace sim {
@@ -58,74 +59,12 @@ std::string pages_str(std::int64_t n) {
 
 // ---- the page cache ----
 
-// One group's reclaimable memory: file pages and slab_reclaimable objects in charge order.
-// Invariant: the pages of kind k in the queue == the group's own stat of k (memory.stat.local),
-// because every charge, uncharge, reclaim and rmdir of those kinds goes through this queue.
-class page_cache final : public memcg::basic_reclaimer<policy> {
- public:
-  struct entry {
-    std::uint64_t seq;  // global charge order, to merge queues on rmdir
-    kind k;
-    std::int64_t pages;
-  };
-
-  explicit page_cache(hierarchy& h) : h_(h) {}
-
-  void add(std::uint64_t seq, kind k, std::int64_t pages) { q_.push_back({seq, k, pages}); }
-
-  // `uncharge PATH file SIZE` gives back the OLDEST pages of that kind first, as reclaim would:
-  // a program dropping cache drops what it has held longest.
-  void remove(kind k, std::int64_t pages) {
-    for (auto it = q_.begin(); it != q_.end() && pages > 0;) {
-      if (it->k != k) {
-        ++it;
-        continue;
-      }
-      std::int64_t n = std::min(pages, it->pages);
-      it->pages -= n;
-      pages -= n;
-      it = it->pages == 0 ? q_.erase(it) : it + 1;
-    }
-  }
-
-  // rmdir: the removed group's pages become ours, merged in charge order so that reclaim still
-  // takes the oldest first.
-  void adopt(page_cache& child) {
-    std::deque<entry> merged;
-    std::merge(q_.begin(), q_.end(), child.q_.begin(), child.q_.end(), std::back_inserter(merged),
-               [](const entry& a, const entry& b) { return a.seq < b.seq; });
-    q_ = std::move(merged);
-    child.q_.clear();
-  }
-
-  std::int64_t count(reclaim_filter f) noexcept override {
-    std::int64_t n = 0;
-    for (const entry& e : q_)
-      if (memcg::filter_allows(f, e.k)) n += e.pages;
-    return n;
-  }
-
-  std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override {
-    sim::group* g = basic_reclaimer::group();  // the group we are registered on (rmdir re-homes us, see adopt)
-    std::int64_t freed = 0;
-    for (auto it = q_.begin(); it != q_.end() && freed < nr_pages;) {
-      if (!memcg::filter_allows(f, it->k)) {
-        ++it;
-        continue;
-      }
-      std::int64_t n = std::min(nr_pages - freed, it->pages);
-      h_.uncharge_unchecked(*g, it->k, n);  // inside reclaim: straight to the counters
-      it->pages -= n;
-      freed += n;
-      it = it->pages == 0 ? q_.erase(it) : it + 1;
-    }
-    return freed;
-  }
-
- private:
-  hierarchy& h_;
-  std::deque<entry> q_;
-};
+// One group's reclaimable memory: file pages and slab_reclaimable objects in charge order
+// (examples/page_cache.hpp). Invariant: the pages of kind k in the queue == the group's own stat
+// of k (memory.stat.local), because every charge, uncharge, reclaim and rmdir of those kinds
+// goes through this queue. `uncharge PATH file SIZE` gives back the OLDEST pages of that kind
+// first, as reclaim would; on rmdir the parent adopts the removed group's queue in charge order.
+using page_cache = memcg_example::page_cache<policy>;
 
 // ---- --trace ----
 
@@ -404,9 +343,7 @@ class runner_state {
   // ---- groups ----
 
   void add_cache(group& g) {
-    auto c = std::make_unique<page_cache>(h_);
-    h_.register_reclaimer(g, *c);
-    caches_[&g] = std::move(c);
+    caches_[&g] = std::make_unique<page_cache>(h_, g);  // registers on g
     if (std::find(seen_.begin(), seen_.end(), g.path()) == seen_.end()) seen_.push_back(g.path());
   }
 
@@ -517,7 +454,7 @@ class runner_state {
         return fail(st.error, "limit of " + path_of(st.over_limit));
       return fail(st.error, st.error == std::errc::invalid_argument ? "SIZE too large" : "");
     }
-    if (memcg::is_reclaimable_kind(k)) caches_.at(g)->add(seq_++, k, pages);
+    if (memcg::is_reclaimable_kind(k)) caches_.at(g)->add(k, pages, seq_++);
     return ok();
   }
 

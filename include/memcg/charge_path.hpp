@@ -6,7 +6,6 @@
 //   trace_point, trace_record the steps of the charge path a tracer sees
 //   charge_tracer<Sync>       sees every step of the charge path (memcg-sim --trace)
 //   charge_status<Sync>       what a charge answered: ok, or ENOMEM with the refusing group
-//   sock_accounting           which counters socket pages are charged to
 //   detail::charge_path<Sync> the slow paths behind basic_hierarchy's inline fast paths: the
 //                             memory counter's loop (stock, batch then exact, reclaim of the
 //                             refusing ancestor, drain once, 16 retries, OOM handler, forced
@@ -246,7 +245,7 @@ class charge_path {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
         // other threads' stocks hold for the refusing subtree come back first: a drain is not
         // reclaim (docs/model.md, "Socket receives may be refused"). One more try if it returned
-        // any (else the refusal counts as before). Forced charges need none.
+        // any (else the refusal stands). Forced charges need none.
         if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {
           drained = true;
           const std::int64_t before = over->memory.usage();

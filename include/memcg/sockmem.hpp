@@ -20,7 +20,7 @@
 //                                   memory bytes <-> payload bytes, given a per-segment overhead
 //   set_room_callback(), sock_room_check(), sock_promised()
 //                                   group-level window promises: the edge-triggered "room
-//                                   available" callback of a group (issue 16)
+//                                   available" callback of a group
 //   detail::group_socket_pressure() a group's socket pressure: pressure.hpp's
 //                                   under_socket_pressure() (vmpressure hold, tcp flag, kmem soft
 //                                   limit, in the group or an ancestor)

@@ -128,7 +128,7 @@ class spinlock {
 };
 
 template <class Lock>
-class lock_guard {
+class [[nodiscard]] lock_guard {
  public:
   explicit lock_guard(Lock& l) noexcept : l_(l) { l_.lock(); }
   ~lock_guard() { l_.unlock(); }

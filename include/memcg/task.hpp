@@ -73,7 +73,7 @@ class task_state {
   std::int64_t reclaimed_pages() const noexcept { return reclaimed_pages_; }
 
   // The reclaim context as a scope.
-  class reclaim_scope {
+  class [[nodiscard]] reclaim_scope {
    public:
     reclaim_scope() noexcept : t_(current()), start_(t_.reclaimed_pages_) { t_.enter_reclaim(); }
     ~reclaim_scope() { t_.leave_reclaim(); }
