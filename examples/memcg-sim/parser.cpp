@@ -2,6 +2,7 @@
 // and "Syntax errors"). Nothing here touches the library's state: a file is
 // checked completely before its first command runs.
 #include <charconv>
+#include <cstdlib>
 #include <limits>
 #include <cstdint>
 #include <string>
@@ -191,9 +192,12 @@ std::optional<double> parse_number(std::string_view s) {
   if (ip.empty() || !all_digits(ip) || !all_digits(fp) || (dot != std::string_view::npos && fp.empty()))
     return std::nullopt;
   if (ip.size() > 30) return std::nullopt;
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
+  // strtod, not from_chars: the wasm build's libc++ has no floating-point from_chars. The text
+  // is checked above (digits, one dot), so only the "C" locale's decimal point matters.
+  std::string text(s);
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return std::nullopt;
   return v;
 }
 
