@@ -27,7 +27,7 @@ constexpr int max_syntax_errors = 50;
 
 // --explain's narrative: a comment line at the start of a line (or after a blank line) is a
 // heading of the next command; an indented one right after a command (or after such a line)
-// continues that command's comment; `# exit: N` is test metadata, not narrative.
+// continues that command's comment; `# exit: N` and `# args: ...` are test metadata.
 class comment_collector {
  public:
   void take(sim::parsed_line& p, std::vector<sim::command>& commands) {
@@ -49,7 +49,7 @@ class comment_collector {
       return;
     }
     continues_ = false;
-    if (p.comment.starts_with("exit:")) return;
+    if (p.comment.starts_with("exit:") || p.comment.starts_with("args:")) return;  // test metadata
     heading_.push_back(p.comment);
   }
   // Comments after the last command: an empty command-less heading is dropped.

@@ -1214,7 +1214,7 @@ class runner_state {
     }
     for (const std::string& s : story_) say(s);
     if (r.ok) {
-      if (tracer_.notes.empty() && story_.empty()) {
+      if (story_.empty()) {
         std::string done = done_text(c);
         if (!done.empty()) say(done);
       }
@@ -1330,9 +1330,10 @@ class runner_state {
                   static_cast<long long>(proto_.memory_allocated()), static_cast<long long>(m.min),
                   static_cast<long long>(m.pressure), static_cast<long long>(m.max),
                   proto_.under_memory_pressure() ? "under pressure" : "not under pressure");
-      std::printf("  %-16s %lld open, %lld pressure episodes\n", "sockets",
+      std::printf("  %-16s %lld open, %lld pressure episode%s\n", "sockets",
                   static_cast<long long>(proto_.sockets_allocated()),
-                  static_cast<long long>(proto_.memory_pressures()));
+                  static_cast<long long>(proto_.memory_pressures()),
+                  proto_.memory_pressures() == 1 ? "" : "s");
     }
   }
 
