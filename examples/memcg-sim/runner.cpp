@@ -153,6 +153,7 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
   bool print = false;        // --trace: print every step
   bool explain = false;      // --explain: sum the steps into notes
   bool note_uncharges = false;  // an `uncharge` command runs (not reclaim's own)
+  std::int64_t batch = 64;      // memcg.charge_batch when the command started
   std::string prefix = "  trace: ";
 
   // --explain: one sentence per kind of step, in the order first seen; a retried charge
@@ -368,7 +369,9 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
         else
           add("charged", "charged " + pages_str(r.nr_pages) + " of " + kname + " to the memory counter of " +
                              g + (g == "/" ? "" : " and of every ancestor") +
-                             (r.nr_pages > 64 ? " (more than a batch: no stock refill)" : ""));
+                             (batch == 1 ? " (the stock is off)"
+                              : r.nr_pages > batch ? " (more than a batch: no stock refill)"
+                                                   : ""));
         break;
       case tp::refused:
         add("refused:" + over, "the memory counter of " + over + " is full: usage " +
@@ -580,6 +583,7 @@ class runner_state {
     reclaim_log_.clear();
     tracer_.begin_command();
     tracer_.note_uncharges = c.name == "uncharge";
+    tracer_.batch = h_.charge_batch();
     if (opts_.explain) explain_header(c);
     auto it = table.find(c.name);
     outcome r = it == table.end() ? fail(std::errc::invalid_argument, "unknown command")
@@ -1258,7 +1262,11 @@ class runner_state {
                      ": twice the value asked, locked)"
                : std::string();
     }
-    if (c.name == "sysctl") return c.args[0] + " is set";
+    if (c.name == "sysctl") {
+      std::string v;
+      for (std::size_t i = 1; i < c.args.size(); ++i) v += " " + c.args[i];
+      return c.args[0] + " is now" + v;
+    }
     if (c.name == "sleep")
       return "the virtual clock moved to " + clock_str(clock_.now_us() / memcg::usec_per_msec);
     return "";
