@@ -52,9 +52,6 @@ class comment_collector {
     if (p.comment.starts_with("exit:") || p.comment.starts_with("args:")) return;  // test metadata
     heading_.push_back(p.comment);
   }
-  // Comments after the last command: an empty command-less heading is dropped.
-  void finish(std::vector<sim::command>&) { heading_.clear(); }
-
  private:
   std::vector<std::string> heading_;
   bool continues_ = false;
@@ -120,9 +117,8 @@ int run_file(const std::string& file, const sim::options& opts) {
         std::printf("%s:%d: %s\n", file.c_str(), line_no, p.error.c_str());
       continue;
     }
-    comments.take(p, commands);
+    comments.take(p, commands);  // comments after the last command head nothing: dropped
   }
-  comments.finish(commands);
   if (errors > max_syntax_errors)
     std::printf("%s: %d more syntax errors not shown\n", file.c_str(), errors - max_syntax_errors);
   if (errors) return 2;
