@@ -113,6 +113,11 @@ class page_cache : public memcg::basic_reclaimer<S> {
         nr_pages, [f](memcg::kind k) { return memcg::filter_allows(f, k); }, true);
   }
 
+ protected:
+  // Reclaim took `pages` of kind k from this cache (called with its lock held): a hook for
+  // programs that report what reclaim freed (memcg-sim's --explain).
+  virtual void on_reclaimed(memcg::kind, std::int64_t) {}
+
  private:
   struct entry {
     std::uint64_t seq;
@@ -132,7 +137,10 @@ class page_cache : public memcg::basic_reclaimer<S> {
         continue;
       }
       std::int64_t n = std::min(nr_pages - taken, it->pages);
-      if (uncharge) (void)objcg_->uncharge(it->k, n);
+      if (uncharge) {
+        (void)objcg_->uncharge(it->k, n);
+        on_reclaimed(it->k, n);
+      }
       it->pages -= n;
       taken += n;
       it = it->pages == 0 ? q_.erase(it) : it + 1;

@@ -92,13 +92,14 @@ struct [[nodiscard]] charge_status {
   constexpr charge_status(std::errc e = {}, basic_group<Sync>* over = nullptr,
                           counter_id c = counter_id::memory) noexcept
       : error(e), counter(c), over_limit(over) {}
-  // 16 bytes, so that it comes back in two registers (the charge fast path returns it).
+  // Two words, so that it comes back in two registers on 64-bit targets (the charge fast path
+  // returns it).
   std::errc error{};
   counter_id counter = counter_id::memory;  // which of over_limit's counters
   basic_group<Sync>* over_limit = nullptr;  // the group whose counter refused (ENOMEM)
   explicit operator bool() const noexcept { return error == std::errc{}; }
 };
-static_assert(sizeof(charge_status<sync::atomic>) == 16);
+static_assert(sizeof(void*) != 8 || sizeof(charge_status<sync::atomic>) == 16);
 
 template <sync_policy Sync>
 class basic_hierarchy;
