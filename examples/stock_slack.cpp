@@ -20,7 +20,8 @@
 //
 // Then, per N:
 //   - the time of one drain (drain_all_stock, hierarchy::drain_stocks) that visits every stock,
-//     median of a few. It drains a sibling group `probe`, so the box's slack is still there for:
+//     median of a few, while the threads sleep (bench/stock_bench.cpp times drains while they
+//     charge). It drains a sibling group `probe`, so the box's slack is still there for:
 //   - a memory.max write just above what is held: it drains the box's stocks before it would
 //     reclaim, so it succeeds and memory.current falls to what is held.
 //
