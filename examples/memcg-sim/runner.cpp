@@ -51,8 +51,9 @@ std::string path_of(const group* g) { return g ? g->path() : std::string("?"); }
 
 // "12800 pages (50M)": pages with a readable size beside them, for traces.
 std::string pages_str(std::int64_t n) {
-  std::int64_t b = n * memcg::page_size;
   std::string s = std::to_string(n) + (n == 1 ? " page" : " pages");
+  if (n < 0 || n > memcg::page_counter_max) return s;  // no size beside what no counter holds
+  std::int64_t b = n * memcg::page_size;
   if (b >= (1 << 20) && b % (1 << 20) == 0) return s + " (" + std::to_string(b >> 20) + "M)";
   if (b >= 1024 && b % 1024 == 0 && n != 0) return s + " (" + std::to_string(b >> 10) + "K)";
   return s;

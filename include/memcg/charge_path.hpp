@@ -52,11 +52,11 @@ class basic_oom_handler {
 };
 
 enum class trace_point : std::uint8_t {
-  stock_hit,     // served from the thread's stock
+  stock_hit,     // served from the stock (the CPU's, or the thread's)
   try_counters,  // a counter walk of `nr_pages` (the batch, then the exact size)
   refused,       // the counter of `over` refused
   reclaim,       // a reclaim round asked `nr_pages`, freed `value`
-  drain,         // every thread's stock for the subtree of `over` was returned
+  drain,         // every stock's pages for the subtree of `over` were returned
   retry,         // going round again; `value` retries left
   oom,           // the OOM handler of `over` was called; `value` 1 if it reported success
   forced,        // a must-not-fail charge went over the limit
@@ -244,7 +244,7 @@ class charge_path {
       if (task::current().in_reclaim()) break;  // PF_MEMALLOC: a reclaimer allocating is forced
       if (has(flags, gfp::noreclaim)) {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
-        // other threads' stocks hold for the refusing subtree come back first: a drain is not
+        // other stocks hold for the refusing subtree come back first: a drain is not
         // reclaim (docs/model.md, "Socket receives may be refused"). One more try if it returned
         // any (else the refusal stands). Forced charges need none.
         if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {

@@ -330,7 +330,7 @@ class basic_hierarchy {
 
   // ---- statistics ----
 
-  // Statistics reads (memory.stat) take no thread's stock: the folded values plus the deltas
+  // Statistics reads (memory.stat) take no stock: the folded values plus the deltas
   // every stock holds, read where they lie (stock_registry::stat_deltas()). A read that took the
   // stocks, as a flush does, would make their owners' charges bypass them meanwhile, and a
   // charge near a limit that can't use its own parked pages is refused. Exact at rest; while
@@ -359,10 +359,10 @@ class basic_hierarchy {
     }
     return sum;
   }
-  // Pages of g parked in every thread's stock.
+  // Pages of g parked in every stock.
   std::int64_t parked(group& g) { return detail::stock_registry<Sync>::instance().parked(&g); }
-  // drain_all_stock(): every thread's stock for the subtree of root (all groups if null). A
-  // thread busy in its stock gives back at its next stock operation (never waited for).
+  // drain_all_stock(): every stock for the subtree of root (all groups if null). A stock held
+  // by a thread (or busy, per thread) gives back before it lets go (never waited for).
   void drain_stocks(group* root) {
     detail::stock_registry<Sync>::instance().drain(root);
     if (root) trace({trace_point::drain, root, root, counter_id::memory, kind::anon, 0, 0});
@@ -447,7 +447,7 @@ class basic_hierarchy {
   //   3. limits_mu_       limit writes, around the counter's set only
   //   4. pressure_        the registry's mutex, then each group's pressure state (creation
   //                       order), then the listeners' own locks (basic_pressure::fork_prepare)
-  // memcg/slab.hpp's handlers take the slab's locks before these and the thread stocks'
+  // memcg/slab.hpp's handlers take the slab's locks before these and the stocks'
   // registry after. Not taken: a policy daemon's mutex (only its own thread and
   // wait_for_policy() take it, never a charge or a control path; its thread does not exist in
   // the child).
@@ -613,7 +613,7 @@ class basic_hierarchy {
     pressure_.check_thresholds();
   }
 
-  // Every thread's stock slots of this hierarchy's groups (of root's subtree if given); waits
+  // Every stock's slots of this hierarchy's groups (of root's subtree if given); waits
   // for threads busy in their stock (destruction, tracing).
   void drain_own_stocks(const group* root) {
     detail::stock_registry<Sync>::instance().drain_if([this, root](group* g) {

@@ -156,7 +156,7 @@ typedef enum memcg_socket_accounting {
 
 typedef struct memcg_hierarchy_options {
   size_t size;                 /* sizeof(memcg_hierarchy_options) */
-  int64_t charge_batch;        /* pages a thread's stock pre-charges (default 64; >= 1) */
+  int64_t charge_batch;        /* pages a stock pre-charges (default 64; >= 1) */
   int socket_accounting;       /* memcg_socket_accounting (default BOTH) */
   int recursive_protection;    /* memory_recursiveprot (default 0) */
   memcg_clock* clock;          /* NULL: the steady clock; must outlive the hierarchy */
@@ -187,7 +187,7 @@ int memcg_rmdir(memcg_hierarchy* h, const char* path);
 typedef int (*memcg_group_fn)(memcg_group* g, void* user);
 int memcg_for_each_group(memcg_hierarchy* h, memcg_group* from, memcg_group_fn fn, void* user);
 
-/* Pages a thread's stock pre-charges per counter walk (memcg's MEMCG_CHARGE_BATCH, 64). */
+/* Pages a stock pre-charges per counter walk (memcg's MEMCG_CHARGE_BATCH, 64). */
 int memcg_hierarchy_set_charge_batch(memcg_hierarchy* h, int64_t nr_pages);
 int memcg_hierarchy_charge_batch(const memcg_hierarchy* h, int64_t* out);
 /* Where socket pages are charged: -EBUSY while any group holds socket pages, -EINVAL for a

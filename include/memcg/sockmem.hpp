@@ -428,7 +428,7 @@ constexpr std::int64_t sk_sat_add(std::int64_t a, std::int64_t b) noexcept {
 }
 
 // Room of one level for socket pages (pages): the counters the socket accounting charges;
-// `parked`: pages the calling thread's stock holds for the socket's group (a stock hit takes
+// `parked`: pages the calling thread's stock (its CPU's) holds for the socket's group (a stock hit takes
 // them without the counters).
 template <sync_policy Sync>
 std::int64_t sock_level_room(const basic_group<Sync>& m, sock_accounting sa,
@@ -507,7 +507,7 @@ void sock_room_check(basic_group<Sync>& g) noexcept {
   if (detail::sock_rooms_armed.load(std::memory_order_seq_cst) == 0) return;  // see sock_room_arm
   const sock_accounting sa = g.hierarchy().socket_accounting();
   basic_group<Sync>* live = g.live();
-  // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock
+  // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock (its CPU's)
   // holds for g count (a give-back at the limit parks them there, usage unchanged).
   const std::int64_t parked =
       sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(live) : 0;
@@ -949,7 +949,7 @@ class basic_sock_memory {
   // Bytes one schedule can still be given beyond the forward allocation, for a socket that
   // promised `own`: the protocol's hard limit, and at every level up the tree the counters the
   // socket accounting charges (the memory counters, or the pages parked for the group in the
-  // calling thread's stock, whichever is larger: a stock hit skips the counters) less what the
+  // calling thread's stock (its CPU's), whichever is larger: a stock hit skips the counters) less what the
   // level's sockets promised, own promise excepted; negative when the others' promises exceed
   // a level's room (then even the forward allocation is not for a new promise: promises
   // outstanding never exceed limit - usage plus what the sockets hold forward-allocated).

@@ -140,7 +140,7 @@ class [[nodiscard]] lock_guard {
 };
 
 // The asymmetric fence. The frequent side (a thread touching its own stock) issues only a
-// compiler barrier; the rare side (a thread draining other threads' stocks) issues membarrier(2),
+// compiler barrier; the rare side (a thread draining other stocks) issues membarrier(2),
 // which runs a full barrier on every CPU running a thread of this process. Where membarrier is
 // not available the stocks are off (memcg/stock.hpp): every charge takes the counters.
 // Where glibc registers rseq and the kernel has the RSEQ command, the fence also restarts every

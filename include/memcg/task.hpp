@@ -4,7 +4,7 @@
 //   detail::task_state<Sync>  the calling thread's memory.high debt (the kernel's
 //                             current->memcg_nr_pages_over_high, with the group it was charged
 //                             to) and its reclaim context (PF_MEMALLOC): entered and left by the
-//                             reclaim driver, which makes the thread's stock step aside meanwhile
+//                             reclaim driver, which makes the thread's charges bypass the stocks meanwhile
 //
 // One object per thread, plain thread-local data: nothing registers it, nothing else reads it
 // (the thread's own charge path and its throttle point only), so no field is atomic. A signal
@@ -58,7 +58,7 @@ class task_state {
   }
 
   // ---- reclaim context ----
-  // While inside, charges and uncharges bypass the stock (the thread's stock is told), and
+  // While inside, charges and uncharges bypass the stocks (memcg_stock::set_reclaiming()), and
   // uncharged pages count as the reclaim's progress. Nests.
   bool in_reclaim() const noexcept { return reclaim_depth_ > 0; }
   void enter_reclaim() noexcept {
