@@ -611,7 +611,11 @@ class kmem_cache {
       e = 0;
     }
     (void)what;
-    kmem_cache_node* n = detail::node_of_id(id);
+    // The thread's hint first (the node of its last allocation): no dependent load.
+    detail::slab_slot& s = pool_.slot();
+    kmem_cache_node* n = MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())
+                             ? static_cast<kmem_cache_node*>(s.n)
+                             : detail::node_of_id(id);
     n->account_free(0);
     if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     pool_.free(p);
@@ -703,6 +707,7 @@ class kmem_cache {
     if (s.serial != pool_.serial() && !pool_.adopt(s)) return n;
     s.o = o;
     s.n = n;
+    s.id = n->id_;
     return n;
   }
 

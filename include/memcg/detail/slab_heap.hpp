@@ -27,6 +27,7 @@
 // exchanges). Heaps change owner under the pool's lock.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -76,7 +77,8 @@ struct slab_slot {
   slab_page* active;     // the heap's active page (a copy of heap->active)
   slab_heap* heap;
   const void* o;         // hint: the thread's last obj_cgroup for the cache ...
-  void* n;               // ... and its kmem_cache_node
+  void* n;               // ... its kmem_cache_node ...
+  std::uint32_t id;      // ... and the node's id (frees find their node without the id table)
   std::uint64_t uid;     // the pool whose heap this is (0: none)
 };
 struct slab_slot_table {
@@ -210,6 +212,7 @@ class slab_pool {
       s.serial = serial();
       s.o = nullptr;
       s.n = nullptr;
+      s.id = 0;
       return true;
     }
     if (s.uid) release_slot(s);
@@ -221,6 +224,7 @@ class slab_pool {
     s.serial = serial();
     s.o = nullptr;
     s.n = nullptr;
+    s.id = 0;
     slab_slot_table& t = slab_tls_slots();
     if (t.state == 0) arm(t);
     return true;
@@ -303,8 +307,8 @@ class slab_pool {
 
   MEMCG_ALWAYS_INLINE void push_free(slab_page* pg, void* p) noexcept {
     slab_poison(p, stride_);
-    slab_set_link(p, pg->free);
-    pg->free = p;
+    slab_set_link(p, pg->local_free);
+    pg->local_free = p;
   }
 
   MEMCG_NOINLINE void free_slow(slab_slot& s, slab_page* pg, void* p) noexcept {
@@ -331,15 +335,25 @@ class slab_pool {
     slab_heap* h = s.heap;
     for (;;) {
       slab_page* a = h->active;
-      if (a->free) {
+      if (a->free || a->local_free) {
+        if (!a->free) {
+          a->free = a->local_free;
+          a->local_free = nullptr;
+        }
         s.active = a;
         return alloc(s);
       }
-      if (a->carved < a->capacity) {
-        void* p = a->object(a->carved++);
-        ++a->used;
-        slab_unpoison(p, stride_);
-        return p;
+      if (a->carved < a->capacity) {  // a batch of never-used objects (about 4 KiB) onto `free`
+        std::uint32_t n = std::min<std::uint32_t>(a->capacity - a->carved,
+                                                  std::max<std::uint32_t>(1, 4096 / stride_));
+        for (std::uint32_t i = a->carved + n; i-- > a->carved;) {
+          void* p = a->object(i);
+          slab_set_link(p, a->free);
+          a->free = p;
+        }
+        a->carved += n;
+        s.active = a;
+        return alloc(s);
       }
       if (collect(h)) continue;  // the active page may have got objects back
       // The active page is full: the next one.
@@ -395,8 +409,9 @@ class slab_pool {
     while (list) {
       slab_page* pg = list;
       list = pg->next_pending;  // before `remote` empties: a freer may announce pg again
-      // acquire: pairs with slab_push_remote()'s release (links, the freed objects).
-      void* o = pg->remote.exchange(nullptr, std::memory_order_acquire);
+      // acq_rel: pairs with slab_push_remote()'s CAS (links and freed objects in; the read of
+      // next_pending above out, before a freer announces pg again).
+      void* o = pg->remote.exchange(nullptr, std::memory_order_acq_rel);
       std::uint32_t k = 0;
       while (o) {
         void* next = slab_link(o);

@@ -22,8 +22,10 @@
 // owner pops and pushes its free list without atomics; other threads push onto `remote` with
 // a CAS and, when they find it empty, announce the page on the owner's pending list (both
 // lists are taken whole by the owner with one exchange: no ABA).
-// Memory ordering: remote pushes are release CASes; the owner's exchanges are acquire (pairs
-// with them: the links and the objects' last writes are visible). The region's range is
+// Memory ordering: remote pushes are acq_rel CASes and the owner empties a page's remote list
+// with an acq_rel exchange (the links and the objects' last writes are visible to the owner; the
+// owner's last read of the page's pending link comes before the next announcement); pages are
+// announced with release CASes and taken with an acquire exchange. The region's range is
 // published once, size after base (release/acquire).
 #pragma once
 
@@ -92,10 +94,12 @@ struct alignas(64) slab_page {
   std::uint32_t capacity;   // objects in the page
   std::uint32_t recip;      // ceil(2^32 / stride): index() without a division
   // Owner-only.
-  std::uint32_t used;       // objects neither on `free` nor carvable (live, or remote-freed)
+  std::uint32_t used;       // objects on no free list and carved (live, or remote-freed)
   std::uint32_t carved;     // objects [0, carved) have been handed out at least once
   std::uint8_t where;       // slab_where
-  void* free;               // free objects, linked through their first word
+  void* free;               // free objects, linked through their first word: allocs pop it
+  void* local_free;         // the owner's frees push here; it becomes `free` when that runs dry
+                            // (an alloc+free pair then touches two lists, not one chain)
   slab_page* prev_;         // the owner's partial list (list_ops)
   slab_page* next_;
   // Shared.
@@ -119,7 +123,7 @@ struct alignas(64) slab_page {
     return i < capacity && object(i) == p;
   }
 };
-static_assert(sizeof(slab_page) == 128);
+static_assert(sizeof(slab_page) == 128);  // 2 cache lines: the tail of every page
 
 enum slab_where : std::uint8_t { slab_active, slab_partial, slab_full, slab_spare };
 
@@ -237,9 +241,10 @@ inline slab_region& slab_pages() noexcept { return slab_region_instance; }
 MEMCG_ALWAYS_INLINE bool slab_push_remote(slab_page* s, void* p) noexcept {
   void* old = s->remote.load(std::memory_order_relaxed);
   do slab_set_link(p, old);
-  // release: the link and the caller's last writes to p are visible to the owner's exchange
-  // (acquire) in slab_heap::collect().
-  while (!s->remote.compare_exchange_weak(old, p, std::memory_order_release,
+  // acq_rel, pairs with the owner's exchange (acq_rel) in slab_pool::collect(): release makes
+  // the link and the caller's last writes to p visible to it; acquire orders the owner's read of
+  // next_pending (before its exchange emptied the list) before this caller announces s again.
+  while (!s->remote.compare_exchange_weak(old, p, std::memory_order_acq_rel,
                                           std::memory_order_relaxed));
   return old == nullptr;
 }
