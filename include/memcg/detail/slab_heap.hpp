@@ -74,7 +74,10 @@ class slab_pool;
 // Owner-thread only.
 struct slab_slot {
   std::uint64_t serial;  // the pool's serial when the hint was taken (0: none)
-  slab_page* active;     // the heap's active page (a copy of heap->active)
+  slab_page* active;     // the heap's active page (a copy of heap->active) ...
+  void* free;            // ... its free lists, held here while it is active (the page's own
+  void* local_free;      //     are empty meanwhile) ...
+  std::int64_t used;     // ... and the change to its `used` not yet written back
   slab_heap* heap;
   const void* o;         // hint: the thread's last obj_cgroup for the cache ...
   void* n;               // ... its kmem_cache_node ...
@@ -219,7 +222,7 @@ class slab_pool {
     slab_heap* h = acquire_heap();
     if (!h) return false;
     s.heap = h;
-    s.active = h->active;
+    hold(s, h->active);
     s.uid = uid_;
     s.serial = serial();
     s.o = nullptr;
@@ -232,12 +235,11 @@ class slab_pool {
 
   // An object from the calling thread's heap. Requires: s is this pool's (adopt()).
   MEMCG_ALWAYS_INLINE void* alloc(slab_slot& s) noexcept {
-    slab_page* a = s.active;
-    void* p = a->free;
+    void* p = s.free;
     if (MEMCG_LIKELY(p != nullptr)) {
       slab_unpoison(p, stride_);
-      std::memcpy(&a->free, p, sizeof(void*));
-      ++a->used;
+      std::memcpy(&s.free, p, sizeof(void*));
+      ++s.used;
       return p;
     }
     return alloc_slow(s);
@@ -248,8 +250,10 @@ class slab_pool {
     slab_page* pg = slab_of(p);
     slab_slot& s = slot();
     if (MEMCG_LIKELY(pg == s.active && s.uid == uid_)) {
-      push_free(pg, p);
-      --pg->used;
+      slab_poison(p, stride_);
+      slab_set_link(p, s.local_free);
+      s.local_free = p;
+      --s.used;
       return;
     }
     free_slow(s, pg, p);
@@ -261,12 +265,14 @@ class slab_pool {
     slab_slot& s = slot();
     if (s.uid == uid_) {
       slab_heap* h = s.heap;
+      write_back(s);
       collect(h);
       release_pages(h);
       if (h->active != &slab_empty_page && h->active->used == 0) {
         give_back(h->active);
-        h->active = s.active = &slab_empty_page;
+        h->active = &slab_empty_page;
       }
+      hold(s, h->active);
     }
     mutex_lock l(&mu_);
     for (slab_heap* h = abandoned_; h; h = h->next_abandoned) {
@@ -331,8 +337,29 @@ class slab_pool {
     }
   }
 
+  // The slot's hold on its active page: the page's free lists move into the slot (hold) and
+  // back (write_back) with its count of objects in use.
+  static void hold(slab_slot& s, slab_page* a) noexcept {
+    s.active = a;
+    s.free = a->free;
+    s.local_free = a->local_free;
+    s.used = 0;
+    if (a != &slab_empty_page) a->free = a->local_free = nullptr;
+  }
+  static void write_back(slab_slot& s) noexcept {
+    slab_page* a = s.active;
+    if (a && a != &slab_empty_page) {
+      a->free = s.free;
+      a->local_free = s.local_free;
+      a->used = static_cast<std::uint32_t>(a->used + s.used);
+    }
+    s.free = s.local_free = nullptr;
+    s.used = 0;
+  }
+
   MEMCG_NOINLINE void* alloc_slow(slab_slot& s) noexcept {
     slab_heap* h = s.heap;
+    write_back(s);
     for (;;) {
       slab_page* a = h->active;
       if (a->free || a->local_free) {
@@ -340,7 +367,7 @@ class slab_pool {
           a->free = a->local_free;
           a->local_free = nullptr;
         }
-        s.active = a;
+        hold(s, a);
         return alloc(s);
       }
       if (a->carved < a->capacity) {  // a batch of never-used objects (about 4 KiB) onto `free`
@@ -352,7 +379,7 @@ class slab_pool {
           a->free = p;
         }
         a->carved += n;
-        s.active = a;
+        hold(s, a);
         return alloc(s);
       }
       if (collect(h)) continue;  // the active page may have got objects back
@@ -362,11 +389,12 @@ class slab_pool {
       if (n) list_ops::unlink(h->partial, *n);
       else if ((n = h->spare)) h->spare = nullptr;
       else if (!(n = new_page(h))) {
-        h->active = s.active = &slab_empty_page;
+        h->active = &slab_empty_page;
+        hold(s, h->active);
         return nullptr;
       }
       n->where = slab_active;
-      h->active = s.active = n;
+      h->active = n;
     }
   }
 
@@ -472,7 +500,8 @@ class slab_pool {
     {
       mutex_lock l(&r.retire_mu);
       for (slab_pool* p = r.head; p; p = p->next_)
-        if (p->uid_ == s.uid) {
+        if (p->uid_ == s.uid) {  // alive until retire_mu is let go: its pages too
+          write_back(s);
           p->abandon(s.heap);
           break;
         }

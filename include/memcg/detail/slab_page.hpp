@@ -94,7 +94,9 @@ struct alignas(64) slab_page {
   std::uint32_t capacity;   // objects in the page
   std::uint32_t recip;      // ceil(2^32 / stride): index() without a division
   // Owner-only.
-  std::uint32_t used;       // objects on no free list and carved (live, or remote-freed)
+  std::uint32_t used;       // objects carved and on no free list (live, or remote-freed); while
+                            // the page is a slot's active one, the slot holds its lists and
+                            // the change to this count (slab_heap.hpp)
   std::uint32_t carved;     // objects [0, carved) have been handed out at least once
   std::uint8_t where;       // slab_where
   void* free;               // free objects, linked through their first word: allocs pop it
