@@ -460,19 +460,19 @@ class kmem_cache {
     detail::slab_pools().mu.lock();
     for_each_raw([](kmem_cache& c) ABSL_NO_THREAD_SAFETY_ANALYSIS { c.mu_.lock(); });
   }
-  // After the hierarchy's locks (a shrinker may allocate inside reclaim): the registry's
-  // retire lock, then every pool's.
+  // After the hierarchy's locks (a shrinker may allocate inside reclaim): every pool's lock,
+  // then the registry's retire lock (under which no other lock is taken).
   static void pools_fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    detail::slab_pools().retire_mu.lock();
     for_each_raw([](kmem_cache& c) { c.pool_.fork_prepare(); });
+    detail::slab_pools().retire_mu.lock();
   }
   static void pools_fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    for_each_raw([](kmem_cache& c) { c.pool_.fork_parent(); });
     detail::slab_pools().retire_mu.unlock();
+    for_each_raw([](kmem_cache& c) { c.pool_.fork_parent(); });
   }
   static void pools_fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    for_each_raw([](kmem_cache& c) { c.pool_.fork_child(); });
     detail::slab_pools().retire_mu.reset_after_fork();
+    for_each_raw([](kmem_cache& c) { c.pool_.fork_child(); });
   }
   static void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     for_each_raw([](kmem_cache& c) ABSL_NO_THREAD_SAFETY_ANALYSIS { c.mu_.unlock(); });

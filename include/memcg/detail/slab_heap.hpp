@@ -12,14 +12,18 @@
 //                          objects, heaps handed between threads, empty pages given back
 //   slab_pool_registry     every live pool (constant-initialized): slot indexes, thread exit
 //
-// An alloc pops the active page's free list; a free by the page's owner pushes it back (the
-// active page: no other check); a free by any other thread is a remote free (slab_page.hpp). When
-// the active page runs dry the owner carves its never-used objects, then collects remote frees
+// An alloc pops the active page's free list; a free by the page's owner onto the active page
+// pushes onto its local list (no other check); both lists sit in the thread's slot while the
+// page is active. A free onto another of the owner's pages goes to that page's lists; a free by
+// any other thread is a remote free (slab_page.hpp). When the free list runs dry the local list
+// takes its place; then the owner carves never-used objects (4 KiB at a time), collects remote frees
 // (the pages announced on its pending list), then takes a partial page, the spare, or a new one.
 // A page that empties (not the active one) becomes the spare, or goes back to the system.
 //
 // Threads: a heap is owned by one thread (its slot names it); everything but `pending` and the
-// pages' `remote` lists is owner-only. At thread exit its heaps are abandoned to their pools
+// pages' `remote` lists is owner-only. In the child of fork(2) the heaps of the threads that did
+// not survive are abandoned; what their slots held of their active pages (a few free objects,
+// the page's count) is lost with them: those pages stay in use. At thread exit its heaps are abandoned to their pools
 // (under the pool's lock), with their pages; the next thread that needs a heap of that pool
 // adopts one. Remote frees reach an abandoned heap's pages as any other. A slot index is shared
 // by pools beyond slab_slots: the slot then moves between them (its heap abandoned each time).
@@ -33,6 +37,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include "memcg/config.hpp"
 #include "memcg/detail/list.hpp"
@@ -113,7 +118,9 @@ struct slab_heap {
 // The list changes under both locks, so either is enough to walk it: `mu` for readers that may
 // allocate while they walk (statistics), `retire_mu` for a thread giving up a heap (which an
 // allocation does when its slot moves between pools: it must not wait for `mu`, which its own
-// caller may hold). Order: mu, then retire_mu, then a pool's lock.
+// caller may hold). That thread pins the pool under retire_mu and lets it go before it takes the
+// pool's lock; a pool leaving the registry waits for its pins. Order: mu, then retire_mu; no
+// other lock is taken under retire_mu.
 struct slab_pool_registry {
   mutex mu;
   mutex retire_mu;
@@ -184,14 +191,24 @@ class slab_pool {
     if (retired_) return;
     retired_ = true;
     auto& r = slab_pools();
-    mutex_lock l(&r.mu);
-    mutex_lock l2(&r.retire_mu);
-    if (owns_slot_) r.used &= ~(std::uint64_t{1} << slot_);
-    for (slab_pool** pp = &r.head; *pp; pp = &(*pp)->next_)
-      if (*pp == this) {
-        *pp = next_;
-        break;
+    {
+      mutex_lock l(&r.mu);
+      mutex_lock l2(&r.retire_mu);
+      if (owns_slot_) r.used &= ~(std::uint64_t{1} << slot_);
+      for (slab_pool** pp = &r.head; *pp; pp = &(*pp)->next_)
+        if (*pp == this) {
+          *pp = next_;
+          break;
+        }
+    }
+    // A thread that found this pool before it left the list may still be giving up its heap.
+    for (;;) {
+      {
+        mutex_lock l(&r.retire_mu);
+        if (pins_ == 0) return;
       }
+      std::this_thread::yield();
+    }
   }
   slab_pool* next() const noexcept { return next_; }
 
@@ -291,6 +308,7 @@ class slab_pool {
   void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.unlock(); }
   void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     mu_.reset_after_fork();
+    pins_ = 0;  // the threads that pinned it are gone
     const void* self = &slab_tls_slots();
     for (slab_heap* h = all_; h; h = h->next_all)
       if (h->owner && h->owner != self) {
@@ -497,14 +515,21 @@ class slab_pool {
   // The slot holds another pool's heap: abandoned to that pool if it still lives.
   static void release_slot(slab_slot& s) noexcept {
     auto& r = slab_pools();
+    slab_pool* found = nullptr;
     {
       mutex_lock l(&r.retire_mu);
       for (slab_pool* p = r.head; p; p = p->next_)
-        if (p->uid_ == s.uid) {  // alive until retire_mu is let go: its pages too
-          write_back(s);
-          p->abandon(s.heap);
+        if (p->uid_ == s.uid) {
+          ++p->pins_;  // alive, pages and all, until unpinned (retire() waits)
+          found = p;
           break;
         }
+    }
+    if (found) {
+      write_back(s);
+      found->abandon(s.heap);
+      mutex_lock l(&r.retire_mu);
+      --found->pins_;
     }
     s = slab_slot{};
   }
@@ -524,6 +549,7 @@ class slab_pool {
   bool leaked_ = false;
   bool retired_ = false;
   slab_pool* next_ = nullptr;  // registry (its locks)
+  int pins_ = 0;               // threads giving up a heap of this pool (registry's retire_mu)
   mutex mu_;
   slab_heap* all_ ABSL_GUARDED_BY(mu_) = nullptr;
   slab_heap* abandoned_ ABSL_GUARDED_BY(mu_) = nullptr;
