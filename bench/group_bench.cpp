@@ -1,6 +1,9 @@
 // The group charge path's hot case: a stock hit both ways (charge + uncharge of one anon page),
 // 3 levels deep, beside its hand-written baselines: the 3-level atomic counter walk the stock
-// avoids, and a thread-local increment + decrement (the floor).
+// avoids, and a thread-local increment + decrement (the floor). Then what the stocks cost
+// elsewhere, with N parked threads that each hold one charged page of one group:
+//   group/slack/threads:N       counter slack_pages: memory.current minus the N pages held
+//   group/drain_all/threads:N   the time of one drain of every stock (drain_all_stock) alone
 //
 // Run: group_bench --benchmark_enable_random_interleaving=true --benchmark_repetitions=3
 //                  --benchmark_report_aggregates_only=true
@@ -8,11 +11,15 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <latch>
+#include <vector>
 
 #include "memcg/hierarchy.hpp"
 
@@ -158,6 +165,88 @@ void BM_thread_local_add_baseline(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// N threads, each holding one charged page of g until the object dies, then giving it back.
+// Small stacks: 4,000 threads are a few hundred MiB of address space, not 32 GiB.
+class parked_threads {
+ public:
+  parked_threads(memcg::hierarchy& h, memcg::group& g, int n) : charged_(n + 1) {
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 128 << 10);
+    arg_ = {&h, &g, this};
+    for (int i = 0; i < n; ++i) {
+      pthread_t t;
+      if (pthread_create(&t, &attr, &run, &arg_) != 0) {
+        charged_.count_down();  // fewer threads: the counters say how many
+        continue;
+      }
+      threads_.push_back(t);
+    }
+    pthread_attr_destroy(&attr);
+    charged_.arrive_and_wait();
+  }
+  ~parked_threads() {
+    release_.count_down();
+    for (pthread_t t : threads_) pthread_join(t, nullptr);
+  }
+  std::int64_t size() const { return static_cast<std::int64_t>(threads_.size()); }
+
+ private:
+  struct arg {
+    memcg::hierarchy* h;
+    memcg::group* g;
+    parked_threads* self;
+  };
+  static void* run(void* p) {
+    auto* a = static_cast<arg*>(p);
+    bool ok = static_cast<bool>(a->h->try_charge(*a->g, memcg::kind::anon, 1));
+    a->self->charged_.count_down();
+    a->self->release_.wait();
+    if (ok) a->h->uncharge_unchecked(*a->g, memcg::kind::anon, 1);
+    return nullptr;
+  }
+  std::latch charged_, release_{1};
+  arg arg_{};
+  std::vector<pthread_t> threads_;
+};
+
+void BM_slack(benchmark::State& state) {
+  memcg::hierarchy h;
+  memcg::group& g = *h.mkdir("S").g;
+  parked_threads parked(h, g, static_cast<int>(state.range(0)));
+  std::int64_t slack = 0;
+  for (auto _ : state) {
+    slack = g.memory.usage() - parked.size();
+    benchmark::DoNotOptimize(slack);
+  }
+  state.counters["slack_pages"] = static_cast<double>(slack);
+  state.counters["threads_parked"] = static_cast<double>(parked.size());
+}
+
+void BM_drain_all(benchmark::State& state) {
+  memcg::hierarchy h;
+  memcg::group& g = *h.mkdir("D").g;
+  parked_threads parked(h, g, static_cast<int>(state.range(0)));
+  std::vector<double> us;
+  for (auto _ : state) {
+    // Something to give back on this CPU (untimed): a batch, one page of it parked again.
+    if (!h.try_charge(g, memcg::kind::anon, 1)) state.SkipWithError("charge failed");
+    h.uncharge_unchecked(g, memcg::kind::anon, 1);
+    auto t0 = std::chrono::steady_clock::now();
+    h.drain_stocks(nullptr);
+    auto t1 = std::chrono::steady_clock::now();
+    double sec = std::chrono::duration<double>(t1 - t0).count();
+    state.SetIterationTime(sec);
+    us.push_back(sec * 1e6);
+  }
+  std::sort(us.begin(), us.end());
+  if (!us.empty()) {
+    state.counters["median_us"] = us[us.size() / 2];
+    state.counters["p99_us"] = us[us.size() * 99 / 100];
+  }
+  state.counters["threads_parked"] = static_cast<double>(parked.size());
+}
+
 }  // namespace
 
 // 1 thread (no Threads() call), then 2, 4 and 8 (docs/architecture.md, "Benchmarks"). On a machine with fewer CPUs than
@@ -172,5 +261,15 @@ MEMCG_GROUP_SWEEP(BM_atomic_walk_baseline, "group/atomic_walk_baseline/depth:3")
 MEMCG_GROUP_SWEEP(BM_bare_stock_baseline, "group/bare_stock_baseline");
 MEMCG_GROUP_SWEEP(BM_thread_local_add_baseline, "group/thread_local_add_baseline");
 MEMCG_GROUP_SWEEP(BM_null_policy, "group/charge_uncharge/null/depth:3");
+BENCHMARK(BM_slack)->Name("group/slack")->ArgName("threads")->Arg(1)->Arg(64)->Arg(1000)->Arg(4000)
+    ->Iterations(1);
+BENCHMARK(BM_drain_all)
+    ->Name("group/drain_all")
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(4000)
+    ->Iterations(2000)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK_MAIN();

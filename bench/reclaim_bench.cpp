@@ -26,6 +26,8 @@
 
 #include "memcg/hierarchy.hpp"
 
+#include "../examples/page_cache.hpp"
+
 namespace {
 
 constexpr std::int64_t target_pages = 64 * 256;  // 64 MiB
@@ -33,32 +35,8 @@ constexpr int fanout2 = 10;                       // level-2 groups per level-1 
 constexpr int fanout3 = 9;                        // leaves per level-2 group
 constexpr int per_top = 1 + fanout2 + fanout2 * fanout3;  // 101 groups per level-1 subtree
 
-// Page cache of one leaf: charged pages, freed on request (reclaim runs on this thread only).
-class cache final : public memcg::basic_reclaimer<memcg::sync::atomic> {
- public:
-  cache(memcg::hierarchy& h, memcg::group& g) : h_(h), g_(g) {}
-  void fill(std::int64_t nr_pages) {
-    if (nr_pages <= 0) return;
-    if (!h_.try_charge(g_, memcg::kind::file, nr_pages)) {
-      std::fprintf(stderr, "reclaim_bench: charge failed\n");
-      std::abort();
-    }
-    held_ += nr_pages;
-  }
-  std::int64_t held() const { return held_; }
-  std::int64_t count(memcg::reclaim_filter) noexcept override { return held_; }
-  std::int64_t scan(std::int64_t nr_pages, memcg::reclaim_filter) override {
-    std::int64_t n = std::min(nr_pages, held_);
-    if (n > 0) h_.uncharge_unchecked(g_, memcg::kind::file, n);
-    held_ -= n;
-    return n;
-  }
-
- private:
-  memcg::hierarchy& h_;
-  memcg::group& g_;
-  std::int64_t held_ = 0;
-};
+// Page cache of one leaf (reclaim runs on this thread only).
+using cache = memcg_example::page_cache<memcg::sync::atomic>;
 
 // Counts the walk's steps and the groups it left alone (for the visits counter).
 struct counting_observer final : memcg::reclaim_observer<memcg::sync::atomic> {
@@ -108,20 +86,14 @@ struct tree {
           if (m % 3 == 0 && l % 3 == 0) (void)h.write_low(leaf, pl);
           if (m % 3 == 1 && l % 5 == 0) (void)h.write_min(leaf, pl);
           if (m % 3 == 2 && l % 4 == 0) (void)h.write_soft_limit(leaf, pl / 2);
-          caches.push_back(std::make_unique<cache>(h, leaf));
-          h.register_reclaimer(leaf, *caches.back());
+          caches.push_back(std::make_unique<cache>(h, leaf));  // registers on leaf
         }
       }
     }
     all = h.groups();
     refill();
   }
-  ~tree() {
-    for (auto& c : caches) {
-      h.unregister_reclaimer(*c);
-      c->scan(c->held(), memcg::reclaim_filter::all);
-    }
-  }
+  ~tree() { caches.clear(); }  // each unregisters and gives its pages back, before h goes
   memcg::group& mk(const std::string& path) {
     auto r = h.mkdir(path);
     if (!r) {
@@ -131,7 +103,12 @@ struct tree {
     return *r.g;
   }
   void refill() {
-    for (auto& c : caches) c->fill(per_leaf - c->held());
+    for (auto& c : caches) {
+      if (c->fill(per_leaf - c->held()) != std::errc{}) {
+        std::fprintf(stderr, "reclaim_bench: charge failed\n");
+        std::abort();
+      }
+    }
   }
 };
 

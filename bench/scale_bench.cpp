@@ -39,6 +39,8 @@
 #include "memcg/slab.hpp"
 #endif
 
+#include "../examples/page_cache.hpp"
+
 namespace {
 
 std::int64_t resident_bytes() {
@@ -55,22 +57,8 @@ bool full_scale() {
   return s && std::strcmp(s, "full") == 0;
 }
 
-// Page cache of one leaf: `pages` pages charged as file, all given back on request.
-class leaf_cache final : public memcg::basic_reclaimer<memcg::sync::atomic> {
- public:
-  std::int64_t pages = 0;
-  memcg::group* g = nullptr;
-  std::int64_t count(memcg::reclaim_filter f) noexcept override {
-    return memcg::filter_allows(f, memcg::kind::file) ? pages : 0;
-  }
-  std::int64_t scan(std::int64_t nr, memcg::reclaim_filter f) override {
-    if (!memcg::filter_allows(f, memcg::kind::file)) return 0;
-    std::int64_t n = nr < pages ? nr : pages;
-    g->hierarchy().uncharge_unchecked(*g, memcg::kind::file, n);
-    pages -= n;
-    return n;
-  }
-};
+// Page cache of one leaf, all given back on request.
+using leaf_cache = memcg_example::page_cache<memcg::sync::atomic>;
 
 void bm_world(benchmark::State& state) {
   const std::int64_t nr_sockets = full_scale() ? 1000000 : 100000;
@@ -143,14 +131,11 @@ void bm_world(benchmark::State& state) {
     // 4. Page cache on every leaf, then one walk from the root that takes it all back.
     std::deque<leaf_cache> caches;
     for (memcg::group* g : leaves) {
-      caches.emplace_back();
-      caches.back().g = g;
-      if (!h->try_charge(*g, memcg::kind::file, cache_pages)) {
+      caches.emplace_back(*h, *g);  // registers on g
+      if (caches.back().fill(cache_pages) != std::errc{}) {
         state.SkipWithError("page cache charge refused");
         return;
       }
-      caches.back().pages = cache_pages;
-      h->register_reclaimer(*g, caches.back());
     }
     std::int64_t target = cache_pages * static_cast<std::int64_t>(leaves.size());
     auto t2 = std::chrono::steady_clock::now();
@@ -181,7 +166,7 @@ void bm_world(benchmark::State& state) {
     for (void* p : objs) cache->free(p);
     memcg::kmem_cache_destroy(cache);
 #endif
-    for (auto& c : caches) h->unregister_reclaimer(c);
+    caches.clear();  // each unregisters (and has nothing left to give back)
     socks.clear();
   }
   state.SetItemsProcessed(state.iterations());

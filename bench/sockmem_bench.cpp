@@ -9,7 +9,7 @@
 //   sockmem/thread_local_floor/N     the same forward-allocation bookkeeping on a plain
 //                                    thread-local struct, with no accounting at all
 //   sockmem/read_each/1460/depth:3   an application that reads each 1460-byte segment as it
-//                                    arrives (group 3 levels deep; issue 16's goal: <= 25 ns),
+//                                    arrives (group 3 levels deep; goal: <= 25 ns),
 //                                    with the protocol's forward_keep at one page: the socket
 //                                    keeps its page between segments
 //   .../keep:0                       the same with forward_keep 0 (the kernel's v6.0+ rule, the
@@ -218,7 +218,7 @@ void BM_tenants(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-// Window advice and a window promise (issue 16, item 5), socket in a group 3 levels deep.
+// Window advice and a window promise, socket in a group 3 levels deep.
 template <bool Promise>
 void BM_advice(benchmark::State& state) {
   pin_thread(state.thread_index());

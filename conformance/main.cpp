@@ -1,5 +1,5 @@
 // memcg-conformance: the same workloads in real memory cgroups and through memcg-sim, side by
-// side, one row per check (issue 15). Run it through scripts/conformance.sh.
+// side, one row per check. Run it through scripts/conformance.sh.
 //
 //   memcg-conformance --sim PATH/memcg-sim [--workdir DIR] [--out DIR] [--only NAME]
 //

@@ -16,53 +16,19 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <mutex>
 #include <thread>
 
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/policy.hpp"
+#include "page_cache.hpp"
 
 namespace {
 
 constexpr std::int64_t MiB = 256;  // pages
 
-// The box's page cache: reclaimable, freed oldest first.
-class page_cache final : public memcg::basic_reclaimer<memcg::sync::atomic> {
- public:
-  page_cache(memcg::hierarchy& h, memcg::group& g) : h_(h), g_(g) {
-    h.register_reclaimer(g, *this);
-  }
-  ~page_cache() override {
-    h_.unregister_reclaimer(*this);
-    h_.uncharge_unchecked(g_, memcg::kind::file, held_);
-  }
-  bool fill(std::int64_t nr_pages) {
-    if (!h_.try_charge(g_, memcg::kind::file, nr_pages)) return false;
-    std::lock_guard<std::mutex> l(mu_);
-    held_ += nr_pages;
-    return true;
-  }
-  std::int64_t count(memcg::reclaim_filter f) noexcept override {
-    if (!memcg::filter_allows(f, memcg::kind::file)) return 0;
-    std::lock_guard<std::mutex> l(mu_);
-    return held_;
-  }
-  std::int64_t scan(std::int64_t nr_pages, memcg::reclaim_filter f) override {
-    if (!memcg::filter_allows(f, memcg::kind::file)) return 0;
-    std::lock_guard<std::mutex> l(mu_);
-    std::int64_t n = std::min(nr_pages, held_);
-    if (n > 0) h_.uncharge_unchecked(g_, memcg::kind::file, n);
-    held_ -= n;
-    return n;
-  }
-
- private:
-  memcg::hierarchy& h_;
-  memcg::group& g_;
-  std::mutex mu_;
-  std::int64_t held_ = 0;
-};
+// The box's page cache: reclaimable, freed oldest first (examples/page_cache.hpp).
+using page_cache = memcg_example::page_cache<memcg::sync::atomic>;
 
 std::string mib(std::int64_t pages) { return std::to_string(pages / MiB) + "M"; }
 
@@ -76,7 +42,7 @@ int main() {
   (void)memcg::write_control(h, box, "memory.kmem.limit_in_bytes", "20M");
 
   page_cache cache(h, box);
-  if (!cache.fill(80 * MiB) || !h.try_charge(box, memcg::kind::kmem, 20 * MiB)) {
+  if (cache.fill(80 * MiB) != std::errc{} || !h.try_charge(box, memcg::kind::kmem, 20 * MiB)) {
     std::fprintf(stderr, "uswapd: setup failed\n");
     return 1;
   }

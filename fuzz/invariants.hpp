@@ -115,7 +115,7 @@ class invariant_checker {
  private:
   PROOF_NO_COVERAGE std::int64_t parked(hierarchy& h, group& g) {
     if (local_only_) {
-      auto* ts = memcg::detail::thread_stock<P>::peek();
+      auto* ts = memcg::detail::memcg_stock<P>::peek();
       return ts ? ts->parked(&g) : 0;
     }
     return h.parked(g);

@@ -163,7 +163,7 @@ struct side {
       }
       for (kind k : memcg::all_kinds) v.push_back(g->stat_folded(k));
       v.push_back(g->tcp_pressure());
-      auto* ts = memcg::detail::thread_stock<P>::peek();
+      auto* ts = memcg::detail::memcg_stock<P>::peek();
       v.push_back(ts ? ts->parked(g) : 0);
       v.push_back(static_cast<std::int64_t>(g->id()));
     }

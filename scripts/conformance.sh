@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The conformance harness (issue 15): the same workloads in real memory cgroups and through
+# The conformance harness: the same workloads in real memory cgroups and through
 # memcg-sim; prints one row per check (what, the kernel's value, ours, the tolerance, the result).
 #   scripts/conformance.sh             builds memcg-sim and memcg-conformance (preset default), runs
 #   scripts/conformance.sh --no-build  uses $MEMCG_SIM and $MEMCG_CONFORMANCE (the ctest test)

@@ -11,6 +11,8 @@ packages=(
   libpython3.11-testsuite  # CPython's own regression tests, run under the shim
   dpkg-dev  # apt-get source lwip (examples/lwip/fetch.sh)
   abigail-tools  # abidw/abidiff: the C library's ABI check (ctest abi)
+  emscripten  # memcg-sim for the browser (web/build.sh; Abseil from its source package)
+  chromium  # the page's test in headless Chromium (ctest web/browser)
   libjemalloc-dev libgoogle-perftools-dev  # jemalloc and tcmalloc beside the slab (slab_bench)
 )
 

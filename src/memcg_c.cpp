@@ -73,7 +73,8 @@ struct capi_sock {
   capi_sock(memcg::proto_memory& p, memcg::group* g) noexcept : s(p, g) {}
   memcg::sock_memory s;
 };
-// Item 3 of issue 16: the socket's state fits the caller's MEMCG_SOCK_SIZE bytes.
+// The socket's state fits the caller's MEMCG_SOCK_SIZE bytes (memcg.h: sockets in the
+// caller's storage).
 static_assert(sizeof(capi_sock) <= MEMCG_SOCK_SIZE, "memcg_sock outgrew MEMCG_SOCK_SIZE (ABI)");
 static_assert(alignof(capi_sock) <= MEMCG_SOCK_ALIGN,
               "memcg_sock needs more than MEMCG_SOCK_ALIGN");
@@ -156,13 +157,33 @@ namespace {
 static_assert(static_cast<int>(memcg::sock_accounting::both) == MEMCG_SOCKET_ACCOUNTING_BOTH &&
               static_cast<int>(memcg::sock_accounting::v1) == MEMCG_SOCKET_ACCOUNTING_V1 &&
               static_cast<int>(memcg::sock_accounting::v2) == MEMCG_SOCKET_ACCOUNTING_V2);
-static_assert(static_cast<int>(memcg::kind::sock) == MEMCG_KIND_SOCK && memcg::nr_kinds == 7);
-static_assert(static_cast<int>(memcg::counter_id::kmem) == MEMCG_COUNTER_KMEM &&
+// memcg.h's copies of the C++ enumerations, value by value: a kind, flag or level added or
+// moved on one side and not the other does not compile.
+static_assert(static_cast<int>(memcg::kind::anon) == MEMCG_KIND_ANON &&
+              static_cast<int>(memcg::kind::file) == MEMCG_KIND_FILE &&
+              static_cast<int>(memcg::kind::kmem) == MEMCG_KIND_KMEM &&
+              static_cast<int>(memcg::kind::pagetables) == MEMCG_KIND_PAGETABLES &&
+              static_cast<int>(memcg::kind::slab_reclaimable) == MEMCG_KIND_SLAB_RECLAIMABLE &&
+              static_cast<int>(memcg::kind::slab_unreclaimable) == MEMCG_KIND_SLAB_UNRECLAIMABLE &&
+              static_cast<int>(memcg::kind::sock) == MEMCG_KIND_SOCK && memcg::nr_kinds == 7);
+static_assert(static_cast<int>(memcg::counter_id::memory) == MEMCG_COUNTER_MEMORY &&
+              static_cast<int>(memcg::counter_id::kmem) == MEMCG_COUNTER_KMEM &&
               static_cast<int>(memcg::counter_id::tcp) == MEMCG_COUNTER_TCP);
-static_assert(static_cast<int>(memcg::pressure_level::critical) == MEMCG_PRESSURE_CRITICAL &&
+static_assert(static_cast<int>(memcg::pressure_level::none) == MEMCG_PRESSURE_NONE &&
+              static_cast<int>(memcg::pressure_level::low) == MEMCG_PRESSURE_LOW &&
+              static_cast<int>(memcg::pressure_level::medium) == MEMCG_PRESSURE_MEDIUM &&
+              static_cast<int>(memcg::pressure_level::critical) == MEMCG_PRESSURE_CRITICAL);
+static_assert(static_cast<int>(memcg::pressure_mode::no_passthrough) ==
+                  MEMCG_PRESSURE_MODE_NO_PASSTHROUGH &&
+              static_cast<int>(memcg::pressure_mode::hierarchy) == MEMCG_PRESSURE_MODE_HIERARCHY &&
               static_cast<int>(memcg::pressure_mode::local) == MEMCG_PRESSURE_MODE_LOCAL);
 static_assert(static_cast<int>(memcg::event::oom_kill) == 4 && memcg::nr_events == 5);
-static_assert(static_cast<int>(memcg::gfp::retry_mayfail) == MEMCG_GFP_RETRY_MAYFAIL);
+static_assert(static_cast<int>(memcg::gfp::none) == MEMCG_GFP_KERNEL &&
+              static_cast<int>(memcg::gfp::nofail) == MEMCG_GFP_NOFAIL &&
+              static_cast<int>(memcg::gfp::high) == MEMCG_GFP_HIGH &&
+              static_cast<int>(memcg::gfp::noreclaim) == MEMCG_GFP_NORECLAIM &&
+              static_cast<int>(memcg::gfp::noretry) == MEMCG_GFP_NORETRY &&
+              static_cast<int>(memcg::gfp::retry_mayfail) == MEMCG_GFP_RETRY_MAYFAIL);
 static_assert(MEMCG_PAGE_SIZE == memcg::page_size);
 
 int err(std::errc e) noexcept { return e == std::errc{} ? 0 : -static_cast<int>(e); }

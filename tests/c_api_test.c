@@ -469,7 +469,7 @@ static void test_refusal_per_thread(void) {
   CHECK(rc == -ENOENT);
 }
 
-/* ---- sockets in the caller's storage (item 3) ---- */
+/* ---- sockets in the caller's storage ---- */
 
 struct pcb { /* a stack's connection block with the socket's memory state inside */
   int state;
@@ -887,7 +887,7 @@ static void test_pressure_listeners(void) {
   memcg_hierarchy_destroy(h);
 }
 
-/* ---- give-backs and TCP's rules (issues 14 and 15) ---- */
+/* ---- give-backs and TCP's rules ---- */
 
 /* Every counter a bad give-back could move: the socket's fields, the protocol's pages, the
  * group's memory, tcp and kmem counters and its anon and sock statistics. */
@@ -916,8 +916,8 @@ static int same(const struct snapshot* a, const struct snapshot* b) {
          strcmp(a->stat, b->stat) == 0;
 }
 
-/* Issue 14 item 10: every give-back of more than a socket or a group holds is -EINVAL and
- * changes no counter (it used to drive memory_allocated to -256 pages). */
+/* Every give-back of more than a socket or a group holds is -EINVAL and changes no counter
+ * (taken, one would drive memory_allocated to -256 pages). */
 #define CHECK_REFUSED(call)                                                       \
   do {                                                                            \
     struct snapshot after_;                                                       \
@@ -1012,7 +1012,7 @@ static void test_bad_give_backs(void) {
   memcg_hierarchy_destroy(h);
 }
 
-/* TCP's rules around the raise (issue 15): the forced first segment, rcvbuf, a send that would
+/* TCP's rules around the raise: the forced first segment, rcvbuf, a send that would
  * block, SO_RCVBUF / SO_SNDBUF. */
 static void test_tcp_rules(void) {
   memcg_hierarchy* h = new_hierarchy();

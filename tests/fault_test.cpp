@@ -34,6 +34,7 @@
 #error "fault_test.cpp is built with MEMCG_FAULT_INJECTION (memcg_proof_tests)"
 #endif
 
+#include "../examples/page_cache.hpp"
 #include "support.hpp"
 
 namespace {
@@ -116,39 +117,17 @@ struct holder {
   }
 };
 
-// Page cache (or reclaimable slab) behind a reclaimer: frees oldest first. `lie` is added to
+// The example page cache (examples/page_cache.hpp), filled a page at a time. `lie` is added to
 // what it claims; `extra` more pages than asked are freed when it has them.
 template <class P>
-struct cache final : memcg::basic_reclaimer<P> {
-  std::deque<std::pair<memcg::basic_objcg<P>*, kind>> pages;  // one page each
+struct cache final : memcg_example::page_cache<P> {
   std::int64_t lie = 0, extra = 0;
-  void fill(hier<P>& h, grp<P>& g, kind k, std::int64_t n) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      REQUIRE(h.try_charge(g, k, 1));
-      pages.push_back({g.objcg(), k});
-    }
-  }
-  std::int64_t count(reclaim_filter f) noexcept override {
-    std::int64_t n = 0;
-    for (auto& p : pages) n += memcg::filter_allows(f, p.second);
-    return n;
+  cache(hier<P>& h, grp<P>& g) : memcg_example::page_cache<P>(h, g) {}
+  void fill(kind k, std::int64_t n) {
+    REQUIRE(memcg_example::page_cache<P>::fill(n, 1, k) == std::errc{});
   }
   std::int64_t scan(std::int64_t nr, reclaim_filter f) override {
-    std::int64_t freed = 0;
-    for (auto it = pages.begin(); it != pages.end() && freed < nr + extra;) {
-      if (!memcg::filter_allows(f, it->second)) {
-        ++it;
-        continue;
-      }
-      (void)it->first->uncharge(it->second, 1);
-      ++freed;
-      it = pages.erase(it);
-    }
-    return freed + lie;
-  }
-  void give_back() {
-    for (auto& p : pages) (void)p.first->uncharge(p.second, 1);
-    pages.clear();
+    return memcg_example::page_cache<P>::scan(nr + extra, f) + lie;
   }
 };
 
@@ -392,11 +371,10 @@ TEST_CASE_TEMPLATE("a reclaimer that throws is reported, counts as no progress, 
   proof::invariant_checker<P> inv;
   holder<P> hold(h);
   throwing_reclaimer<P> bad;
-  cache<P> good;
   h.register_reclaimer(a, bad);
-  h.register_reclaimer(a, good);
+  cache<P> good(h, a);  // registered after bad: reclaim asks bad first
   h.write_max(a, 100);
-  good.fill(h, a, kind::file, 60);
+  good.fill(kind::file, 60);
   REQUIRE(hold.charge(a, kind::anon, 30));
   h.drain_stocks(nullptr);
   std::int64_t failures = h.callback_failures();
@@ -404,7 +382,7 @@ TEST_CASE_TEMPLATE("a reclaimer that throws is reported, counts as no progress, 
   CHECK(bad.scans >= 1);
   CHECK(h.callback_failures() > failures);
   CHECK(a.memory.usage() <= 100);
-  CHECK(good.pages.size() < 60);
+  CHECK(good.held() < 60);
   check_consistent(inv, h);
   // Only the throwing one left: a refusal, reported, nothing changed.
   good.give_back();
@@ -424,10 +402,9 @@ TEST_CASE_TEMPLATE("reclaimers that lie are judged by what they really uncharged
   auto& a = make(h, "A");
   proof::invariant_checker<P> inv;
   holder<P> hold(h);
-  cache<P> liar, generous;
-  h.register_reclaimer(a, liar);
+  cache<P> liar(h, a);
   h.write_max(a, 64);
-  liar.fill(h, a, kind::file, 10);
+  liar.fill(kind::file, 10);
   liar.lie = 1000;  // claims much more than it frees
   REQUIRE(hold.charge(a, kind::anon, 50));
   auto r = h.reclaim(a, 20, reclaim_filter::all);
@@ -438,8 +415,8 @@ TEST_CASE_TEMPLATE("reclaimers that lie are judged by what they really uncharged
   h.unregister_reclaimer(liar);
   // Frees more than asked: counted as it is. (2 asked is a target of 32: one step of 32.)
   hold.give_back();
-  h.register_reclaimer(a, generous);
-  generous.fill(h, a, kind::file, 40);
+  cache<P> generous(h, a);
+  generous.fill(kind::file, 40);
   generous.extra = 5;
   auto r2 = h.reclaim(a, 2, reclaim_filter::all);
   CHECK(r2.reclaimed == 37);

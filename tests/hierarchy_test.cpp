@@ -18,6 +18,7 @@
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 
+#include "../examples/page_cache.hpp"
 #include "support.hpp"
 
 namespace {
@@ -39,52 +40,19 @@ using guard = memcg::group_charge<P>;
 
 using memcg_test::make;
 
-// A reclaimer that owns pages (one 1-page guard each), oldest first, in one queue for every kind
-// (docs/model.md, "The reclaim walk": reclaimable pages go oldest first). `free_cap` limits what one
-// scan really frees; `lie` is added to what it claims.
+// The example page cache (examples/page_cache.hpp: one queue for every reclaimable kind,
+// oldest first, as docs/model.md, "The reclaim walk" asks), filled a page at a time by add().
+// `free_cap` limits what one scan really frees; `lie` is added to what it claims.
 template <class P>
-struct page_reclaimer final : memcg::basic_reclaimer<P> {
-  std::deque<guard<P>> pages;
+struct page_reclaimer final : memcg_example::page_cache<P> {
   std::int64_t free_cap = -1;
   std::int64_t lie = 0;
-  std::int64_t scans = 0;
 
-  void add(hier<P>& h, grp<P>& g, kind k, std::int64_t n) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      auto r = h.charge(g, k, 1);
-      REQUIRE(r);
-      pages.push_back(r.take());
-    }
-  }
-  std::int64_t held(kind k) const {
-    std::int64_t n = 0;
-    for (const auto& p : pages)
-      if (p.tag() == k) n += p.size();
-    return n;
-  }
-  std::int64_t count(reclaim_filter f) noexcept override {
-    std::int64_t n = 0;
-    for (const auto& p : pages)
-      if (memcg::filter_allows(f, p.tag())) n += p.size();
-    return n;
-  }
+  page_reclaimer(hier<P>& h, grp<P>& g) : memcg_example::page_cache<P>(h, g) {}
+  void add(kind k, std::int64_t n) { REQUIRE(this->fill(n, 1, k) == ok); }
   std::int64_t scan(std::int64_t nr, reclaim_filter f) override {
-    ++scans;
     std::int64_t limit = free_cap < 0 ? nr : std::min(nr, free_cap);
-    std::int64_t freed = 0;
-    std::deque<guard<P>> keep;
-    while (!pages.empty()) {
-      guard<P> p = std::move(pages.front());
-      pages.pop_front();
-      if (freed < limit && memcg::filter_allows(f, p.tag())) {
-        freed += p.size();
-        p.reset();
-      } else {
-        keep.push_back(std::move(p));
-      }
-    }
-    pages = std::move(keep);
-    return freed + lie;
+    return memcg_example::page_cache<P>::scan(limit, f) + lie;
   }
 };
 
@@ -464,9 +432,8 @@ TEST_CASE_TEMPLATE("the refusing ancestor is reclaimed and named, not the chargi
   auto& b = make(h, "A/B");
   auto& c = make(h, "A/C");
   REQUIRE(h.write_max(a, 20) == ok);
-  page_reclaimer<P> rc;
-  h.register_reclaimer(c, rc);
-  rc.add(h, c, kind::file, 16);
+  page_reclaimer<P> rc(h, c);
+  rc.add(kind::file, 16);
   h.drain_stocks(nullptr);
   auto s = h.try_charge(b, kind::anon, 8);
   CHECK(s.error == ok);
@@ -475,8 +442,6 @@ TEST_CASE_TEMPLATE("the refusing ancestor is reclaimed and named, not the chargi
   CHECK(a.events(event::max) >= 1);
   CHECK(b.events(event::max) == 0);
   CHECK(a.memory.usage() <= 20);
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("events are local to a group and hierarchical up to, not including, the root",
@@ -553,11 +518,10 @@ TEST_CASE_TEMPLATE("a kmem refusal gives the memory charge back and changes noth
 TEST_CASE_TEMPLATE("a kmem refusal reclaims kernel reclaimables only", P, MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 8);
-  rc.add(h, a, kind::slab_reclaimable, 40);
-  rc.add(h, a, kind::file, 8);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 8);
+  rc.add(kind::slab_reclaimable, 40);
+  rc.add(kind::file, 8);
   REQUIRE(h.write_kmem_limit(a, 40) == ok);
   auto s = h.try_charge(a, kind::kmem, 4);
   CHECK(s.error == ok);
@@ -570,8 +534,6 @@ TEST_CASE_TEMPLATE("a kmem refusal reclaims kernel reclaimables only", P, MEMCG_
   CHECK(h.stat(a, kind::kmem) == 4);
   CHECK(a.kmem.failcnt() >= 1);
   CHECK(a.memory.usage() == stats_sum(h, a) + h.parked(a));
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("a memory refusal reclaims user pages and kernel reclaimables alike", P,
@@ -579,12 +541,11 @@ TEST_CASE_TEMPLATE("a memory refusal reclaims user pages and kernel reclaimables
   hier<P> h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 48) == ok);
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 4);
-  rc.add(h, a, kind::slab_reclaimable, 4);
-  rc.add(h, a, kind::file, 4);
-  rc.add(h, a, kind::slab_reclaimable, 36);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 4);
+  rc.add(kind::slab_reclaimable, 4);
+  rc.add(kind::file, 4);
+  rc.add(kind::slab_reclaimable, 36);
   REQUIRE(a.memory.usage() == 48);
   auto s = h.try_charge(a, kind::anon, 12);
   CHECK(s.error == ok);
@@ -594,8 +555,6 @@ TEST_CASE_TEMPLATE("a memory refusal reclaims user pages and kernel reclaimables
   CHECK(a.kmem.usage() == 16);
   CHECK(h.stat(a, kind::anon) == 12);
   CHECK(a.memory.usage() == 48 - 32 + 12);
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("a tcp refusal sets the group's tcp pressure and a later success clears it", P,
@@ -742,9 +701,8 @@ TEST_CASE_TEMPLATE("the walk counts what reclaimers really uncharge, not what th
                    MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 400);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 400);
   // Every reclaim asks at least 32 pages (SWAP_CLUSTER_MAX): 10 asked is a target of 32.
   SUBCASE("a reclaimer that frees less than it claims") {
     rc.free_cap = 3;
@@ -776,8 +734,6 @@ TEST_CASE_TEMPLATE("the walk counts what reclaimers really uncharge, not what th
   }
   h.drain_stocks(nullptr);
   CHECK(a.memory.usage() == h.stat(a, kind::file));
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("a reclaimer that throws counts as a failure and zero progress", P,
@@ -846,9 +802,8 @@ TEST_CASE_TEMPLATE("charges above memory.high accumulate and the throttle point 
   REQUIRE(a.memory.set_high(100 * MiB) == ok);
   REQUIRE(h.try_charge(a, kind::anon, 100 * MiB));  // at high, not above
   CHECK(h.over_high_pages() == 0);
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 448);  // the first page takes a batch from the counters
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 448);  // the first page takes a batch from the counters
   CHECK(h.over_high_pages() > 0);
   CHECK(h.over_high_pages() == 448);  // 7 batches from the counters
   REQUIRE(h.try_charge(a, kind::anon, 1));  // a miss: one batch more
@@ -862,17 +817,14 @@ TEST_CASE_TEMPLATE("charges above memory.high accumulate and the throttle point 
   CHECK(a.events(event::max) == 0);
   CHECK(a.memory.usage() <= 101 * MiB);
   CHECK(h.handle_over_high() == 0);  // nothing left to pay
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("writing memory.high reclaims above it and never fails", P,
                    MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 50);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 50);
   REQUIRE(h.try_charge(a, kind::anon, 10));
   CHECK(h.write_high(a, 30) == ok);
   CHECK(a.memory.high() == 30);
@@ -882,8 +834,6 @@ TEST_CASE_TEMPLATE("writing memory.high reclaims above it and never fails", P,
   CHECK(rc.held(kind::file) == 0);
   CHECK(a.memory.usage() == 10);
   CHECK(a.events(event::oom) == 0);
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -892,9 +842,8 @@ TEST_CASE_TEMPLATE("writing memory.high reclaims above it and never fails", P,
 TEST_CASE_TEMPLATE("memory.max below usage reclaims and never fails", P, MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 10);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 10);
   REQUIRE(h.try_charge(a, kind::anon, 10));
   CHECK(h.write_max(a, 12) == ok);
   CHECK(a.memory.max() == 12);
@@ -908,17 +857,14 @@ TEST_CASE_TEMPLATE("memory.max below usage reclaims and never fails", P, MEMCG_G
   CHECK(a.events(event::oom) >= 1);
   CHECK(h.write_max(a, -1) == std::errc::invalid_argument);
   CHECK(a.memory.max() == 5);
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 TEST_CASE_TEMPLATE("a v1 limit write below what can be reclaimed is EBUSY and leaves the limit",
                    P, MEMCG_GROUP_POLICIES) {
   hier<P> h;
   auto& a = make(h, "A");
-  page_reclaimer<P> rc;
-  h.register_reclaimer(a, rc);
-  rc.add(h, a, kind::file, 10);
+  page_reclaimer<P> rc(h, a);
+  rc.add(kind::file, 10);
   REQUIRE(h.try_charge(a, kind::anon, 10));
   REQUIRE(h.try_charge(a, kind::kmem, 3));
   REQUIRE(h.try_charge(a, kind::sock, 3));
@@ -939,8 +885,6 @@ TEST_CASE_TEMPLATE("a v1 limit write below what can be reclaimed is EBUSY and le
   CHECK(memcg::write_control(h, a, "memory.limit_in_bytes", "4096") ==
         std::errc::device_or_resource_busy);
   CHECK(a.memory.max() == 16);
-  rc.pages.clear();
-  h.unregister_reclaimer(rc);
 }
 
 // An OOM handler that reports success and frees nothing; it gives up after
@@ -1126,7 +1070,9 @@ TEST_SUITE("concurrency") {
 // joins it.
 class batch_holder {
  public:
-  batch_holder(memcg::hierarchy& h, memcg::group& g) : t_([this, &h, &g] {
+  // cpu: where T runs (per-CPU stocks: apart from the test's thread), or -1 for anywhere.
+  batch_holder(memcg::hierarchy& h, memcg::group& g, int cpu = -1) : t_([this, &h, &g, cpu] {
+    memcg_test::cpu_pin pin(cpu);
     auto r = h.charge(g, kind::anon, 1);
     parked_.set_value();
     done_f_.wait();
@@ -1148,10 +1094,16 @@ class batch_holder {
 };
 
 TEST_CASE("a refused charge returns the pages parked in another thread's stock first") {
+  const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+  memcg_test::cpu_pin here(c0);
+  if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+    MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+    return;
+  }
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  batch_holder t(h, a);
+  batch_holder t(h, a, c1);
   CHECK(a.memory.usage() == 64);
   CHECK(h.parked(a) == 63);
   auto s = h.try_charge(a, kind::anon, 2);  // fits only once T's stock is back
@@ -1159,7 +1111,7 @@ TEST_CASE("a refused charge returns the pages parked in another thread's stock f
   CHECK(a.memory.usage() == 3);
   CHECK(a.events(event::max) == 1);  // one reclaim round, then the drain
   CHECK(a.events(event::oom) == 0);
-  t.release();  // T's exit drains its stock
+  t.release();  // T gives its page back (to its stock)
   CHECK(h.stat(a, kind::anon) == 2);
   h.uncharge_unchecked(a, kind::anon, 2);
   h.drain_stocks(nullptr);
@@ -1171,10 +1123,16 @@ TEST_CASE("a charge that may not reclaim takes back another thread's stock befor
   // GFP_NOWAIT-like charges (socket receives, slab GFP_NOWAIT) give up before
   // reclaim; they must still drain the refusing subtree's stocks once. No `max` event: no
   // reclaim round was entered (the kernel's !gfpflags_allow_blocking path).
+  const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+  memcg_test::cpu_pin here(c0);
+  if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+    MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+    return;
+  }
   memcg::hierarchy h;
   auto& a = make(h, "A");
   REQUIRE(h.write_max(a, 64) == ok);
-  batch_holder t(h, a);
+  batch_holder t(h, a, c1);
   CHECK(a.memory.usage() == 64);
   auto s = h.try_charge(a, kind::anon, 2, memcg::GFP_NOWAIT);
   CHECK(s.error == ok);

@@ -19,7 +19,7 @@
 #include "memcg/hierarchy.hpp"
 #include "memcg/policy.hpp"
 #include "memcg/pressure.hpp"
-#include "page_cache.hpp"
+#include "../examples/page_cache.hpp"
 
 namespace {
 
@@ -36,7 +36,7 @@ using group = memcg::basic_group<S>;
 constexpr std::errc ok{};
 constexpr std::int64_t MiB = 256;  // pages
 
-using memcg_test::page_cache;  // tests/page_cache.hpp
+using memcg_example::page_cache;  // examples/page_cache.hpp
 
 // A hierarchy on a virtual clock, with the stock off (exact usage).
 template <class S>

@@ -16,7 +16,7 @@
 
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
-#include "page_cache.hpp"
+#include "../examples/page_cache.hpp"
 
 namespace {
 
@@ -43,7 +43,7 @@ group<S>& mk(hierarchy<S>& h, const char* path) {
   return *r.g;
 }
 
-using memcg_test::page_cache;  // tests/page_cache.hpp
+using memcg_example::page_cache;  // examples/page_cache.hpp
 
 // Records every step of every walk.
 template <class S>

@@ -24,6 +24,7 @@
 #include "memcg/control.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/slab.hpp"
+#include "support.hpp"
 #if defined(MEMCG_ASAN_BUILD)
 #include <sanitizer/asan_interface.h>
 #endif
@@ -403,6 +404,13 @@ TEST_SUITE("concurrency") {
   TEST_CASE("a GFP_NOWAIT allocation takes back another thread's stock before it is refused") {
     // For the slab: GFP_NOWAIT may not reclaim, but the pages another
     // thread's stock holds for the group are drained before a refusal (no `max` event).
+    // Per-CPU stocks: T and this thread on different CPUs, else they share one stock.
+    const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+    memcg_test::cpu_pin here(c0);
+    if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+      MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+      return;
+    }
     memcg::hierarchy h;
     auto& a = make(h, "a");
     REQUIRE(h.write_max(a, 64) == std::errc{});
@@ -410,6 +418,7 @@ TEST_SUITE("concurrency") {
     std::atomic<int> step{0};
     void* first = nullptr;
     std::thread t([&] {
+      memcg_test::cpu_pin there(c1);
       memcg::scoped_active_memcg s(&a);
       first = c.alloc(memcg::GFP_KERNEL);  // the batch: 64 pages, 63 parked in T's stock
       step.store(1);
@@ -521,9 +530,9 @@ TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batc
   memcg::hierarchy h;
   auto& a = make(h, "a");
   REQUIRE(h.write_max(a, (16 << 20) / memcg::page_size) == std::errc{});
-  auto* ts = memcg::detail::thread_stock<memcg::sync::atomic>::local();
+  auto* ts = memcg::detail::memcg_stock<memcg::sync::atomic>::local();
   if (std::getenv("MEMCG_EXPECT_STOCK_OFF")) {
-    if (memcg::detail::thread_stock<memcg::sync::atomic>::use_rseq) REQUIRE(!ts->usable());
+    if (memcg::detail::memcg_stock<memcg::sync::atomic>::per_cpu) REQUIRE(!ts->usable());
     else MESSAGE("this build's stock needs no rseq area: it stays on");
   }
   memcg::kmem_cache c("c", 64, 8, memcg::slab_flags::account);
@@ -534,7 +543,13 @@ TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batc
     c.free(p);
   }
   CHECK(a.memory.usage() <= h.charge_batch());
-  // A thread whose stock was retired (its exit) takes the same path.
+  // A thread whose stock was retired (its exit) takes the same path. Per CPU, a thread with a
+  // stock may refill another CPU's: one batch per CPU.
+  const std::int64_t bound =
+      h.charge_batch() *
+      (ts->usable() && memcg_test::per_cpu_stocks
+           ? memcg::detail::stock_registry<memcg::sync::atomic>::instance().nr_cpus()
+           : 1);
   std::thread t([&] {
     memcg::scoped_active_memcg s2(&a);
     for (int i = 0; i < 1000; ++i) {
@@ -544,7 +559,7 @@ TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batc
     }
   });
   t.join();
-  CHECK(a.memory.usage() <= h.charge_batch());
+  CHECK(a.memory.usage() <= bound);
   CHECK(c.stat(a).objects == 0);
 }
 

@@ -1,13 +1,13 @@
 // memcg/sockmem.hpp under schedules stretched by the delay hook (memcg_proof_tests).
 //
-// Issue 16 item 5: a socket held back by its group's room arms the group's room callback; room
+// A socket held back by its group's room arms the group's room callback; room
 // that comes back between the decision and the arming (another thread's give-back, which found
 // nothing armed) must still be told: the arming re-reads the room and fires at once.
 //
-// Issue 14 item 8: a protocol keeps 32 per-thread shares of memory_allocated; with more threads
-// than that, threads share one. The fold used to fetch_add into the share and then subtract the
-// sum it saw: a sharing thread's update in between left the share past +-reserve, and
-// memory_allocated_surely_at_most() then took decisions on a wrong bound. The delay hook yields
+// A protocol keeps 32 per-thread shares of memory_allocated; with more threads than that,
+// threads share one. A fold that did fetch_add into the share and then subtracted the sum it
+// saw would let a sharing thread's update in between leave the share past +-reserve, and
+// memory_allocated_surely_at_most() take decisions on a wrong bound. The delay hook yields
 // inside the update, with more threads than shards and than CPUs.
 #include <doctest/doctest.h>
 

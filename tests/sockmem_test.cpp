@@ -13,6 +13,7 @@
 
 #include "memcg/hierarchy.hpp"
 #include "memcg/sockmem.hpp"
+#include "support.hpp"
 
 #include "support.hpp"
 
@@ -678,7 +679,7 @@ TEST_CASE_TEMPLATE("window advice follows the socket accounting: v1 ignores memo
 }
 
 // ---------------------------------------------------------------------------------------------
-// Group-level window promises (issue 16, item 5)
+// Group-level window promises (docs/model.md, "Sockets")
 
 namespace {
 
@@ -695,6 +696,23 @@ struct room_counter {
 
 constexpr std::int64_t test_mss = 1460;
 constexpr std::int64_t test_overhead = 160;
+
+// The room tests' setup: group A with memory.max = `max` pages, a room_counter as its room
+// callback, a protocol on a virtual clock. Charge batch 1 (every give-back reaches the
+// counters) unless `o` says otherwise. Sockets declared after it close before it goes.
+template <class P>
+struct room_fixture {
+  vclock c;
+  hier<P> h;
+  proto<P> p;
+  grp<P>& g;
+  room_counter<P> rc;
+  explicit room_fixture(std::int64_t max, typename hier<P>::options o = {.charge_batch = 1})
+      : h(o), p(opts<P>(&c)), g(make(h, "A")) {
+    REQUIRE(h.write_max(g, max) == ok);
+    memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  }
+};
 
 }  // namespace
 
@@ -772,11 +790,8 @@ TEST_CASE_TEMPLATE("promise_window refuses a bad segment size or overhead and ch
 
 TEST_CASE_TEMPLATE("a second socket's advice leaves out what the first promised", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 10) == ok);
+  room_fixture<P> f(10);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   s1.set_rcvbuf(6 * 4096);
   memcg::window_advice w1, w2;
@@ -897,13 +912,8 @@ TEST_CASE_TEMPLATE("sockets advertising their advice never promise together more
 TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socket was held "
                    "back, within the operation that gave it back",
                    P, MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   memcg::window_advice w;
   REQUIRE(s1.promise_window(test_mss, test_overhead, w) == ok);  // takes the 8 pages
@@ -942,16 +952,11 @@ TEST_CASE_TEMPLATE("the room callback fires once when room appears after a socke
 
 // Room given back at the limit goes to the thread's stock (the default batch), usage unchanged;
 // the advice counts those parked pages, so the room check must too, or the held-back group is
-// never told (found by the lwIP port, whose test had to set a batch of 1).
+// never told (unless the charge batch is 1).
 TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limit fires the room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h;  // the default charge batch: give-backs park in the stock
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 8) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(8, {});  // the default charge batch: give-backs park in the stock
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   REQUIRE(s1.recv(8 * 4096) == ok);  // the group at its limit
   CHECK(g.memory.usage() == 8);
@@ -971,13 +976,8 @@ TEST_CASE_TEMPLATE("room parked in the thread's stock by a give-back at the limi
 
 TEST_CASE_TEMPLATE("a window within rcvbuf or under pressure arms no room callback", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 64) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(64);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1022,13 +1022,8 @@ TEST_CASE_TEMPLATE("the room callback belongs to the level whose limit held the 
 
 TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_room_check", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
-  room_counter<P> rc;
-  memcg::set_room_callback(g, &room_counter<P>::fn, &rc);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s(p, &g);
   memcg::window_advice w;
   REQUIRE(s.promise_window(test_mss, 0, w) == ok);
@@ -1044,11 +1039,8 @@ TEST_CASE_TEMPLATE("room that appears outside the socket layer fires at sock_roo
 
 TEST_CASE_TEMPLATE("a room callback may advertise another socket's window", P,
                    MEMCG_SOCK_POLICIES) {
-  vclock c;
-  hier<P> h({.charge_batch = 1});
-  proto<P> p(opts<P>(&c));
-  auto& g = make(h, "A");
-  REQUIRE(h.write_max(g, 4) == ok);
+  room_fixture<P> f(4);
+  auto& [c, h, p, g, rc] = f;
   sock<P> s1(p, &g), s2(p, &g);
   struct ctx {
     sock<P>* other;
@@ -1195,9 +1187,9 @@ TEST_CASE_TEMPLATE("consuming or acking more than held is EINVAL and changes not
   CHECK(p.memory_allocated() == 1);
 }
 
-// Issue 14 item 10: a give-back of more than the socket holds used to drive memory_allocated
-// below zero (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the
-// group's counters. Every one is EINVAL and changes no counter.
+// A give-back of more than the socket holds would drive memory_allocated below zero
+// (sk_mem_uncharge of 1 MiB on an empty socket: -256 pages) and underflow the group's counters.
+// Every one is EINVAL and changes no counter.
 TEST_CASE_TEMPLATE("every give-back of more than a socket holds is EINVAL and changes no counter", P,
                    MEMCG_SOCK_POLICIES) {
   vclock c;
@@ -1314,10 +1306,16 @@ TEST_CASE_TEMPLATE("a million sockets opened and closed leave every counter at z
 
 TEST_SUITE("concurrency") {
   TEST_CASE("a receive is not refused for pages another thread's stock holds") {
-    // Issue 14, item 9: a tenant at 256K; thread T receives and consumes one segment and stays
+    // A tenant at 256K; thread T receives and consumes one segment and stays
     // alive, its stock holding the batch (64 pages); a receive on this thread then finds the
     // counter full with no byte in any socket. Receives may not reclaim, but the refusing
     // subtree's stocks are drained first: it succeeds, and no `max` event (no reclaim round).
+    const int c0 = memcg_test::allowed_cpu(0), c1 = memcg_test::allowed_cpu(1);
+    memcg_test::cpu_pin here(c0);
+    if (memcg_test::per_cpu_stocks && (!here.ok() || c1 < 0)) {
+      MESSAGE("per-CPU stocks and one usable CPU: no other stock to drain");
+      return;
+    }
     vclock c;
     memcg::hierarchy h;
     memcg::proto_memory p(opts<memcg::sync::atomic>(&c));
@@ -1326,6 +1324,7 @@ TEST_SUITE("concurrency") {
     memcg::sock_memory s1(p, &g), s2(p, &g);
     std::atomic<int> step{0};
     std::thread t([&] {
+      memcg_test::cpu_pin there(c1);
       CHECK(s1.recv(1460) == ok);
       CHECK(s1.consume(1460) == ok);
       step.store(1);
@@ -1334,7 +1333,7 @@ TEST_SUITE("concurrency") {
     });
     step.wait(0);
     CHECK(s1.rmem_alloc() + s1.forward_alloc() == 0);
-    CHECK(g.memory.usage() == 64);  // every page parked in T's stock
+    CHECK(g.memory.usage() == 64);  // every page parked in T's stock (its CPU's)
     CHECK(g.tcp.usage() == 0);
     CHECK(s2.recv(1460) == ok);
     CHECK(g.events(memcg::event::max) == 0);

@@ -75,7 +75,7 @@ TEST_CASE("a drain does not wait for an owner stopped inside its stock; the owne
     wait_for(release_owner, 10s);  // stays alive: its stock stays registered
   });
   REQUIRE(wait_for(charged, 5s));
-  if (!memcg::detail::thread_stock<memcg::sync::atomic>::local()->usable()) {
+  if (!memcg::detail::memcg_stock<memcg::sync::atomic>::local()->usable()) {
     MESSAGE("the stock is off in this process (no rseq/membarrier): nothing to test");
     g_hold.store(false);
     release_owner.store(true);
@@ -337,9 +337,9 @@ void hold_reader(delay_site site) noexcept {
   while (g_reader_hold.load(std::memory_order_acquire)) std::this_thread::sleep_for(100us);
 }
 
-// Found by the metrics scrape of issue 16: memory.stat folded every stock, so while it ran every
-// owner's charges bypassed their stocks; a charge at the limit could not use its own parked
-// pages and was refused (a socket receive then forced past memory.max).
+// A memory.stat read that folded every stock would make every owner's charges bypass their
+// stocks while it ran: a charge at the limit could not use its own parked pages and was refused
+// (a socket receive then forced past memory.max).
 TEST_CASE("a memory.stat read takes no stock: an owner at the limit still charges its parked pages") {
   memcg::hierarchy h;
   auto& g = make(h, "G");
@@ -347,6 +347,8 @@ TEST_CASE("a memory.stat read takes no stock: an owner at the limit still charge
   std::atomic<int> step{0};
   std::errc second{};
   std::thread owner([&] {
+    // One CPU: per-CPU stocks park the batch in the stock of the CPU it charged on.
+    memcg_test::cpu_pin pin(memcg_test::allowed_cpu(0));
     // One page charged, the rest of the batch parked here: usage == max.
     REQUIRE(h.try_charge(g, kind::anon, 1));
     step.store(1, std::memory_order_release);

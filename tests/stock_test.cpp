@@ -1,14 +1,17 @@
-// Tests of memcg/stock.hpp: the per-thread page stock under the charge path — slots taken in
-// turn by groups and kinds, statistics the slots keep (one kind's implicitly), tracing and
-// reclaim making the fast path miss, a stock retired at thread exit, and drains racing with
-// owners on the fast path.
+// Tests of memcg/stock.hpp: the page stock under the charge path — slots taken in turn by
+// groups and kinds, statistics the slots keep (one kind's implicitly), tracing and reclaim
+// making the fast path miss, thread exit, the slack of per-CPU stocks at 1,000 threads, and
+// drains racing with owners on the fast path while their threads migrate.
 #include <doctest/doctest.h>
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <chrono>
+#include <latch>
 #include <random>
 #include <string>
 #include <thread>
@@ -143,6 +146,12 @@ TEST_CASE_TEMPLATE("charges given back by thread-local destructors after the sto
     CHECK(h.parked(a) > 0);
   });
   t.join();
+  if (memcg::detail::per_cpu_stocks<P>) {
+    // Per CPU, the thread's exit gives nothing back (it owns nothing): its CPU's stock holds
+    // every page still charged, and a drain returns them.
+    CHECK(a.memory.usage() == h.parked(a));
+    h.drain_stocks(nullptr);
+  }
   CHECK(h.parked(a) == 0);
   CHECK(a.memory.usage() == 0);
   CHECK(h.stat_local(a, kind::anon) == 0);
@@ -169,6 +178,10 @@ TEST_CASE_TEMPLATE("a stock first used in a pthread key destructor leaves the re
   REQUIRE(pthread_key_create(&key, &key_exit_uncharge<P>::run) == 0);
   std::thread t([&] { pthread_setspecific(key, &key); });
   t.join();
+  if (memcg::detail::per_cpu_stocks<P>) {
+    CHECK(a.memory.usage() == h.parked(a));  // per CPU: parked in a CPU's stock, not lost
+    h.drain_stocks(nullptr);
+  }
   CHECK(h.parked(a) == 0);
   CHECK(a.memory.usage() == 0);
   CHECK(h.stat_local(a, kind::anon) == 0);
@@ -207,7 +220,7 @@ TEST_CASE("the single-slot stock changes group only in a refill, after the new b
 // The flag bits of a slot key live in the low bits a group's alignment leaves zero, not in bits
 // 31 and 30, which a group above 1 GiB has set on a 32-bit machine.
 TEST_CASE("slot keys keep a group's address whole, whatever its high bits") {
-  using stock = memcg::detail::thread_stock<memcg::sync::atomic>;
+  using stock = memcg::detail::memcg_stock<memcg::sync::atomic>;
   for (std::uintptr_t addr : {std::uintptr_t{0x40000000u}, std::uintptr_t{0x80000040u},
                               std::uintptr_t{0xC0000000u}, std::uintptr_t{0xFFFFFFC0u},
                               ~std::uintptr_t{63}}) {
@@ -274,6 +287,120 @@ TEST_CASE("drains racing with owners on the fast path lose no page and no statis
     CHECK(g->memory.usage() == 0);
     CHECK(h.stat_local(*g, kind::anon) == 0);
     CHECK(h.stat_local(*g, kind::file) == 0);
+  }
+}
+// What stocks may hold beyond the charges (memory.current - held): per CPU, CPUs x slots x
+// batch whatever the number of threads; per thread, threads x slots x batch.
+TEST_CASE("1,000 threads holding a page each: the stocks hold at most CPUs x slots x batch") {
+  using stock = memcg::detail::memcg_stock<memcg::sync::atomic>;
+  auto& reg = memcg::detail::stock_registry<memcg::sync::atomic>::instance();
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  constexpr int nr_threads = 1000;
+  std::latch charged(nr_threads + 1), release(1);
+  std::atomic<int> refused{0};
+  std::vector<std::thread> threads;
+  threads.reserve(nr_threads);
+  for (int t = 0; t < nr_threads; ++t) {
+    threads.emplace_back([&] {
+      auto r = h.charge(a, kind::anon, 1);
+      if (!r) refused.fetch_add(1, std::memory_order_relaxed);  // relaxed: read after the latch
+      charged.count_down();
+      release.wait();
+    });
+  }
+  charged.arrive_and_wait();
+  CHECK(refused.load(std::memory_order_relaxed) == 0);
+  const std::int64_t slack = a.memory.usage() - nr_threads;
+  const std::int64_t bound =
+      (stock::per_cpu ? reg.nr_cpus() : nr_threads) * stock::nr_slots * h.charge_batch();
+  MESSAGE("stocks per " << std::string(stock::per_cpu ? "CPU" : "thread") << ": slack " << slack
+                        << " pages at " << nr_threads << " threads, bound " << bound);
+  CHECK(slack >= 0);
+  CHECK(slack == h.parked(a));
+  CHECK(slack <= bound);
+  if (stock::per_cpu) CHECK(slack < nr_threads);  // a per-thread stock would hold ~63 each
+  release.count_down();
+  for (auto& t : threads) t.join();
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon) == 0);
+}
+
+// Threads migrate while they charge, uncharge and hand pages to each other: a flipper moves
+// them between CPUs every few hundred microseconds (more threads than CPUs, so they are also
+// preempted inside their sections), drains and limit writes race them. Per CPU, a thread
+// that migrates between reading its CPU and holding that CPU's stock seals it from another
+// CPU (a membarrier(2)); nothing may be lost either way.
+TEST_CASE("threads flipped between CPUs while they charge, free and drain lose nothing") {
+  auto& reg = memcg::detail::stock_registry<memcg::sync::atomic>::instance();
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  auto& b = make(h, "A/B");
+  std::vector<int> cpus;
+  for (int i = 0, c; (c = memcg_test::allowed_cpu(i)) >= 0; ++i) cpus.push_back(c);
+  constexpr int nr_threads = 8;
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> ops{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nr_threads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t) * 7919u);
+      memcg::group* gs[2] = {&a, &b};
+      std::int64_t held[2][2] = {};  // [group][anon, file]
+      const kind kinds[2] = {kind::anon, kind::file};
+      // relaxed: a flag and a progress count; the join orders everything else.
+      for (std::int64_t n = 0; !stop.load(std::memory_order_relaxed); ++n) {
+        if (n % 1024 == 0) ops.fetch_add(1024, std::memory_order_relaxed);
+        int i = static_cast<int>(rng() % 2), j = static_cast<int>(rng() % 2);
+        std::int64_t nr = 1 + static_cast<std::int64_t>(rng() % 3);
+        if (held[i][j] < nr || rng() % 2) {
+          if (h.try_charge(*gs[i], kinds[j], nr).error == ok) held[i][j] += nr;
+        } else {
+          h.uncharge_unchecked(*gs[i], kinds[j], nr);
+          held[i][j] -= nr;
+        }
+      }
+      for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 2; ++j)
+          if (held[i][j]) h.uncharge_unchecked(*gs[i], kinds[j], held[i][j]);
+    });
+  }
+  std::thread flipper([&] {
+    std::mt19937 rng(42);
+    while (!stop.load(std::memory_order_relaxed)) {
+      for (auto& t : threads) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpus[rng() % cpus.size()], &set);
+        if (rng() % 4 == 0)
+          for (int c : cpus) CPU_SET(c, &set);  // sometimes anywhere
+        (void)pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  const std::int64_t seals_before = reg.remote_seals();
+  // At least a second of flips, and enough operations that many slow paths ran mid-flip.
+  const std::int64_t goal = memcg::sanitizer_build ? 1'000'000 : 20'000'000;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (int i = 0; std::chrono::steady_clock::now() < until || ops.load(std::memory_order_relaxed) < goal;
+       ++i) {
+    if (i % 4 == 0) h.drain_stocks(nullptr);
+    else if (i % 4 == 1) (void)h.stat(a, kind::anon);
+    else if (i % 4 == 2) h.drain_stocks(&b);
+    else (void)h.write_max(b, i % 8 == 3 ? 4096 : memcg::page_counter_max);
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  stop.store(true, std::memory_order_relaxed);
+  for (auto& t : threads) t.join();
+  flipper.join();
+  MESSAGE("sealed from another CPU: " << reg.remote_seals() - seals_before << " times");
+  h.drain_stocks(nullptr);
+  for (memcg::group* g : {&a, &b}) {
+    CHECK(g->memory.usage() == 0);
+    CHECK(h.stat_local(*g, kind::anon, true) == 0);
+    CHECK(h.stat_local(*g, kind::file, true) == 0);
   }
 }
 }  // TEST_SUITE("concurrency")

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <sched.h>
 
 #include "memcg/hierarchy.hpp"
 
@@ -19,5 +20,41 @@ grp<P>& make(hier<P>& h, const char* path) {
   REQUIRE(r);
   return *r.g;
 }
+
+// Stocks are per CPU in this build (else per thread): two threads use different stocks only
+// when they run on different CPUs.
+inline constexpr bool per_cpu_stocks = memcg::detail::per_cpu_stocks<memcg::sync::atomic>;
+
+// The i-th CPU the calling thread may run on; -1 if it may run on fewer.
+inline int allowed_cpu(int i) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set) && i-- == 0) return c;
+  return -1;
+}
+
+// Pins the calling thread to one CPU for its scope, then restores its mask: a test that needs
+// two threads on two stocks pins them apart (per-CPU stocks); ok() is false if it could not.
+class cpu_pin {
+ public:
+  explicit cpu_pin(int cpu) {
+    if (cpu < 0 || sched_getaffinity(0, sizeof old_, &old_) != 0) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ok_ = sched_setaffinity(0, sizeof set, &set) == 0;
+  }
+  ~cpu_pin() {
+    if (ok_) sched_setaffinity(0, sizeof old_, &old_);
+  }
+  cpu_pin(const cpu_pin&) = delete;
+  cpu_pin& operator=(const cpu_pin&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  cpu_set_t old_{};
+  bool ok_ = false;
+};
 
 }  // namespace memcg_test

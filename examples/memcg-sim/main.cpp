@@ -1,8 +1,10 @@
 // memcg-sim: runs scenario files (docs/scenarios.md) against the memcg library with the deterministic
 // single-thread policy and a virtual clock.
 //
-//   memcg-sim [--trace] [--plot FILE.svg] FILE...   check each file, then run it; fresh state each
-//   memcg-sim [--trace] -                           a REPL: each stdin line runs as it comes
+//   memcg-sim [--trace] [--explain] [--plot FILE.svg] FILE...   check each file, then run it;
+//                                                                fresh state each
+//   memcg-sim [--trace] [--explain] -                            a REPL: each stdin line runs as
+//                                                                it comes
 //
 // Exit: 0 every expectation held, 1 a command or expectation failed, 2 a syntax error or an
 // unreadable file; with several files, the worst.
@@ -23,11 +25,46 @@ namespace {
 
 constexpr int max_syntax_errors = 50;
 
+// --explain's narrative: a comment line at the start of a line (or after a blank line) is a
+// heading of the next command; an indented one right after a command (or after such a line)
+// continues that command's comment; `# exit: N` and `# args: ...` are test metadata.
+class comment_collector {
+ public:
+  void take(sim::parsed_line& p, std::vector<sim::command>& commands) {
+    if (p.cmd) {
+      p.cmd->heading = std::move(heading_);
+      heading_.clear();
+      commands.push_back(std::move(*p.cmd));
+      continues_ = true;
+      return;
+    }
+    if (!p.error.empty() || p.comment.empty()) {
+      continues_ = false;  // a blank line ends a paragraph and a command's comment
+      if (!heading_.empty() && !heading_.back().empty() && p.error.empty()) heading_.emplace_back();
+      return;
+    }
+    if (continues_ && p.comment_column > 0 && !commands.empty()) {
+      std::string& c = commands.back().comment;
+      c += (c.empty() ? "" : " ") + p.comment;
+      return;
+    }
+    continues_ = false;
+    if (p.comment.starts_with("exit:") || p.comment.starts_with("args:")) return;  // test metadata
+    heading_.push_back(p.comment);
+  }
+ private:
+  std::vector<std::string> heading_;
+  bool continues_ = false;
+};
+
 void usage(std::FILE* to) {
   std::fputs(
-      "usage: memcg-sim [--trace] [--plot FILE.svg] SCENARIO...\n"
-      "       memcg-sim [--trace] -            (read commands from standard input)\n"
-      "  --trace        explain every step of every charge and reclaim (lines `  trace: ...`)\n"
+      "usage: memcg-sim [--trace] [--explain] [--plot FILE.svg] SCENARIO...\n"
+      "       memcg-sim [--trace] [--explain] -   (read commands from standard input)\n"
+      "  --trace        every step of every charge, reclaim and socket operation\n"
+      "                 (lines `  trace: ...`)\n"
+      "  --explain      tell the scenario's story: its comments as headings, what each command\n"
+      "                 did in kernel words, and a table of every group at the end\n"
       "  --plot FILE    write an SVG timeline of memory.current, limits and events\n"
       "                 (with several scenarios: FILE-1.svg, FILE-2.svg, ...)\n",
       to);
@@ -66,6 +103,7 @@ int run_file(const std::string& file, const sim::options& opts) {
   // Check every line before the first one runs (docs/scenarios.md, "Syntax errors": a syntax
   // error stops the run before anything happens).
   std::vector<sim::command> commands;
+  comment_collector comments;
   int errors = 0, line_no = 0;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -79,7 +117,7 @@ int run_file(const std::string& file, const sim::options& opts) {
         std::printf("%s:%d: %s\n", file.c_str(), line_no, p.error.c_str());
       continue;
     }
-    if (p.cmd) commands.push_back(std::move(*p.cmd));
+    comments.take(p, commands);  // comments after the last command head nothing: dropped
   }
   if (errors > max_syntax_errors)
     std::printf("%s: %d more syntax errors not shown\n", file.c_str(), errors - max_syntax_errors);
@@ -97,13 +135,18 @@ int run_stdin(const sim::options& opts) {
   sim::runner r(opts, "standard input");
   bool syntax_error = false;
   std::string line;
+  std::vector<std::string> heading;  // comment lines since the last command
   for (int line_no = 1; std::getline(std::cin, line); ++line_no) {
     sim::parsed_line p = sim::parse_line(line, line_no);
     if (!p.error.empty()) {
       std::printf("-:%d: %s\n", line_no, p.error.c_str());
       syntax_error = true;  // the session goes on; the exit code is as for a file
     } else if (p.cmd) {
+      p.cmd->heading = std::move(heading);
+      heading.clear();
       r.run(*p.cmd);
+    } else if (!p.comment.empty()) {
+      heading.push_back(p.comment);
     }
     std::fflush(stdout);
   }
@@ -123,6 +166,8 @@ int main(int argc, char** argv) {
       options_done = true;
     } else if (!options_done && a == "--trace") {
       opts.trace = true;
+    } else if (!options_done && a == "--explain") {
+      opts.explain = true;
     } else if (!options_done && (a == "--plot" || a.starts_with("--plot="))) {
       if (a == "--plot") {
         if (i + 1 >= argc) {

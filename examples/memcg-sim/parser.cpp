@@ -2,6 +2,7 @@
 // and "Syntax errors"). Nothing here touches the library's state: a file is
 // checked completely before its first command runs.
 #include <charconv>
+#include <cstdlib>
 #include <limits>
 #include <cstdint>
 #include <string>
@@ -38,6 +39,13 @@ std::string quote(std::string_view s) {
 }
 
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+// A comment's text for --explain: without the blanks and extra `#`s around it.
+std::string comment_text(std::string_view s) {
+  while (!s.empty() && (s.front() == '#' || is_blank(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && (is_blank(s.back()) || s.back() == '\r')) s.remove_suffix(1);
+  return std::string(s);
+}
 
 // ---- per-command syntax checks: return an error message, or "" ----
 
@@ -145,6 +153,12 @@ const syntax_spec syntax_table[] = {
     {"expect", 3, 6, "expect TARGET FILE [KEY] [OP] VALUE [TOLERANCE%]", check_expect},
 };
 
+parsed_line syntax_error(std::string message) {
+  parsed_line p;
+  p.error = std::move(message);
+  return p;
+}
+
 }  // namespace
 
 // ---- lexical helpers ----
@@ -191,9 +205,12 @@ std::optional<double> parse_number(std::string_view s) {
   if (ip.empty() || !all_digits(ip) || !all_digits(fp) || (dot != std::string_view::npos && fp.empty()))
     return std::nullopt;
   if (ip.size() > 30) return std::nullopt;
-  double v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
+  // strtod, not from_chars: the wasm build's libc++ has no floating-point from_chars. The text
+  // is checked above (digits, one dot), so only the "C" locale's decimal point matters.
+  std::string text(s);
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return std::nullopt;
   return v;
 }
 
@@ -270,13 +287,17 @@ parsed_line parse_line(std::string_view line, int line_no) {
   parsed_line out;
   if (!line.empty() && line.back() == '\r') line.remove_suffix(1);  // CRLF files
   if (line.size() > max_line_length)
-    return {std::nullopt, "line too long (" + std::to_string(line.size()) + " characters, at most " +
-                              std::to_string(max_line_length) + ")"};
-  if (std::size_t hash = line.find('#'); hash != std::string_view::npos) line = line.substr(0, hash);
+    return syntax_error("line too long (" + std::to_string(line.size()) + " characters, at most " +
+                              std::to_string(max_line_length) + ")");
+  if (std::size_t hash = line.find('#'); hash != std::string_view::npos) {
+    out.comment = comment_text(line.substr(hash + 1));
+    out.comment_column = hash;
+    line = line.substr(0, hash);
+  }
   for (char c : line) {
     auto u = static_cast<unsigned char>(c);
     if ((u < 0x20 && c != '\t') || u == 0x7f)
-      return {std::nullopt, "not a text line (control byte " + quote(std::string(1, c)) + ")"};
+      return syntax_error("not a text line (control byte " + quote(std::string(1, c)) + ")");
   }
   // Tokens, and the text from the first to the last token as written.
   std::vector<std::string> tokens;
@@ -297,6 +318,7 @@ parsed_line parse_line(std::string_view line, int line_no) {
 
   command c;
   c.line = line_no;
+  c.comment = out.comment;
   std::size_t start = first;
   std::size_t t = 0;
   if (tokens[0] == "!" || tokens[0].starts_with('!')) {
@@ -309,9 +331,9 @@ parsed_line parse_line(std::string_view line, int line_no) {
     }
     start = first + 1;
     while (start < last && is_blank(line[start])) ++start;
-    if (t >= tokens.size()) return {std::nullopt, "`!` needs a COMMAND after it"};
-    if (tokens[t] == "!" || tokens[t].starts_with('!')) return {std::nullopt, "`!` before `!`"};
-    if (tokens[t] == "expect") return {std::nullopt, "`!` before `expect` (write the opposite OP instead)"};
+    if (t >= tokens.size()) return syntax_error("`!` needs a COMMAND after it");
+    if (tokens[t] == "!" || tokens[t].starts_with('!')) return syntax_error("`!` before `!`");
+    if (tokens[t] == "expect") return syntax_error("`!` before `expect` (write the opposite OP instead)");
   }
   c.text = std::string(line.substr(start, last - start));
   c.name = tokens[t];
@@ -320,14 +342,14 @@ parsed_line parse_line(std::string_view line, int line_no) {
   const syntax_spec* spec = nullptr;
   for (const auto& s : syntax_table)
     if (s.name == c.name) spec = &s;
-  if (!spec) return {std::nullopt, "unknown command " + quote(c.name)};
+  if (!spec) return syntax_error("unknown command " + quote(c.name));
   if (c.args.size() < spec->min_args || c.args.size() > spec->max_args) {
     if (c.name == "expect" && c.args.size() == 2)
-      return {std::nullopt, "expect needs a VALUE (" + std::string(spec->usage) + ")"};
-    return {std::nullopt, "wrong number of arguments: " + std::to_string(c.args.size()) + " for " +
-                              std::string(spec->usage)};
+      return syntax_error("expect needs a VALUE (" + std::string(spec->usage) + ")");
+    return syntax_error("wrong number of arguments: " + std::to_string(c.args.size()) + " for " +
+                              std::string(spec->usage));
   }
-  if (std::string e = spec->check(c); !e.empty()) return {std::nullopt, c.name + ": " + e};
+  if (std::string e = spec->check(c); !e.empty()) return syntax_error(c.name + ": " + e);
   if (c.name == "expect") {
     std::size_t after = c.text.find("expect") + 6;
     while (after < c.text.size() && is_blank(c.text[after])) ++after;

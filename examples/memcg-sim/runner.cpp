@@ -3,7 +3,8 @@
 // Contents:
 //   page_cache     the simulator's reclaimable memory of one group: one FIFO of file and
 //                  slab_reclaimable charges, freed oldest first when reclaim asks
-//   tracer         --trace: every step of the charge path and of reclaim, as teaching text
+//   tracer         --trace: every step of the charge path and of reclaim, as teaching text;
+//                  --explain: the same steps summed per command (story)
 //   runner_state   the hierarchy, page caches, virtual clock, the TCP protocol and its
 //                  sockets, and the command table
 //
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "memcg/sockmem.hpp"
+#include "../page_cache.hpp"
 #include "sim.hpp"
 
 namespace sim {
@@ -56,75 +58,39 @@ std::string pages_str(std::int64_t n) {
   return s;
 }
 
+// "100M", "30.5M", "4K", "1500": bytes as a person reads them (--explain).
+std::string human(std::int64_t b) {
+  char buf[48];
+  if (b >= (1 << 20) && b % (1 << 20) == 0) return std::to_string(b >> 20) + "M";
+  if (b >= (1 << 20)) {
+    std::snprintf(buf, sizeof buf, "%.1fM", static_cast<double>(b) / (1 << 20));
+    return buf;
+  }
+  if (b >= 1024 && b % 1024 == 0) return std::to_string(b >> 10) + "K";
+  return std::to_string(b);
+}
+
+// What reclaim freed during one command: pages per group path and kind (--explain).
+using reclaim_log = std::map<std::string, std::map<kind, std::int64_t>>;
+
 // ---- the page cache ----
 
-// One group's reclaimable memory: file pages and slab_reclaimable objects in charge order.
-// Invariant: the pages of kind k in the queue == the group's own stat of k (memory.stat.local),
-// because every charge, uncharge, reclaim and rmdir of those kinds goes through this queue.
-class page_cache final : public memcg::basic_reclaimer<policy> {
+// One group's reclaimable memory: file pages and slab_reclaimable objects in charge order
+// (examples/page_cache.hpp), and what reclaim freed from it for --explain. Invariant: the pages
+// of kind k in the queue == the group's own stat of k (memory.stat.local), because every
+// charge, uncharge, reclaim and rmdir of those kinds goes through this queue. `uncharge PATH
+// file SIZE` gives back the OLDEST pages of that kind first, as reclaim would; on rmdir the
+// parent adopts the removed group's queue in charge order.
+class page_cache final : public memcg_example::page_cache<policy> {
  public:
-  struct entry {
-    std::uint64_t seq;  // global charge order, to merge queues on rmdir
-    kind k;
-    std::int64_t pages;
-  };
-
-  explicit page_cache(hierarchy& h) : h_(h) {}
-
-  void add(std::uint64_t seq, kind k, std::int64_t pages) { q_.push_back({seq, k, pages}); }
-
-  // `uncharge PATH file SIZE` gives back the OLDEST pages of that kind first, as reclaim would:
-  // a program dropping cache drops what it has held longest.
-  void remove(kind k, std::int64_t pages) {
-    for (auto it = q_.begin(); it != q_.end() && pages > 0;) {
-      if (it->k != k) {
-        ++it;
-        continue;
-      }
-      std::int64_t n = std::min(pages, it->pages);
-      it->pages -= n;
-      pages -= n;
-      it = it->pages == 0 ? q_.erase(it) : it + 1;
-    }
-  }
-
-  // rmdir: the removed group's pages become ours, merged in charge order so that reclaim still
-  // takes the oldest first.
-  void adopt(page_cache& child) {
-    std::deque<entry> merged;
-    std::merge(q_.begin(), q_.end(), child.q_.begin(), child.q_.end(), std::back_inserter(merged),
-               [](const entry& a, const entry& b) { return a.seq < b.seq; });
-    q_ = std::move(merged);
-    child.q_.clear();
-  }
-
-  std::int64_t count(reclaim_filter f) noexcept override {
-    std::int64_t n = 0;
-    for (const entry& e : q_)
-      if (memcg::filter_allows(f, e.k)) n += e.pages;
-    return n;
-  }
-
-  std::int64_t scan(std::int64_t nr_pages, reclaim_filter f) override {
-    sim::group* g = basic_reclaimer::group();  // the group we are registered on (rmdir re-homes us, see adopt)
-    std::int64_t freed = 0;
-    for (auto it = q_.begin(); it != q_.end() && freed < nr_pages;) {
-      if (!memcg::filter_allows(f, it->k)) {
-        ++it;
-        continue;
-      }
-      std::int64_t n = std::min(nr_pages - freed, it->pages);
-      h_.uncharge_unchecked(*g, it->k, n);  // inside reclaim: straight to the counters
-      it->pages -= n;
-      freed += n;
-      it = it->pages == 0 ? q_.erase(it) : it + 1;
-    }
-    return freed;
-  }
+  page_cache(hierarchy& h, sim::group& g, reclaim_log* log)
+      : memcg_example::page_cache<policy>(h, g), log_(log) {}
 
  private:
-  hierarchy& h_;
-  std::deque<entry> q_;
+  void on_reclaimed(kind k, std::int64_t pages) override {
+    (*log_)[memcg::basic_reclaimer<policy>::group()->path()][k] += pages;
+  }
+  reclaim_log* log_;
 };
 
 // ---- --trace ----
@@ -132,8 +98,35 @@ class page_cache final : public memcg::basic_reclaimer<policy> {
 class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_observer<policy> {
  public:
   std::int64_t request = 0;  // pages the current charge asked for
+  bool print = false;        // --trace: print every step
+  bool explain = false;      // --explain: sum the steps into notes
+  bool note_uncharges = false;  // an `uncharge` command runs (not reclaim's own)
+  std::int64_t batch = 64;      // memcg.charge_batch when the command started
+  std::string prefix = "  trace: ";
+
+  // --explain: one sentence per kind of step, in the order first seen; a retried charge
+  // repeats its steps, which are counted (and reclaim's pages summed) instead of repeated.
+  struct note {
+    std::string key, text;
+    int count = 1;
+    std::int64_t asked = 0, freed = 0;
+  };
+  std::vector<note> notes;
+  // Seen during the current command, for the socket story and the plot's marks.
+  int refusals = 0;
+  bool forced_seen = false;
+  std::string last_refusal;  // "the tcp counter of rx (usage 16 + 9 > limit 16 pages)"
+
+  void begin_command() {
+    notes.clear();
+    refusals = 0;
+    forced_seen = false;
+    last_refusal.clear();
+  }
 
   void trace(const memcg::trace_record<policy>& r) noexcept override {
+    record(r);
+    if (!print) return;
     using tp = memcg::trace_point;
     std::string g = path_of(r.group), over = path_of(r.over);
     std::string cname(memcg::counter_name(r.counter));
@@ -227,6 +220,10 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
 
   void on_step(group& g, std::int64_t asked, std::int64_t freed, std::int64_t emin,
                std::int64_t elow, bool soft_limit_phase, bool low_pass) noexcept override {
+    if (explain && low_pass)
+      add("low:" + g.path(), g.path() + " was reclaimed below its memory.low (nothing else was "
+                                       "left to reclaim): a `low` event");
+    if (!print) return;
     // Consecutive steps of one group are summed into one line: a 50M charge takes 400 steps.
     step_run k{&g, emin, elow, soft_limit_phase, low_pass};
     if (run_.count && !(run_.same(k))) flush();
@@ -237,6 +234,13 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
   }
   void on_protected(group& g, std::int64_t usage, std::int64_t emin, std::int64_t elow,
                     bool by_min) noexcept override {
+    if (explain)
+      add("protected:" + g.path(),
+          "reclaim left " + g.path() + " alone: its usage " + pages_str(usage) +
+              " is within its effective " +
+              (by_min ? "memory.min (" + pages_str(emin) + ")"
+                      : "memory.low (" + pages_str(elow) + ", first pass)"));
+    if (!print) return;
     // Said once per walk and group: every round would repeat it.
     if (std::find(protected_.begin(), protected_.end(), &g) != protected_.end()) return;
     protected_.push_back(&g);
@@ -246,6 +250,7 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
   }
   void on_walk_end(group& root, std::int64_t target,
                    const memcg::reclaim_result& r) noexcept override {
+    if (!print) return;
     std::string s = "  reclaim walk under " + root.path() + " done: target " + std::to_string(target) +
                     ", asked " + std::to_string(r.scanned) + ", freed " + std::to_string(r.reclaimed);
     if (r.low_reclaimed) s += " (a second pass reclaimed low-protected groups)";
@@ -256,6 +261,131 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
  private:
   static std::string limit(std::int64_t pages) {
     return pages >= memcg::page_counter_max ? std::string("unlimited") : std::to_string(pages);
+  }
+
+  void add(const std::string& key, const std::string& text, std::int64_t asked = 0,
+           std::int64_t freed = 0) {
+    for (note& n : notes) {
+      if (n.key != key) continue;
+      ++n.count;
+      n.asked += asked;
+      n.freed += freed;
+      return;
+    }
+    notes.push_back({key, text, 1, asked, freed});
+  }
+
+  // The steps in kernel words, for --explain; and what the socket story and the plot need.
+  void record(const memcg::trace_record<policy>& r) {
+    using tp = memcg::trace_point;
+    std::string g = path_of(r.group), over = path_of(r.over);
+    std::string cname(memcg::counter_name(r.counter));
+    std::string kname(memcg::kind_name(r.k));
+    switch (r.point) {
+      case tp::refused:
+        ++refusals;
+        last_refusal = "the memory counter of " + over + " (usage " + pages_str(r.over->memory.usage()) +
+                       " + " + std::to_string(r.nr_pages) + " > memory.max " +
+                       limit(r.over->memory.max()) + ")";
+        break;
+      case tp::sub_refused: {
+        ++refusals;
+        const auto& c = r.counter == memcg::counter_id::kmem ? r.over->kmem : r.over->tcp;
+        last_refusal = "the " + cname + " counter of " + over + " (usage " + pages_str(c.usage()) +
+                       " + " + std::to_string(r.nr_pages) + " > limit " + limit(c.max()) + ")";
+        break;
+      }
+      case tp::forced: forced_seen = true; break;
+      default: break;
+    }
+    if (!explain) return;
+    switch (r.point) {
+      case tp::stock_hit:
+        add("stock", "stock hit: " + pages_str(r.nr_pages) + " of " + kname + " taken from " + g +
+                         "'s stock (pre-charged by an earlier batch; no counter touched)");
+        break;
+      case tp::try_counters:
+      case tp::retry:
+        break;
+      case tp::charged:
+        if (r.value > 0)
+          add("charged", "batch refilled: the memory counters of " + g +
+                             (g == "/" ? "" : " and its ancestors") + " took " +
+                             pages_str(r.nr_pages + r.value) + ", " + std::to_string(r.nr_pages) +
+                             " for this charge and " + std::to_string(r.value) +
+                             " kept in the stock for the next ones");
+        else
+          add("charged", "charged " + pages_str(r.nr_pages) + " of " + kname + " to the memory counter of " +
+                             g + (g == "/" ? "" : " and of every ancestor") +
+                             (batch == 1 ? " (the stock is off)"
+                              : r.nr_pages > batch ? " (more than a batch: no stock refill)"
+                                                   : ""));
+        break;
+      case tp::refused:
+        add("refused:" + over, "the memory counter of " + over + " is full: usage " +
+                                   pages_str(r.over->memory.usage()) + " + " +
+                                   std::to_string(r.nr_pages) + " > memory.max " +
+                                   limit(r.over->memory.max()) + " (failcnt " +
+                                   std::to_string(r.over->memory.failcnt()) + ")");
+        break;
+      case tp::sub_refused:
+        add("sub:" + over + cname, "refused by the " + cname + " counter of " + over + ": " +
+                                       last_refusal.substr(last_refusal.find('(') + 1,
+                                                           last_refusal.size() - last_refusal.find('(') - 2) +
+                                       " (its failcnt counts each refusal)");
+        break;
+      case tp::reclaim:
+        if (r.counter == memcg::counter_id::kmem)
+          add("reclaim-kmem:" + over, "reclaim of kernel reclaimables only (slab_reclaimable) under " +
+                                          over + " for its kmem counter", r.nr_pages, r.value);
+        else
+          add("reclaim:" + over, "reclaim under " + over + " (the group that refused; a `max` event there)",
+              r.nr_pages, r.value);
+        break;
+      case tp::drain:
+        add("drain:" + over, "drained the stocks of " + over +
+                                 "'s subtree: pre-charged pages went back to the counters");
+        break;
+      case tp::oom:
+        add("oom:" + over, over + " is out of memory: an `oom` event" +
+                               (r.value ? std::string(", its OOM handler freed memory")
+                                        : std::string(" (memcg-sim registers no OOM handler)")));
+        break;
+      case tp::forced:
+        add("forced:" + over, "must not fail: " + pages_str(r.nr_pages) + " forced into the " + cname +
+                                  " counter of " + over + ", past its limit");
+        break;
+      case tp::nomem:
+        add("nomem", "the charge fails at the " + cname + " counter of " + over);
+        break;
+      case tp::over_high:
+        add("over_high:" + over, over + " is above its memory.high (" + limit(r.over->memory.high()) +
+                                     " pages): the task owes the overage, paid when the command ends");
+        break;
+      case tp::high_reclaim:
+        add("high_reclaim:" + over, "memory.high of " + over + ": a `high` event and reclaim",
+            r.nr_pages, r.value);
+        break;
+      case tp::high_penalty:
+        add("high_penalty", r.value > 0 ? "over-high debt of " + pages_str(r.nr_pages) + ": throttled " +
+                                              std::to_string(r.value) + " ms"
+                                        : "over-high debt of " + pages_str(r.nr_pages) +
+                                              ": a penalty of at most 10 ms, not paid");
+        break;
+      case tp::uncharge:
+        if (!note_uncharges) break;  // reclaim's own uncharges: the reclaim note says them
+        if (r.value == 0 && batch == 1)  // the stock takes them and gives them straight back
+          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
+                              std::to_string(r.nr_pages) + " went back to the counters (the stock is off)");
+        else if (r.value == 0)
+          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " went back to " + g +
+                              "'s stock: the counters (memory.current) keep them until the stock drains");
+        else
+          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
+                              std::to_string(r.value) + " went back to the counters" +
+                              (r.value < r.nr_pages ? ", the rest to the stock" : ""));
+        break;
+    }
   }
   // A run of reclaim steps of one group with the same protection, not printed yet.
   struct step_run {
@@ -285,7 +415,15 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
     flush();
     emit(s);
   }
-  static void emit(const std::string& s) { std::printf("  trace: %s\n", s.c_str()); }
+  void emit(const std::string& s) { std::printf("%s%s\n", prefix.c_str(), s.c_str()); }
+
+ public:
+  // A line of the trace from outside the charge path (the socket story).
+  void say(const std::string& s) {
+    if (print) line(s);
+  }
+
+ private:
 
   step_run run_;
   std::vector<group*> protected_;  // groups already reported protected in this walk
@@ -326,6 +464,24 @@ const socket_file_entry* find_socket_file(std::string_view f) {
   return nullptr;
 }
 
+// The protocol's pressure flag, entered and left (tcp_enter/leave_memory_pressure()).
+class pressure_watch final : public memcg::basic_proto_pressure_listener<policy> {
+ public:
+  std::vector<std::pair<bool, std::string>> changes;  // since the runner last looked
+  void enter_memory_pressure(memcg::basic_proto_memory<policy>& p) noexcept override {
+    changes.emplace_back(true, "the protocol entered memory pressure: tcp.memory_allocated " +
+                                   std::to_string(p.memory_allocated()) + " > tcp_mem pressure " +
+                                   std::to_string(p.sysctl_mem().pressure) +
+                                   " (every socket now passes a fairness test)");
+  }
+  void leave_memory_pressure(memcg::basic_proto_memory<policy>& p, std::int64_t ms) noexcept override {
+    changes.emplace_back(false, "the protocol left memory pressure: tcp.memory_allocated " +
+                                    std::to_string(p.memory_allocated()) + " <= tcp_mem min " +
+                                    std::to_string(p.sysctl_mem().min) + " (after " +
+                                    std::to_string(ms) + " ms)");
+  }
+};
+
 }  // namespace
 
 class runner_state {
@@ -340,10 +496,13 @@ class runner_state {
   runner_state(const options& o, std::string title) : opts_(o), title_(std::move(title)) {
     h_.set_clock(&clock_);
     add_cache(h_.root());
-    if (o.trace) {
-      h_.set_tracer(&tracer_);
-      h_.set_reclaim_observer(&tracer_);
-    }
+    // Always installed: it prints only with --trace, and counts refusals for the socket story.
+    tracer_.print = o.trace;
+    tracer_.explain = o.explain;
+    if (o.explain) tracer_.prefix = "    trace: ";
+    h_.set_tracer(&tracer_);
+    h_.set_reclaim_observer(&tracer_);
+    proto_.set_pressure_listener(&pressure_);
     if (!o.plot.empty()) record(0, "start", false);
   }
   ~runner_state() {
@@ -351,6 +510,7 @@ class runner_state {
     for (auto& [g, c] : caches_) h_.unregister_reclaimer(*c);
     h_.set_tracer(nullptr);
     h_.set_reclaim_observer(nullptr);
+    proto_.set_pressure_listener(nullptr);
   }
 
   void run(const command& c) {
@@ -368,13 +528,21 @@ class runner_state {
     };
     line_ = c.line;
     charged_in_.clear();
+    concerned_.clear();
+    sock_events_.clear();
+    story_.clear();
+    reclaim_log_.clear();
+    tracer_.begin_command();
+    tracer_.note_uncharges = c.name == "uncharge";
+    tracer_.batch = h_.charge_batch();
+    if (opts_.explain) explain_header(c);
     auto it = table.find(c.name);
     outcome r = it == table.end() ? fail(std::errc::invalid_argument, "unknown command")
                                   : (this->*(it->second))(c);
-    if (!r.ok && !r.refused)
-      std::printf("error: %d: %s: %s\n", c.line, c.text.c_str(), r.error.c_str());
+    if (!r.ok && !r.refused && !opts_.explain)
+      out("error: " + std::to_string(c.line) + ": " + c.text + ": " + r.error);
     if (c.must_fail && r.ok) {
-      std::printf("FAIL %d: expected %s to fail\n", c.line, c.text.c_str());
+      out("FAIL " + std::to_string(c.line) + ": expected " + c.text + " to fail");
       failed_ = true;
     } else if (!c.must_fail && !r.ok && !r.refused) {
       failed_ = true;
@@ -384,17 +552,23 @@ class runner_state {
     // throttle_point() sleeps the penalty on the virtual clock, as stall time (memory.pressure).
     if (std::int64_t ms = h_.throttle_point(); ms > 0) {
       throttled = charged_in_.empty() ? std::string("/") : charged_in_;
-      std::printf("throttle %s %lld\n", throttled.c_str(), static_cast<long long>(ms));
+      out("throttle " + throttled + " " + std::to_string(ms));
     }
+    if (opts_.explain) explain_outcome(c, r);
     if (!opts_.plot.empty()) {
       record(c.line, c.text, !r.ok);
-      samples_.back().throttled = throttled;
+      sample& sm = samples_.back();
+      sm.throttled = throttled;
+      sm.failure_expected = !r.ok && c.must_fail;
+      sm.concerned = concerned_.empty() ? concerned_of(c) : concerned_;
+      sm.sock_events = sock_events_;
     }
   }
 
   int exit_code() const { return failed_ ? 1 : 0; }
 
   void finish() {
+    if (opts_.explain) explain_table();
     if (opts_.plot.empty()) return;
     if (!write_plot(opts_.plot, title_, samples_))
       std::fprintf(stderr, "memcg-sim: cannot write %s\n", opts_.plot.c_str());
@@ -404,9 +578,7 @@ class runner_state {
   // ---- groups ----
 
   void add_cache(group& g) {
-    auto c = std::make_unique<page_cache>(h_);
-    h_.register_reclaimer(g, *c);
-    caches_[&g] = std::move(c);
+    caches_[&g] = std::make_unique<page_cache>(h_, g, &reclaim_log_);  // registers on g
     if (std::find(seen_.begin(), seen_.end(), g.path()) == seen_.end()) seen_.push_back(g.path());
   }
 
@@ -487,12 +659,8 @@ class runner_state {
     outcome err;
     auto v = read_target(c.args[0], c.args[1], &err);
     if (!v) return err;
-    for (const auto& [key, value] : v->entries) {
-      if (key.empty())
-        std::printf("%s %s %s\n", c.args[0].c_str(), c.args[1].c_str(), value.c_str());
-      else
-        std::printf("%s %s %s %s\n", c.args[0].c_str(), c.args[1].c_str(), key.c_str(), value.c_str());
-    }
+    for (const auto& [key, value] : v->entries)
+      out(c.args[0] + " " + c.args[1] + " " + (key.empty() ? "" : key + " ") + value);
     return ok();
   }
 
@@ -508,16 +676,15 @@ class runner_state {
     bool nofail = c.args.size() == 4;
     charged_in_ = g->path();
     tracer_.request = pages;
-    if (opts_.trace)
-      std::printf("  trace: --- charge %s %s (%s)%s\n", g->path().c_str(), c.args[1].c_str(),
-                  pages_str(pages).c_str(), nofail ? ", must not fail" : "");
+    tracer_.say("--- charge " + g->path() + " " + c.args[1] + " (" + pages_str(pages) + ")" +
+                (nofail ? ", must not fail" : ""));
     auto st = h_.try_charge(*g, k, pages, nofail ? memcg::gfp::nofail : memcg::gfp::none);
     if (!st) {
       if (st.error == std::errc::not_enough_memory)
         return fail(st.error, "limit of " + path_of(st.over_limit));
       return fail(st.error, st.error == std::errc::invalid_argument ? "SIZE too large" : "");
     }
-    if (memcg::is_reclaimable_kind(k)) caches_.at(g)->add(seq_++, k, pages);
+    if (memcg::is_reclaimable_kind(k)) caches_.at(g)->add(k, pages, seq_++);
     return ok();
   }
 
@@ -591,32 +758,43 @@ class runner_state {
       auto& slot = sockets_[c.args[1]];
       if (slot && !slot->closed()) return fail(std::errc::file_exists, "socket " + c.args[1] + " is open");
       slot = std::make_unique<sock>(proto_, g);
+      tell("opened " + c.args[1] + " in " + g->path() + ": rcvbuf " + std::to_string(slot->rcvbuf()) +
+           ", sndbuf " + std::to_string(slot->sndbuf()) + " (tcp_rmem and tcp_wmem defaults), " +
+           sockets_open());
       return ok();
     }
     outcome err;
     sock* s = find_socket(c.args[0], &err);
     if (!s) return err;
+    group* g = s->memcg();
+    if (g) concerned_ = g->path();
+    const sock_view before = view(*s);
     if (c.name == "close") {
+      tracer_.say("--- close " + c.args[0]);
       (void)s->close();
+      socket_story(c, *s, g, before, {});
       return ok();
     }
     std::int64_t size = *parse_size(c.args[1]);
     if (size > memcg::sk_max_op_size) return fail(std::errc::invalid_argument, "SIZE too large");
-    if (group* g = s->memcg()) charged_in_ = g->path();
+    if (g) charged_in_ = g->path();
+    tracer_.say("--- " + c.name + " " + c.args[0] + " " + c.args[1] +
+                (g ? " (socket of " + g->path() + ")" : std::string(" (socket of no group)")));
     std::errc e{};
+    outcome result = ok();
     if (c.name == "recv") {
       e = s->recv(size);
       // Refused by the raise, or the queue is above rcvbuf.
       if (e == std::errc::not_enough_memory || e == std::errc::no_buffer_space) {
-        std::printf("drop %s %s\n", c.args[0].c_str(), c.args[1].c_str());
-        return refused();
+        out("drop " + c.args[0] + " " + c.args[1]);
+        result = refused();
       }
     } else if (c.name == "send") {
       e = s->send(size);
       // Refused by the raise, or the queue holds sndbuf or more (it would block).
       if (e == std::errc::not_enough_memory || e == std::errc::resource_unavailable_try_again) {
-        std::printf("block %s %s\n", c.args[0].c_str(), c.args[1].c_str());
-        return refused();
+        out("block " + c.args[0] + " " + c.args[1]);
+        result = refused();
       }
     } else if (c.name == "consume") {
       e = s->consume(size);
@@ -627,8 +805,132 @@ class runner_state {
       if (e == std::errc::invalid_argument)
         return fail(e, c.args[0] + " has " + std::to_string(s->wmem_queued()) + " bytes queued");
     }
-    if (e != std::errc{}) return fail(e);
-    return ok();
+    if (result.ok && e != std::errc{}) return fail(e);
+    socket_story(c, *s, g, before, e);
+    return result;
+  }
+
+  // ---- the socket story (--trace, --explain, and the plot's marks) ----
+
+  struct sock_view {
+    std::int64_t fwd, rmem, wmem, rcvbuf, sndbuf;
+    bool sock_pressure, group_pressure;
+    std::int64_t allocated, exceeded;
+  };
+  sock_view view(sock& s) {
+    group* g = s.memcg();
+    return {s.forward_alloc(), s.rmem_alloc(), s.wmem_queued(), s.rcvbuf(), s.sndbuf(),
+            s.closed() ? false : s.under_memory_pressure(),
+            g ? memcg::detail::group_socket_pressure(*g) : false,
+            proto_.memory_allocated(), proto_.exceeded()};
+  }
+
+  std::string sockets_open() const {
+    std::int64_t n = proto_.sockets_allocated();
+    return std::to_string(n) + (n == 1 ? " socket open" : " sockets open");
+  }
+
+  // One sentence for --trace and --explain.
+  void tell(const std::string& s) {
+    tracer_.say(s);
+    if (opts_.explain) story_.push_back(s);
+  }
+
+  // What a socket operation did, in TCP's words: pages scheduled or given back, forced
+  // segments, drops and blocks with their reason, sndbuf moderation, pressure entered and left.
+  void socket_story(const command& c, sock& s, group* g, const sock_view& b, std::errc e) {
+    const sock_view a = view(s);
+    const std::string gp = g ? g->path() : std::string("-");
+    const std::int64_t pages = a.allocated - b.allocated;
+    const memcg::tcp_mem_sysctl lim = proto_.sysctl_mem();
+    auto pages_note = [&]() -> std::string {
+      if (pages > 0)
+        return pages_str(pages) + " scheduled (tcp.memory_allocated " + std::to_string(a.allocated) +
+               (g ? ", charged to " + g->path() : std::string()) + "); forward_alloc now " +
+               std::to_string(a.fwd);
+      if (pages < 0)
+        return pages_str(-pages) + " given back (tcp.memory_allocated " + std::to_string(a.allocated) +
+               "); forward_alloc now " + std::to_string(a.fwd);
+      return "no page accounted: the forward allocation covers it (forward_alloc now " +
+             std::to_string(a.fwd) + ")";
+    };
+    // Who refused the raise: the group's counter (the tracer saw it) or the protocol's tcp_mem.
+    auto refuser = [&]() -> std::string {
+      if (!tracer_.last_refusal.empty()) return tracer_.last_refusal;
+      if (a.exceeded > b.exceeded || b.allocated + 1 > lim.max)
+        return "net.ipv4.tcp_mem (memory_allocated would pass " +
+               std::string(b.allocated + 1 > lim.max ? "max " + std::to_string(lim.max)
+                                                     : "pressure " + std::to_string(lim.pressure) +
+                                                           " and the fairness test failed") +
+               ")";
+      return "the raise decision";
+    };
+    const std::string& n = c.args[0];
+    if (c.name == "recv") {
+      if (e == std::errc::no_buffer_space) {
+        tell("dropped: rmem_alloc " + std::to_string(b.rmem) + " > rcvbuf " + std::to_string(b.rcvbuf) +
+             " (the receive queue is full, whatever memory is free)");
+        sock_events_.emplace_back(gp, sock_event::drop);
+      } else if (e == std::errc::not_enough_memory) {
+        tell("dropped: refused by " + refuser() + "; the receive path may not reclaim, and " + n +
+             "'s queue is not empty (" + std::to_string(b.rmem) + " bytes), so the sender must retransmit");
+        sock_events_.emplace_back(gp, sock_event::drop);
+      } else {
+        if (b.rmem == 0 && (a.exceeded > b.exceeded || tracer_.refusals > 0)) {
+          tell("refused by " + refuser() + ", but " + n +
+               "'s receive queue was empty: TCP takes the first segment anyway, past every limit "
+               "(sk_forced_mem_schedule)");
+          sock_events_.emplace_back(gp, sock_event::forced);
+        }
+        tell("received " + c.args[1] + " bytes (rmem_alloc " + std::to_string(a.rmem) + "): " + pages_note());
+      }
+    } else if (c.name == "send") {
+      const bool moderated = a.sndbuf != b.sndbuf;
+      if (e == std::errc::resource_unavailable_try_again) {
+        tell("blocks: wmem_queued " + std::to_string(b.wmem) + " >= sndbuf " + std::to_string(b.sndbuf) +
+             " (nothing charged; the application waits for acks)");
+        sock_events_.emplace_back(gp, sock_event::block);
+      } else if (e == std::errc::not_enough_memory) {
+        tell("blocks: refused by " + refuser() + "; " +
+             (moderated ? "sndbuf moderated to " + std::to_string(a.sndbuf) +
+                              " (half the queue, at least 4608), and the queue plus this send stays under it"
+                        : s.sndbuf_locked() ? "sndbuf " + std::to_string(a.sndbuf) +
+                                                  " is locked by SO_SNDBUF (never moderated), and the "
+                                                  "queue plus this send stays under it"
+                                            : "the queue plus this send stays under sndbuf " +
+                                                  std::to_string(a.sndbuf)));
+        sock_events_.emplace_back(gp, sock_event::block);
+      } else {
+        const bool over_proto = a.allocated > lim.max;
+        if (moderated || tracer_.forced_seen || (over_proto && pages > 0)) {
+          tell("refused by " + refuser() + (moderated ? "; sndbuf moderated to " + std::to_string(a.sndbuf) : "") +
+               "; the queue plus this send (" + std::to_string(a.wmem) + ") reaches sndbuf, so it is "
+               "forced past the limit (the next send blocks)");
+          sock_events_.emplace_back(gp, sock_event::forced);
+        }
+        tell("queued " + c.args[1] + " bytes (wmem_queued " + std::to_string(a.wmem) + "): " + pages_note());
+      }
+    } else if (c.name == "consume") {
+      tell("the application read " + c.args[1] + " bytes (rmem_alloc " + std::to_string(a.rmem) + "): " +
+           pages_note());
+    } else if (c.name == "ack") {
+      tell("the peer acknowledged " + c.args[1] + " bytes (wmem_queued " + std::to_string(a.wmem) + "): " +
+           pages_note());
+    } else {  // close
+      tell("closed: " + (pages < 0 ? pages_str(-pages) + " given back" : std::string("it held no page")) +
+           " (tcp.memory_allocated " + std::to_string(a.allocated) + ", " + sockets_open() + ")");
+    }
+    if (a.group_pressure != b.group_pressure && g)
+      tell(a.group_pressure ? "the sockets of " + g->path() + " are now under memory pressure (a refused "
+                                                              "tcp charge, or kmem above its soft limit)"
+                            : "the sockets of " + g->path() + " are no longer under memory pressure");
+    if (a.group_pressure != b.group_pressure && g)
+      sock_events_.emplace_back(gp, a.group_pressure ? sock_event::pressure_on : sock_event::pressure_off);
+    for (const auto& [entered, text] : pressure_.changes) {
+      tell(text);
+      sock_events_.emplace_back("-", entered ? sock_event::pressure_on : sock_event::pressure_off);
+    }
+    pressure_.changes.clear();
   }
 
   static memcg::control_value one_value(std::int64_t v) {
@@ -736,8 +1038,12 @@ class runner_state {
       actual = v->entries.at(0).second;
     }
     if (!compare(actual, *e)) {
-      std::printf("FAIL %d: expected %s got %s\n", c.line, c.expect_args.c_str(), actual.c_str());
+      out("FAIL " + std::to_string(c.line) + ": expected " + c.expect_args + " got " + actual);
       failed_ = true;
+    } else if (opts_.explain) {
+      auto n = parse_number(actual);
+      std::string h = n && *n >= 1024 && *n < 1e18 ? human(static_cast<std::int64_t>(*n)) : actual;
+      story_.push_back("holds: " + actual + (h != actual ? " (" + h + ")" : ""));
     }
     return ok();
   }
@@ -759,6 +1065,8 @@ class runner_state {
         };
         gs.max = lim(g->memory.max());
         gs.high = lim(g->memory.high());
+        gs.kmem_max = lim(g->kmem.max());
+        gs.tcp_max = lim(g->tcp.max());
         for (kind k : memcg::all_kinds)
           gs.stat.bytes[static_cast<int>(k)] = h_.stat(*g, k) * memcg::page_size;
         gs.ev_max = g->events_local(memcg::event::max);
@@ -767,7 +1075,223 @@ class runner_state {
       }
       s.groups.emplace_back(p, gs);
     }
+    s.clock_ms = clock_.now_us() / memcg::usec_per_msec;
+    const memcg::tcp_mem_sysctl m = proto_.sysctl_mem();
+    s.tcp = {proto_.memory_allocated(), m.min, m.pressure, m.max, proto_.under_memory_pressure(),
+             proto_.sockets_allocated()};
     samples_.push_back(std::move(s));
+  }
+
+  // The group a command addressed, for the plot's failed-command mark ("-": the protocol,
+  // "/" when no group is named).
+  std::string concerned_of(const command& c) const {
+    static const std::vector<std::string_view> by_path = {"mkdir", "rmdir",  "write", "read",
+                                                         "charge", "uncharge", "socket"};
+    if (c.args.empty()) return "/";
+    if (c.name == "expect" || c.name == "read" || c.name == "write") {
+      if (c.args[0] == "-") return "-";
+      if (c.args.size() > 1 && socket_file(c.args[1])) {
+        auto it = sockets_.find(c.args[0]);
+        if (it != sockets_.end() && it->second->memcg()) return it->second->memcg()->path();
+        return "/";
+      }
+    }
+    if (c.name == "expect" || std::find(by_path.begin(), by_path.end(), c.name) != by_path.end()) {
+      std::string p = c.args[0];
+      while (p.size() > 1 && p.front() == '/') p.erase(0, 1);
+      return p.empty() ? "/" : p;
+    }
+    if (c.name == "sysctl" && c.args[0].starts_with("net.")) return "-";
+    return "/";
+  }
+
+  // ---- --explain ----
+
+  // Every line a command prints: indented under its heading in the narrative mode.
+  void out(const std::string& s) {
+    std::printf("%s%s\n", opts_.explain ? "    | " : "", s.c_str());
+  }
+
+  // The comments before a command (the scenario's headings), then the command itself.
+  void explain_header(const command& c) {
+    std::size_t n = c.heading.size();
+    while (n > 0 && c.heading[n - 1].empty()) --n;
+    bool start = true;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (c.heading[i].empty()) {
+        start = true;
+        continue;
+      }
+      std::printf("%s%s\n", start ? "\n== " : "   ", c.heading[i].c_str());
+      start = false;
+    }
+    if (n > 0) std::printf("\n");
+    std::string head = "line " + std::to_string(c.line) + ": " + (c.must_fail ? "! " : "") + c.text;
+    if (!c.comment.empty()) head += "    # " + c.comment;
+    std::printf("%s\n", head.c_str());
+  }
+
+  // What the command did, in kernel words: the charge path's notes, what reclaim freed from
+  // whom, the socket story, and how it ended (a refusal marked expected when written with `!`).
+  void explain_outcome(const command& c, const outcome& r) {
+    auto say = [](const std::string& s) { std::printf("    %s\n", s.c_str()); };
+    const bool failed = std::any_of(tracer_.notes.begin(), tracer_.notes.end(),
+                                    [](const auto& n) { return n.key == "nomem"; });
+    for (const auto& n : tracer_.notes) {
+      // A counter that took the pages before another refused gave them back: not a charge.
+      if (failed && n.key == "charged") continue;
+      // A socket's pages: the socket story says where they went.
+      if (is_socket_command(c) && (n.key == "charged" || n.key == "nomem" || n.key.starts_with("sub:") ||
+                                   n.key.starts_with("refused:")))
+        continue;
+      std::string t = n.text;
+      if (n.key.starts_with("reclaim") || n.key.starts_with("high_reclaim"))
+        t += n.count > 1 ? ": " + std::to_string(n.count) + " rounds asked " + pages_str(n.asked) +
+                               " in all, freed " + pages_str(n.freed)
+                         : ": asked " + pages_str(n.asked) + ", freed " + pages_str(n.freed);
+      else if (n.count > 1)
+        t += " (" + std::to_string(n.count) + " times)";
+      say(t);
+    }
+    if (!reclaim_log_.empty()) {
+      std::string t = "reclaimed from:";
+      bool first = true;
+      for (const auto& [path, kinds] : reclaim_log_)
+        for (const auto& [k, pages] : kinds) {
+          t += (first ? " " : ", ") + human(pages * memcg::page_size) + " of " +
+               std::string(memcg::kind_name(k)) + " from " + path;
+          first = false;
+        }
+      t += " (oldest pages first)";
+      say(t);
+    }
+    for (const std::string& s : story_) say(s);
+    if (r.ok) {
+      if (story_.empty()) {
+        std::string done = done_text(c);
+        if (!done.empty()) say(done);
+      }
+      return;
+    }
+    if (r.refused && c.must_fail)
+      say(std::string(c.name == "recv" ? "dropped" : "blocked") + ", as expected (the line starts with `!`)");
+    else if (c.must_fail)
+      say("refused, as expected (the line starts with `!`): " + r.error);
+    else if (!r.refused)
+      say("error: " + r.error + " -- not expected: memcg-sim will exit 1");
+  }
+
+  static bool is_socket_command(const command& c) {
+    return c.name == "recv" || c.name == "send" || c.name == "consume" || c.name == "ack" ||
+           c.name == "close" || c.name == "socket";
+  }
+
+  // A sentence for a command that succeeded without a charge-path step or socket story.
+  std::string done_text(const command& c) {
+    if (c.name == "mkdir")
+      return "created group " + c.args[0] + " (no limits of its own: its ancestors' limits apply)";
+    if (c.name == "rmdir")
+      return "removed " + c.args[0] + ": its charges, statistics and pages now belong to its parent";
+    if (c.name == "write" && !socket_file(c.args[1])) {
+      outcome err;
+      if (auto v = read_target(c.args[0], c.args[1], &err); v && !v->keyed && !v->entries.empty()) {
+        const std::string& val = v->entries[0].second;
+        auto b = parse_size(val);
+        if (b && *b >= memcg::page_counter_max * memcg::page_size) return c.args[1] + " of " + c.args[0] + " is now unlimited";
+        return c.args[1] + " of " + c.args[0] + " is now " +
+               (b && *b >= 1024 ? human(*b) + " (" + std::to_string(*b / memcg::page_size) + " pages)" : val);
+      }
+      return "written";
+    }
+    if (c.name == "write") {
+      outcome err;
+      auto v = read_target(c.args[0], c.args[1], &err);
+      return v ? c.args[1] + " of " + c.args[0] + " is now " + v->entries[0].second +
+                     " bytes (SO_" + (c.args[1] == "sock.rcvbuf" ? "RCVBUF" : "SNDBUF") +
+                     ": twice the value asked, locked)"
+               : std::string();
+    }
+    if (c.name == "sysctl") {
+      std::string v;
+      for (std::size_t i = 1; i < c.args.size(); ++i) v += " " + c.args[i];
+      return c.args[0] + " is now" + v;
+    }
+    if (c.name == "sleep")
+      return "the virtual clock moved to " + clock_str(clock_.now_us() / memcg::usec_per_msec);
+    return "";
+  }
+
+  static std::string clock_str(std::int64_t ms) {
+    char b[32];
+    if (ms % 1000 == 0) std::snprintf(b, sizeof b, "%llds", static_cast<long long>(ms / 1000));
+    else std::snprintf(b, sizeof b, "%.3fs", static_cast<double>(ms) / 1000.0);
+    return b;
+  }
+
+  // At the end: one table per group that is still there, and the protocol if sockets were used.
+  void explain_table() {
+    std::printf("\n== At the end\n");
+    const std::vector<std::pair<const char*, const char*>> limits = {
+        {"memory.max", "max"},   {"memory.high", "high"},
+        {"memory.low", "low"},   {"memory.min", "min"},
+        {"memory.kmem.limit_in_bytes", "kmem limit"},
+        {"memory.kmem.tcp.limit_in_bytes", "tcp limit"},
+        {"memory.soft_limit_in_bytes", "soft limit"}};
+    auto value = [&](group& g, const std::string& file) {
+      memcg::control_value v = memcg::read_control(h_, g, file);
+      return v ? v : memcg::control_value{};
+    };
+    auto size = [](const std::string& v) {
+      auto b = parse_size(v);
+      return b ? human(*b) : v;
+    };
+    for (const std::string& p : seen_) {
+      group* g = h_.find(p);
+      if (!g) continue;
+      std::printf("\ngroup %s\n", p.c_str());
+      auto row = [](const char* name, const std::string& text) {
+        std::printf("  %-16s %s\n", name, text.c_str());
+      };
+      row("memory.current", size(value(*g, "memory.current").entries.at(0).second) +
+                                "  (peak " + size(value(*g, "memory.max_usage_in_bytes").entries.at(0).second) +
+                                ", failcnt " + value(*g, "memory.failcnt").entries.at(0).second + ")");
+      std::string lim;
+      for (const auto& [file, name] : limits) {
+        std::string v = value(*g, file).entries.at(0).second;
+        auto b = parse_size(v);
+        if (v == "max" || v == "0" || (b && *b >= memcg::page_counter_max * memcg::page_size)) continue;
+        lim += (lim.empty() ? "" : ", ") + std::string(name) + " " + size(v);
+      }
+      row("limits", lim.empty() ? "none" : lim);
+      auto sub = [&](const char* name, const char* usage, const char* failcnt) {
+        std::string u = value(*g, usage).entries.at(0).second, f = value(*g, failcnt).entries.at(0).second;
+        if (u != "0" || f != "0") row(name, "usage " + size(u) + ", failcnt " + f);
+      };
+      sub("kmem counter", "memory.kmem.usage_in_bytes", "memory.kmem.failcnt");
+      sub("tcp counter", "memory.kmem.tcp.usage_in_bytes", "memory.kmem.tcp.failcnt");
+      std::string st;
+      for (const auto& [k, v] : value(*g, "memory.stat").entries) {
+        if (v == "0" || k == "kernel" || k == "slab") continue;
+        st += (st.empty() ? "" : ", ") + k + " " + size(v);
+      }
+      row("memory.stat", st.empty() ? "nothing charged" : st);
+      std::string ev;
+      for (const auto& [k, v] : value(*g, "memory.events").entries)
+        if (v != "0") ev += (ev.empty() ? "" : ", ") + k + " " + v;
+      row("memory.events", ev.empty() ? "none" : ev);
+    }
+    if (proto_.sockets_allocated() > 0 || proto_.memory_allocated() > 0 || !sockets_.empty()) {
+      const memcg::tcp_mem_sysctl m = proto_.sysctl_mem();
+      std::printf("\nprotocol tcp\n");
+      std::printf("  %-16s %lld pages (tcp_mem %lld %lld %lld), %s\n", "memory_allocated",
+                  static_cast<long long>(proto_.memory_allocated()), static_cast<long long>(m.min),
+                  static_cast<long long>(m.pressure), static_cast<long long>(m.max),
+                  proto_.under_memory_pressure() ? "under pressure" : "not under pressure");
+      std::printf("  %-16s %lld open, %lld pressure episode%s\n", "sockets",
+                  static_cast<long long>(proto_.sockets_allocated()),
+                  static_cast<long long>(proto_.memory_pressures()),
+                  proto_.memory_pressures() == 1 ? "" : "s");
+    }
   }
 
   options opts_;
@@ -784,6 +1308,13 @@ class runner_state {
   int line_ = 0;
   std::string charged_in_;         // the group the current command charged in
   bool failed_ = false;
+  // Per command: the group it concerned (a socket's), its socket marks, its story (--explain)
+  // and what reclaim freed from whom.
+  std::string concerned_;
+  std::vector<std::pair<std::string, sock_event>> sock_events_;
+  std::vector<std::string> story_;
+  reclaim_log reclaim_log_;
+  pressure_watch pressure_;
 };
 
 runner::runner(const options& o, std::string title)

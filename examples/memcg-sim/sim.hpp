@@ -36,12 +36,18 @@ struct command {
   std::string name;                // "charge"
   std::vector<std::string> args;   // the tokens after the name
   std::string expect_args;         // expect: the text after `expect`, as written
+  // --explain only: the comment after the command (and its indented continuation lines), and
+  // the comment lines before it since the previous command (the scenario's narrative).
+  std::string comment;
+  std::vector<std::string> heading;
 };
 
 // The result of parsing one line: nothing (blank or comment), a command, or a syntax error.
 struct parsed_line {
   std::optional<command> cmd;
   std::string error;  // non-empty: a syntax error message
+  std::string comment;             // the text after `#`, trimmed ("" if none or empty)
+  std::size_t comment_column = 0;  // where the `#` is (a comment line indented: a continuation)
 };
 parsed_line parse_line(std::string_view line, int line_no);
 
@@ -76,17 +82,32 @@ struct kind_sample {
 struct group_sample {
   bool alive = false;
   std::int64_t current = 0, max = 0, high = 0;  // bytes; limits INT64_MAX when unlimited
+  std::int64_t kmem_max = 0, tcp_max = 0;       // the v1 sub-limits, bytes, INT64_MAX: none
   kind_sample stat;                             // hierarchical, per kind
   std::int64_t ev_max = 0, ev_oom = 0, ev_high = 0;  // memory.events.local counts
 };
+// The protocol (TCP) after a command: tcp.memory_allocated against net.ipv4.tcp_mem, pages.
+struct tcp_sample {
+  std::int64_t allocated = 0, min = 0, pressure = 0, max = 0;
+  bool under_pressure = false;
+  std::int64_t sockets = 0;
+};
+// What a socket command did, for a mark in its group's panel.
+enum class sock_event : std::uint8_t { drop, block, forced, pressure_on, pressure_off };
 struct sample {
   int line = 0;
   std::string label;  // the command, for tooltips
   std::vector<std::pair<std::string, group_sample>> groups;  // creation order
   bool failed = false;
+  bool failure_expected = false;  // failed, and written with `!`
+  std::string concerned;          // the group a failed command addressed ("-": the protocol)
   std::string throttled;  // a group path, if the command was throttled
+  std::int64_t clock_ms = 0;      // the virtual clock after the command
+  tcp_sample tcp;
+  std::vector<std::pair<std::string, sock_event>> sock_events;  // group path ("-": protocol)
 };
-// Writes an SVG timeline of `samples`; false (and errno) if the file cannot be written.
+// An SVG timeline of `samples`; write_plot() puts it in a file (false if it cannot).
+std::string plot_svg(const std::string& title, const std::vector<sample>& samples);
 bool write_plot(const std::string& path, const std::string& title,
                 const std::vector<sample>& samples);
 
@@ -94,6 +115,7 @@ bool write_plot(const std::string& path, const std::string& title,
 
 struct options {
   bool trace = false;
+  bool explain = false;  // the narrative mode (docs/scenarios.md, "--explain")
   std::string plot;  // empty: no plot
 };
 

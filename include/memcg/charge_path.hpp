@@ -6,7 +6,6 @@
 //   trace_point, trace_record the steps of the charge path a tracer sees
 //   charge_tracer<Sync>       sees every step of the charge path (memcg-sim --trace)
 //   charge_status<Sync>       what a charge answered: ok, or ENOMEM with the refusing group
-//   sock_accounting           which counters socket pages are charged to
 //   detail::charge_path<Sync> the slow paths behind basic_hierarchy's inline fast paths: the
 //                             memory counter's loop (stock, batch then exact, reclaim of the
 //                             refusing ancestor, drain once, 16 retries, OOM handler, forced
@@ -93,13 +92,14 @@ struct [[nodiscard]] charge_status {
   constexpr charge_status(std::errc e = {}, basic_group<Sync>* over = nullptr,
                           counter_id c = counter_id::memory) noexcept
       : error(e), counter(c), over_limit(over) {}
-  // 16 bytes, so that it comes back in two registers (the charge fast path returns it).
+  // Two words, so that it comes back in two registers on 64-bit targets (the charge fast path
+  // returns it).
   std::errc error{};
   counter_id counter = counter_id::memory;  // which of over_limit's counters
   basic_group<Sync>* over_limit = nullptr;  // the group whose counter refused (ENOMEM)
   explicit operator bool() const noexcept { return error == std::errc{}; }
 };
-static_assert(sizeof(charge_status<sync::atomic>) == 16);
+static_assert(sizeof(void*) != 8 || sizeof(charge_status<sync::atomic>) == 16);
 
 template <sync_policy Sync>
 class basic_hierarchy;
@@ -112,7 +112,7 @@ class charge_path {
   using H = basic_hierarchy<Sync>;
   using group = basic_group<Sync>;
   using status = charge_status<Sync>;
-  using stock = thread_stock<Sync>;
+  using stock = memcg_stock<Sync>;
   using task = task_state<Sync>;
   using oom_handler = basic_oom_handler<Sync>;
 
@@ -171,16 +171,21 @@ class charge_path {
                                         bool stock_tried) noexcept {
     if (nr_pages == 0) return {};
     if (!valid_pages(nr_pages)) return {std::errc::invalid_argument};
-    stock* ts = stock::local();
     // Socket pages go to the counters the socket-accounting option names.
     const charge_route r =
         route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
     const bool mem = r.memory;
+    // Socket pages take the stock's hit for the memory counter too (their sub-counter is
+    // charged below), the statistic recorded in the same step: the hierarchy's fast path
+    // leaves them alone because of that sub-counter.
+    const int hit_kind = k == kind::sock ? static_cast<int>(k) : -1;
+    bool stat_recorded = false;
     if (mem) {
-      if (!stock_tried && ts->consume(&g, nr_pages, -1)) {
+      if (!stock_tried && stock::consume(&g, nr_pages, hit_kind)) {
+        stat_recorded = hit_kind >= 0;
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
       } else {
-        status s = charge_memory(h, g, k, nr_pages, flags, ts);
+        status s = charge_memory(h, g, k, nr_pages, flags);
         if (!s) return s;
       }
     }
@@ -188,23 +193,26 @@ class charge_path {
       status s = r.sub == sub_counter::tcp ? charge_tcp(h, g, nr_pages, flags)
                                            : charge_kmem(h, g, k, nr_pages, flags);
       if (!s) {
-        // Straight to the counters (docs/model.md, "Sub-counters").
+        // Straight to the counters (docs/model.md, "Sub-counters"); a hit's statistic undone.
         if (mem) (void)g.memory.uncharge(nr_pages);
+        if (stat_recorded)
+          stock::stat_only(&g, hit_kind, -nr_pages, h.charge_batch(), !h.traced());
         return s;
       }
     }
-    ts->stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
+    if (!stat_recorded)
+      stock::stat_only(&g, static_cast<int>(k), nr_pages, h.charge_batch(), !h.traced());
     return {};
   }
 
   // try_charge_memcg() on the memory counter.
-  static status charge_memory(H& h, group& g, kind k, std::int64_t nr_pages, gfp flags, stock* ts) noexcept {
+  static status charge_memory(H& h, group& g, kind k, std::int64_t nr_pages, gfp flags) noexcept {
     std::int64_t batch = std::max(h.charge_batch(), nr_pages);
     int nr_retries = max_reclaim_retries;
     bool passed_oom = false, drained = false, raised_max_event = false, oom_helped = true;
     group* over = nullptr;
     for (bool first = true;; first = false) {
-      if (!first && ts->consume(&g, nr_pages, -1)) {
+      if (!first && stock::consume(&g, nr_pages, -1)) {
         h.trace({trace_point::stock_hit, &g, nullptr, counter_id::memory, k, nr_pages, 0});
         return {};
       }
@@ -213,7 +221,7 @@ class charge_path {
       std::errc err = g.memory.try_charge(batch, &fail);
       if (err == std::errc{}) {
         std::int64_t rest = batch - nr_pages;
-        if (rest > 0) ts->refill(&g, rest, -1, 0, h.charge_batch(), !h.traced());
+        if (rest > 0) stock::refill(&g, rest, -1, 0, h.charge_batch(), !h.traced());
         h.trace({trace_point::charged, &g, nullptr, counter_id::memory, k, nr_pages, rest});
         for (group* m = &g; m; m = m->parent()) {
           if (m->memory.usage() > m->memory.high()) {
@@ -238,7 +246,7 @@ class charge_path {
         // No reclaim, no `max` event (the kernel's !gfpflags_allow_blocking), but the pages
         // other threads' stocks hold for the refusing subtree come back first: a drain is not
         // reclaim (docs/model.md, "Socket receives may be refused"). One more try if it returned
-        // any (else the refusal counts as before). Forced charges need none.
+        // any (else the refusal stands). Forced charges need none.
         if (!drained && !has(flags, gfp::nofail) && !has(flags, gfp::high)) {
           drained = true;
           const std::int64_t before = over->memory.usage();
@@ -359,7 +367,6 @@ class charge_path {
   }
 
   MEMCG_NOINLINE static void uncharge_slow(H& h, group& g, kind k, std::int64_t nr_pages) noexcept {
-    stock* ts = stock::local();
     const charge_route r =
         route_of(k, k == kind::sock ? h.socket_accounting() : sock_accounting::both);
     if (r.sub == sub_counter::kmem) (void)g.kmem.uncharge(nr_pages);
@@ -367,7 +374,7 @@ class charge_path {
     if (!r.memory) {
       // Not in the memory counter: only the statistic moves (and reclaim gained nothing).
       if (task::current().in_reclaim()) g.live()->stat_add(k, -nr_pages);
-      else ts->stat_only(&g, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
+      else stock::stat_only(&g, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
       h.trace({trace_point::uncharge, &g, nullptr, counter_id::tcp, k, nr_pages, nr_pages});
       return;
     }
@@ -379,7 +386,9 @@ class charge_path {
       h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, nr_pages});
       return;
     }
-    ts->refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
+    // Socket pages park with the hit's key (their sub-counter was uncharged above).
+    if (k != kind::sock || !stock::uncharge_fast(&g, nr_pages, static_cast<int>(k)))
+      stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
     h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
   }
 

@@ -3,6 +3,7 @@
 // Contents:
 //   MEMCG_VERSION_*            the library version
 //   memcg::page_size ...       units and constants of the kernel model (docs/model.md)
+//   valid_pages(), bytes_to_pages_up() / _down()   page-count checks and conversions
 //   MEMCG_ASSERT(level, cond)  graded assertions (MEMCG_DEBUG 0..3); never change a layout
 //   memcg::sanitizer_build     true in ASan/TSan builds (the slab backs onto the system allocator);
 //                              MEMCG_ASAN_BUILD / MEMCG_TSAN_BUILD say which

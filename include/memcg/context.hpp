@@ -1,7 +1,8 @@
 // memcg/context.hpp: which group the running code charges, and how hard it may try.
 //
 // Contents:
-//   gfp                    charge flags with the kernel's meaning (nofail, high, noreclaim, ...)
+//   gfp                    charge flags with the kernel's meaning (nofail, high, noreclaim, ...);
+//                          GFP_KERNEL, GFP_NOWAIT, GFP_ATOMIC
 //   active_memcg<Sync>()   the thread's active group (nullptr: charge nothing)
 //   scoped_active_memcg    set_active_memcg() as an RAII scope that restores the previous group
 #pragma once

@@ -4,10 +4,15 @@
 //   kind, kind_name(), parse_kind()     the seven kinds of charge
 //   event, event_name()                 memory.events keys: low high max oom oom_kill
 //   counter_id                          memory, kmem, tcp
+//   sock_accounting                     which counters socket pages are charged to (v1, v2, both)
+//   route_of(), stock_serves()          which counters a kind charges; which kinds the stock
+//                                       serves (the rest take the slow path)
+//   is_kernel_kind(), is_reclaimable_kind()  kernel memory; what reclaim can take
 //   basic_group<Sync>                   counters memory/kmem/tcp, kmem soft limit, per-kind
 //                                       statistics, events, children, the obj_cgroup handle
 //   basic_objcg<Sync>                   the handle objects and charges point to; rmdir redirects
 //                                       it to the parent (obj_cgroup; docs/model.md)
+//   group_charge<Sync>                  a guard over pages of one kind charged through a handle
 //
 // A group is created and removed by basic_hierarchy (memcg/hierarchy.hpp). Groups are never freed
 // before their hierarchy: a removed group stays as a zombie whose handle points to its parent, so
@@ -308,7 +313,7 @@ class basic_group {
   // group is published, never null afterwards.
   basic_group_pressure<Sync>* pressure_state() const noexcept { return pressure_state_; }
 
-  // The receive windows its sockets promised (memcg/sockmem.hpp, issue 16): bytes promised by
+  // The receive windows its sockets promised (memcg/sockmem.hpp): bytes promised by
   // sockets of this group and its descendants and not yet received, the "room available"
   // edge and its callback. The rules live in sockmem.hpp; the state lives here, one per group,
   // so that a promise costs one add per level and no loop over connections.

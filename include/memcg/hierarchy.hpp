@@ -9,7 +9,7 @@
 //                             the pressure registry and feeds it (memcg/pressure.hpp)
 //   hierarchy                 basic_hierarchy<sync::atomic>
 // The charge path's types (basic_oom_handler, trace_point, trace_record, charge_tracer,
-// charge_status, sock_accounting) come with memcg/charge_path.hpp.
+// charge_status) come with memcg/charge_path.hpp; sock_accounting with memcg/group.hpp.
 //
 // Threads: charge and uncharge are lock-free (the stock's owner side carries no lock prefix).
 // Tree changes take the tree lock; limit writes take the limits lock; neither is held while
@@ -52,7 +52,7 @@ namespace detail {
 template <sync_policy Sync>
 inline std::atomic<void (*)(basic_hierarchy<Sync>*)> hierarchy_exit_hook{nullptr};
 
-// A hierarchy's identity in per-thread state that may outlive it (thread_stock's over-high
+// A hierarchy's identity in per-thread state that may outlive it (memcg/task.hpp's over-high
 // fields): unique for the life of the process, where an address is reused by the next
 // hierarchy allocated there.
 inline std::uint64_t new_hierarchy_id() noexcept {
@@ -286,7 +286,7 @@ class basic_hierarchy {
     // The fast path: a stock hit records the statistic in the same step. Sub-limited kinds take
     // the slow path; so do traced hierarchies (their groups' slots never serve a fast path).
     const bool fast = stock_serves(k) && nr_pages > 0;
-    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->consume(
+    if (MEMCG_LIKELY(fast) && MEMCG_LIKELY(detail::memcg_stock<Sync>::consume(
                                   &g, nr_pages, static_cast<int>(k))))
       return {};
     return charge_path::try_charge_slow(*this, g, k, nr_pages, flags,
@@ -309,7 +309,7 @@ class basic_hierarchy {
     // Kernel kinds and sockets also uncharge their sub-counter; inside reclaim (slot 0's key
     // carries the reclaim bit) and when traced the fast path misses.
     if (MEMCG_LIKELY(stock_serves(k)) &&
-        MEMCG_LIKELY(detail::thread_stock<Sync>::fast_local()->uncharge_fast(
+        MEMCG_LIKELY(detail::memcg_stock<Sync>::uncharge_fast(
             &g, nr_pages, static_cast<int>(k))))
       return;
     charge_path::uncharge_slow(*this, g, k, nr_pages);
@@ -480,21 +480,15 @@ class basic_hierarchy {
       mutex_lock l(&limits_mu_);
       g.memory.xchg_max(nr_pages);
     }
-    bool drained = false, passed_oom = false, oom_helped = true;
-    int nr_reclaims = max_reclaim_retries;
+    // memory_max_write(): max_reclaim_retries fruitless rounds, then the OOM handler.
+    if (drain_then_reclaim(
+            g, g.memory, reclaim_filter::all, true, max_reclaim_retries,
+            [&g](std::int64_t& usage) { return excess_over(g, usage, g.memory.max()); }))
+      return {};
+    bool passed_oom = false, oom_helped = true;
     for (;;) {
       std::int64_t usage = g.memory.usage();
       if (usage <= g.memory.max()) break;
-      if (!drained) {
-        drain_stocks(&g);
-        drained = true;
-        continue;
-      }
-      if (nr_reclaims) {
-        if (!reclaimed_and_fell(g, g.memory, usage, usage - g.memory.max(), reclaim_filter::all))
-          --nr_reclaims;
-        continue;
-      }
       // A handler that reported success and left usage where it was: not called again (as
       // charge_memory's guard), or the write would loop for ever.
       if (passed_oom && !oom_helped) break;
@@ -529,20 +523,10 @@ class basic_hierarchy {
       mutex_lock l(&limits_mu_);
       (void)g.memory.set_high(nr_pages);
     }
-    bool drained = false;
-    int nr_retries = max_reclaim_retries;
-    for (;;) {
-      std::int64_t usage = g.memory.usage(), high = g.memory.high();
-      if (usage <= high) break;
-      if (!drained) {
-        drain_stocks(&g);
-        drained = true;
-        continue;
-      }
-      if (!reclaimed_and_fell(g, g.memory, usage, usage - high, reclaim_filter::all) &&
-          !nr_retries--)
-        break;
-    }
+    // memory_high_write(): gives up after max_reclaim_retries + 1 fruitless rounds.
+    (void)drain_then_reclaim(
+        g, g.memory, reclaim_filter::all, true, max_reclaim_retries + 1,
+        [&g](std::int64_t& usage) { return excess_over(g, usage, g.memory.high()); });
     return {};
   }
   std::errc write_min(group& g, std::int64_t nr_pages) {
@@ -570,7 +554,7 @@ class basic_hierarchy {
   using task = detail::task_state<Sync>;
   using charge_path = detail::charge_path<Sync>;
   friend class detail::charge_path<Sync>;
-  using stock = detail::thread_stock<Sync>;
+  using stock = detail::memcg_stock<Sync>;
 
   static std::string normalize(std::string_view path) {
     if (path.empty()) return std::string();
@@ -653,26 +637,50 @@ class basic_hierarchy {
   std::errc write_v1_limit(group& g, basic_counter<Sync>& c, std::int64_t nr_pages,
                            reclaim_filter filter, bool drain) {
     if (!valid_pages(nr_pages)) return std::errc::invalid_argument;
-    bool drained = !drain;
-    int nr_retries = max_reclaim_retries;
-    for (;;) {
-      std::errc err;
+    std::errc err{};
+    // mem_cgroup_resize_max(): the limit is set only at or above usage; one page per try
+    // (reclaim rounds it up to 32); EBUSY after max_reclaim_retries + 1 fruitless tries.
+    auto set = [&](std::int64_t& usage) -> std::int64_t {
       {
         mutex_lock l(&limits_mu_);
         err = c.set_max(nr_pages);
       }
-      if (err != std::errc::device_or_resource_busy) return err;
+      if (err != std::errc::device_or_resource_busy) return 0;
+      usage = c.usage();
+      return usage <= nr_pages ? -1 : 1;  // fell meanwhile: set again, reclaiming nothing
+    };
+    if (drain_then_reclaim(g, c, filter, drain, max_reclaim_retries + 1, set)) return err;
+    return std::errc::device_or_resource_busy;
+  }
+
+  // The loop of every limit write that reclaims (memory.max, memory.high, the v1 limits).
+  // `over(usage)` reads c's usage into `usage` and returns the pages to reclaim above the new
+  // limit: 0 when the write is done, less than 0 when nothing is to be reclaimed this round but
+  // the write is not done (try again). g's stocks are drained once (if `drain`) before the
+  // first reclaim, as their pages may be all that is above. A round that freed nothing, or
+  // whose pages came straight back (a reclaimer refilling what it frees, chargers as fast as
+  // the walk), is fruitless; after `nr_fruitless` of them the write gives up: false.
+  template <class Over>
+  bool drain_then_reclaim(group& g, basic_counter<Sync>& c, reclaim_filter filter, bool drain,
+                          int nr_fruitless, Over over) {
+    bool drained = !drain;
+    for (;;) {
+      std::int64_t usage = 0;
+      std::int64_t nr = over(usage);
+      if (nr == 0) return true;
       if (!drained) {
         drain_stocks(&g);
         drained = true;
         continue;
       }
-      std::int64_t usage = c.usage();
-      if (usage <= nr_pages) continue;
-      // One page per try, as mem_cgroup_resize_max(): reclaim rounds it up to 32. A try whose
-      // pages came straight back counts as no progress.
-      if (!reclaimed_and_fell(g, c, usage, 1, filter) && !nr_retries--) return err;
+      if (nr < 0) continue;
+      if (!reclaimed_and_fell(g, c, usage, nr, filter) && --nr_fruitless == 0) return false;
     }
+  }
+  // over() of the v2 writes: g's memory usage read into `usage`, and what stands above `limit`.
+  static std::int64_t excess_over(group& g, std::int64_t& usage, std::int64_t limit) noexcept {
+    usage = g.memory.usage();
+    return usage <= limit ? 0 : usage - limit;
   }
 
   void flush_local_stats() { detail::stock_registry<Sync>::instance().flush_stats(); }

@@ -1,10 +1,12 @@
 // memcg/reclaim.hpp: reclaimers (shrinkers) and the reclaim walk.
 //
 // Contents:
-//   reclaim_filter           which reclaimable kinds a walk may take (user, kernel, both)
+//   reclaim_filter           which reclaimable kinds a walk may take (user, kernel, both);
+//                            filter_allows()
 //   basic_reclaimer<Sync>    what a program registers per group: counts and frees its pages
 //   reclaim_observer<Sync>   sees every step of a walk (traces, vmpressure)
 //   reclaim_result           pages asked for (scanned) and pages freed (reclaimed)
+//   reclaim_target()         what a walk asks: at least swap_cluster_max pages
 //   detail::reclaim_walk()   the walk of docs/model.md, "The reclaim walk"
 //
 // The library never owns the memory it reclaims: it asks. A reclaimer frees by uncharging

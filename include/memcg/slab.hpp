@@ -49,9 +49,10 @@
 // Memory ordering: an object's vector entry is written before the object is handed out and
 // read by the freeing thread, which got the pointer through the program's own synchronization
 // (so is a node's id-table entry, written when the node is made). Remote frees: see
-// detail/slab_page.hpp. The byte stock is thread_stock's (memcg/stock.hpp). Statistics
-// stripes: detail/slab_stat.hpp. obj_cgroup::memcg() is read with acquire (pairs with rmdir's
-// redirect).
+// detail/slab_page.hpp. The byte stock is memcg_stock's (memcg/stock.hpp: per CPU, restartable
+// hits and a held state for everything else; per thread, owner-only relaxed writes and the
+// busy/pending handshake with drainers). Statistics stripes: detail/slab_stat.hpp.
+// obj_cgroup::memcg() is read with acquire (pairs with rmdir's redirect).
 #pragma once
 
 #include <algorithm>
@@ -120,14 +121,15 @@ using objcg = basic_objcg<sync::atomic>;
 // uncharging (the kernel's allow_uncharge = false).
 // Guarantees: true when charged; false (nothing charged) when the hierarchy refused.
 namespace detail {
-MEMCG_NOINLINE inline bool obj_cgroup_charge_slow(thread_stock<sync::atomic>* ts, objcg* o, kind k,
+MEMCG_NOINLINE inline bool obj_cgroup_charge_slow(objcg* o, kind k,
                                                   std::int64_t nr_bytes, gfp flags) noexcept {
   group* g = o->memcg();
   std::int64_t nr_pages = bytes_to_pages_up(nr_bytes);
   if (!g->hierarchy().try_charge(*g, k, nr_pages, flags)) return false;
   std::int64_t rest = nr_pages * page_size - nr_bytes;
   if (rest) {
-    std::int64_t pages = ts->refill_obj(o, static_cast<int>(k), rest, false);
+    std::int64_t pages =
+        memcg_stock<sync::atomic>::refill_obj(o, static_cast<int>(k), rest, false);
     if (pages) g->hierarchy().uncharge_unchecked(*g, k, pages);
   }
   return true;
@@ -140,24 +142,23 @@ MEMCG_NOINLINE inline void obj_cgroup_uncharge_pages(objcg* o, kind k, std::int6
 
 MEMCG_ALWAYS_INLINE bool obj_cgroup_charge(objcg* o, kind k, std::int64_t nr_bytes,
                                            gfp flags) noexcept {
-  auto* ts = detail::thread_stock<sync::atomic>::local();
-  if (MEMCG_LIKELY(ts->consume_obj(o, static_cast<int>(k), nr_bytes))) return true;
-  return detail::obj_cgroup_charge_slow(ts, o, k, nr_bytes, flags);
+  if (MEMCG_LIKELY(detail::memcg_stock<sync::atomic>::consume_obj(o, static_cast<int>(k), nr_bytes)))
+    return true;
+  return detail::obj_cgroup_charge_slow(o, k, nr_bytes, flags);
 }
 
 // obj_cgroup_uncharge(): gives nr_bytes back to the byte stock; whole pages leave it when it
 // passes one page (through o's group now: the parent after rmdir).
 MEMCG_ALWAYS_INLINE void obj_cgroup_uncharge(objcg* o, kind k, std::int64_t nr_bytes) noexcept {
-  auto* ts = detail::thread_stock<sync::atomic>::local();
-  std::int64_t pages = ts->refill_obj(o, static_cast<int>(k), nr_bytes, true);
+  std::int64_t pages =
+      detail::memcg_stock<sync::atomic>::refill_obj(o, static_cast<int>(k), nr_bytes, true);
   if (MEMCG_UNLIKELY(pages)) detail::obj_cgroup_uncharge_pages(o, k, pages);
 }
 
 // Bytes of (o, k) in the calling thread's byte stock (tests, traces).
 inline std::int64_t obj_stock_bytes(const objcg* o, kind k) noexcept {
-  return detail::thread_stock<sync::atomic>::local()->obj_parked(o, static_cast<int>(k));
+  return detail::memcg_stock<sync::atomic>::local()->obj_parked(o, static_cast<int>(k));
 }
-
 
 class kmem_cache;
 class kmem_cache_node;

@@ -20,7 +20,7 @@
 //                                   memory bytes <-> payload bytes, given a per-segment overhead
 //   set_room_callback(), sock_room_check(), sock_promised()
 //                                   group-level window promises: the edge-triggered "room
-//                                   available" callback of a group (issue 16)
+//                                   available" callback of a group
 //   detail::group_socket_pressure() a group's socket pressure: pressure.hpp's
 //                                   under_socket_pressure() (vmpressure hold, tcp flag, kmem soft
 //                                   limit, in the group or an ancestor)
@@ -510,7 +510,7 @@ void sock_room_check(basic_group<Sync>& g) noexcept {
   // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock
   // holds for g count (a give-back at the limit parks them there, usage unchanged).
   const std::int64_t parked =
-      sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(live) : 0;
+      sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(live) : 0;
   for (basic_group<Sync>* m = live; m; m = m->parent())
     if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, parked) > 0)
       detail::sock_room_fire(*m);
@@ -965,7 +965,7 @@ class basic_sock_memory {
     if (group* g = memcg()) {
       const sock_accounting sa = g->hierarchy().socket_accounting();
       const std::int64_t parked =
-          sa != sock_accounting::v1 ? detail::thread_stock<Sync>::local()->parked(g) : 0;
+          sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(g) : 0;
       for (group* m = g; m; m = m->parent()) {
         const std::int64_t b = detail::sock_unpromised(*m, sa, parked, own);
         if (b < r.bytes) r = {b, m};

@@ -1,56 +1,89 @@
-// memcg/stock.hpp: the per-thread stock of pre-charged pages and unflushed statistics.
+// memcg/stock.hpp: the stocks of pre-charged pages and unflushed statistics.
 //
 // Contents:
-//   detail::thread_stock<Sync>    one thread's slots: (group, pre-charged pages, stat deltas),
-//                                 and the byte stock of obj_cgroup charging
-//   detail::stock_registry<Sync>  every live thread's stock, for drains and flushes
+//   detail::per_cpu_stocks<Sync>  whether a policy's stocks are per CPU or per thread
+//   detail::memcg_stock<Sync>     one stock's slots: (group, pre-charged pages, stat deltas) and
+//                                 the byte stock of obj_cgroup charging; the charge path's entry
+//                                 points (consume, refill, uncharge_fast, consume_obj, ...)
+//   detail::stock_registry<Sync>  every stock, for drains, flushes and fork
 //
-// The kernel keeps one stock per CPU and drains the others asynchronously (docs/model.md, "Stocks
-// are per thread"). A program may have thousands of mostly idle threads, so here a charge that
-// would fail drains every thread's stock for the refusing subtree before giving up, and readers
-// fold every thread's statistics deltas when they read.
+// Per CPU (MEMCG_STOCK_RSEQ, memcg/detail/rseq.hpp; the default on x86-64 Linux), as the
+// kernel's memcg_stock_pcp: one stock per possible CPU, shared by the threads that run there.
+// What the stocks hold is bounded by CPUs x slots x batch at any number of threads, a drain
+// visits CPUs, and a thread's exit gives nothing back (it owns nothing).
+// Per thread (TSan builds, other architectures, -DMEMCG_STOCK_RSEQ=0, a thread without an rseq
+// area in a per-thread build, and the single_thread policy): one stock per thread, bounded by
+// threads x slots x batch, given back at thread exit. In a per-CPU build a thread without an
+// rseq area or membarrier(2)'s RSEQ command uses no stock (the counters directly).
 //
-// The owner and drainers. A stock is written by its owner thread only, except while a drainer
-// owns it. The owner's fast paths have no lock-prefixed instruction:
-//   - with MEMCG_STOCK_RSEQ (memcg/detail/rseq.hpp) the page and byte hits are restartable
-//     sequences: compare slot 0's key, take or park, one commit store;
-//   - without it (TSan, other architectures) they run under the busy flag:
-//     busy = 1; compiler barrier; compare slot 0's key ...; busy = 0 (release).
-// The slow paths run under the busy flag and test `pending` first (enter()).
+// ---- Per CPU: holders and drainers ----
+// A CPU's stock has a state word: bit 0 says someone holds it, the bits above carry requests
+// that drainers left while it was held. A hit (rseq_cpu_take/park) takes no state: it is a
+// restartable sequence that reads the CPU, compares slot 0's key and commits one store. Every
+// other access holds the stock:
+//   - the calling thread's slow paths (enter()): CAS state 0 -> held (acquire: pairs with the
+//     release of the last holder, whose slot writes are then visible). A held stock is bypassed
+//     (the counters directly), never waited for: its holder may be preempted, or be the thread
+//     that a signal handler interrupted. Then seal(): slot 0's keys get the busy bit, so hits
+//     miss; if the thread is no longer on that CPU (it migrated after reading the CPU), a hit
+//     there that loaded a key before the mark could still commit after it, so a membarrier(2)
+//     RSEQ command restarts every running sequence first. On the stock's own CPU nothing more
+//     is needed: a sequence of another thread there was preempted by us and restarts.
+//   - drainers (under the registry mutex, take_cpus()): take each CPU's stock the same way and
+//     mark its keys, then one membarrier(2) RSEQ command for all of them: after it no hit
+//     commits against a marked key. A stock held by a thread is skipped, not waited for: the
+//     drainer ORs its request into the state word, and the holder serves it before it lets go.
+//     rmdir, a hierarchy's destruction, fork and exact reads wait instead (a holder never
+//     blocks, so the wait ends).
+//   - letting go (leave_slow()): serve the requests; clear the keys' busy bits (release: the
+//     slot writes come before the key that lets hits in); CAS state held -> 0 (release). A
+//     request that arrives after the clear fails that CAS: seal again, serve, retry. Holders
+//     and drainers meet only in the state word, so no request is lost, and no hit commits while
+//     a stock is held.
+//
+// ---- Per thread: the owner and drainers ----
+// A stock is written by its owner thread only, except while a drainer owns it. The owner's
+// paths run under the busy flag: busy = 1; compiler barrier; compare slot 0's key ...;
+// busy = 0 (release). The slow paths also test `pending` first (enter()).
 // A drainer, under the registry mutex (quiesce()):
 //   1. sets `pending` and the drain bit in slot 0's keys (page and byte) of every stock;
 //   2. membarrier(2) (asymmetric_fence_heavy): it turns every owner's compiler barrier into a
-//      full fence and restarts every sibling's restartable sequence, so after it no fast path
-//      commits against a poisoned key and no slow path starts without seeing `pending`;
+//      full fence, so after it no fast path commits against a poisoned key and no slow path
+//      starts without seeing `pending`;
 //   3. a stock whose owner is not busy is the drainer's: it drains (or folds) its slots;
 //   4. a stock whose owner is busy (inside a slow path, maybe preempted there) is skipped, not
 //      waited for: the drainer leaves a request in it and keeps slot 0 poisoned. The owner's
 //      next stock operation misses, its slow path serves the request first (serve_requests()).
-//      A drain therefore never waits for a preempted owner; what such an owner holds comes back
-//      at its next stock operation, or at the next drain that finds it idle.
-// Only fork's prepare handler, rmdir and a hierarchy's destruction (drain_waiting(),
-// drain_if(): the group's statistics move or it is freed next) and exact statistics reads (a checked uncharge that would fail otherwise; parked())
-// wait for busy owners; a busy section never blocks, so that wait ends.
-// The protocol's corner: a slow path writes slot 0's key with a plain store and may overwrite a
-// drainer's poison. So a drainer re-checks the poison of an idle stock (and fences again if it
-// had to re-poison it); after skipping busy owners it fences again and poisons their slot 0
-// once more, and a slow path looks for a request as it leaves (leave_slow()): either it sees
-// the request, or its key stores came before that fence and the second poison survives them.
+// Only fork's prepare handler, rmdir, a hierarchy's destruction and exact statistics reads wait
+// for busy owners; a busy section never blocks, so that wait ends. The protocol's corner: a
+// slow path writes slot 0's key with a plain store and may overwrite a drainer's poison. So a
+// drainer re-checks the poison of an idle stock (and fences again if it had to re-poison it);
+// after skipping busy owners it fences again and poisons their slot 0 once more, and a slow
+// path looks for a request as it leaves (leave_slow()): either it sees the request, or its key
+// stores came before that fence and the second poison survives them.
 //
-// Signal handlers: an operation that finds its own thread already inside a busy section of its
-// stock (a handler interrupted it) bypasses the stock (the counters directly); a slow path also
-// marks slot 0's keys busy, so a handler's hit misses instead of taking from a half-written
-// slot. The restartable hits restart when a signal arrives. What a handler may call: README "Signal handlers".
+// Signal handlers: an operation that finds the stock held (per CPU) or its own thread inside a
+// busy section (per thread) bypasses the stock; a slow path marks slot 0's keys busy, so a
+// handler's hit misses instead of taking from a half-written slot; a restartable hit that a
+// signal interrupts restarts. What a handler may call: README "Signal handlers".
+//
+// Reclaim context (memcg/task.hpp, set_reclaiming()): the thread's charges and uncharges bypass
+// every stock (PF_MEMALLOC), so that reclaimed pages leave the counters at once.
 //
 // Invariant: a slot's pages are charged to its group's memory counter (and ancestors) and
 // belong to nobody; at most `batch` pages per slot after every refill.
 #pragma once
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "absl/base/thread_annotations.h"
 #include "memcg/config.hpp"
@@ -62,18 +95,21 @@
 
 namespace memcg::detail {
 
+// Per CPU needs the restartable hits; a policy without threads (single_thread) or without
+// accounting (null) keeps the per-thread stock.
+template <sync_policy Sync>
+inline constexpr bool per_cpu_stocks = Sync::concurrent && Sync::accounting && MEMCG_STOCK_RSEQ;
+
 template <sync_policy Sync>
 class stock_registry;
 
 template <sync_policy Sync>
-class thread_stock {
+class alignas(64) memcg_stock {
  public:
   using group = basic_group<Sync>;
   using cell = typename Sync::template cell<std::int64_t>;
   static constexpr int nr_slots = Sync::stock_slots;
-  // The fast paths as restartable sequences (memcg/detail/rseq.hpp) instead of under the busy
-  // flag.
-  static constexpr bool use_rseq = Sync::concurrent && Sync::accounting && MEMCG_STOCK_RSEQ;
+  static constexpr bool per_cpu = per_cpu_stocks<Sync>;
   // Statistics deltas past this many pages are folded into the group at once.
   static constexpr std::int64_t stat_fold_bound = 1024;
 
@@ -83,7 +119,7 @@ class thread_stock {
   // it unchanged (set_pages()).
   // key = group pointer | flag bits | primary kind, in the low bits that a group's alignment
   // leaves zero, so that one word holds identity and poison and the layout works with 32-bit
-  // pointers too.
+  // pointers too. The key is the slot's first word (the restartable hits compare it there).
   using key_cell = typename Sync::template cell<std::uintptr_t>;
   struct slot {
     key_cell key;
@@ -94,13 +130,13 @@ class thread_stock {
   };
   static_assert(alignof(group) >= 64, "the slot key keeps kind and flags in a group's low bits");
   static constexpr std::uintptr_t key_kind_mask = 7;
-  // Set in slot 0's key by a drainer (quiesce()): the page fast paths, which test the key but
-  // not pending_, miss. No group lives at such an address.
+  // Set in slot 0's key of a per-thread stock by a drainer (quiesce()): the fast paths, which
+  // test the key but not pending_, miss. No group lives at such an address.
   static constexpr std::uintptr_t key_drain_bit = 8;
-  // Set in slot 0's key by its owner while it reclaims (enter_reclaim()).
+  // Set in slot 0's key of a per-thread stock by its owner while it reclaims.
   static constexpr std::uintptr_t key_reclaim_bit = 16;
-  // Set in slot 0's key by its owner inside a slow path (enter()): a signal handler that
-  // interrupts it misses the fast path too, and its slow path bypasses the stock.
+  // Set in slot 0's key while the stock is held (per CPU) or its owner is inside a slow path
+  // (per thread): hits miss, and a signal handler's slow path bypasses the stock.
   static constexpr std::uintptr_t key_busy_bit = 32;
   static constexpr std::uintptr_t key_group_mask = ~std::uintptr_t{63};
   static constexpr std::uintptr_t key_flag_mask = key_drain_bit | key_reclaim_bit | key_busy_bit;
@@ -140,10 +176,10 @@ class thread_stock {
 
   // The byte stock of obj_cgroup charging (docs/model.md, "Object charging"): bytes of one
   // kind pre-charged, as whole pages, through the handle's memcg(). key = handle | flag | kind,
-  // one word as the page slot's, for the same reason: a drained slot (key 0) or a poisoned one
+  // one word as the page slot's, for the same reason: a drained slot (key 0) or a marked one
   // never matches a fast path, whatever it loaded before.
-  // Invariant: 0 <= nr_bytes <= obj_stock_max + one object; owner-only writes (the protocol
-  // above), drainers write while they own the stock.
+  // Invariant: 0 <= nr_bytes <= obj_stock_max + one object; written by the stock's holder (or
+  // owner), and by the restartable hits.
   using objcg = basic_objcg<Sync>;
   struct obj_slot {
     key_cell key;
@@ -165,97 +201,33 @@ class thread_stock {
   // U16_MAX: a stock refilled without uncharging never holds more.
   static constexpr std::int64_t obj_stock_max = 65535;
 
-  // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k. The fast path
-  // looks at slot 0 only, as consume() does. A stock that cannot be used (off, owned by a
-  // drainer, retired, reentered) takes them from the handle's parked bytes instead.
-  MEMCG_ALWAYS_INLINE bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
-    obj_slot& s = obj_slots_[0];
-    if constexpr (use_rseq) {
-      if (MEMCG_LIKELY(rseq_take(s.key, s.nr_bytes, obj_key_of(o, k), nr_bytes))) return true;
-      return consume_obj_miss(o, k, nr_bytes);
-    }
-    if (MEMCG_UNLIKELY(!enter_fast())) return o->try_take_bytes(static_cast<kind>(k), nr_bytes);
-    // Acquire: pairs with quiesce()'s release of the key; a key that matches was not drained.
-    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {
-      MEMCG_DELAY(stock_obj_busy);
-      std::int64_t have = s.nr_bytes.load_relaxed();
-      if (MEMCG_LIKELY(have >= nr_bytes)) {
-        s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
-        leave();
-        return true;
-      }
-    }
-    leave();
-    return consume_obj_miss(o, k, nr_bytes);
-  }
+  constexpr memcg_stock() noexcept = default;
 
-  // refill_obj_stock(): parks nr_bytes charged through o (of kind k). Returns the whole pages
-  // the caller must uncharge through the hierarchy (o->memcg(), kind k): all of the slot's whole
-  // pages when allow_uncharge and it passed one page, or when it passed obj_stock_max. The
-  // sub-page rest stays. A slot taken from another handle drains it (whole pages straight to
-  // the counters, the rest parked in its handle) and adopts o's parked bytes.
-  MEMCG_ALWAYS_INLINE std::int64_t refill_obj(objcg* o, int k, std::int64_t nr_bytes,
-                                              bool allow_uncharge) noexcept {
-    obj_slot& s = obj_slots_[0];
-    const std::int64_t limit = allow_uncharge ? page_size : obj_stock_max;
-    if constexpr (use_rseq) {
-      if (MEMCG_LIKELY(rseq_park(s.key, s.nr_bytes, limit, obj_key_of(o, k), nr_bytes))) return 0;
-      return refill_obj_miss(o, k, nr_bytes, allow_uncharge);
-    }
-    if (MEMCG_UNLIKELY(!enter_fast())) return refill_obj_bypass(o, k, nr_bytes);
-    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {  // acquire: as consume_obj()
-      MEMCG_DELAY(stock_obj_busy);
-      std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
-      if (MEMCG_LIKELY(have <= limit)) {
-        s.nr_bytes.store_relaxed(have);
-        leave();
-        return 0;
-      }
-    }
-    leave();
-    return refill_obj_miss(o, k, nr_bytes, allow_uncharge);
-  }
-
-  // Bytes of kind k parked for o in this thread's byte stock (owner thread only).
-  std::int64_t obj_parked(const objcg* o, int k) const noexcept {
-    for (const obj_slot& s : obj_slots_)
-      if (obj_slot_objcg(s) == o && obj_slot_kind(s) == k) return s.nr_bytes.load_relaxed();
-    return 0;
-  }
-
-  // The calling thread's stock; registered on first use.
-  static thread_stock* local() noexcept {
-    if (MEMCG_LIKELY(tls_self_.registered_)) return &tls_self_;
-    return create_local();
-  }
-  // The calling thread's stock, registered or not: the page fast paths miss on an unregistered
-  // one (its keys are 0) and their slow paths call local(). A thread-local object rather than a
-  // pointer: no load to find it, and its words sit at fixed offsets from the thread pointer.
-  MEMCG_ALWAYS_INLINE static thread_stock* fast_local() noexcept { return &tls_self_; }
-  constexpr thread_stock() noexcept = default;
+  // ---- The charge path's entry points (the calling thread's stock, or its CPU's) ----
 
   // consume_stock(): takes nr_pages of g's pre-charged pages; stat_kind >= 0 also records the
   // charge in that statistic. False when the stock can't serve it (the caller charges counters).
-  MEMCG_ALWAYS_INLINE bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    slot& s = slots_[0];  // the most recently used slot comes first
-    if constexpr (use_rseq) {
-      if (MEMCG_LIKELY(stat_kind >= 0) &&
-          MEMCG_LIKELY(rseq_take(s.key, s.nr_pages, key_of(g, stat_kind), nr_pages)))
+  MEMCG_ALWAYS_INLINE static bool consume(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    if constexpr (per_cpu) {
+      memcg_stock* cpus = tls_view_.cpus;  // null: no stock for this thread now
+      if (MEMCG_LIKELY(cpus != nullptr) && MEMCG_LIKELY(stat_kind >= 0) &&
+          MEMCG_LIKELY(page_take(cpus, key_of(g, stat_kind), nr_pages)))
         return true;  // the implicit delta records the charge
-      return consume_miss(g, nr_pages, stat_kind);
+      return local()->consume_miss(g, nr_pages, stat_kind);
+    } else {
+      return fast_local()->consume_here(g, nr_pages, stat_kind);
     }
-    if (MEMCG_UNLIKELY(!enter_fast())) return false;
-    if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind))) {
-      MEMCG_DELAY(stock_busy);
-      std::int64_t have = s.nr_pages.load_relaxed();
-      if (MEMCG_LIKELY(have >= nr_pages)) {
-        s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
-        leave();
-        return true;
-      }
+  }
+
+  // The uncharge fast path: parks nr_pages of kind k (the slot's primary kind) in slot 0 if it
+  // caches g and stays within its batch. False otherwise: the caller calls refill().
+  MEMCG_ALWAYS_INLINE static bool uncharge_fast(group* g, std::int64_t nr_pages, int k) noexcept {
+    if constexpr (per_cpu) {
+      memcg_stock* cpus = tls_view_.cpus;
+      return MEMCG_LIKELY(cpus != nullptr) && page_park(cpus, key_of(g, k), nr_pages);
+    } else {
+      return fast_local()->uncharge_here(g, nr_pages, k);
     }
-    leave();
-    return consume_miss(g, nr_pages, stat_kind);
   }
 
   // refill_stock(): parks nr_pages charged to g (an uncharge, or the rest of a batch) and
@@ -263,76 +235,129 @@ class thread_stock {
   // back to the counters. With batch <= 1 nothing is parked. Slow paths only (the uncharge fast
   // path is uncharge_fast()). fast_ok false: g's slot must not serve fast paths (its hierarchy
   // is traced).
-  void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
-              std::int64_t batch, bool fast_ok = true) noexcept {
+  static void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
+                     std::int64_t batch, bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off
-    if (!reclaiming_ && enter()) {
-      refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
-      leave_slow();
+    memcg_stock* s = local();
+    if (!reclaiming() && s->enter()) {
+      s->refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
+      s->leave_slow();
       return;
     }
-    // A drainer owns the stock right now, it is off, or this thread reclaims: bypass it.
+    // Held by another thread or a drainer, off, or this thread reclaims: bypass it.
     if (nr_pages) (void)g->memory.uncharge(nr_pages);
     if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
   }
 
-  // The uncharge fast path: parks nr_pages of kind k (the slot's primary kind) in slot 0 if it
-  // caches g and stays within its batch. False otherwise: the caller calls refill().
-  MEMCG_ALWAYS_INLINE bool uncharge_fast(group* g, std::int64_t nr_pages, int k) noexcept {
-    slot& s = slots_[0];
-    if constexpr (use_rseq) {
-      return rseq_park(s.key, s.nr_pages, s.limit.load_relaxed(), key_of(g, k), nr_pages);
-    }
-    if (MEMCG_UNLIKELY(!enter_fast())) return false;
-    bool hit = false;
-    if (s.key.load_relaxed() == key_of(g, k)) {
-      MEMCG_DELAY(stock_busy);
-      std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
-      hit = have <= s.limit.load_relaxed();
-      if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
-    }
-    leave();
-    return hit;
-  }
-
   // Records a statistic delta without touching pages (charges that took the counters).
-  void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch,
-                 bool fast_ok = true) noexcept {
+  static void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch,
+                        bool fast_ok = true) noexcept {
     refill(g, 0, stat_kind, delta, batch, fast_ok);
   }
 
-  // Pages parked for g in this thread's stock (for tests and traces; owner thread only).
+  // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k. The fast path
+  // looks at slot 0 only, as consume() does. A stock that cannot be used (off, held, retired,
+  // reentered) takes them from the handle's parked bytes instead.
+  MEMCG_ALWAYS_INLINE static bool consume_obj(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    if constexpr (per_cpu) {
+      memcg_stock* cpus = tls_view_.cpus;
+      if (MEMCG_LIKELY(cpus != nullptr) && MEMCG_LIKELY(obj_take(cpus, obj_key_of(o, k), nr_bytes)))
+        return true;
+      return local()->consume_obj_miss(o, k, nr_bytes);
+    } else {
+      return local()->consume_obj_here(o, k, nr_bytes);
+    }
+  }
+
+  // refill_obj_stock(): parks nr_bytes charged through o (of kind k). Returns the whole pages
+  // the caller must uncharge through the hierarchy (o->memcg(), kind k): all of the slot's whole
+  // pages when allow_uncharge and it passed one page, or when it passed obj_stock_max. The
+  // sub-page rest stays. A slot taken from another handle drains it (whole pages straight to
+  // the counters, the rest parked in its handle) and adopts o's parked bytes.
+  MEMCG_ALWAYS_INLINE static std::int64_t refill_obj(objcg* o, int k, std::int64_t nr_bytes,
+                                                     bool allow_uncharge) noexcept {
+    if constexpr (per_cpu) {
+      const std::int64_t limit = allow_uncharge ? page_size : obj_stock_max;
+      memcg_stock* cpus = tls_view_.cpus;
+      if (MEMCG_LIKELY(cpus != nullptr) &&
+          MEMCG_LIKELY(obj_park(cpus, limit, obj_key_of(o, k), nr_bytes)))
+        return 0;
+      return local()->refill_obj_miss(o, k, nr_bytes, allow_uncharge);
+    } else {
+      return local()->refill_obj_here(o, k, nr_bytes, allow_uncharge);
+    }
+  }
+
+  // The calling thread's stock (per thread: registered on first use), or its CPU's (per CPU:
+  // the CPU it ran on a moment ago). A stock that can't be used (off, reclaim context) answers
+  // every slow path with a bypass.
+  static memcg_stock* local() noexcept {
+    if constexpr (per_cpu) {
+      memcg_stock* cpus = tls_view_.cpus;
+      if (MEMCG_LIKELY(cpus != nullptr)) return cpus + rseq_cpu_id();
+      return local_slow();
+    } else {
+      if (MEMCG_LIKELY(tls_self_.registered_)) return &tls_self_;
+      return create_local();
+    }
+  }
+  // The calling thread's stock or its CPU's if it has one (never registers: safe during exit).
+  static memcg_stock* peek() noexcept {
+    if constexpr (per_cpu) {
+      memcg_stock* cpus = tls_view_.cpus;
+      return cpus ? cpus + rseq_cpu_id() : nullptr;
+    } else {
+      return tls_self_.registered_ && !tls_self_.retired_ ? &tls_self_ : nullptr;
+    }
+  }
+  // Whether this stock can hold anything (registered, not retired, not off). Tests.
+  bool usable() const noexcept { return (per_cpu || (registered_ && !retired_)) && !disabled_; }
+
+  // Pages parked for g in this stock (tests, traces, the socket room check: a snapshot; per CPU
+  // other threads of the CPU may change it meanwhile).
   std::int64_t parked(const group* g) const noexcept {
     int i = find_slot(g);
     return i < 0 ? 0 : slots_[i].nr_pages.load_relaxed();
   }
-
-  // The calling thread's stock if it is registered (never registers it: safe during exit).
-  static thread_stock* peek() noexcept {
-    return tls_self_.registered_ && !tls_self_.retired_ ? &tls_self_ : nullptr;
+  // Bytes of kind k parked for o in this stock (likewise).
+  std::int64_t obj_parked(const objcg* o, int k) const noexcept {
+    for (const obj_slot& s : obj_slots_)
+      if (obj_slot_objcg(s) == o && obj_slot_kind(s) == k) return s.nr_bytes.load_relaxed();
+    return 0;
   }
-  // Whether this stock can hold anything (registered, not retired, not off). Tests.
-  bool usable() const noexcept { return registered_ && !retired_ && !disabled_; }
 
   // The thread's reclaim context (memcg/task.hpp, task_state::enter_reclaim()): while it is on,
   // charges and uncharges bypass the stock (PF_MEMALLOC) and the slow paths leave it alone.
-  // Slot 0's key carries key_reclaim_bit meanwhile, so the page fast paths miss without a test.
-  void set_reclaiming(bool on) noexcept {
-    reclaiming_ = on;
-    if (on) set_key_bits(slots_[0], key_reclaim_bit, 0);
-    else set_key_bits(slots_[0], 0, key_reclaim_bit);
+  // Per CPU the thread forgets the CPU array meanwhile, so the hits miss without a test; per
+  // thread slot 0's key carries key_reclaim_bit, for the same reason.
+  static void set_reclaiming(bool on) noexcept {
+    if constexpr (per_cpu) {
+      cpu_view& v = tls_view_;
+      v.reclaiming = on;
+      v.cpus = on ? nullptr : v.array;
+    } else {
+      memcg_stock* s = local();
+      s->reclaiming_ = on;
+      if (on) set_key_bits(s->slots_[0], key_reclaim_bit, 0);
+      else set_key_bits(s->slots_[0], 0, key_reclaim_bit);
+    }
   }
-  bool reclaiming() const noexcept { return reclaiming_; }
+  static bool reclaiming() noexcept {
+    if constexpr (per_cpu) return tls_view_.reclaiming;
+    else return tls_self_.reclaiming_;
+  }
 
  private:
   friend class stock_registry<Sync>;
 
-  // What a drainer that skipped a busy stock asks its owner to do (requests_).
+  // What a drainer that skipped a held (or busy) stock asks its holder to do.
   static constexpr std::int64_t request_drain = 1;  // give back every slot (drain_all_stock)
   static constexpr std::int64_t request_fold = 2;   // fold every statistics delta (a flush)
+  // Per CPU: the state word's held bit; requests are kept above it (request << 1).
+  static constexpr std::int64_t state_held = 1;
 
-  // An atomic read-modify-write of a key's flag bits: the owner (reclaim, serving requests) and
-  // drainers (key_drain_bit) both change slot 0's keys while the other may.
+  // An atomic read-modify-write of a key's flag bits: per thread, the owner (reclaim, serving
+  // requests) and drainers (key_drain_bit) both change slot 0's keys while the other may.
   static void set_key_bits(key_cell& key, std::uintptr_t set, std::uintptr_t clear) noexcept {
     std::uintptr_t k = key.load_relaxed();
     while (!key.cas_acq_rel(k, (k | set) & ~clear)) {
@@ -342,30 +367,101 @@ class thread_stock {
     set_key_bits(s.key, set, clear);
   }
 
-  // Owner side of the protocol, for the slow paths. False if the stock can't be used now: a
-  // drainer owns it, it is off or retired, or this thread is already inside a section of it (a
-  // signal handler interrupted that section: the slots may be half written). Serves the
-  // requests a drainer left while the owner was busy.
+  // ---- Entering and leaving a slow path ----
+
+  // False if the stock can't be used now: off, held by another thread or a drainer (per CPU),
+  // owned by a drainer or retired (per thread), or this thread is already inside a section of
+  // it (a signal handler interrupted that section: the slots may be half written).
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
-    if (MEMCG_UNLIKELY(!enter_fast())) return false;
-    if constexpr (Sync::concurrent) {
-      if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with quiesce()
-        busy_.store_release(0);
-        return false;
-      }
-      // Plain read-modify-writes: a drainer's poison they overwrite is re-checked (quiesce()).
-      slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() | key_busy_bit);
-      obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() | obj_busy_bit);
+    if constexpr (per_cpu) {
+      if (MEMCG_UNLIKELY(disabled_)) return false;
+      std::int64_t idle = 0;
+      // acquire: pairs with the release in leave_slow(); the last holder's slot writes (and
+      // the hits that committed before it took the stock) are visible.
+      if (MEMCG_UNLIKELY(!state_.cas_acq_rel(idle, state_held))) return false;
+      seal();
       MEMCG_DELAY(stock_busy);
-      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0 ||
-                         (slots_[0].key.load_relaxed() & key_drain_bit) ||
-                         (obj_slots_[0].key.load_relaxed() & key_drain_bit)) &&
-          !reclaiming_)
-        serve_requests();
+      return true;
+    } else {
+      if (MEMCG_UNLIKELY(!enter_fast())) return false;
+      if constexpr (Sync::concurrent) {
+        if (MEMCG_UNLIKELY(pending_.load_acquire() != 0)) {  // acquire: pairs with quiesce()
+          busy_.store_release(0);
+          return false;
+        }
+        // Plain read-modify-writes: a drainer's poison they overwrite is re-checked (quiesce()).
+        slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() | key_busy_bit);
+        obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() | obj_busy_bit);
+        MEMCG_DELAY(stock_busy);
+        if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0 ||
+                           (slots_[0].key.load_relaxed() & key_drain_bit) ||
+                           (obj_slots_[0].key.load_relaxed() & key_drain_bit)) &&
+            !reclaiming_)
+          serve_requests();
+      }
+      return true;
     }
-    return true;
   }
-  // The busy store and its fence (the fast paths without rseq test slot 0's key instead of
+
+  // Leaves a slow path.
+  void leave_slow() noexcept {
+    if constexpr (per_cpu) {
+      for (;;) {
+        // Requests that drainers left while we held the stock: served while we still hold it.
+        // acquire: pairs with the drainer's CAS in skip_cpu().
+        std::int64_t st = state_.load_acquire();
+        if (MEMCG_UNLIKELY(st != state_held)) {
+          act_on(state_.exchange_acq_rel(state_held) >> 1);
+          continue;
+        }
+        unmark_keys();
+        std::int64_t held = state_held;
+        // release: pairs with the next holder's acquire in enter() or take_cpu().
+        if (MEMCG_LIKELY(state_.cas_acq_rel(held, 0))) return;
+        seal();  // a request came after the keys let hits in: take the stock back to serve it
+      }
+    } else {
+      // Per thread: the slow path may have overwritten a drainer's poison of slot 0 with a
+      // plain key store; that drainer skipped us (we were busy) and left a request, then fenced
+      // with membarrier(2) and poisoned again (take_all()). Either our load below runs after
+      // that fence and sees the request, or our key stores ran before it and the second poison
+      // survives them. Only a compiler barrier here; the drainer's fence makes it a full one
+      // when it matters.
+      leave_section();
+      if constexpr (Sync::concurrent) {
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // pairs with take_all()'s 2nd fence
+        if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && !reclaiming_ && enter())
+          leave_section();
+      }
+    }
+  }
+
+  // Per CPU: marks slot 0's keys busy (hits miss), then makes sure that no hit which loaded a
+  // key before the marks commits after them. The holder alone writes the keys, so plain stores.
+  void seal() noexcept {
+    mark_keys();
+    // Orders the marks before the CPU read (a compiler barrier: on the stock's own CPU other
+    // threads run only after a switch, which is a full barrier).
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    if (MEMCG_UNLIKELY(rseq_cpu_id() != cpu_)) {
+      // Another CPU's stock (we migrated since local() read the CPU): a hit of a thread
+      // running there may be between its key compare and its commit. Restart them all.
+      remote_seals_.fetch_add_relaxed(1);  // a statistic
+      asymmetric_fence_heavy();
+    }
+  }
+  void mark_keys() noexcept {
+    slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() | key_busy_bit);
+    obj_slots_[0].key.store_relaxed(obj_slots_[0].key.load_relaxed() | obj_busy_bit);
+  }
+  void unmark_keys() noexcept {
+    // release: the slot writes before the key that lets hits in (the hits' loads are x86 loads,
+    // acquire by themselves).
+    slots_[0].key.store_release(slots_[0].key.load_relaxed() & ~key_busy_bit);
+    obj_slots_[0].key.store_release(obj_slots_[0].key.load_relaxed() & ~obj_busy_bit);
+  }
+
+  // Per thread: the busy store and its fence (the fast paths test slot 0's key instead of
   // pending_: a drainer poisons it). False only when this thread is inside a section already.
   MEMCG_ALWAYS_INLINE bool enter_fast() noexcept {
     if constexpr (Sync::concurrent) {
@@ -384,20 +480,7 @@ class thread_stock {
     // release: our slot writes are visible to a drainer that sees busy == 0.
     if constexpr (Sync::concurrent) busy_.store_release(0);
   }
-  // Leaves a slow path. It may have overwritten a drainer's poison of slot 0 with a plain key
-  // store; that drainer skipped us (we were busy) and left a request, then fenced with
-  // membarrier(2) and poisoned again (take_all()). Either our load below runs after that fence
-  // and sees the request, or our key stores ran before it and the second poison survives them.
-  // Only a compiler barrier here; the drainer's fence makes it a full one when it matters.
-  void leave_slow() noexcept {
-    leave_section();
-    if constexpr (Sync::concurrent) {
-      std::atomic_signal_fence(std::memory_order_seq_cst);  // pairs with take_all()'s 2nd fence
-      if (MEMCG_UNLIKELY(requests_.load_relaxed() != 0) && !reclaiming_ && enter())
-        leave_section();
-    }
-  }
-  // The end of enter()'s section: the busy bits off slot 0's keys, then busy = 0.
+  // Per thread: the end of enter()'s section: the busy bits off slot 0's keys, then busy = 0.
   void leave_section() noexcept {
     if constexpr (Sync::concurrent) {
       slots_[0].key.store_relaxed(slots_[0].key.load_relaxed() & ~key_busy_bit);
@@ -406,10 +489,10 @@ class thread_stock {
     leave();
   }
 
-  // The owner serves what drainers asked while it was busy (enter(), under the busy flag):
-  // drains or folds, clears slot 0's poison, and takes the requests again until none is left.
-  // A drainer that asks after our last exchange poisons slot 0 after it, so our next operation
-  // comes back here.
+  // Per thread: the owner serves what drainers asked while it was busy (enter(), under the busy
+  // flag): drains or folds, clears slot 0's poison, and takes the requests again until none is
+  // left. A drainer that asks after our last exchange poisons slot 0 after it, so our next
+  // operation comes back here.
   MEMCG_NOINLINE void serve_requests() noexcept {
     std::int64_t r = requests_.exchange_seq_cst(0);
     for (;;) {
@@ -421,7 +504,7 @@ class thread_stock {
     }
   }
 
-  // What requests r ask (by the owner, or by a drainer that owns the stock).
+  // What requests r ask (by the holder or owner, or by a drainer that owns the stock).
   void act_on(std::int64_t r) noexcept {
     if (r & request_drain) {
       drain_all();
@@ -435,9 +518,11 @@ class thread_stock {
     for (obj_slot& o : obj_slots_) drain_obj_slot(o);
   }
 
+  // ---- Slots ----
+
   // Adds delta to kind k's statistic in s (explicit part), folding the slot's deltas into the
   // group when one passes the bound. Every batch of net charges or uncharges reaches a slow
-  // path that comes here, so deltas stay bounded; readers flush anyway.
+  // path that comes here, so deltas stay bounded; readers add them where they lie.
   static void stat_add(slot& s, int k, std::int64_t delta) noexcept {
     s.stat[k].store_relaxed(s.stat[k].load_relaxed() + delta);
     for (int i = 0; i < nr_kinds; ++i) {
@@ -496,7 +581,38 @@ class thread_stock {
     return -1;
   }
 
-  // consume()'s miss: the slow path under the busy flag.
+  // Per thread: consume() under the busy flag.
+  MEMCG_ALWAYS_INLINE bool consume_here(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
+    slot& s = slots_[0];  // the most recently used slot comes first
+    if (MEMCG_UNLIKELY(!enter_fast())) return false;
+    if (MEMCG_LIKELY(stat_kind >= 0 && s.key.load_relaxed() == key_of(g, stat_kind))) {
+      MEMCG_DELAY(stock_busy);
+      std::int64_t have = s.nr_pages.load_relaxed();
+      if (MEMCG_LIKELY(have >= nr_pages)) {
+        s.nr_pages.store_relaxed(have - nr_pages);  // owner-only write; see the protocol above
+        leave();
+        return true;
+      }
+    }
+    leave();
+    return consume_miss(g, nr_pages, stat_kind);
+  }
+  // Per thread: uncharge_fast() under the busy flag.
+  MEMCG_ALWAYS_INLINE bool uncharge_here(group* g, std::int64_t nr_pages, int k) noexcept {
+    slot& s = slots_[0];
+    if (MEMCG_UNLIKELY(!enter_fast())) return false;
+    bool hit = false;
+    if (s.key.load_relaxed() == key_of(g, k)) {
+      MEMCG_DELAY(stock_busy);
+      std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+      hit = have <= s.limit.load_relaxed();
+      if (MEMCG_LIKELY(hit)) s.nr_pages.store_relaxed(have);  // the implicit delta moves with it
+    }
+    leave();
+    return hit;
+  }
+
+  // consume()'s miss: the slow path.
   MEMCG_NOINLINE bool consume_miss(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
     if (!enter()) return false;
     bool hit = consume_slow(g, nr_pages, stat_kind);
@@ -506,7 +622,7 @@ class thread_stock {
 
   // consume() off the fast path: another slot, another kind, or too few pages.
   bool consume_slow(group* g, std::int64_t nr_pages, int stat_kind) noexcept {
-    if (reclaiming_) return false;  // see set_reclaiming()
+    if (reclaiming()) return false;  // see set_reclaiming()
     int i = find_slot(g);
     if (i < 0) return false;
     to_front(i);
@@ -563,7 +679,43 @@ class thread_stock {
     else stat_add(s, 0, 0);  // fold what passed the bound
   }
 
-  static thread_stock* create_local() noexcept;
+  // ---- The byte stock ----
+
+  // Per thread: consume_obj() under the busy flag.
+  MEMCG_ALWAYS_INLINE bool consume_obj_here(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    obj_slot& s = obj_slots_[0];
+    if (MEMCG_UNLIKELY(!enter_fast())) return o->try_take_bytes(static_cast<kind>(k), nr_bytes);
+    // Acquire: pairs with quiesce()'s release of the key; a key that matches was not drained.
+    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {
+      MEMCG_DELAY(stock_obj_busy);
+      std::int64_t have = s.nr_bytes.load_relaxed();
+      if (MEMCG_LIKELY(have >= nr_bytes)) {
+        s.nr_bytes.store_relaxed(have - nr_bytes);  // owner-only write
+        leave();
+        return true;
+      }
+    }
+    leave();
+    return consume_obj_miss(o, k, nr_bytes);
+  }
+  // Per thread: refill_obj() under the busy flag.
+  MEMCG_ALWAYS_INLINE std::int64_t refill_obj_here(objcg* o, int k, std::int64_t nr_bytes,
+                                                   bool allow_uncharge) noexcept {
+    obj_slot& s = obj_slots_[0];
+    const std::int64_t limit = allow_uncharge ? page_size : obj_stock_max;
+    if (MEMCG_UNLIKELY(!enter_fast())) return refill_obj_bypass(o, k, nr_bytes);
+    if (MEMCG_LIKELY(s.key.load_acquire() == obj_key_of(o, k))) {  // acquire: as consume_obj()
+      MEMCG_DELAY(stock_obj_busy);
+      std::int64_t have = s.nr_bytes.load_relaxed() + nr_bytes;
+      if (MEMCG_LIKELY(have <= limit)) {
+        s.nr_bytes.store_relaxed(have);
+        leave();
+        return 0;
+      }
+    }
+    leave();
+    return refill_obj_miss(o, k, nr_bytes, allow_uncharge);
+  }
 
   // drain_obj_stock(): whole pages straight to the counters, the rest parked in the handle.
   static void drain_obj_slot(obj_slot& s) noexcept {
@@ -627,9 +779,9 @@ class thread_stock {
     leave_slow();
     return pages;
   }
-  // The stock can't be used (off, a drainer owns it, retired, reentered): the handle's parked
-  // bytes are the byte stock, shared by every such thread, and give back whole pages as soon
-  // as they pass one page. Without this, every object charged a page that stayed parked.
+  // The stock can't be used (off, held, retired, reentered): the handle's parked bytes are the
+  // byte stock, shared by every such thread, and give back whole pages as soon as they pass
+  // one page. Without this, every object charged a page that stayed parked.
   static std::int64_t refill_obj_bypass(objcg* o, int k, std::int64_t nr_bytes) noexcept {
     o->park_bytes(static_cast<kind>(k), nr_bytes);
     return o->take_whole_pages(static_cast<kind>(k));
@@ -666,45 +818,117 @@ class thread_stock {
     return i;
   }
 
-  alignas(64) cell busy_;
-  cell pending_;
-  // Set by drainers that skipped this stock while its owner was busy (request_drain,
-  // request_fold); served and cleared by the owner (serve_requests()) or by a drainer that
-  // finds the stock idle.
-  cell requests_;
-  // membarrier(2) is missing: the owner's compiler barrier would not pair with anything, so
-  // pending_ stays set and every charge takes the counters (set before the stock is
-  // registered, never changed).
-  bool disabled_ = false;
-  // In the registry (create_local()); retired: left it at thread exit, for good.
-  bool registered_ = false;
-  bool retired_ = false;
-  bool reclaiming_ = false;  // set_reclaiming()
-  // The registry's, under its mutex: this drain skipped the stock (its owner was busy) / must
-  // look at it again after a second fence.
-  bool skipped_ = false;
-  bool retake_ = false;
+  // ---- Per CPU: the hits on the calling thread's CPU's slot 0 (memcg/detail/rseq.hpp) ----
+#if MEMCG_STOCK_RSEQ
+  MEMCG_ALWAYS_INLINE static bool page_take(memcg_stock* cpus, std::uintptr_t want,
+                                            std::int64_t n) noexcept {
+    constexpr std::size_t nr = offsetof(slot, nr_pages);
+    return rseq_cpu_take<sizeof(memcg_stock), nr>(&cpus->slots_[0], want, n);
+  }
+  MEMCG_ALWAYS_INLINE static bool page_park(memcg_stock* cpus, std::uintptr_t want,
+                                            std::int64_t n) noexcept {
+    constexpr std::size_t nr = offsetof(slot, nr_pages), limit = offsetof(slot, limit);
+    return rseq_cpu_park<sizeof(memcg_stock), nr, limit>(&cpus->slots_[0], want, n);
+  }
+  MEMCG_ALWAYS_INLINE static bool obj_take(memcg_stock* cpus, std::uintptr_t want,
+                                           std::int64_t n) noexcept {
+    constexpr std::size_t nr = offsetof(obj_slot, nr_bytes);
+    return rseq_cpu_take<sizeof(memcg_stock), nr>(&cpus->obj_slots_[0], want, n);
+  }
+  MEMCG_ALWAYS_INLINE static bool obj_park(memcg_stock* cpus, std::int64_t limit,
+                                           std::uintptr_t want, std::int64_t n) noexcept {
+    constexpr std::size_t nr = offsetof(obj_slot, nr_bytes);
+    return rseq_cpu_park_upto<sizeof(memcg_stock), nr>(&cpus->obj_slots_[0], limit, want, n);
+  }
+#else
+  static bool page_take(memcg_stock*, std::uintptr_t, std::int64_t) noexcept { return false; }
+  static bool page_park(memcg_stock*, std::uintptr_t, std::int64_t) noexcept { return false; }
+  static bool obj_take(memcg_stock*, std::uintptr_t, std::int64_t) noexcept { return false; }
+  static bool obj_park(memcg_stock*, std::int64_t, std::uintptr_t, std::int64_t) noexcept {
+    return false;
+  }
+#endif
+
+  // ---- Finding the stock ----
+
+  // Per thread: the calling thread's stock, registered or not: the fast paths miss on an
+  // unregistered one (its keys are 0) and their slow paths call local(). A thread-local object
+  // rather than a pointer: no load to find it, and its words sit at fixed offsets from the
+  // thread pointer.
+  MEMCG_ALWAYS_INLINE static memcg_stock* fast_local() noexcept { return &tls_self_; }
+  static memcg_stock* create_local() noexcept;
+  // Per CPU: the thread's first use (or a use in reclaim context, or without a stock).
+  static memcg_stock* local_slow() noexcept;
+  // Per CPU: the stock every slow path of a thread without one bypasses (always off).
+  static memcg_stock* off_stock() noexcept {
+    static constinit memcg_stock off{off_tag{}};
+    return &off;
+  }
+  struct off_tag {};
+  constexpr explicit memcg_stock(off_tag) noexcept : disabled_(true) {}
+
+  // ---- Fields ----
+
+  // The words the hits touch come first: slot 0 of each kind.
   std::array<slot, nr_slots> slots_{};
   std::array<obj_slot, nr_slots> obj_slots_{};
-  thread_stock* next_ = nullptr;
-  thread_stock* prev_ = nullptr;
+  // Per CPU: held bit and requests (see the protocol above); the CPU this stock belongs to.
+  cell state_;
+  int cpu_ = 0;
+  // Per thread: the owner's busy flag, the drainers' pending flag, and the requests drainers
+  // that skipped this stock while its owner was busy left (request_drain, request_fold),
+  // served and cleared by the owner (serve_requests()) or by a drainer that finds it idle.
+  cell busy_;
+  cell pending_;
+  cell requests_;
+  // Per CPU: seals of this stock from another CPU (each paid a membarrier(2)); a statistic.
+  cell remote_seals_;
+  // Off: per thread, membarrier(2) is missing (the owner's compiler barrier would not pair with
+  // anything, so pending_ stays set and every charge takes the counters) or the thread exited;
+  // per CPU, the stock every thread without one bypasses.
+  bool disabled_ = false;
+  // Per thread: in the registry (create_local()); retired: left it at thread exit, for good.
+  bool registered_ = false;
+  bool retired_ = false;
+  bool reclaiming_ = false;  // per thread: set_reclaiming()
+  // The registry's, under its mutex: this drain skipped the stock (its owner was busy, or it
+  // was held) / must look at it again after a second fence.
+  bool skipped_ = false;
+  bool retake_ = false;
+  memcg_stock* next_ = nullptr;
+  memcg_stock* prev_ = nullptr;
 
-  // Zero-initialized and trivially destructible: no guard on access. The registry holds its
-  // address until the owner's exit (stock_registry::exit_key()); the thread's TLS outlives that.
-  static thread_local thread_stock tls_self_;
+  // Per thread: zero-initialized and trivially destructible, so no guard on access. The
+  // registry holds its address until the owner's exit (stock_registry::exit_key()); the
+  // thread's TLS outlives that.
+  static thread_local memcg_stock tls_self_;
+
+  // Per CPU: what the calling thread knows of the CPU array. cpus is the array while the thread
+  // may use it (null before its first use, in reclaim context, and without rseq or
+  // membarrier(2)'s RSEQ command); array keeps it across reclaim.
+  struct cpu_view {
+    memcg_stock* cpus = nullptr;
+    memcg_stock* array = nullptr;
+    bool reclaiming = false;
+    bool checked = false;
+  };
+  static thread_local cpu_view tls_view_;
 };
 
 template <sync_policy Sync>
-constinit thread_local thread_stock<Sync> thread_stock<Sync>::tls_self_{};
+constinit thread_local memcg_stock<Sync> memcg_stock<Sync>::tls_self_{};
+template <sync_policy Sync>
+constinit thread_local typename memcg_stock<Sync>::cpu_view memcg_stock<Sync>::tls_view_{};
 
-// Every live thread's stock. Drains and flushes take the registry mutex and take the owners'
-// stocks with the protocol above; owners never take the mutex except at thread start and exit.
+// Every stock. Drains and flushes take the registry mutex and take the stocks with the protocol
+// above; the charge path never takes the mutex (per thread: except at thread start and exit).
 template <sync_policy Sync>
 class stock_registry {
  public:
-  using stock = thread_stock<Sync>;
+  using stock = memcg_stock<Sync>;
   using slot = typename stock::slot;
   using group = basic_group<Sync>;
+  static constexpr bool per_cpu = stock::per_cpu;
 
   static stock_registry& instance() noexcept {
     // Never destroyed: threads may exit after static destructors ran.
@@ -712,19 +936,22 @@ class stock_registry {
     return *r;
   }
 
-  // The key whose destructor removes a thread's stock at its exit (null: none could be made).
+  // Per CPU: the stocks, one per possible CPU (null if they could not be mapped), and how many.
+  stock* cpu_array() const noexcept { return cpus_; }
+  int nr_cpus() const noexcept { return nr_cpus_; }
+
+  // Per thread: the key whose destructor removes a thread's stock at its exit (null: none).
   const pthread_key_t* exit_key() noexcept {
     static const bool made = pthread_key_create(&exit_key_, &thread_exit) == 0;
     return made ? &exit_key_ : nullptr;
   }
 
+  // Per thread: a new stock joins.
   void add(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);
-    s->next_ = head_;
-    if (head_) head_->prev_ = s;
-    head_ = s;
+    list_push(s);
   }
-  // Thread exit: the stock's pages and statistics go back, then it leaves the registry.
+  // Per thread, thread exit: the stock's pages and statistics go back, then it leaves.
   void remove(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
     mutex_lock l(&mu_);  // no drainer runs while we hold it
     detach(s);
@@ -734,13 +961,14 @@ class stock_registry {
     if constexpr (Sync::concurrent) s->pending_.store_relaxed(1);  // relaxed: no longer shared
   }
 
-  // What a drain or flush does with a stock whose owner is inside a busy section.
+  // What a drain or flush does with a stock whose owner is busy in it (or that is held).
   enum class busy_owner { skip, wait };
 
   // drain_all_stock(): every slot caching a group of the subtree of `root` (or of any group
   // when root is null) gives its pages back and folds its statistics. Never waits for a busy
-  // owner (it gives back at its next operation). may_skip: if another drain is running, return
-  // at once (false), as the kernel's trylock of percpu_charge_mutex: the charge path's drains.
+  // owner or a holder (it gives back before it lets go, or at its next operation). may_skip:
+  // if another drain is running, return at once (false), as the kernel's trylock of
+  // percpu_charge_mutex: the charge path's drains.
   bool drain(const group* root, bool may_skip = false) ABSL_LOCKS_EXCLUDED(mu_) {
     return quiesce(
         may_skip, busy_owner::skip, stock::request_drain,
@@ -753,23 +981,14 @@ class stock_registry {
           if (o && (!root || o->memcg()->is_descendant_of(root))) stock::drain_obj_slot(s);
         });
   }
-  // rmdir's drain: as drain(), but waits for busy owners. A busy owner may be adding to the
+  // rmdir's drain: as drain(), but waits for busy owners and holders. One may be adding to the
   // group's statistics directly (it read live() before the group died); rmdir moves them to
   // the parent only after every such section ended.
   void drain_waiting(const group* root) ABSL_LOCKS_EXCLUDED(mu_) {
-    quiesce(
-        false, busy_owner::wait, 0,
-        [&](slot& s) {
-          group* g = stock::slot_group(s);
-          if (g && g->is_descendant_of(root)) stock::drain_slot(s, true);
-        },
-        [&](obj_slot& s) {
-          auto* o = stock::obj_slot_objcg(s);
-          if (o && o->memcg()->is_descendant_of(root)) stock::drain_obj_slot(s);
-        });
+    drain_if([root](group* g) { return g->is_descendant_of(root); });
   }
-  // Drains the slots of groups of one hierarchy (its destruction): waits for busy owners, since
-  // the groups are freed after it.
+  // Drains the slots of groups matching pred (a hierarchy's destruction): waits for busy
+  // owners and holders, since the groups are freed after it.
   template <class Pred>
   void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce(
@@ -783,27 +1002,26 @@ class stock_registry {
           if (o && pred(o->memcg())) stock::drain_obj_slot(s);
         });
   }
-  // The rstat flush: every thread's statistics deltas folded into their groups. A busy owner
-  // is asked to fold its own at its next operation (exact = false), or waited for (exact: a
+  // The rstat flush: every stock's statistics deltas folded into their groups. A busy owner or
+  // holder is asked to fold its own before it lets go (exact = false), or waited for (exact: a
   // checked uncharge that would otherwise refuse, tests).
   void flush_stats(bool exact = false) ABSL_LOCKS_EXCLUDED(mu_) {
     quiesce(false, exact ? busy_owner::wait : busy_owner::skip, stock::request_fold,
             [&](slot& s) { stock::fold_stats(s); }, &no_obj);
   }
   // The statistics deltas of kind k that every stock holds for groups matching pred, read
-  // without taking any stock (their owners go on charging meanwhile): relaxed loads of cells
-  // only owners write. The registry lock keeps the stocks, and the groups their keys name,
-  // alive (a hierarchy's destruction drains under it first). Exact when no owner runs a stock
-  // operation meanwhile; a slot read half way through an owner's fold may count its deltas
-  // twice or not at all, for that moment.
+  // without taking any stock (their owners go on charging meanwhile): relaxed loads. The
+  // registry lock keeps the stocks, and the groups their keys name, alive (a hierarchy's
+  // destruction drains under it first). Exact when no stock operation runs meanwhile; a slot
+  // read half way through a fold may count its deltas twice or not at all, for that moment.
   template <class Pred>
   std::int64_t stat_deltas(kind k, Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t sum = 0;
     mutex_lock l(&mu_);
-    for (stock* s = head_; s; s = s->next_) {
+    for_each_stock([&](stock* s) {
       MEMCG_DELAY(stat_read);
       for (const slot& sl : s->slots_) {
-        std::uintptr_t key = sl.key.load_relaxed();  // relaxed: the owner's own word
+        std::uintptr_t key = sl.key.load_relaxed();  // relaxed: a snapshot
         auto* g = reinterpret_cast<group*>(key & stock::key_group_mask);
         if (!g || !pred(g)) continue;
         const int i = static_cast<int>(k);
@@ -812,42 +1030,52 @@ class stock_registry {
           d += sl.base.load_relaxed() - sl.nr_pages.load_relaxed();
         sum += d;
       }
-    }
+    });
     return sum;
   }
 
   // fork(2), through pthread_atfork (memcg/slab.hpp's fork handlers, a preloaded malloc):
-  // prepare takes the registry lock and every stock, waiting for busy owners, so that no stock
-  // is half updated when the process is copied; the parent gives them back and releases the
-  // lock. In the child only the forking thread lives: it gets a fresh lock, and the other
-  // threads' stocks give back what they held (pages to the counters, byte rests to their
-  // handles, statistics deltas folded) and leave the registry; their memory is left (their
-  // owners never run in the child). A charge another thread had half done outside its stock
-  // when the process was copied stays charged in the child (at most one batch per thread);
-  // nothing is given back twice.
+  // prepare takes the registry lock and every stock, waiting for busy owners and holders, so
+  // that no stock is half updated when the process is copied; the parent gives them back and
+  // releases the lock. In the child only the forking thread lives: it gets a fresh lock.
+  // Per CPU, the child gives back everything the CPU stocks held (its counters are exact at
+  // its start; its threads refill as they charge). Per thread, the other threads' stocks give
+  // back what they held (pages to the counters, byte rests to their handles, statistics deltas
+  // folded) and leave the registry; their memory is left (their owners never run in the child).
+  // A charge another thread had half done outside its stock when the process was copied stays
+  // charged in the child (at most one batch per thread); nothing is given back twice.
   void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     mu_.lock();
-    if constexpr (Sync::concurrent) {
+    if constexpr (per_cpu) {
+      take_cpus(busy_owner::wait, 0);
+      MEMCG_DELAY(fork_prepared);
+    } else if constexpr (Sync::concurrent) {
       take_all(busy_owner::wait, 0);
       MEMCG_DELAY(fork_prepared);
     }
   }
   void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    if constexpr (Sync::concurrent) release_all();
+    if constexpr (per_cpu) release_cpus();
+    else if constexpr (Sync::concurrent) release_all();
     mu_.unlock();
   }
   void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     mu_.reset_after_fork();
-    stock* self = stock::peek();
-    for (stock* s = head_; s;) {
-      stock* next = s->next_;
-      if (s != self) detach(s);  // taken in prepare: consistent
-      s = next;
+    if constexpr (per_cpu) {
+      for (int c = 0; c < nr_cpus_; ++c) cpus_[c].drain_all();
+      release_cpus();
+    } else {
+      stock* self = stock::peek();
+      for (stock* s = head_; s;) {
+        stock* next = s->next_;
+        if (s != self) detach(s);  // taken in prepare: consistent
+        s = next;
+      }
+      if constexpr (Sync::concurrent) release_all();
     }
-    if constexpr (Sync::concurrent) release_all();
   }
 
-  // Pages parked in all stocks for g (a snapshot; waits for busy owners).
+  // Pages parked in all stocks for g (a snapshot; waits for busy owners and holders).
   std::int64_t parked(const group* g) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t n = 0;
     quiesce(false, busy_owner::wait, 0, [&](slot& s) {
@@ -856,16 +1084,35 @@ class stock_registry {
     return n;
   }
 
-  // Drains that skipped a busy owner since the start (tests, benchmarks).
+  // Drains that skipped a busy owner or a held stock since the start (tests, benchmarks).
   std::int64_t skipped_owners() const noexcept { return nr_skipped_.load(std::memory_order_relaxed); }
+  // Per CPU: slow paths that sealed another CPU's stock (each paid a membarrier(2)).
+  std::int64_t remote_seals() const noexcept {
+    std::int64_t n = 0;
+    for (int c = 0; c < nr_cpus_; ++c) n += cpus_[c].remote_seals_.load_relaxed();
+    return n;
+  }
 
  private:
   using obj_slot = typename stock::obj_slot;
   static void no_obj(obj_slot&) noexcept {}
 
+  stock_registry() noexcept {
+    if constexpr (per_cpu) map_cpus();
+  }
+
+  template <class Fn>
+  void for_each_stock(Fn fn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if constexpr (per_cpu) {
+      for (int c = 0; c < nr_cpus_; ++c) fn(&cpus_[c]);
+    } else {
+      for (stock* s = head_; s; s = s->next_) fn(s);
+    }
+  }
+
   // Takes every stock it can (all with busy_owner::wait) and runs fn on its slots and obj_fn on
-  // its byte slots; a busy owner's stock is skipped with `request` left in it (busy_owner::skip)
-  // and served by its owner. Returns false when may_skip and another drain holds the lock.
+  // its byte slots; a busy owner's or a holder's stock is skipped with `request` left in it
+  // (busy_owner::skip). Returns false when may_skip and another drain holds the lock.
   template <class Fn, class ObjFn>
   bool quiesce(bool may_skip, busy_owner busy, std::int64_t request, Fn fn, ObjFn obj_fn)
       ABSL_LOCKS_EXCLUDED(mu_) {
@@ -874,16 +1121,100 @@ class stock_registry {
     } else {
       mu_.lock();
     }
-    if constexpr (Sync::concurrent) take_all(busy, request);
-    for (stock* s = head_; s; s = s->next_) {
-      if (s->skipped_) continue;
+    if constexpr (per_cpu) take_cpus(busy, request);
+    else if constexpr (Sync::concurrent) take_all(busy, request);
+    for_each_stock([&](stock* s) {
+      if (s->skipped_) return;
       for (slot& sl : s->slots_) fn(sl);
       for (obj_slot& o : s->obj_slots_) obj_fn(o);
-    }
-    if constexpr (Sync::concurrent) release_all();
+    });
+    if constexpr (per_cpu) release_cpus();
+    else if constexpr (Sync::concurrent) release_all();
     mu_.unlock();
     return true;
   }
+
+  // ---- Per CPU ----
+
+  // The CPU stocks, mapped once (not malloc: a preloaded malloc charges through them). Their
+  // bytes start zero, which is the idle state of every word.
+  void map_cpus() noexcept {
+    int n = possible_cpus();
+    void* p = mmap(nullptr, sizeof(stock) * static_cast<std::size_t>(n), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return;  // no stocks: every thread's charges take the counters
+    auto* cpus = static_cast<stock*>(p);
+    for (int c = 0; c < n; ++c) {
+      stock* s = new (&cpus[c]) stock();
+      s->cpu_ = c;
+    }
+    nr_cpus_ = n;
+    cpus_ = cpus;
+  }
+  // The kernel's nr_cpu_ids: one past the highest possible CPU (rseq's cpu_id is below it).
+  static int possible_cpus() noexcept {
+    int n = 0;
+    char buf[256];
+    int fd = open("/sys/devices/system/cpu/possible", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ssize_t len = read(fd, buf, sizeof(buf) - 1);
+      close(fd);
+      // "0-3", "0,2-5": the last number is the highest CPU.
+      int cur = -1;
+      for (ssize_t i = 0; i < len; ++i) {
+        if (buf[i] >= '0' && buf[i] <= '9') cur = (cur < 0 ? 0 : cur * 10) + (buf[i] - '0');
+        else if (cur >= 0) n = cur + 1, cur = -1;
+      }
+      if (cur >= 0) n = cur + 1;
+    }
+    long conf = sysconf(_SC_NPROCESSORS_CONF);
+    if (conf > n) n = static_cast<int>(conf);
+    return n > 0 ? n : 1;
+  }
+
+  // Takes each CPU's stock (or skips it with a request, or waits), then fences once: afterwards
+  // no hit commits against a taken stock until release_cpus().
+  void take_cpus(busy_owner busy, std::int64_t request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    bool any = false;
+    for (int c = 0; c < nr_cpus_; ++c) any |= take_cpu(&cpus_[c], busy, request);
+    // Restarts every hit between its key compare and its commit, on every CPU: after it they
+    // all see the marks. Pairs with the hits' restartable sequences.
+    if (any) asymmetric_fence_heavy();
+    MEMCG_DELAY(drain_poisoned);
+  }
+  bool take_cpu(stock* s, busy_owner busy, std::int64_t request) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    s->skipped_ = false;
+    for (int spins = 0;; ++spins) {
+      std::int64_t st = 0;
+      // acquire: pairs with the holder's release in leave_slow().
+      if (s->state_.cas_acq_rel(st, stock::state_held)) {
+        s->mark_keys();
+        return true;
+      }
+      if (busy == busy_owner::skip) {
+        // The holder serves the request before it lets go (leave_slow()). acq_rel: pairs with
+        // its load there; a failed CAS means it let go or another request came: look again.
+        if (s->state_.cas_acq_rel(st, st | (request << 1))) {
+          s->skipped_ = true;
+          nr_skipped_.fetch_add(1, std::memory_order_relaxed);  // a statistic
+          return false;
+        }
+        continue;
+      }
+      if (spins < 256) cpu_relax();
+      else sched_yield();
+    }
+  }
+  // Gives every taken CPU stock back (the holder's way: requests, keys, state).
+  void release_cpus() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (int c = 0; c < nr_cpus_; ++c) {
+      stock* s = &cpus_[c];
+      if (!s->skipped_) s->leave_slow();
+      s->skipped_ = false;
+    }
+  }
+
+  // ---- Per thread ----
 
   // Steps 1-4 of the protocol (stock.hpp's header): afterwards every stock without `skipped_`
   // is ours until release_all().
@@ -981,6 +1312,11 @@ class stock_registry {
 
   static void thread_exit(void* s) noexcept { instance().remove(static_cast<stock*>(s)); }
 
+  void list_push(stock* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    s->next_ = head_;
+    if (head_) head_->prev_ = s;
+    head_ = s;
+  }
   // A stock whose owner is exiting (remove()) or gone (fork_child()): everything it holds goes
   // back, then it leaves the list.
   void detach(stock* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -995,23 +1331,23 @@ class stock_registry {
   }
 
   mutex mu_;
-  stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;
+  stock* head_ ABSL_GUARDED_BY(mu_) = nullptr;  // per thread
   bool any_skipped_ ABSL_GUARDED_BY(mu_) = false;
+  stock* cpus_ = nullptr;  // per CPU: set once, before instance() returns
+  int nr_cpus_ = 0;
   pthread_key_t exit_key_{};
   std::atomic<std::int64_t> nr_skipped_{0};
 };
 
 template <sync_policy Sync>
-thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
-  thread_stock* self = &tls_self_;
+memcg_stock<Sync>* memcg_stock<Sync>::create_local() noexcept {
+  memcg_stock* self = &tls_self_;
   if (self->registered_) return self;
   auto& registry = stock_registry<Sync>::instance();
-  bool light;
-  if constexpr (use_rseq) light = membarrier_restarts_rseq() && rseq_registered();
-  else light = membarrier_init();
-  // A thread without the fence (or, with rseq fast paths, without an rseq area) would race with
-  // drainers: its stock stays off (every charge takes the counters).
+  // A thread without the fence would race with drainers: its stock stays off (every charge
+  // takes the counters).
   if constexpr (Sync::concurrent) {
+    const bool light = membarrier_init();
     self->disabled_ = !light;
     if (!light) self->pending_.store_relaxed(1);  // relaxed: not yet shared
   }
@@ -1023,6 +1359,22 @@ thread_stock<Sync>* thread_stock<Sync>::create_local() noexcept {
   const pthread_key_t* key = registry.exit_key();
   if (!key || pthread_setspecific(*key, self) != 0) registry.remove(self);
   return self;
+}
+
+template <sync_policy Sync>
+memcg_stock<Sync>* memcg_stock<Sync>::local_slow() noexcept {
+  cpu_view& v = tls_view_;
+  if (!v.checked) {
+    v.checked = true;  // first: the registry's allocation may charge through a preloaded malloc
+    // The hits need the thread's rseq area; a drainer needs the RSEQ fence to restart them.
+    if (rseq_registered() && membarrier_restarts_rseq()) {
+      auto& registry = stock_registry<Sync>::instance();
+      if (registry.cpu_array() && rseq_cpu_id() < registry.nr_cpus()) v.array = registry.cpu_array();
+    }
+    if (!v.reclaiming) v.cpus = v.array;
+    if (v.cpus) return v.cpus + rseq_cpu_id();
+  }
+  return off_stock();
 }
 
 }  // namespace memcg::detail

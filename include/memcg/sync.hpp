@@ -128,7 +128,7 @@ class spinlock {
 };
 
 template <class Lock>
-class lock_guard {
+class [[nodiscard]] lock_guard {
  public:
   explicit lock_guard(Lock& l) noexcept : l_(l) { l_.lock(); }
   ~lock_guard() { l_.unlock(); }
@@ -218,8 +218,8 @@ inline long membarrier_call(int cmd) noexcept {
 }
 #endif
 
-// The drainer's side: pairs with the compiler barrier of thread_stock::enter() on every other
-// thread, and restarts their rseq fast paths. A transient error is retried until the fence
+// The drainer's side: pairs with the compiler barrier of a per-thread stock's enter() on every
+// other thread, and restarts every running restartable sequence (the per-CPU stocks' hits). A transient error is retried until the fence
 // succeeds (a drain that went on without it would race the owners): a few yields, then sleeps
 // from 1 us doubling to 1 ms. Errors that cannot pass abort with their name. errno is kept.
 inline void asymmetric_fence_heavy() noexcept {

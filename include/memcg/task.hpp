@@ -62,10 +62,10 @@ class task_state {
   // uncharged pages count as the reclaim's progress. Nests.
   bool in_reclaim() const noexcept { return reclaim_depth_ > 0; }
   void enter_reclaim() noexcept {
-    if (reclaim_depth_++ == 0) thread_stock<Sync>::local()->set_reclaiming(true);
+    if (reclaim_depth_++ == 0) memcg_stock<Sync>::set_reclaiming(true);
   }
   void leave_reclaim() noexcept {
-    if (--reclaim_depth_ == 0) thread_stock<Sync>::local()->set_reclaiming(false);
+    if (--reclaim_depth_ == 0) memcg_stock<Sync>::set_reclaiming(false);
   }
   void count_reclaimed(std::int64_t nr_pages) noexcept { reclaimed_pages_ += nr_pages; }
   // Pages uncharged in reclaim context by this thread so far (a running total: callers take
@@ -73,7 +73,7 @@ class task_state {
   std::int64_t reclaimed_pages() const noexcept { return reclaimed_pages_; }
 
   // The reclaim context as a scope.
-  class reclaim_scope {
+  class [[nodiscard]] reclaim_scope {
    public:
     reclaim_scope() noexcept : t_(current()), start_(t_.reclaimed_pages_) { t_.enter_reclaim(); }
     ~reclaim_scope() { t_.leave_reclaim(); }

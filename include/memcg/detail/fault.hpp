@@ -25,7 +25,7 @@ namespace memcg::detail {
 // Places where a test may stretch the schedule (a sleep, a yield, a signal): each is inside a
 // section that another thread or a signal handler could find half done.
 enum class delay_site : int {
-  stock_busy,          // a thread_stock busy section (slow path or non-rseq fast path), slot half written
+  stock_busy,          // a stock busy section (a slow path, or a per-thread fast path), slot half written
   stock_obj_busy,      // a byte-stock busy section, between its loads and its store
   drain_poisoned,      // a drainer after poisoning and the fence, before it reads the slots
   fork_prepared,       // between the fork handlers' prepare and the fork itself

@@ -1,26 +1,27 @@
-// memcg/detail/rseq.hpp: the page stock's fast paths as restartable sequences (rseq(2)).
+// memcg/detail/rseq.hpp: the per-CPU stock's fast paths as restartable sequences (rseq(2)).
 //
 // Contents:
-//   MEMCG_STOCK_RSEQ   1 where the fast paths below are compiled in (x86-64 Linux, glibc that
-//                      registers rseq, not under TSan, not disabled with -DMEMCG_STOCK_RSEQ=0;
-//                      every translation unit of a program must agree, as with any macro that
-//                      changes an inline function)
-//   rseq_registered()  the calling thread has an rseq area registered with the kernel
-//   rseq_take()        slot.nr -= n if slot.key == want and slot.nr >= n, as one critical section
-//   rseq_park()        slot.nr += n if slot.key == want and slot.nr + n <= limit, likewise
-// Both serve the page stock (nr in pages) and the byte stock (nr in bytes).
+//   MEMCG_STOCK_RSEQ     1 where the stocks are per CPU (x86-64 Linux, glibc that registers rseq,
+//                        not under TSan, not disabled with -DMEMCG_STOCK_RSEQ=0; every translation
+//                        unit of a program must agree, as with any macro that changes an inline
+//                        function). Elsewhere the stocks are per thread (memcg/stock.hpp).
+//   rseq_registered()    the calling thread has an rseq area registered with the kernel
+//   rseq_cpu_id()        the CPU it runs on (stale as soon as it is read, outside a sequence)
+//   rseq_cpu_take()      this CPU's slot: nr -= n if key == want and nr >= n
+//   rseq_cpu_park()      this CPU's slot: nr += n if key == want and nr + n <= the slot's limit
+//   rseq_cpu_park_upto() ... within a limit given by the caller
+// Each is one critical section: the CPU read, the key compare, the test and one commit store.
+// They serve the page stock (nr in pages) and the byte stock (nr in bytes).
 //
-// Why: a stock hit must not race with a thread draining that stock (stock.hpp). With a busy
-// flag the owner pays two stores per hit; as a restartable sequence it pays one (the pointer
-// to the critical section's descriptor) and the drainer pays membarrier(2)'s RSEQ command,
-// which restarts every sibling thread's critical section that is running or preempted. A
-// critical section ends in its single commit store; one that is restarted takes the slow path,
-// which tests `pending` under the busy flag, as the busy-flag stock does. This is what the kernel's per-CPU stock
-// gets from disabling interrupts, and what tcmalloc's per-CPU caches get from rseq.
-//
-// Where MEMCG_STOCK_RSEQ is 0 the stock keeps the busy-flag fast path (and TSan checks it).
+// Why: the kernel's stock is per CPU and its owner disables interrupts around a hit. Here the
+// kernel restarts a critical section that is preempted, migrated or interrupted by a signal
+// before its commit, so a hit never writes a slot that another thread of the same CPU, or a
+// thread that took the slot meanwhile, is using: what tcmalloc's per-CPU caches do. A thread
+// of another CPU that must write this CPU's slot marks its key first and then restarts every
+// running sequence with membarrier(2)'s RSEQ command (memcg/stock.hpp).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "memcg/config.hpp"
@@ -56,6 +57,14 @@ inline bool rseq_registered() noexcept {
   return cpu_id >= 0;
 }
 
+// The CPU the calling thread runs on (the area's cpu_id); only meaningful where
+// rseq_registered(). Outside a restartable sequence it may be stale by the time it is used.
+inline int rseq_cpu_id() noexcept {
+  std::int32_t cpu_id;
+  __asm__ volatile("movl %%fs:4(%1), %0" : "=r"(cpu_id) : "r"(__rseq_offset));
+  return cpu_id;
+}
+
 // The x86 signature glibc registers (RSEQ_SIG); the kernel checks the 4 bytes before an abort
 // handler against it. Emitted as the operand of `ud1`, so the bytes never decode as code.
 // The descriptor (struct rseq_cs: version, flags, start_ip, post_commit_offset, abort_ip) goes
@@ -78,48 +87,69 @@ inline bool rseq_registered() noexcept {
   "movq %%rax, %%fs:8(%[area])\n"                                              \
   "1:\n\t"
 
-// The key compared, the pages loaded (into rax), then, after the test, the commit store: the
-// last instruction of the sequence.
-#define MEMCG_RSEQ_LOAD      \
-  "cmpq %[want], %[key]\n\t" \
-  "jne %l[miss]\n\t"         \
-  "movq %[nr], %%rax\n\t"
-#define MEMCG_RSEQ_COMMIT \
-  "movq %%rax, %[nr]\n"   \
+// Inside the sequence: this CPU's slot (rcx = slot0 + cpu_id * stride), its key compared, its
+// count loaded into rax. Then, after the test, the commit store: the last instruction.
+#define MEMCG_RSEQ_CPU_LOAD                 \
+  "movslq %%fs:4(%[area]), %%rcx\n\t"       \
+  "imulq %[stride], %%rcx, %%rcx\n\t"       \
+  "addq %[slot0], %%rcx\n\t"                \
+  "cmpq %[want], (%%rcx)\n\t"               \
+  "jne %l[miss]\n\t"                        \
+  "movq %c[nr](%%rcx), %%rax\n\t"
+#define MEMCG_RSEQ_CPU_COMMIT      \
+  "movq %%rax, %c[nr](%%rcx)\n"    \
   "2:\n"
-#define MEMCG_RSEQ_INPUTS \
-  [area] "r"(__rseq_offset), [want] "r"(want), [n] "r"(n), [key] "m"(key), [nr] "m"(nr)
+#define MEMCG_RSEQ_CPU_INPUTS                                                            \
+  [area] "r"(__rseq_offset), [slot0] "r"(slot0), [want] "r"(want), [n] "r"(n),           \
+      [stride] "i"(Stride), [nr] "i"(NrOff)
 
-// Takes n pages from a slot: the key compare, the pages test and the commit store in one
-// restartable sequence. Key, Nr: the slot's 8-byte cells (same layout as std::int64_t).
-template <class Key, class Nr>
-MEMCG_ALWAYS_INLINE bool rseq_take(const Key& key, Nr& nr, std::uintptr_t want,
-                                   std::int64_t n) noexcept {
-  static_assert(sizeof(Key) == 8 && sizeof(Nr) == 8);
-  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_LOAD
+// The per-CPU slots: CPU c's slot is at slot0 + c * Stride; its first word is the key, the
+// count is NrOff bytes further. The CPU is read inside the sequence, so a thread preempted or
+// migrated before the commit restarts (and misses) instead of writing another CPU's slot.
+
+// Takes n from this CPU's slot if its key is want and it holds n.
+template <std::size_t Stride, std::size_t NrOff>
+MEMCG_ALWAYS_INLINE bool rseq_cpu_take(void* slot0, std::uintptr_t want, std::int64_t n) noexcept {
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_CPU_LOAD
                "subq %[n], %%rax\n\t"
-               "jl %l[miss]\n\t" MEMCG_RSEQ_COMMIT
+               "jl %l[miss]\n\t" MEMCG_RSEQ_CPU_COMMIT
                :
-               : MEMCG_RSEQ_INPUTS
-               : "rax", "memory", "cc"
+               : MEMCG_RSEQ_CPU_INPUTS
+               : "rax", "rcx", "memory", "cc"
                : miss);
   return true;
 miss:
   return false;
 }
 
-// Parks n pages (or bytes) in a slot if it stays within limit; as rseq_take().
-template <class Key, class Nr>
-MEMCG_ALWAYS_INLINE bool rseq_park(const Key& key, Nr& nr, std::int64_t limit, std::uintptr_t want,
-                                   std::int64_t n) noexcept {
-  static_assert(sizeof(Key) == 8 && sizeof(Nr) == 8);
-  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_LOAD
+// Adds n to this CPU's slot if its key is want and the count stays within the slot's own limit
+// word (LimitOff bytes from the key).
+template <std::size_t Stride, std::size_t NrOff, std::size_t LimitOff>
+MEMCG_ALWAYS_INLINE bool rseq_cpu_park(void* slot0, std::uintptr_t want, std::int64_t n) noexcept {
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_CPU_LOAD
+               "addq %[n], %%rax\n\t"
+               "cmpq %c[limit](%%rcx), %%rax\n\t"
+               "jg %l[miss]\n\t" MEMCG_RSEQ_CPU_COMMIT
+               :
+               : MEMCG_RSEQ_CPU_INPUTS, [limit] "i"(LimitOff)
+               : "rax", "rcx", "memory", "cc"
+               : miss);
+  return true;
+miss:
+  return false;
+}
+
+// Adds n to this CPU's slot if its key is want and the count stays within limit.
+template <std::size_t Stride, std::size_t NrOff>
+MEMCG_ALWAYS_INLINE bool rseq_cpu_park_upto(void* slot0, std::int64_t limit, std::uintptr_t want,
+                                            std::int64_t n) noexcept {
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_CPU_LOAD
                "addq %[n], %%rax\n\t"
                "cmpq %[limit], %%rax\n\t"
-               "jg %l[miss]\n\t" MEMCG_RSEQ_COMMIT
+               "jg %l[miss]\n\t" MEMCG_RSEQ_CPU_COMMIT
                :
-               : MEMCG_RSEQ_INPUTS, [limit] "r"(limit)
-               : "rax", "memory", "cc"
+               : MEMCG_RSEQ_CPU_INPUTS, [limit] "r"(limit)
+               : "rax", "rcx", "memory", "cc"
                : miss);
   return true;
 miss:
@@ -127,13 +157,14 @@ miss:
 }
 
 #undef MEMCG_RSEQ_ENTER
-#undef MEMCG_RSEQ_LOAD
-#undef MEMCG_RSEQ_COMMIT
-#undef MEMCG_RSEQ_INPUTS
+#undef MEMCG_RSEQ_CPU_LOAD
+#undef MEMCG_RSEQ_CPU_COMMIT
+#undef MEMCG_RSEQ_CPU_INPUTS
 
 #else
 
 inline bool rseq_registered() noexcept { return false; }
+inline int rseq_cpu_id() noexcept { return 0; }
 
 #endif
 
