@@ -13,6 +13,7 @@ packages=(
   abigail-tools  # abidw/abidiff: the C library's ABI check (ctest abi)
   emscripten  # memcg-sim for the browser (web/build.sh; Abseil from its source package)
   chromium  # the page's test in headless Chromium (ctest web/browser)
+  libjemalloc-dev libgoogle-perftools-dev  # jemalloc and tcmalloc beside the slab (slab_bench)
 )
 
 missing=()

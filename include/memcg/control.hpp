@@ -10,6 +10,8 @@
 //   control_file_table  every file this library serves: name, v1/v2, read, write (the kernel's
 //                     cftype arrays); find_control_file() looks a name up
 //   control_files()   the names alone
+// memory.kmem.slabinfo prints the slab's rows (memcg/slab.hpp) when the slab is linked in, the
+// header alone otherwise (detail/slabinfo.hpp).
 //
 // Values are bytes; limits read back as "max" when unlimited. Errors are std::errc: EINVAL for
 // an unknown file or a value it does not accept (nothing changes), EBUSY for a v1 limit below
@@ -24,9 +26,11 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "memcg/detail/slabinfo.hpp"
 #include "memcg/hierarchy.hpp"
 
 namespace memcg {
@@ -100,7 +104,7 @@ enum class control_id : std::uint8_t {
   pressure, limit_in_bytes, usage_in_bytes, max_usage_in_bytes, failcnt, soft_limit_in_bytes,
   kmem_limit_in_bytes, kmem_usage_in_bytes, kmem_max_usage_in_bytes, kmem_failcnt,
   kmem_soft_limit_in_bytes, tcp_limit_in_bytes, tcp_usage_in_bytes, tcp_max_usage_in_bytes,
-  tcp_failcnt
+  tcp_failcnt, kmem_slabinfo
 };
 
 // One control file, as a cftype entry: its name, interface, and whether it reads and writes.
@@ -114,7 +118,7 @@ struct control_file {
 
 // Every file this library serves: the one list read_control(), write_control(),
 // control_files() and memcg-sim consult.
-inline constexpr std::array<control_file, 26> control_file_table = {{
+inline constexpr std::array<control_file, 27> control_file_table = {{
     {"memory.current", control_id::current, cgroup_version::v2, true, false},
     {"memory.min", control_id::min, cgroup_version::v2, true, true},
     {"memory.low", control_id::low, cgroup_version::v2, true, true},
@@ -148,6 +152,7 @@ inline constexpr std::array<control_file, 26> control_file_table = {{
     {"memory.kmem.tcp.max_usage_in_bytes", control_id::tcp_max_usage_in_bytes, cgroup_version::v1,
      true, true},
     {"memory.kmem.tcp.failcnt", control_id::tcp_failcnt, cgroup_version::v1, true, true},
+    {"memory.kmem.slabinfo", control_id::kmem_slabinfo, cgroup_version::v1, true, false},
 }};
 
 // The table's entry for `name`, or nullptr for a file this library does not serve.
@@ -216,6 +221,17 @@ control_value read_control(basic_hierarchy<Sync>& h, basic_group<Sync>& g, std::
     case control_id::tcp_usage_in_bytes: return one(bytes_str(g.tcp.usage()));
     case control_id::tcp_max_usage_in_bytes: return one(bytes_str(g.tcp.watermark()));
     case control_id::tcp_failcnt: return one(std::to_string(g.tcp.failcnt()));
+    case control_id::kmem_slabinfo: {
+      // The slab's rows when memcg/slab.hpp is linked in (it serves sync::atomic groups only);
+      // the header alone otherwise.
+      std::vector<detail::slabinfo_row> rows;
+      if constexpr (std::is_same_v<Sync, sync::atomic>)
+        // acquire: pairs with kmem_cache's release (the function is code: nothing else to see).
+        if (auto fn = detail::slabinfo_source.load(std::memory_order_acquire)) rows = fn(&g);
+      control_value r;
+      for (std::string& line : detail::slabinfo_lines(rows)) r.entries.emplace_back("", std::move(line));
+      return r;
+    }
     case control_id::events:
     case control_id::events_local: {
       bool local = f->id == control_id::events_local;

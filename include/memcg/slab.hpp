@@ -9,31 +9,35 @@
 //   slab_flags                 SLAB_ACCOUNT, SLAB_RECLAIM_ACCOUNT as an enum
 //   kmem_cache_node            the objects of one cache charged to one obj_cgroup: statistics
 //                              and, for a reclaimable cache, the group's reclaimer (list_lru)
-//   kmem_cache                 a cache of objects of one size and alignment (or of any size:
-//                              the kmalloc caches)
+//   kmem_cache                 a cache of objects of one size and alignment, or (size 0) a
+//                              family of size-class caches: the kmalloc caches
 //   typed_kmem_cache<T>        kmem_cache of T: construct / destroy
 //   kmem_cache_create/alloc/free/destroy/shrink, kmalloc, kzalloc, kcalloc, kmalloc_array,
 //   krealloc, kfree, ksize     the kernel's allocator API; a refusal returns nullptr
 //   accounted_allocator<T>     a standard allocator charging a group (throws std::bad_alloc)
 //   slab_stat, slab_stat_of()  objects and bytes in use, per cache and per group
+//   slabinfo_of()              memory.kmem.slabinfo's rows (control.hpp reads the file)
 //   slab_fork_prepare/parent/child  pthread_atfork handlers (fork while other threads allocate)
-//   detail::slab_backend       mimalloc, or the system allocator in sanitizer builds
-//   detail::cpu_slab           a thread's free list of a cache (the kernel's cpu slab)
 //
-// This is the only header that includes <mimalloc.h>. Linking memcg::slab links libmimalloc.so,
-// which replaces malloc/free/new/delete for the whole process (docs/architecture.md, "Targets and
-// dependencies").
+// The pieces below it: detail/slab_page.hpp (pages of one object size, the objcg vector, remote
+// frees), detail/slab_heap.hpp (a thread's active page and partial list per cache, thread exit),
+// detail/kmalloc_classes.hpp (the size classes, large objects, mimalloc), detail/slab_stat.hpp
+// (statistics stripes), detail/slabinfo.hpp (the file's format).
+//
+// Objects of up to 8 KiB live packed in 64 KiB slab pages, with no header; beside them each
+// page keeps one 32-bit entry per object, the id of the object's kmem_cache_node (the node
+// names the cache and the obj_cgroup: the kernel's slabobj_ext). The charge of an object is its
+// stride plus that entry, as the kernel's obj_full_size(). Larger objects (kmalloc beyond 8 KiB,
+// caches of larger objects) are mimalloc blocks with a 32-byte record before the object naming
+// their node; they are charged their whole block. Sanitizer builds keep the slab pages (free
+// objects poisoned for ASan) and take the large objects from the system allocator.
 // The slab is written for the default policy, sync::atomic (memcg::hierarchy).
 //
-// Object layout: [ object (size rounded up to 8) | obj tag (8 bytes) ]. The tag is the address
-// of the object's kmem_cache_node with bit 0 set while the object is live; the node knows the
-// cache and the obj_cgroup. The charge of an object is its full size (object + tag; for kmalloc
-// caches, the block's usable size), as the kernel's obj_full_size().
-//
-// Threads: alloc and free take no lock, allocate nothing beyond the backing allocator and never
-// throw; an object may be freed by any thread. Creating a node (the first object of a cache for a
-// group) takes the cache's lock. Statistics are per-thread stripes summed by readers: exact when
-// the writers are quiet, a snapshot otherwise.
+// Threads: alloc and free take no lock, allocate nothing on their fast paths and never throw;
+// an object may be freed by any thread (onto its page's remote list, lock-free). Creating a
+// node (the first object of a cache for a group) takes the cache's lock; a thread's first
+// object of a cache, and a new slab page, take a lock each. Statistics are per-thread stripes
+// summed by readers: exact when the writers are quiet, a snapshot otherwise.
 //
 // Requires: objects charged to a hierarchy's groups are freed before that hierarchy dies (a
 // dying hierarchy's cache nodes are forgotten through detail::hierarchy_exit_hook; a node that
@@ -42,12 +46,13 @@
 // reclaimer inside reclaim would deadlock).
 // Guarantees: nothing on the alloc/free paths throws; a refused allocation returns nullptr with
 // nothing charged; every byte charged can be given back, through the parent after rmdir.
-// Memory ordering: the tag is written before the object is handed out and read by the freeing
-// thread, which got the pointer through the program's own synchronization. The byte stock is
-// memcg_stock's (memcg/stock.hpp: per CPU, restartable hits and a held state for everything
-// else; per thread, owner-only relaxed writes and the busy/pending handshake with drainers). Statistics stripes are single-writer relaxed cells summed by
-// readers (a snapshot); the last stripe, shared by threads beyond the others, takes relaxed
-// atomic adds. obj_cgroup::memcg() is read with acquire (pairs with rmdir's redirect).
+// Memory ordering: an object's vector entry is written before the object is handed out and
+// read by the freeing thread, which got the pointer through the program's own synchronization
+// (so is a node's id-table entry, written when the node is made). Remote frees: see
+// detail/slab_page.hpp. The byte stock is memcg_stock's (memcg/stock.hpp: per CPU, restartable
+// hits and a held state for everything else; per thread, owner-only relaxed writes and the
+// busy/pending handshake with drainers). Statistics stripes: detail/slab_stat.hpp.
+// obj_cgroup::memcg() is read with acquire (pairs with rmdir's redirect).
 #pragma once
 
 #include <algorithm>
@@ -71,19 +76,16 @@
 #include "memcg/context.hpp"
 #include "memcg/detail/call.hpp"
 #include "memcg/detail/fault.hpp"
-#include "memcg/detail/list.hpp"
+#include "memcg/detail/kmalloc_classes.hpp"
 #include "memcg/detail/mutex.hpp"
+#include "memcg/detail/slab_heap.hpp"
+#include "memcg/detail/slab_page.hpp"
+#include "memcg/detail/slab_stat.hpp"
+#include "memcg/detail/slabinfo.hpp"
 #include "memcg/group.hpp"
 #include "memcg/hierarchy.hpp"
 #include "memcg/reclaim.hpp"
 #include "memcg/stock.hpp"
-
-#if defined(MEMCG_SANITIZER_BUILD) || defined(MEMCG_SANITIZER_DETECTED)
-#define MEMCG_SLAB_SYSTEM_ALLOCATOR 1
-#include <malloc.h>
-#else
-#include <mimalloc.h>
-#endif
 
 namespace memcg {
 
@@ -159,163 +161,9 @@ inline std::int64_t obj_stock_bytes(const objcg* o, kind k) noexcept {
 }
 
 class kmem_cache;
+class kmem_cache_node;
 
 namespace detail {
-
-// ---- nesting (signal handlers) ----
-
-// How deep the calling thread is inside work that a signal handler must not re-enter through
-// an allocator built on this slab: a preloaded malloc's entry points (examples/preload) and the
-// slab's thread-exit work (deleting the thread's heap, flushing its free lists). A preloaded
-// malloc that finds it above 0 serves the call without the backing allocator, the stocks and
-// the free lists (a signal handler interrupted one of them, or the library allocates inside a
-// charge). Only the calling thread (and its signal handlers) touch it: plain int, compiler
-// barriers around its changes. The slab's own alloc/free do not read it.
-inline int& slab_tls_nesting() noexcept {
-  static thread_local constinit int depth = 0;
-  return depth;
-}
-struct slab_nesting_scope {
-  slab_nesting_scope() noexcept {
-    ++slab_tls_nesting();
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // raised before the work starts
-  }
-  ~slab_nesting_scope() {
-    std::atomic_signal_fence(std::memory_order_seq_cst);  // lowered after it ended
-    --slab_tls_nesting();
-  }
-  slab_nesting_scope(const slab_nesting_scope&) = delete;
-  slab_nesting_scope& operator=(const slab_nesting_scope&) = delete;
-};
-
-// ---- the backing allocator ----
-
-#if defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
-struct slab_backend {
-  static constexpr bool is_mimalloc = false;
-  static void* alloc(std::size_t size, std::size_t align) noexcept {
-    if (align <= alignof(std::max_align_t)) return std::malloc(size);
-    void* p = nullptr;
-    return posix_memalign(&p, align, size) == 0 ? p : nullptr;
-  }
-  static void* zalloc(std::size_t size) noexcept { return std::calloc(1, size); }
-  static std::size_t usable(void* p) noexcept { return malloc_usable_size(p); }
-  static void free(void* p) noexcept { std::free(p); }
-  static bool owns(const void*) noexcept { return true; }
-};
-#else
-// Objects come from one mimalloc heap per thread (a mi_heap_t allocates only on the thread that
-// made it; any thread may free). At thread exit the heap is deleted and its live blocks migrate
-// to the default heap, where frees still find them.
-struct slab_heap_holder {
-  mi_heap_t* heap = nullptr;
-  ~slab_heap_holder();
-};
-inline mi_heap_t*& slab_tls_heap() noexcept {
-  static thread_local mi_heap_t* heap = nullptr;
-  return heap;
-}
-inline bool& slab_tls_heap_gone() noexcept {
-  static thread_local bool gone = false;
-  return gone;
-}
-inline slab_heap_holder::~slab_heap_holder() {
-  slab_nesting_scope nested;  // a signal handler's malloc must not enter the heap being deleted
-  slab_tls_heap_gone() = true;
-  slab_tls_heap() = nullptr;
-  if (heap) mi_heap_delete(heap);
-  heap = nullptr;
-}
-// The heap is published before the holder is first touched: registering the holder's
-// destructor may allocate, and that allocation must find the heap (a preloaded malloc).
-MEMCG_NOINLINE inline mi_heap_t* slab_heap_slow() noexcept {
-  if (slab_tls_heap_gone()) return mi_heap_get_default();
-  mi_heap_t* h = mi_heap_new();
-  if (!h) return mi_heap_get_default();
-  slab_tls_heap() = h;
-  static thread_local slab_heap_holder holder;
-  holder.heap = h;
-  return h;
-}
-MEMCG_ALWAYS_INLINE mi_heap_t* slab_heap() noexcept {
-  mi_heap_t* h = slab_tls_heap();
-  return MEMCG_LIKELY(h != nullptr) ? h : slab_heap_slow();
-}
-struct slab_backend {
-  static constexpr bool is_mimalloc = true;
-  MEMCG_ALWAYS_INLINE static void* alloc(std::size_t size, std::size_t align) noexcept {
-    if (MEMCG_LIKELY(align <= alignof(std::max_align_t))) {
-      if (size <= MI_SMALL_SIZE_MAX) return mi_heap_malloc_small(slab_heap(), size);
-      return mi_heap_malloc(slab_heap(), size);
-    }
-    return mi_heap_malloc_aligned(slab_heap(), size, align);
-  }
-  static void* zalloc(std::size_t size) noexcept { return mi_heap_zalloc(slab_heap(), size); }
-  MEMCG_ALWAYS_INLINE static std::size_t usable(void* p) noexcept { return mi_usable_size(p); }
-  MEMCG_ALWAYS_INLINE static void free(void* p) noexcept { mi_free(p); }
-  static bool owns(const void* p) noexcept { return mi_is_in_heap_region(p); }
-};
-#endif
-
-// ---- statistics stripes ----
-
-// Writers add to their own stripe with a plain load and store (no lock prefix); readers sum
-// every stripe. Threads beyond the stripes share the last one with atomic adds.
-inline constexpr int slab_stripes = 16;
-
-// Constant-initialized, never allocates (a preloaded malloc reaches it from inside malloc).
-struct slab_stripe_registry {
-  mutex mu;
-  std::uint32_t used ABSL_GUARDED_BY(mu) = 0;  // bit i: stripe i is owned by a live thread
-};
-inline constinit slab_stripe_registry stripe_registry_instance{};
-inline slab_stripe_registry& stripe_registry() noexcept { return stripe_registry_instance; }
-inline std::intptr_t& slab_tls_stripe() noexcept {
-  // 0: not yet assigned; i + 1: stripe i; -1: shared. Pointer-wide: indexes without a widening.
-  static thread_local std::intptr_t stripe = 0;
-  return stripe;
-}
-struct slab_stripe_holder {
-  int stripe = -1;
-  ~slab_stripe_holder() {
-    if (stripe < 0) return;
-    auto& r = stripe_registry();
-    detail::mutex_lock l(&r.mu);
-    r.used &= ~(1u << stripe);
-    slab_tls_stripe() = -1;  // destructors that run later in this thread share
-  }
-};
-MEMCG_NOINLINE inline int slab_stripe_slow() noexcept {
-  slab_tls_stripe() = -1;  // shared until assigned: registering the holder may allocate
-  static thread_local slab_stripe_holder holder;
-  auto& r = stripe_registry();
-  int got = -1;
-  {
-    detail::mutex_lock l(&r.mu);
-    for (int i = 0; i < slab_stripes - 1; ++i)
-      if (!(r.used & (1u << i))) {
-        r.used |= 1u << i;
-        got = i;
-        break;
-      }
-  }
-  holder.stripe = got;
-  slab_tls_stripe() = got < 0 ? -1 : got + 1;
-  return got;
-}
-
-// Allocations and frees count apart: an alloc+free pair then makes two independent one-add
-// chains through memory instead of one chain of two.
-struct alignas(64) stat_stripe {
-  std::atomic<std::int64_t> allocs{0};
-  std::atomic<std::int64_t> frees{0};
-  std::atomic<std::int64_t> bytes_in{0};
-  std::atomic<std::int64_t> bytes_out{0};
-};
-
-// The obj tag after each object.
-inline constexpr std::uintptr_t obj_tag_live = 1;
-inline constexpr std::size_t obj_tag_size = sizeof(std::uintptr_t);
 
 [[noreturn]] inline void slab_bad_free(const char* what, const void* p) noexcept {
   std::fprintf(stderr, "memcg: %s: %p is not a live object of it (double free or foreign pointer)\n",
@@ -323,80 +171,57 @@ inline constexpr std::size_t obj_tag_size = sizeof(std::uintptr_t);
   std::abort();
 }
 
-// ---- per-thread free lists (the kernel's cpu slab) ----
+// ---- node ids (what the objcg vector holds) ----
 
-// Each thread keeps, for each of up to cpu_slab_caches caches (the cache's cpu_index), a short
-// list of free objects and the thread's last objcg -> node lookup of that cache. An alloc pops
-// the list before asking the backing allocator; a free pushes onto it while it is short.
-// Invariant: a slot's objects are free blocks of the backing allocator, of the cache whose
-// serial the slot names (or of a cache that is gone, when the serial is stale); they are charged
-// to nobody and counted in no statistic; in debug builds their tags are dead. Owner-thread only.
-// A stale slot (its cache destroyed, or its nodes forgotten) is flushed the next time the thread
-// uses the slot, and every slot is flushed at thread exit; kmem_cache_shrink() flushes the
-// calling thread's slot of one cache.
-inline constexpr int cpu_slab_caches = 32;
-inline constexpr std::size_t cpu_slab_bytes = 8192;  // per thread and cache, at most
-inline constexpr std::uint32_t cpu_slab_max_objects = 32;
-struct cpu_slab {
-  std::uint64_t serial;  // the cache's serial_ when the slot was taken; 0: nobody's
-  const void* o;         // hint: the thread's last obj_cgroup for the cache (nullptr: none) ...
-  void* n;               // ... and its kmem_cache_node
-  void* head;            // free objects, linked through their first word
-  std::uint32_t count;   // objects on the list
-  std::uint32_t limit;   // the cache's cpu_limit_ (0 after thread exit: nothing is kept)
+// Every live kmem_cache_node has an id below slab_node_ids; 0 names none (a free object in
+// debug builds). The table is zero-initialized static storage: pages of it become resident as
+// ids are used. An entry is written when its node is made, before any object names it.
+inline constexpr std::uint32_t slab_node_ids = std::uint32_t{1} << 20;
+struct slab_node_ids_lock {
+  mutex mu;
+  std::uint32_t next ABSL_GUARDED_BY(mu) = 1;       // ids below it were handed out once
+  std::uint32_t free_head ABSL_GUARDED_BY(mu) = 0;  // ids given back (linked in slab_node_free)
 };
-struct cpu_slab_table {
-  cpu_slab slot[cpu_slab_caches];
-  int state;  // 0: no exit handler yet, 1: flushed at thread exit, 2: thread exiting
-};
-// Zero-initialized, never allocates: a preloaded malloc reaches it from inside malloc.
-inline cpu_slab_table& cpu_slabs() noexcept {
-  static thread_local constinit cpu_slab_table t{};
-  return t;
+inline constinit slab_node_ids_lock node_ids_instance{};
+inline slab_node_ids_lock& node_ids() noexcept { return node_ids_instance; }
+// Plain arrays of static storage (zeroed, no constructor: a preloaded malloc reaches them from
+// inside malloc); the entries are accessed through std::atomic_ref.
+inline kmem_cache_node* slab_node_table[slab_node_ids];
+inline std::uint32_t slab_node_free[slab_node_ids];  // guarded by node_ids().mu
+
+// The node an id names. relaxed: the entry was written before the object that names it was
+// handed out (the program's own synchronization carries it).
+MEMCG_ALWAYS_INLINE kmem_cache_node* node_of_id(std::uint32_t id) noexcept {
+  return std::atomic_ref<kmem_cache_node*>(slab_node_table[id]).load(std::memory_order_relaxed);
 }
-// Gives a slot's objects back to the backing allocator.
-inline void cpu_slab_flush(cpu_slab& s) noexcept {
-  void* p = s.head;
-  while (p) {
-    void* next;
-    std::memcpy(&next, p, sizeof next);
-    slab_backend::free(p);
-    p = next;
-  }
-  s.head = nullptr;
-  s.count = 0;
-}
-struct cpu_slab_holder {
-  ~cpu_slab_holder() {
-    slab_nesting_scope nested;  // the flush frees into the backing allocator
-    cpu_slab_table& t = cpu_slabs();
-    t.state = 2;
-    for (cpu_slab& s : t.slot) {
-      cpu_slab_flush(s);
-      s.serial = 0;
+// An id for n, or 0 when every id is taken.
+inline std::uint32_t node_id_take(kmem_cache_node* n) noexcept {
+  auto& t = node_ids();
+  std::uint32_t id = 0;
+  {
+    mutex_lock l(&t.mu);
+    if (t.free_head) {
+      id = t.free_head;
+      t.free_head = slab_node_free[id];
+    } else if (t.next < slab_node_ids) {
+      id = t.next++;
     }
   }
-};
-// The exit handler is registered on the first use of a slot; the state is published first,
-// because registering may allocate (a preloaded malloc), and that allocation finds it.
-MEMCG_NOINLINE inline void cpu_slab_arm(cpu_slab_table& t) noexcept {
-  t.state = 1;
-  static thread_local cpu_slab_holder holder;
-  (void)holder;
+  // relaxed: see node_of_id().
+  if (id) std::atomic_ref<kmem_cache_node*>(slab_node_table[id]).store(n, std::memory_order_relaxed);
+  return id;
+}
+inline void node_id_give_back(std::uint32_t id) noexcept {
+  if (!id) return;
+  auto& t = node_ids();
+  // relaxed: no object names the id any more.
+  std::atomic_ref<kmem_cache_node*>(slab_node_table[id]).store(nullptr, std::memory_order_relaxed);
+  mutex_lock l(&t.mu);
+  slab_node_free[id] = t.free_head;
+  t.free_head = id;
 }
 
 }  // namespace detail
-
-// Objects and bytes in use.
-struct slab_stat {
-  std::int64_t objects = 0;
-  std::int64_t bytes = 0;
-  slab_stat& operator+=(const slab_stat& o) noexcept {
-    objects += o.objects;
-    bytes += o.bytes;
-    return *this;
-  }
-};
 
 // The objects of one cache charged to one obj_cgroup (the unaccounted ones: objcg null): their
 // statistics, and for a reclaimable cache the group's reclaimer (the kernel's per-memcg list_lru
@@ -404,15 +229,20 @@ struct slab_stat {
 class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
  public:
   kmem_cache_node(kmem_cache* c, objcg* o, memcg::group* origin) noexcept
-      : cache_(c), objcg_(o), origin_(origin) {}
+      : cache_(c), objcg_(o), origin_(origin), id_(detail::node_id_take(this)) {}
+  ~kmem_cache_node() override { detail::node_id_give_back(id_); }
+  kmem_cache_node(const kmem_cache_node&) = delete;
+  kmem_cache_node& operator=(const kmem_cache_node&) = delete;
 
   kmem_cache& cache() const noexcept { return *cache_; }
   objcg* obj_cgroup() const noexcept { return objcg_; }
   // The group the objects were allocated in (it may be dead now).
   memcg::group* origin() const noexcept { return origin_; }
+  // What the objcg vector holds for its objects (0: no id could be had; the node is unusable).
+  std::uint32_t id() const noexcept { return id_; }
 
   // Owner-stripe add: relaxed, a statistic (readers sum stripes; exact when writers are quiet).
-  // bytes: only for the kmalloc caches (a fixed-size cache's bytes are objects * full size).
+  // bytes: only for large objects (a slab object's bytes are objects * full size).
   MEMCG_ALWAYS_INLINE void account_alloc(std::int64_t bytes) noexcept {
     add(&detail::stat_stripe::allocs, &detail::stat_stripe::bytes_in, bytes);
   }
@@ -452,11 +282,13 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
   kmem_cache* cache_;
   objcg* objcg_;
   memcg::group* origin_;
+  std::uint32_t id_;
   std::array<detail::stat_stripe, detail::slab_stripes> stripes_{};
 };
 
-// A cache of objects of one size and alignment (kmem_cache_create), or of any size (size 0:
-// the kmalloc caches, whose objects are charged their block's usable size).
+// A cache of objects of one size and alignment (kmem_cache_create), or, with size 0, a family
+// of size-class caches for objects of any size (the kmalloc caches: kmalloc-8 .. kmalloc-8k,
+// larger objects from mimalloc).
 class kmem_cache {
  public:
   // The program's shrinker of a reclaimable cache: free up to nr_objects of the objects it
@@ -470,288 +302,414 @@ class kmem_cache {
   // Requires: size <= max_object_size, align a power of two <= 4096 (kmem_cache_create checks).
   kmem_cache(std::string name, std::size_t size, std::size_t align, slab_flags flags,
              shrink_fn shrink = nullptr, void* shrink_ctx = nullptr, kind k = kind::kmem)
-      : name_(std::move(name)),
-        size_(size),
-        align_(std::max<std::size_t>(align, alignof(std::uintptr_t))),
-        tag_offset_((size + 7) & ~std::size_t{7}),
-        full_size_(size ? tag_offset_ + detail::obj_tag_size : 0),
-        flags_(flags),
-        kind_(k == kind::kmem ? (has(flags, slab_flags::reclaimable) ? kind::slab_reclaimable
-                                                                     : kind::slab_unreclaimable)
-                              : k),
-        shrink_(shrink),
-        shrink_ctx_(shrink_ctx),
-        serial_(new_serial()),
-        cpu_limit_(cpu_limit(full_size_)),
-        unaccounted_(this, nullptr, nullptr) {
-    registry().add(this);
-  }
+      : kmem_cache(std::move(name), size, align, flags, shrink, shrink_ctx, k, nullptr) {}
   kmem_cache(const kmem_cache&) = delete;
   kmem_cache& operator=(const kmem_cache&) = delete;
 
-  // Destruction with live objects is reported on stderr and the nodes are leaked; the objects
-  // must not be freed afterwards (kmem_cache_destroy() keeps such a cache instead).
+  // Destruction with live objects is reported on stderr and the nodes and pages are leaked;
+  // the objects must not be freed afterwards (kmem_cache_destroy() keeps such a cache instead).
   ~kmem_cache() {
-    flush_cpu_slab();
-    registry().remove(this);
+    pool_.retire();
+    for (auto& c : classes_) c->pool_.retire();
     slab_stat s = stat();
-    detail::mutex_lock l(&mu_);
-    for (auto& [o, n] : nodes_)
-      if (n->group()) n->group()->hierarchy().unregister_reclaimer(*n);
     if (s.objects != 0) {
       std::fprintf(stderr,
                    "memcg: kmem_cache %s destroyed with %lld live objects (%lld bytes); leaked\n",
                    name_.c_str(), static_cast<long long>(s.objects),
                    static_cast<long long>(s.bytes));
-      for (auto& [o, n] : nodes_) (void)n.release();
-      for (auto& n : orphans_) (void)n.release();
-      leaked_ = true;
+      leak();
     }
+    classes_.clear();
+    detail::mutex_lock l(&mu_);
+    for (auto& [o, n] : nodes_)
+      if (n->group()) n->group()->hierarchy().unregister_reclaimer(*n);
   }
 
   const std::string& name() const noexcept { return name_; }
   std::size_t object_size() const noexcept { return size_; }
   std::size_t align() const noexcept { return align_; }
-  // obj_full_size(): what one object is charged (0 for the kmalloc caches: per object).
+  // obj_full_size(): what one object is charged (0 for a family and for caches of large
+  // objects: per object, their block).
   std::size_t full_size() const noexcept { return full_size_; }
   slab_flags flags() const noexcept { return flags_; }
   kind charge_kind() const noexcept { return kind_; }
   bool reclaimable() const noexcept { return has(flags_, slab_flags::reclaimable); }
+  // Slab geometry: bytes from one object to the next, objects per 64 KiB page, pages held
+  // (0, 0, 0 for a family and for caches of large objects).
+  std::size_t stride() const noexcept { return pool_.stride(); }
+  std::size_t objects_per_slab() const noexcept { return pool_.capacity(); }
+  std::int64_t slab_pages() const noexcept { return pool_.pages(); }
+  // A family's size-class cache for objects of `size` bytes (nullptr: none, a large size; or
+  // this is no family).
+  kmem_cache* size_class(std::size_t size) noexcept {
+    int i = detail::kmalloc_index(size);
+    return classes_.empty() || i >= detail::kmalloc_nr_classes ? nullptr
+                                                              : classes_[static_cast<std::size_t>(i)].get();
+  }
 
   // kmem_cache_alloc(): one object, charged to the active memcg if the cache accounts or
   // flags has __GFP_ACCOUNT (and a memcg is active). nullptr when refused.
   MEMCG_ALWAYS_INLINE void* alloc(gfp flags = GFP_KERNEL) noexcept {
     MEMCG_ASSERT(1, size_ != 0);
     group* g = active_memcg<sync::atomic>();
-    detail::cpu_slab& s = cpu_slot();
-    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
-    if (MEMCG_UNLIKELY(s.serial != serial)) cpu_adopt(s, serial);
+    objcg* o = g && (has(flags_, slab_flags::account) || has(flags, __GFP_ACCOUNT)) ? g->objcg()
+                                                                                     : nullptr;
+    if (MEMCG_UNLIKELY(large_)) return alloc_large(size_, align_, flags, o);
+    return alloc_obj(flags, o);
+  }
+
+  // kmem_cache_free(): from any thread; nullptr is a no-op. The charge goes back through the
+  // object's obj_cgroup (to the parent after rmdir).
+  MEMCG_ALWAYS_INLINE void free(void* p) noexcept {
+    if (MEMCG_UNLIKELY(!p)) return;
+    MEMCG_ASSERT(1, size_ != 0);
+    if (MEMCG_UNLIKELY(large_)) return free_large(p, "kmem_cache_free");
+    free_obj(p, "kmem_cache_free");
+  }
+
+  // kmem_cache_shrink(): the calling thread's heap of this cache, and the heaps of exited
+  // threads, collect their remote frees and give their empty pages back (a family: every class).
+  void flush_cpu_slab() noexcept {
+    pool_.shrink();
+    for (auto& c : classes_) c->pool_.shrink();
+  }
+
+  // ---- variable-size objects (a family) ----
+
+  // An object of `size` bytes charged to o (nullptr: not charged): from the size class that
+  // holds it (aligned to align), else a large object. zero: zeroed memory. Refuses size 0 and
+  // sizes beyond max_object_size.
+  MEMCG_ALWAYS_INLINE void* alloc_bytes(std::size_t size, std::size_t align, gfp flags,
+                                        objcg* o) noexcept {
+    MEMCG_ASSERT(1, size_ == 0);
+    int i = detail::kmalloc_index(size, align);
+    if (MEMCG_LIKELY(i < detail::kmalloc_nr_classes))
+      return classes_[static_cast<std::size_t>(i)]->alloc_obj(flags, o);
+    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
+    return alloc_large(size, align, flags, o);
+  }
+  // A variable-size object of no cache at all (a record without a node): neither charged nor
+  // counted. For allocators that must serve before any cache can exist (a preloaded malloc
+  // building itself). free_bytes() takes it.
+  static void* alloc_raw(std::size_t size, std::size_t align, bool zero) noexcept {
+    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
+    return detail::large_alloc(size, std::max<std::size_t>(align, alignof(std::uintptr_t)), zero);
+  }
+
+  // kfree() of an object of a family (any of them: its page or its record names it).
+  MEMCG_ALWAYS_INLINE static void free_bytes(void* p) noexcept {
+    if (MEMCG_UNLIKELY(!p)) return;
+    if (MEMCG_LIKELY(detail::slab_pages().contains(p))) {
+      auto* c = static_cast<kmem_cache*>(detail::slab_of(p)->cache);
+      if constexpr (MEMCG_DEBUG >= 1)
+        if (!c || !c->parent_) detail::slab_bad_free("kfree", p);
+      c->free_obj(p, "kfree");
+      return;
+    }
+    free_large_any(p);
+  }
+  // ksize(): the usable bytes of an object of a family: its size class, or its block.
+  static std::size_t usable_size(void* p) noexcept {
+    if (!p) return 0;
+    if (detail::slab_pages().contains(p)) return detail::slab_of(p)->stride;
+    return detail::large_record(p)->size;
+  }
+  // The kmem_cache_node of a live object (any cache).
+  static kmem_cache_node* node_of(void* p) noexcept {
+    if (detail::slab_pages().contains(p)) {
+      detail::slab_page* pg = detail::slab_of(p);
+      return detail::node_of_id(pg->ids()[pg->index(p)]);
+    }
+    return static_cast<kmem_cache_node*>(detail::large_record(p)->node);
+  }
+
+  // ---- statistics ----
+
+  // Objects and bytes (charged sizes) in use in this cache (a family: with its classes).
+  slab_stat stat() {
+    slab_stat s;
+    {
+      detail::mutex_lock l(&mu_);
+      s = unaccounted_.stat();
+      for (auto& [o, n] : nodes_) s += n->stat();
+      for (auto& n : orphans_) s += n->stat();
+    }
+    for (auto& c : classes_) s += c->stat();
+    return s;
+  }
+  // ... charged to g: objects allocated in g, or in dead descendants whose handles now reach g.
+  slab_stat stat(const group& g) {
+    slab_stat s;
+    {
+      detail::mutex_lock l(&mu_);
+      for (auto& [o, n] : nodes_)
+        if (o->memcg() == &g) s += n->stat();
+    }
+    for (auto& c : classes_) s += c->stat(g);
+    return s;
+  }
+  // Objects allocated without a charge.
+  slab_stat stat_unaccounted() const noexcept {
+    slab_stat s = unaccounted_.stat();
+    for (auto& c : classes_) s += c->stat_unaccounted();
+    return s;
+  }
+
+  // fork(2) (slab_fork_prepare()): every cache's lock; then (slab_pools_fork_prepare()) every
+  // pool's.
+  static void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    detail::slab_pools().mu.lock();
+    for_each_raw([](kmem_cache& c) ABSL_NO_THREAD_SAFETY_ANALYSIS { c.mu_.lock(); });
+  }
+  // After the hierarchy's locks (a shrinker may allocate inside reclaim): every pool's lock,
+  // then the registry's retire lock (under which no other lock is taken).
+  static void pools_fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for_each_raw([](kmem_cache& c) { c.pool_.fork_prepare(); });
+    detail::slab_pools().retire_mu.lock();
+  }
+  static void pools_fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    detail::slab_pools().retire_mu.unlock();
+    for_each_raw([](kmem_cache& c) { c.pool_.fork_parent(); });
+  }
+  static void pools_fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    detail::slab_pools().retire_mu.reset_after_fork();
+    for_each_raw([](kmem_cache& c) { c.pool_.fork_child(); });
+  }
+  static void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for_each_raw([](kmem_cache& c) ABSL_NO_THREAD_SAFETY_ANALYSIS { c.mu_.unlock(); });
+    detail::slab_pools().mu.unlock();
+  }
+  // The child: fresh locks (the parent's forking thread held them; nobody else lives here).
+  static void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for_each_raw([](kmem_cache& c) { c.mu_.reset_after_fork(); });
+    detail::slab_pools().mu.reset_after_fork();
+  }
+
+  // Every live cache but the size classes of a family (their family counts them), for
+  // per-group totals.
+  template <class Fn>
+  static void for_each(Fn fn) {
+    detail::slab_pool::for_each([&](detail::slab_pool& p) {
+      auto* c = static_cast<kmem_cache*>(p.cache());
+      if (!c->parent_) fn(*c);
+    });
+  }
+
+  // memory.kmem.slabinfo: one row per cache with slab pages that has objects charged to g (g
+  // nullptr: every such cache, with its pages: /proc/slabinfo), sorted by name.
+  static std::vector<detail::slabinfo_row> slabinfo(const group* g) {
+    std::vector<detail::slabinfo_row> rows;
+    detail::slab_pool::for_each([&](detail::slab_pool& p) {
+      if (!p.stride()) return;
+      auto* c = static_cast<kmem_cache*>(p.cache());
+      slab_stat s = g ? c->stat(*g) : c->stat();
+      std::int64_t per = static_cast<std::int64_t>(c->objects_per_slab());
+      std::int64_t pages = g ? (s.objects + per - 1) / per : c->slab_pages();
+      if (g ? s.objects == 0 : pages == 0 && s.objects == 0) return;
+      detail::slabinfo_row r;
+      r.name = c->name_;
+      r.active_objs = s.objects;
+      r.num_objs = g ? s.objects : pages * per;
+      r.objsize = static_cast<std::int64_t>(c->stride());
+      r.objperslab = per;
+      r.pagesperslab = static_cast<std::int64_t>(detail::slab_page_size / page_size);
+      r.active_slabs = r.num_slabs = pages;
+      rows.push_back(std::move(r));
+    });
+    std::sort(rows.begin(), rows.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+    return rows;
+  }
+
+ private:
+  friend class kmem_cache_node;
+
+  kmem_cache(std::string name, std::size_t size, std::size_t align, slab_flags flags,
+             shrink_fn shrink, void* shrink_ctx, kind k, kmem_cache* parent)
+      : name_(std::move(name)),
+        size_(size),
+        align_(std::max<std::size_t>(align, alignof(std::uintptr_t))),
+        large_(size != 0 && stride_of(size, align_) > detail::slab_max_stride),
+        full_size_(size == 0 || large_ ? 0 : stride_of(size, align_) + sizeof(std::uint32_t)),
+        flags_(flags),
+        kind_(k == kind::kmem ? (has(flags, slab_flags::reclaimable) ? kind::slab_reclaimable
+                                                                     : kind::slab_unreclaimable)
+                              : k),
+        shrink_(shrink),
+        shrink_ctx_(shrink_ctx),
+        parent_(parent),
+        unaccounted_(this, nullptr, nullptr),
+        pool_(this, size == 0 || large_ ? 0 : stride_of(size, align_)) {
+    if (size == 0) {
+      for (std::uint32_t cs : detail::kmalloc_class_size) {
+        std::string n = name_ + "-" + (cs >= 1024 ? std::to_string(cs / 1024) + "k"
+                                                  : std::to_string(cs));
+        classes_.emplace_back(new kmem_cache(std::move(n), cs, 0, flags, nullptr, nullptr, kind_, this));
+      }
+    }
+    // release: pairs with control.hpp's acquire (the function is code: nothing else to see).
+    detail::slabinfo_source.store(&slabinfo_of_group, std::memory_order_release);
+  }
+  static std::vector<detail::slabinfo_row> slabinfo_of_group(const void* g) {
+    return slabinfo(static_cast<const group*>(g));
+  }
+  static constexpr std::size_t stride_of(std::size_t size, std::size_t align) noexcept {
+    std::size_t s = (size + 7) & ~std::size_t{7};
+    return (s + align - 1) & ~(align - 1);
+  }
+
+  void leak() noexcept {
+    pool_.leak();
+    for (auto& c : classes_) c->leak();
+    detail::mutex_lock l(&mu_);
+    for (auto& [o, n] : nodes_) (void)n.release();
+    for (auto& n : orphans_) (void)n.release();
+    for (auto& c : classes_) (void)c.release();
+  }
+
+  // Every pool's cache, size classes included (the registry's lock held).
+  template <class Fn>
+  static void for_each_raw(Fn fn) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    auto& r = detail::slab_pools();
+    for (detail::slab_pool* p = r.head; p; p = p->next()) fn(*static_cast<kmem_cache*>(p->cache()));
+  }
+
+  // One slab object charged to o (nullptr: not charged).
+  MEMCG_ALWAYS_INLINE void* alloc_obj(gfp flags, objcg* o) noexcept {
+    detail::slab_slot& s = pool_.slot();
+    if (MEMCG_UNLIKELY(s.serial != pool_.serial()) && !pool_.adopt(s)) return nullptr;
     kmem_cache_node* n = &unaccounted_;
-    objcg* o = nullptr;
-    if (g && (has(flags_, slab_flags::account) || has(flags, __GFP_ACCOUNT))) {
-      o = g->objcg();
+    if (o) {
       n = MEMCG_LIKELY(s.o == o) ? static_cast<kmem_cache_node*>(s.n) : node_slow(o);
       if (MEMCG_UNLIKELY(!n)) return nullptr;
     }
-    // The block first (the free list, else the backing allocator), then the charge: a charge
-    // that reclaims may run code that uses the slot.
-    // MEMCG_FAULT: a failed backing allocation injected by a test build (memcg/detail/fault.hpp).
-    void* p = s.head;
+    // The object first, then the charge: a charge that reclaims may run code that uses the
+    // slot. MEMCG_FAULT: a failed backing allocation injected by a test build.
     if (MEMCG_FAULT(backing_alloc, this)) return nullptr;
-    if (MEMCG_LIKELY(p != nullptr)) {
-      std::memcpy(&s.head, p, sizeof(void*));
-      --s.count;
-    } else if (MEMCG_UNLIKELY(!(p = detail::slab_backend::alloc(full_size_, align_))))
-      return nullptr;
+    void* p = pool_.alloc(s);
+    if (MEMCG_UNLIKELY(!p)) return nullptr;
     if (o && MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, static_cast<std::int64_t>(full_size_),
                                                flags))) {
-      release(p);
+      pool_.free(p);
       return nullptr;
     }
-    set_tag(static_cast<char*>(p) + tag_offset_, n);
+    detail::slab_page* pg = detail::slab_of(p);
+    pg->ids()[pg->index(p)] = n->id_;
     n->account_alloc(0);
     if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
     return p;
   }
 
-  // kmem_cache_free(): from any thread; nullptr is a no-op. The charge goes back through the
-  // object's obj_cgroup (to the parent after rmdir); the block goes to the thread's free list
-  // while it is short, else back to the backing allocator.
-  MEMCG_ALWAYS_INLINE void free(void* p) noexcept {
-    if (MEMCG_UNLIKELY(!p)) return;
-    MEMCG_ASSERT(1, size_ != 0);
-    kmem_cache_node* n = take_tag(p, static_cast<char*>(p) + tag_offset_, "kmem_cache_free");
-    MEMCG_ASSERT(1, &n->cache() == this || (detail::slab_bad_free("kmem_cache_free", p), false));
+  MEMCG_ALWAYS_INLINE void free_obj(void* p, const char* what) noexcept {
+    detail::slab_page* pg = detail::slab_of(p);
+    if constexpr (MEMCG_DEBUG >= 1)
+      if (!detail::slab_pages().contains(p) || pg->cache != this || !pg->is_object(p))
+        detail::slab_bad_free(what, p);
+    std::uint32_t& e = pg->ids()[pg->index(p)];
+    std::uint32_t id = e;
+    if constexpr (MEMCG_DEBUG >= 1) {
+      if (id == 0) detail::slab_bad_free(what, p);
+      e = 0;
+    }
+    (void)what;
+    // The thread's hint first (the node of its last allocation): no dependent load.
+    detail::slab_slot& s = pool_.slot();
+    kmem_cache_node* n = MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())
+                             ? static_cast<kmem_cache_node*>(s.n)
+                             : detail::node_of_id(id);
     n->account_free(0);
     if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
-    release(p);
+    pool_.free(p);
   }
 
-  // kmem_cache_shrink(): the calling thread's free list of this cache goes back to the backing
-  // allocator (other threads' lists go at their exit, or when they next use them after the
-  // cache is gone).
-  void flush_cpu_slab() noexcept {
-    detail::cpu_slab& s = cpu_slot();
-    if (s.serial == serial_.load(std::memory_order_relaxed)) detail::cpu_slab_flush(s);
-  }
-
- private:
-  // A free block: onto the thread's free list while it is short, else to the backing allocator.
-  MEMCG_ALWAYS_INLINE void release(void* p) noexcept {
-    detail::cpu_slab& s = cpu_slot();
-    if (MEMCG_LIKELY(s.serial == serial_.load(std::memory_order_relaxed) && s.count < s.limit)) {
-      std::memcpy(p, &s.head, sizeof(void*));
-      s.head = p;
-      ++s.count;
-      return;
-    }
-    free_slow(s, p);
-  }
-
- public:
-  // ---- variable-size objects (the kmalloc caches) ----
-
-  // An object of `size` bytes charged to o (nullptr: not charged), charged its block's usable
-  // size. zero: zeroed memory. Refuses size 0 and sizes beyond max_object_size.
-  void* alloc_bytes(std::size_t size, std::size_t align, gfp flags, objcg* o) noexcept {
-    MEMCG_ASSERT(1, size_ == 0);
-    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
+  // A large object charged to o (nullptr: not charged), charged its whole block.
+  void* alloc_large(std::size_t size, std::size_t align, gfp flags, objcg* o) noexcept {
     kmem_cache_node* n = &unaccounted_;
     if (o && MEMCG_UNLIKELY(!(n = node(o)))) return nullptr;
-    std::size_t want = ((size + 7) & ~std::size_t{7}) + detail::obj_tag_size;
-    align = std::max<std::size_t>(align, alignof(std::uintptr_t));
-    void* p = MEMCG_FAULT(backing_alloc, this) ? nullptr
-              : has(flags, __GFP_ZERO) && align <= alignof(std::max_align_t)
-                  ? detail::slab_backend::zalloc(want)
-                  : detail::slab_backend::alloc(want, align);
+    if (MEMCG_FAULT(backing_alloc, this)) return nullptr;
+    void* p = detail::large_alloc(size, align, has(flags, __GFP_ZERO));
     if (MEMCG_UNLIKELY(!p)) return nullptr;
-    std::size_t usable = detail::slab_backend::usable(p);
-    auto full = static_cast<std::int64_t>(usable);
+    detail::large_header* h = detail::large_record(p);
+    std::int64_t full = detail::large_charge(h);
     if (o && MEMCG_UNLIKELY(!obj_cgroup_charge(o, kind_, full, flags))) {
-      detail::slab_backend::free(p);
+      detail::large_free(p);
       return nullptr;
     }
-    if (has(flags, __GFP_ZERO) && align > alignof(std::max_align_t)) std::memset(p, 0, size);
-    set_tag(static_cast<char*>(p) + usable - detail::obj_tag_size, n);
+    h->node = n;
     n->account_alloc(full);
     return p;
   }
-  // A variable-size object of no cache at all (tag without a node): neither charged nor
-  // counted. For allocators that must serve before any cache can exist (a preloaded malloc
-  // building itself). free_bytes() takes it.
-  static void* alloc_raw(std::size_t size, std::size_t align, bool zero) noexcept {
-    if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
-    std::size_t want = ((size + 7) & ~std::size_t{7}) + detail::obj_tag_size;
-    align = std::max<std::size_t>(align, alignof(std::uintptr_t));
-    void* p = zero && align <= alignof(std::max_align_t) ? detail::slab_backend::zalloc(want)
-                                                         : detail::slab_backend::alloc(want, align);
-    if (MEMCG_UNLIKELY(!p)) return nullptr;
-    if (zero && align > alignof(std::max_align_t)) std::memset(p, 0, size);
-    std::size_t usable = detail::slab_backend::usable(p);
-    set_tag(static_cast<char*>(p) + usable - detail::obj_tag_size, nullptr);
-    return p;
+  void free_large(void* p, const char* what) noexcept {
+    if constexpr (MEMCG_DEBUG >= 1) {
+      if (detail::slab_pages().contains(p) || !detail::large_is_live(p)) detail::slab_bad_free(what, p);
+      auto* n = static_cast<kmem_cache_node*>(detail::large_record(p)->node);
+      if (!n || n->cache_ != this) detail::slab_bad_free(what, p);
+    }
+    (void)what;
+    release_large(p);
   }
-
-  // kfree() of an object of a variable-size cache (any of them: the tag names it).
-  static void free_bytes(void* p) noexcept {
-    if (MEMCG_UNLIKELY(!p)) return;
+  static void free_large_any(void* p) noexcept {
     if constexpr (MEMCG_DEBUG >= 1)
-      if (!detail::slab_backend::owns(p)) detail::slab_bad_free("kfree", p);
-    std::size_t usable = detail::slab_backend::usable(p);
-    // A freed block may report no usable size (the system allocator of sanitizer builds).
-    if constexpr (MEMCG_DEBUG >= 1)
-      if (usable < detail::obj_tag_size) detail::slab_bad_free("kfree", p);
-    kmem_cache_node* n =
-        take_tag(p, static_cast<char*>(p) + usable - detail::obj_tag_size, "kfree");
-    if (MEMCG_UNLIKELY(!n)) {  // alloc_raw()
-      detail::slab_backend::free(p);
+      if (!detail::large_is_live(p)) detail::slab_bad_free("kfree", p);
+    auto* n = static_cast<kmem_cache_node*>(detail::large_record(p)->node);
+    if (!n) {  // alloc_raw()
+      detail::large_free(p);
       return;
     }
-    MEMCG_ASSERT(1, n->cache().size_ == 0 || (detail::slab_bad_free("kfree", p), false));
-    auto full = static_cast<std::int64_t>(usable);
+    if constexpr (MEMCG_DEBUG >= 1)
+      if (n->cache_->size_ != 0) detail::slab_bad_free("kfree", p);
+    n->cache_->release_large(p);
+  }
+  void release_large(void* p) noexcept {
+    detail::large_header* h = detail::large_record(p);
+    auto* n = static_cast<kmem_cache_node*>(h->node);
+    std::int64_t full = detail::large_charge(h);
     n->account_free(full);
-    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, n->cache().kind_, full);
-    detail::slab_backend::free(p);
-  }
-  // ksize(): the usable bytes of an object of a variable-size cache.
-  static std::size_t usable_size(void* p) noexcept {
-    return p ? detail::slab_backend::usable(p) - detail::obj_tag_size : 0;
-  }
-  // The kmem_cache_node of a live object (either kind of cache).
-  kmem_cache_node* node_of(void* p) const noexcept {
-    char* t = static_cast<char*>(p) +
-              (size_ ? tag_offset_ : detail::slab_backend::usable(p) - detail::obj_tag_size);
-    std::uintptr_t v;
-    std::memcpy(&v, t, sizeof v);
-    return reinterpret_cast<kmem_cache_node*>(v & ~std::uintptr_t{7});
+    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, full);
+    detail::large_free(p);
   }
 
-  // ---- statistics ----
-
-  // Objects and bytes (charged sizes) in use in this cache.
-  slab_stat stat() {
-    detail::mutex_lock l(&mu_);
-    slab_stat s = unaccounted_.stat();
-    for (auto& [o, n] : nodes_) s += n->stat();
-    for (auto& n : orphans_) s += n->stat();
-    return s;
+  // The node of o (not null) through the thread's hint: one compare on the hot path.
+  MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
+    detail::slab_slot& s = pool_.slot();
+    if (MEMCG_LIKELY(s.serial == pool_.serial() && s.o == o))
+      return static_cast<kmem_cache_node*>(s.n);
+    return node_slow(o);
   }
-  // ... charged to g: objects allocated in g, or in dead descendants whose handles now reach g.
-  slab_stat stat(const group& g) {
-    detail::mutex_lock l(&mu_);
-    slab_stat s;
-    for (auto& [o, n] : nodes_)
-      if (o->memcg() == &g) s += n->stat();
-    return s;
-  }
-  // Objects allocated without a charge.
-  slab_stat stat_unaccounted() const noexcept { return unaccounted_.stat(); }
-
-  // fork(2) (slab_fork_prepare()): the registry's lock, then every cache's.
-  static void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    auto& r = registry();
-    r.mu.lock();
-    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.lock();
-  }
-  static void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    auto& r = registry();
-    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.unlock();
-    r.mu.unlock();
-  }
-  // The child: fresh locks (the parent's forking thread held them; nobody else lives here).
-  static void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    auto& r = registry();
-    for (kmem_cache* c = r.head; c; c = c->next_) c->mu_.reset_after_fork();
-    r.mu.reset_after_fork();
-  }
-
-  // Every live cache (kmalloc caches included), for per-group totals.
-  template <class Fn>
-  static void for_each(Fn fn) {
-    auto& r = registry();
-    detail::mutex_lock l(&r.mu);
-    for (kmem_cache* c = r.head; c; c = c->next_) fn(*c);
-  }
-
- private:
-  friend class kmem_cache_node;
-  friend struct detail::list_ops;  // the registry list (next_, prev_)
-
-
- public:
-  // Every live cache, an intrusive list: constant-initialized, never allocates. (Not API.)
-  struct cache_registry {
-    detail::mutex mu;
-    kmem_cache* head ABSL_GUARDED_BY(mu) = nullptr;
-    std::uint32_t cpu_used ABSL_GUARDED_BY(mu) = 0;  // bit i: slot i belongs to one live cache
-    // Caches beyond the slots share them round-robin.
-    std::uint32_t cpu_next ABSL_GUARDED_BY(mu) = 0;
-    static_assert(detail::cpu_slab_caches <= 32);
-    void add(kmem_cache* c) {
-      detail::mutex_lock l(&mu);
-      c->cpu_owns_index_ = false;
-      c->cpu_index_ = static_cast<int>(cpu_next++ % detail::cpu_slab_caches);
-      for (int i = 0; i < detail::cpu_slab_caches; ++i)
-        if (!(cpu_used & (1u << i))) {
-          cpu_used |= 1u << i;
-          c->cpu_index_ = i;
-          c->cpu_owns_index_ = true;
-          break;
-        }
-      detail::list_ops::push_front(head, *c);
+  MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
+    kmem_cache_node* n = nullptr;
+    bool created = false;
+    bool ok = detail::call_catching([&] {
+      detail::mutex_lock l(&mu_);
+      auto& slot = nodes_[o];
+      if (!slot) {
+        auto made = std::make_unique<kmem_cache_node>(this, o, o->memcg());
+        if (!made->id_) return;  // every id is taken: the allocation is refused
+        slot = std::move(made);
+        created = true;
+      }
+      n = slot.get();
+    });
+    if (!ok || !n) {
+      detail::mutex_lock l(&mu_);
+      auto it = nodes_.find(o);
+      if (it != nodes_.end() && !it->second) nodes_.erase(it);
+      return nullptr;  // no memory (or no id) for the node: the allocation is refused
     }
-    void remove(kmem_cache* c) {
-      detail::mutex_lock l(&mu);
-      if (c->cpu_owns_index_) cpu_used &= ~(1u << c->cpu_index_);
-      detail::list_ops::unlink(head, *c);
+    auto& hook = detail::hierarchy_exit_hook<sync::atomic>;
+    // acquire/release: pairs with basic_hierarchy's destructor, which loads the hook (acquire).
+    if (created && !hook.load(std::memory_order_acquire))
+      hook.store(&forget_everywhere, std::memory_order_release);
+    if (created && reclaimable()) {
+      group* g = o->memcg();
+      g->hierarchy().register_reclaimer(*g, *n);
     }
-  };
-
- private:
-  static cache_registry& registry() noexcept;
-  static std::uint64_t new_serial() noexcept {
-    static std::atomic<std::uint64_t> s{0};
-    return s.fetch_add(1, std::memory_order_relaxed) + 1;  // a unique name, nothing published
+    detail::slab_slot& s = pool_.slot();
+    if (s.serial != pool_.serial() && !pool_.adopt(s)) return n;
+    s.o = o;
+    s.n = n;
+    s.id = n->id_;
+    return n;
   }
 
   // The hierarchy h is being destroyed: its nodes go. A node with live objects (a program that
@@ -774,136 +732,32 @@ class kmem_cache {
       }
       nodes_.erase(it);
     }
-    serial_.store(new_serial(), std::memory_order_relaxed);  // hints compare names only
+    pool_.renew_serial();  // hints compare names only
   }
   static void forget_everywhere(memcg::hierarchy* h) {
-    for_each([h](kmem_cache& c) { c.forget(h); });
-  }
-
-  // Free objects a thread keeps for a cache: up to cpu_slab_bytes of them, 32 at most; none in
-  // sanitizer builds (the sanitizer must see every free) nor for the kmalloc caches.
-  static std::uint32_t cpu_limit(std::size_t full) noexcept {
-#if defined(MEMCG_SLAB_SYSTEM_ALLOCATOR)
-    (void)full;
-    return 0;
-#else
-    if (full == 0) return 0;
-    std::size_t n = detail::cpu_slab_bytes / full;
-    n = std::min<std::size_t>(n, detail::cpu_slab_max_objects);
-    return n < 2 ? 0 : static_cast<std::uint32_t>(n);
-#endif
-  }
-  // The calling thread's slot of this cache (the thread's free list and node hint).
-  MEMCG_ALWAYS_INLINE detail::cpu_slab& cpu_slot() noexcept {
-    return detail::cpu_slabs().slot[cpu_index_];
-  }
-  // The slot names another cache (or an older serial of this one, or none): its objects go back
-  // to the backing allocator and the slot is this cache's, with no hint.
-  MEMCG_NOINLINE void cpu_adopt(detail::cpu_slab& s, std::uint64_t serial) noexcept {
-    detail::cpu_slab_table& t = detail::cpu_slabs();
-    detail::cpu_slab_flush(s);
-    if (t.state == 0) detail::cpu_slab_arm(t);
-    s.o = nullptr;
-    s.n = &unaccounted_;
-    s.limit = t.state == 1 ? cpu_limit_ : 0;  // an exiting thread keeps nothing
-    s.serial = serial;
-  }
-  MEMCG_NOINLINE void free_slow(detail::cpu_slab& s, void* p) noexcept {
-    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
-    if (s.serial != serial) cpu_adopt(s, serial);
-    if (s.count < s.limit) {
-      std::memcpy(p, &s.head, sizeof(void*));
-      s.head = p;
-      ++s.count;
-      return;
-    }
-    detail::slab_backend::free(p);
-  }
-
-  // The node of o (not null) through the thread's hint: one compare on the hot path.
-  MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
-    detail::cpu_slab& s = cpu_slot();
-    if (MEMCG_LIKELY(s.serial == serial_.load(std::memory_order_relaxed) && s.o == o))
-      return static_cast<kmem_cache_node*>(s.n);
-    return node_slow(o);
-  }
-  MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
-    kmem_cache_node* n = nullptr;
-    bool created = false;
-    bool ok = detail::call_catching([&] {
-      detail::mutex_lock l(&mu_);
-      auto& slot = nodes_[o];
-      if (!slot) {
-        slot = std::make_unique<kmem_cache_node>(this, o, o->memcg());
-        created = true;
-      }
-      n = slot.get();
-    });
-    if (!ok) return nullptr;  // no memory for the node: the allocation is refused
-    auto& hook = detail::hierarchy_exit_hook<sync::atomic>;
-    if (created && !hook.load(std::memory_order_acquire))
-      hook.store(&forget_everywhere, std::memory_order_release);
-    if (created && reclaimable()) {
-      group* g = o->memcg();
-      g->hierarchy().register_reclaimer(*g, *n);
-    }
-    detail::cpu_slab& s = cpu_slot();
-    std::uint64_t serial = serial_.load(std::memory_order_relaxed);
-    if (s.serial != serial) cpu_adopt(s, serial);
-    s.o = o;
-    s.n = n;
-    return n;
-  }
-
-  MEMCG_ALWAYS_INLINE static void set_tag(char* t, kmem_cache_node* n) noexcept {
-    std::uintptr_t v = reinterpret_cast<std::uintptr_t>(n) | detail::obj_tag_live;
-    std::memcpy(t, &v, sizeof v);
-  }
-  MEMCG_ALWAYS_INLINE static kmem_cache_node* take_tag(void* p, char* t, const char* what) noexcept {
-    std::uintptr_t v;
-    std::memcpy(&v, t, sizeof v);
-    if constexpr (MEMCG_DEBUG >= 1) {
-      if ((v & 7) != detail::obj_tag_live) detail::slab_bad_free(what, p);
-      std::uintptr_t dead = 0;
-      std::memcpy(t, &dead, sizeof dead);
-    }
-    (void)p;
-    (void)what;
-    return reinterpret_cast<kmem_cache_node*>(v & ~std::uintptr_t{7});
+    detail::slab_pool::for_each(
+        [&](detail::slab_pool& p) { static_cast<kmem_cache*>(p.cache())->forget(h); });
   }
 
   std::string name_;
   std::size_t size_;
   std::size_t align_;
-  std::size_t tag_offset_;
+  bool large_;  // objects beyond a slab page's largest stride: one block each, with a record
   std::size_t full_size_;
   slab_flags flags_;
   kind kind_;
   shrink_fn shrink_;
   void* shrink_ctx_;
-  // Names this cache in the threads' slots (free lists, node hints); renewed when nodes are
-  // forgotten.
-  std::atomic<std::uint64_t> serial_;
-  int cpu_index_ = 0;        // the threads' slot of this cache (cache_registry)
-  bool cpu_owns_index_ = false;  // ... its own, or shared with others when there are many
-  std::uint32_t cpu_limit_;  // free objects a thread keeps
+  kmem_cache* parent_;  // the family of a size class
+  std::vector<std::unique_ptr<kmem_cache>> classes_;  // a family's size classes
 
-  bool leaked_ = false;
-  // Nodes of dead hierarchies.
-  std::vector<std::unique_ptr<kmem_cache_node>> orphans_ ABSL_GUARDED_BY(mu_);
-  kmem_cache* next_ = nullptr;  // registry list
-  kmem_cache* prev_ = nullptr;
   detail::mutex mu_;
   absl::flat_hash_map<objcg*, std::unique_ptr<kmem_cache_node>> nodes_ ABSL_GUARDED_BY(mu_);
+  // Nodes of dead hierarchies.
+  std::vector<std::unique_ptr<kmem_cache_node>> orphans_ ABSL_GUARDED_BY(mu_);
   kmem_cache_node unaccounted_;
+  detail::slab_pool pool_;  // last: registered once the rest is built
 };
-
-namespace detail {
-inline constinit kmem_cache::cache_registry cache_registry_instance{};
-}  // namespace detail
-inline kmem_cache::cache_registry& kmem_cache::registry() noexcept {
-  return detail::cache_registry_instance;
-}
 
 inline slab_stat kmem_cache_node::stat() const noexcept {
   slab_stat r;
@@ -925,6 +779,10 @@ inline std::int64_t kmem_cache_node::scan(std::int64_t nr_pages, reclaim_filter 
       !objcg_)
     return 0;
   auto full = static_cast<std::int64_t>(cache_->full_size_);
+  if (!full) {  // large objects: their mean block
+    slab_stat s = stat();
+    full = s.objects ? std::max<std::int64_t>(1, s.bytes / s.objects) : 1;
+  }
   std::int64_t nr_objects = (nr_pages * page_size + full - 1) / full;
   std::int64_t freed = cache_->shrink_(cache_->shrink_ctx_, *cache_, *origin_, nr_objects);
   return freed * full / page_size;
@@ -959,7 +817,8 @@ class typed_kmem_cache {
 
 // ---- the kernel-style API ------------------------------------------------------------------
 
-// The kmalloc caches: objects of any size, slab_unreclaimable (kmalloc-cg-* in the kernel).
+// The kmalloc caches: kmalloc-8 .. kmalloc-8k and large objects, slab_unreclaimable
+// (kmalloc-cg-* in the kernel).
 inline kmem_cache& kmalloc_cache() {
   static kmem_cache* c = new kmem_cache("kmalloc", 0, 0, slab_flags::none);  // never destroyed
   return *c;
@@ -988,9 +847,8 @@ inline bool kmem_cache_destroy(kmem_cache* c) {
   delete c;
   return true;
 }
-// kmem_cache_shrink(): the free objects the calling thread keeps for c go back to the backing
-// allocator (each thread keeps a few per cache, the kernel's cpu slab; they are charged to
-// nobody). Other threads' go at their exit.
+// kmem_cache_shrink(): empty slab pages of the calling thread (and of exited threads) go back
+// to the system, after their remote frees are collected. Other threads' go as they empty.
 inline void kmem_cache_shrink(kmem_cache* c) noexcept {
   if (c) c->flush_cpu_slab();
 }
@@ -1002,9 +860,10 @@ inline void* kmem_cache_zalloc(kmem_cache* c, gfp flags) noexcept {
 }
 MEMCG_ALWAYS_INLINE void kmem_cache_free(kmem_cache* c, void* p) noexcept { c->free(p); }
 
-// kmalloc(): size bytes, charged to the active memcg when flags has __GFP_ACCOUNT.
+// kmalloc(): size bytes from the size class that holds them (8 B .. 8 KiB; larger: a block of
+// its own), charged to the active memcg when flags has __GFP_ACCOUNT.
 // nullptr for size 0 (the kernel's ZERO_SIZE_PTR is not modelled), huge sizes, or a refusal.
-inline void* kmalloc(std::size_t size, gfp flags) noexcept {
+MEMCG_ALWAYS_INLINE void* kmalloc(std::size_t size, gfp flags) noexcept {
   group* g = has(flags, __GFP_ACCOUNT) ? active_memcg<sync::atomic>() : nullptr;
   return kmalloc_cache().alloc_bytes(size, 0, flags, g ? g->objcg() : nullptr);
 }
@@ -1018,12 +877,16 @@ inline void* kmalloc_array(std::size_t n, std::size_t size, gfp flags) noexcept 
 inline void* kcalloc(std::size_t n, std::size_t size, gfp flags) noexcept {
   return kmalloc_array(n, size, flags | __GFP_ZERO);
 }
-inline void kfree(const void* p) noexcept { kmem_cache::free_bytes(const_cast<void*>(p)); }
+MEMCG_ALWAYS_INLINE void kfree(const void* p) noexcept {
+  kmem_cache::free_bytes(const_cast<void*>(p));
+}
+// ksize(): the bytes usable from p: its size class (kmalloc-96: 96), or its block.
 inline std::size_t ksize(const void* p) noexcept {
   return kmem_cache::usable_size(const_cast<void*>(p));
 }
-// krealloc(): p itself when it is big enough; else a new object (charged as flags say) with
-// the old contents, and p freed. size 0 frees p and returns nullptr. On refusal p is untouched.
+// krealloc(): p itself when its size class (or block) holds size; else a new object (charged as
+// flags say) with the old contents, and p freed. size 0 frees p and returns nullptr. On refusal
+// p is untouched.
 inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
   if (!p) return kmalloc(size, flags);
   if (size == 0) {
@@ -1045,24 +908,31 @@ inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
 // shim registers them). prepare takes, in this order, the cache registry's and every cache's
 // locks (a cache's is held while it unregisters reclaimers), h's locks (reclaimers, tree,
 // limits, pressure registry, every group's pressure state: basic_hierarchy::fork_prepare()),
-// the thread stocks' registry and the statistics stripes' registry, so that nothing they
-// guard is half changed, and no lock a charge takes is held, when the process is copied;
-// the parent releases them. The child, where only the forking thread lives, gets fresh locks;
-// the other threads' stocks give back what they held and leave, and their statistics stripes
-// are free for the child's new threads (what they counted stays counted: their objects live
-// on in the child's copy of the memory). The other threads' free lists are lost to the child
-// (a few blocks each, charged to nobody).
+// every cache's page pool lock (a shrinker may allocate inside reclaim), the node ids', the
+// slab pages', the thread stocks' registry and the statistics stripes' registry, so that
+// nothing they guard is half changed, and no lock a charge takes is held, when the process is
+// copied; the parent releases them. The child, where only the forking thread lives, gets fresh
+// locks; the other threads' stocks give back what they held and leave, their heaps are
+// abandoned to their caches (pages and objects intact: the next thread that allocates adopts
+// them) and their statistics stripes are free for the child's new threads (what they counted
+// stays counted: their objects live on in the child's copy of the memory).
 // Requires: h is the only hierarchy whose locks can be held at fork (the others' callers must
 // not fork while they change them); the forking thread holds none of these locks.
 inline void slab_fork_prepare(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   kmem_cache::fork_prepare();
   h.fork_prepare();
+  kmem_cache::pools_fork_prepare();
+  detail::node_ids().mu.lock();
+  detail::slab_pages().fork_prepare();
   detail::stock_registry<sync::atomic>::instance().fork_prepare();
   detail::stripe_registry().mu.lock();
 }
 inline void slab_fork_parent(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   detail::stripe_registry().mu.unlock();
   detail::stock_registry<sync::atomic>::instance().fork_parent();
+  detail::slab_pages().fork_parent();
+  detail::node_ids().mu.unlock();
+  kmem_cache::pools_fork_parent();
   h.fork_parent();
   kmem_cache::fork_parent();
 }
@@ -1072,6 +942,9 @@ inline void slab_fork_child(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   std::intptr_t own = detail::slab_tls_stripe();  // i + 1: this thread's stripe i
   sr.used = own > 0 ? 1u << (own - 1) : 0;
   detail::stock_registry<sync::atomic>::instance().fork_child();
+  detail::slab_pages().fork_child();
+  detail::node_ids().mu.reset_after_fork();
+  kmem_cache::pools_fork_child();
   h.fork_child();
   kmem_cache::fork_child();
 }
@@ -1081,6 +954,11 @@ inline slab_stat slab_stat_of(const group& g) {
   slab_stat s;
   kmem_cache::for_each([&](kmem_cache& c) { s += c.stat(g); });
   return s;
+}
+
+// memory.kmem.slabinfo's rows for g (nullptr: the whole process).
+inline std::vector<detail::slabinfo_row> slabinfo_of(const group* g) {
+  return kmem_cache::slabinfo(g);
 }
 
 // ---- a standard allocator -------------------------------------------------------------------
