@@ -428,8 +428,8 @@ constexpr std::int64_t sk_sat_add(std::int64_t a, std::int64_t b) noexcept {
 }
 
 // Room of one level for socket pages (pages): the counters the socket accounting charges;
-// `parked`: pages the calling thread's stock (its CPU's) holds for the socket's group (a stock hit takes
-// them without the counters).
+// `parked`: pages the stocks hold for the socket's group (memcg_stock::parked_for(): a stock
+// hit takes them without the counters, a refused charge drains them first).
 template <sync_policy Sync>
 std::int64_t sock_level_room(const basic_group<Sync>& m, sock_accounting sa,
                              std::int64_t parked) noexcept {
@@ -507,10 +507,10 @@ void sock_room_check(basic_group<Sync>& g) noexcept {
   if (detail::sock_rooms_armed.load(std::memory_order_seq_cst) == 0) return;  // see sock_room_arm
   const sock_accounting sa = g.hierarchy().socket_accounting();
   basic_group<Sync>* live = g.live();
-  // Room as the advice of a socket of g on this thread sees it: the pages this thread's stock (its CPU's)
-  // holds for g count (a give-back at the limit parks them there, usage unchanged).
+  // Room as the advice of a socket of g sees it: the pages the stocks hold for g count (a
+  // give-back at the limit parks them there, usage unchanged; a charge gets them back).
   const std::int64_t parked =
-      sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(live) : 0;
+      sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::parked_for(live) : 0;
   for (basic_group<Sync>* m = live; m; m = m->parent())
     if (m->promises().armed.load_seq_cst() != 0 && detail::sock_unpromised(*m, sa, parked) > 0)
       detail::sock_room_fire(*m);
@@ -949,8 +949,8 @@ class basic_sock_memory {
   // Bytes one schedule can still be given beyond the forward allocation, for a socket that
   // promised `own`: the protocol's hard limit, and at every level up the tree the counters the
   // socket accounting charges (the memory counters, or the pages parked for the group in the
-  // calling thread's stock (its CPU's), whichever is larger: a stock hit skips the counters) less what the
-  // level's sockets promised, own promise excepted; negative when the others' promises exceed
+  // stocks, whichever is larger: a stock hit skips the counters) less what the level's sockets
+  // promised, own promise excepted; negative when the others' promises exceed
   // a level's room (then even the forward allocation is not for a new promise: promises
   // outstanding never exceed limit - usage plus what the sockets hold forward-allocated).
   // `bound`: the level that gave the minimum (nullptr: the protocol).
@@ -965,7 +965,7 @@ class basic_sock_memory {
     if (group* g = memcg()) {
       const sock_accounting sa = g->hierarchy().socket_accounting();
       const std::int64_t parked =
-          sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::local()->parked(g) : 0;
+          sa != sock_accounting::v1 ? detail::memcg_stock<Sync>::parked_for(g) : 0;
       for (group* m = g; m; m = m->parent()) {
         const std::int64_t b = detail::sock_unpromised(*m, sa, parked, own);
         if (b < r.bytes) r = {b, m};

@@ -319,6 +319,10 @@ class alignas(64) memcg_stock {
     int i = find_slot(g);
     return i < 0 ? 0 : slots_[i].nr_pages.load_relaxed();
   }
+  // Pages parked for g in every stock a charge of this thread would get back before refusing
+  // (a drain): per CPU, every CPU's stock, read where they lie (relaxed, no stock taken); per
+  // thread, the thread's own. What the socket window advice counts as room.
+  static std::int64_t parked_for(const group* g) noexcept;
   // Bytes of kind k parked for o in this stock (likewise).
   std::int64_t obj_parked(const objcg* o, int k) const noexcept {
     for (const obj_slot& s : obj_slots_)
@@ -1359,6 +1363,19 @@ memcg_stock<Sync>* memcg_stock<Sync>::create_local() noexcept {
   const pthread_key_t* key = registry.exit_key();
   if (!key || pthread_setspecific(*key, self) != 0) registry.remove(self);
   return self;
+}
+
+template <sync_policy Sync>
+std::int64_t memcg_stock<Sync>::parked_for(const group* g) noexcept {
+  if constexpr (per_cpu) {
+    if (!tls_view_.array) return local()->parked(g);  // no stock here: the off stock's 0
+    auto& registry = stock_registry<Sync>::instance();
+    std::int64_t n = 0;
+    for (int c = 0; c < registry.nr_cpus(); ++c) n += registry.cpu_array()[c].parked(g);
+    return n;
+  } else {
+    return local()->parked(g);
+  }
 }
 
 template <sync_policy Sync>
