@@ -25,10 +25,22 @@ grp<P>& make(hier<P>& h, const char* path) {
 // when they run on different CPUs.
 inline constexpr bool per_cpu_stocks = memcg::detail::per_cpu_stocks<memcg::sync::atomic>;
 
-// The i-th CPU the calling thread may run on; -1 if it may run on fewer.
+// The CPUs the process may run on, read at the first call (tests/main.cpp calls it before any
+// test pins its thread).
+inline const cpu_set_t& process_cpus() {
+  static const cpu_set_t cpus = [] {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) CPU_SET(0, &set);
+    return set;
+  }();
+  return cpus;
+}
+[[maybe_unused]] inline const bool process_cpus_read_early = CPU_COUNT(&process_cpus()) > 0;
+
+// The i-th CPU the process may run on; -1 if it may run on fewer.
 inline int allowed_cpu(int i) {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return -1;
+  const cpu_set_t& set = process_cpus();
   for (int c = 0; c < CPU_SETSIZE; ++c)
     if (CPU_ISSET(c, &set) && i-- == 0) return c;
   return -1;
