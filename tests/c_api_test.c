@@ -1,8 +1,10 @@
 /* The C API (memcg/memcg.h) from C99: every function, NULL handles and bad sizes, errors as
  * negative errno, the refusal reasons of every refusal source, sockets in caller storage. */
 #define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* sched_setaffinity, CPU_SET */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -1434,6 +1436,15 @@ static void test_window_promises(void) {
 
 int main(void) {
   memcg_refusal r;
+  /* One CPU: the tests count pages in the stocks, which are per CPU (a thread that migrated
+     would find another CPU's stock). */
+  int cpu = sched_getcpu();
+  if (cpu >= 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    (void)sched_setaffinity(0, sizeof one, &one);
+  }
   /* Before anything was refused on this thread. */
   memset(&r, 0, sizeof r);
   r.size = sizeof r;
