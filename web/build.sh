@@ -15,7 +15,7 @@ fi
 # Debian's emscripten runs its JavaScript optimizer with the `node` on PATH; Debian's acorn
 # lives in /usr/share/nodejs, which a node from elsewhere does not search.
 export NODE_PATH=/usr/share/nodejs${NODE_PATH:+:$NODE_PATH}
-if ! absl=$("$root/web/fetch-source.sh" abseil "$work/src" 2>"$work/fetch.log"); then
+if ! absl=$("$root/scripts/fetch-source.sh" abseil "$work/src" 2>"$work/fetch.log"); then
   cat "$work/fetch.log" >&2
   echo "web: could not fetch Abseil's source package; skipped" >&2
   exit 77

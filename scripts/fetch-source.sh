@@ -9,6 +9,10 @@ pkg=${1:?usage: fetch-source.sh PACKAGE DEST}
 dest=${2:?usage: fetch-source.sh PACKAGE DEST}
 mkdir -p "$dest"
 dest=$(cd "$dest" && pwd)
+# One fetch at a time per destination: ctest runs the tests that share a source tree (the lwIP
+# example and the installed-package test) in parallel.
+exec 9>"$dest/.$pkg.lock"
+flock 9
 if [[ -f "$dest/.$pkg-dir" ]] && [[ -d $(cat "$dest/.$pkg-dir") ]]; then
   cat "$dest/.$pkg-dir"
   exit 0
