@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <new>
@@ -561,6 +562,80 @@ TEST_CASE("with the stock off, 10,000 allocs and frees end with at most one batc
   t.join();
   CHECK(a.memory.usage() <= bound);
   CHECK(c.stat(a).objects == 0);
+}
+
+// A thread counts the objects it allocates and frees through its hint in its own slot; the
+// statistics must see them while the thread lives and is quiet, across its hint changes, frees by
+// other threads and the death of the hierarchy its hint names.
+TEST_CASE("statistics count what a live thread holds through its hint, across hint changes and hierarchies") {
+  memcg::kmem_cache c("hinted", 64, 8, memcg::slab_flags::account);
+  auto h1 = std::make_unique<memcg::hierarchy>();
+  auto& a = make(*h1, "a");
+  auto& b = make(*h1, "b");
+  std::vector<void*> in_a, in_b;
+  std::atomic<int> step{0};
+  auto wait_for = [&](int v) {
+    while (step.load(std::memory_order_acquire) != v) std::this_thread::yield();
+  };
+  memcg::hierarchy* h2 = nullptr;
+  memcg::group* d = nullptr;
+  void* late = nullptr;
+  std::thread t([&] {
+    {
+      memcg::scoped_active_memcg s(&a);
+      for (int i = 0; i < 10; ++i) in_a.push_back(c.alloc());
+    }
+    {
+      memcg::scoped_active_memcg s(&b);  // the hint moves to b: a's 10 are folded
+      for (int i = 0; i < 5; ++i) in_b.push_back(c.alloc());
+    }
+    for (int i = 0; i < 3; ++i) {  // a's objects freed while the hint names b
+      c.free(in_a.back());
+      in_a.pop_back();
+    }
+    {
+      memcg::scoped_active_memcg s(&b);
+      for (int i = 0; i < 7; ++i) in_b.push_back(c.alloc());
+      c.free(in_b.back());  // through the hint
+      in_b.pop_back();
+    }
+    step.store(1, std::memory_order_release);
+    wait_for(2);
+    // Its hint still names b's node, which died with h1: a new hierarchy's group.
+    memcg::scoped_active_memcg s(d);
+    late = c.alloc();
+    step.store(3, std::memory_order_release);
+    wait_for(4);
+  });
+  wait_for(1);
+  CHECK(c.stat(a).objects == 7);
+  CHECK(c.stat(b).objects == 11);
+  CHECK(c.stat().objects == 18);
+  {
+    memcg::scoped_active_memcg s(&b);  // this thread's hint names b: its frees count here
+    for (int i = 0; i < 4; ++i) {
+      c.free(in_b.back());
+      in_b.pop_back();
+    }
+  }
+  CHECK(c.stat(b).objects == 7);
+  for (void* p : in_a) c.free(p);
+  for (void* p : in_b) c.free(p);
+  CHECK(c.stat().objects == 0);
+  h1.reset();  // its nodes go while both threads' slots still count for b's
+  auto owned = std::make_unique<memcg::hierarchy>();
+  h2 = owned.get();
+  d = &make(*h2, "d");
+  step.store(2, std::memory_order_release);
+  wait_for(3);
+  REQUIRE(late);
+  CHECK(c.stat(*d).objects == 1);
+  CHECK(c.stat().objects == 1);
+  c.free(late);  // from this thread, whose hint is stale
+  CHECK(c.stat(*d).objects == 0);
+  step.store(4, std::memory_order_release);
+  t.join();
+  CHECK(c.stat().objects == 0);
 }
 
 TEST_CASE("objects outliving their hierarchy stay freeable, uncharged") {

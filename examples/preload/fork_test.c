@@ -9,7 +9,10 @@
  * Exit status 0 when every child passed; the parent prints one line per failure.
  *
  * fork_test signals SECONDS: a signal handler that allocates (README.md, "Signal handlers").
- * SIGALRM every 100 microseconds while the main thread mallocs, reallocs and frees a ring of
+ * SIGALRM 100 microseconds after the handler last returned (a one-shot timer the handler
+ * re-arms: with a periodic one, a handler slower than the period, as its page faults and
+ * mmaps are on some machines, would leave the main thread no time at all, and the test would
+ * spin for ever) while the main thread mallocs, reallocs and frees a ring of
  * blocks (16 bytes to 1 MiB, each filled with its own byte and checked before it goes); the
  * handler mallocs 64 bytes, 3000 bytes and 200 KiB, fills and checks them, grows the first with
  * realloc, frees them, and frees a block the main thread handed over. Most signals land inside
@@ -96,6 +99,14 @@ static int child(long limit_mib) {
 
 static volatile long sig_runs, sig_bad;
 static void* volatile handed; /* main -> handler */
+static timer_t sig_timer;
+static volatile sig_atomic_t sig_stop;
+
+/* The next SIGALRM, 100 us from now (timer_settime is async-signal-safe). */
+static void arm_alarm(void) {
+  struct itimerspec next = {{0, 0}, {0, 100 * 1000}};
+  if (!sig_stop) timer_settime(sig_timer, 0, &next, NULL);
+}
 
 static int fill_check(unsigned char* p, size_t n, unsigned char v) {
   memset(p, v, n);
@@ -127,6 +138,7 @@ static void on_alarm(int sig) {
     handed = NULL;
     free(h);
   }
+  arm_alarm();
   errno = saved;
 }
 
@@ -141,8 +153,15 @@ static int signals(double seconds) {
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGALRM, &sa, NULL);
-  struct itimerval it = {{0, 100}, {0, 100}};
-  setitimer(ITIMER_REAL, &it, NULL);
+  struct sigevent ev;
+  memset(&ev, 0, sizeof ev);
+  ev.sigev_notify = SIGEV_SIGNAL;
+  ev.sigev_signo = SIGALRM;
+  if (timer_create(CLOCK_MONOTONIC, &ev, &sig_timer) != 0) {
+    perror("timer_create");
+    return 1;
+  }
+  arm_alarm();
   struct timespec t0, t;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   long bad = 0, iters = 0;
@@ -173,8 +192,8 @@ static int signals(double seconds) {
     memset(live[i], tag[i], n);
     if (!handed) handed = malloc(1000);
   }
-  struct itimerval off = {{0, 0}, {0, 0}};
-  setitimer(ITIMER_REAL, &off, NULL);
+  sig_stop = 1;
+  timer_delete(sig_timer);  /* no SIGALRM after this: the handler re-arms no more */
   for (int i = 0; i < ring; ++i) {
     if (live[i] && (live[i][0] != tag[i] || live[i][size[i] - 1] != tag[i])) ++bad;
     free(live[i]);

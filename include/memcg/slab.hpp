@@ -36,8 +36,13 @@
 // Threads: alloc and free take no lock, allocate nothing on their fast paths and never throw;
 // an object may be freed by any thread (onto its page's remote list, lock-free). Creating a
 // node (the first object of a cache for a group) takes the cache's lock; a thread's first
-// object of a cache, and a new slab page, take a lock each. Statistics are per-thread stripes
-// summed by readers: exact when the writers are quiet, a snapshot otherwise.
+// object of a cache, and a new slab page, take a lock each; so does a change of the thread's
+// hint (its last group for the cache). Statistics: an object allocated or freed through the
+// thread's hint is counted in the thread's slot, in the cache line the alloc already touches,
+// and folded into the node when the hint changes or the thread exits; the rest go to per-thread
+// stripes of the node. Readers sum the node, its stripes and the slots of the threads that own
+// a heap of the cache (under the pool's lock): exact when the writers are quiet, a snapshot
+// otherwise.
 //
 // Requires: objects charged to a hierarchy's groups are freed before that hierarchy dies (a
 // dying hierarchy's cache nodes are forgotten through detail::hierarchy_exit_hook; a node that
@@ -250,6 +255,8 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
     add(&detail::stat_stripe::frees, &detail::stat_stripe::bytes_out, bytes);
   }
   slab_stat stat() const noexcept;
+  // Where the threads whose hint names this node add what they counted (slab_slot::sink).
+  std::atomic<std::int64_t>* folded() noexcept { return &folded_; }
 
   // basic_reclaimer: pages of live objects (reclaimable caches only).
   std::int64_t count(reclaim_filter f) noexcept override;
@@ -283,6 +290,7 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
   objcg* objcg_;
   memcg::group* origin_;
   std::uint32_t id_;
+  std::atomic<std::int64_t> folded_{0};  // objects counted in threads' slots, then folded here
   std::array<detail::stat_stripe, detail::slab_stripes> stripes_{};
 };
 
@@ -387,6 +395,11 @@ class kmem_cache {
       return classes_[static_cast<std::size_t>(i)]->alloc_obj(flags, o);
     if (MEMCG_UNLIKELY(size == 0 || size > max_object_size)) return nullptr;
     return alloc_large(size, align, flags, o);
+  }
+  // An object of this size-class cache of a family, charged to o (nullptr: not charged).
+  MEMCG_ALWAYS_INLINE void* alloc_size_class(gfp flags, objcg* o) noexcept {
+    MEMCG_ASSERT(1, parent_ != nullptr);
+    return alloc_obj(flags, o);
   }
   // A variable-size object of no cache at all (a record without a node): neither charged nor
   // counted. For allocators that must serve before any cache can exist (a preloaded malloc
@@ -595,7 +608,9 @@ class kmem_cache {
     }
     detail::slab_page* pg = detail::slab_of(p);
     pg->ids()[pg->index(p)] = n->id_;
-    n->account_alloc(0);
+    // Counted in the slot while its hint names n (a charge that reclaimed may have moved it).
+    if (MEMCG_LIKELY(o && s.o == o)) detail::slab_slot_count(s, 1);
+    else n->account_alloc(0);
     if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
     return p;
   }
@@ -612,13 +627,19 @@ class kmem_cache {
       e = 0;
     }
     (void)what;
-    // The thread's hint first (the node of its last allocation): no dependent load.
+    // The thread's hint first (the node of its last allocation): no dependent load, and the
+    // count stays in the slot.
     detail::slab_slot& s = pool_.slot();
-    kmem_cache_node* n = MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())
-                             ? static_cast<kmem_cache_node*>(s.n)
-                             : detail::node_of_id(id);
-    n->account_free(0);
-    if (objcg* o = n->obj_cgroup()) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
+    if (MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())) {
+      detail::slab_slot_count(s, -1);
+      obj_cgroup_uncharge(static_cast<objcg*>(const_cast<void*>(s.o)), kind_,
+                          static_cast<std::int64_t>(full_size_));
+    } else {
+      kmem_cache_node* n = detail::node_of_id(id);
+      n->account_free(0);
+      if (objcg* o = n->obj_cgroup())
+        obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
+    }
     pool_.free(p);
   }
 
@@ -676,9 +697,13 @@ class kmem_cache {
       return static_cast<kmem_cache_node*>(s.n);
     return node_slow(o);
   }
+  // The hint changes under mu_ (forget() takes the counts of a node that goes, under mu_).
   MEMCG_NOINLINE kmem_cache_node* node_slow(objcg* o) noexcept {
     kmem_cache_node* n = nullptr;
     bool created = false;
+    detail::slab_slot& s = pool_.slot();
+    // Outside mu_: a new heap may allocate (a preloaded malloc takes other caches' locks).
+    const bool hint = s.serial == pool_.serial() || pool_.adopt(s);
     bool ok = detail::call_catching([&] {
       detail::mutex_lock l(&mu_);
       auto& slot = nodes_[o];
@@ -689,6 +714,12 @@ class kmem_cache {
         created = true;
       }
       n = slot.get();
+      if (hint) {
+        detail::slab_slot_fold(s, &n->folded_);
+        s.o = o;
+        s.n = n;
+        s.id = n->id_;
+      }
     });
     if (!ok || !n) {
       detail::mutex_lock l(&mu_);
@@ -704,11 +735,6 @@ class kmem_cache {
       group* g = o->memcg();
       g->hierarchy().register_reclaimer(*g, *n);
     }
-    detail::slab_slot& s = pool_.slot();
-    if (s.serial != pool_.serial() && !pool_.adopt(s)) return n;
-    s.o = o;
-    s.n = n;
-    s.id = n->id_;
     return n;
   }
 
@@ -723,6 +749,7 @@ class kmem_cache {
     if (gone.empty()) return;
     for (kmem_cache_node* n : gone) {
       if (n->group()) h->unregister_reclaimer(*n);
+      pool_.unhint(&n->folded_);  // the threads' counts for it, before it is judged or goes
       objcg* o = n->objcg_;
       auto it = nodes_.find(o);
       if (n->stat().objects != 0) {
@@ -766,6 +793,8 @@ inline slab_stat kmem_cache_node::stat() const noexcept {
     r.bytes += st.bytes_in.load(std::memory_order_relaxed) -
                st.bytes_out.load(std::memory_order_relaxed);
   }
+  r.objects += folded_.load(std::memory_order_relaxed);  // relaxed: a statistic
+  if (objcg_) r.objects += cache_->pool_.slot_live(&folded_);  // only accounted nodes are hints
   if (cache_->full_size_) r.bytes = r.objects * static_cast<std::int64_t>(cache_->full_size_);
   return r;
 }
@@ -819,8 +848,23 @@ class typed_kmem_cache {
 
 // The kmalloc caches: kmalloc-8 .. kmalloc-8k and large objects, slab_unreclaimable
 // (kmalloc-cg-* in the kernel).
+namespace detail {
+// kmalloc's size-class caches, once kmalloc_cache() has built them (kmalloc's fast path: one
+// load, no guard). Plain static storage, accessed through std::atomic_ref.
+inline constinit kmem_cache* kmalloc_class_table[kmalloc_nr_classes] = {};
+}  // namespace detail
+
 inline kmem_cache& kmalloc_cache() {
-  static kmem_cache* c = new kmem_cache("kmalloc", 0, 0, slab_flags::none);  // never destroyed
+  static kmem_cache* c = [] {
+    auto* f = new kmem_cache("kmalloc", 0, 0, slab_flags::none);  // never destroyed
+    for (int i = 0; i < detail::kmalloc_nr_classes; ++i) {
+      // release: pairs with kmalloc()'s acquire (the class cache is built).
+      std::atomic_ref<kmem_cache*>(detail::kmalloc_class_table[i])
+          .store(f->size_class(detail::kmalloc_class_size[static_cast<std::size_t>(i)]),
+                 std::memory_order_release);
+    }
+    return f;
+  }();
   return *c;
 }
 
@@ -865,7 +909,15 @@ MEMCG_ALWAYS_INLINE void kmem_cache_free(kmem_cache* c, void* p) noexcept { c->f
 // nullptr for size 0 (the kernel's ZERO_SIZE_PTR is not modelled), huge sizes, or a refusal.
 MEMCG_ALWAYS_INLINE void* kmalloc(std::size_t size, gfp flags) noexcept {
   group* g = has(flags, __GFP_ACCOUNT) ? active_memcg<sync::atomic>() : nullptr;
-  return kmalloc_cache().alloc_bytes(size, 0, flags, g ? g->objcg() : nullptr);
+  objcg* o = g ? g->objcg() : nullptr;
+  int i = detail::kmalloc_index(size);
+  if (MEMCG_LIKELY(i < detail::kmalloc_nr_classes)) {
+    // acquire: pairs with kmalloc_cache()'s release.
+    kmem_cache* c = std::atomic_ref<kmem_cache*>(detail::kmalloc_class_table[i])
+                        .load(std::memory_order_acquire);
+    if (MEMCG_LIKELY(c != nullptr)) return c->alloc_size_class(flags, o);
+  }
+  return kmalloc_cache().alloc_bytes(size, 0, flags, o);
 }
 inline void* kzalloc(std::size_t size, gfp flags) noexcept { return kmalloc(size, flags | __GFP_ZERO); }
 // kmalloc_array() / kcalloc(): nullptr when n * size overflows.

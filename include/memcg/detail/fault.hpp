@@ -32,7 +32,7 @@ enum class delay_site : int {
   counter_walk,        // a counter walk between two levels
   sock_update,         // inside a socket's or a protocol's accounting update
   stock_slot_half,     // a stock slow path with a slot half updated (pages uncharged, a slot moving)
-  slab_stat_update,    // a slab statistics stripe between its load and its store (owner-only)
+  slab_stat_update,    // a slab statistics count (a stripe, a slot) between its load and its store
   preload_entry,       // inside a preloaded malloc's entry point (examples/preload), depth raised
   pressure_locked,     // inside a pressure lock: a group state's, the registry's, a waiter's
   stat_add,            // a group's statistic about to be added to (the group picked, maybe dying)

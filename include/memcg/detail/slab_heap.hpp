@@ -40,6 +40,7 @@
 #include <thread>
 
 #include "memcg/config.hpp"
+#include "memcg/detail/fault.hpp"
 #include "memcg/detail/list.hpp"
 #include "memcg/detail/mutex.hpp"
 #include "memcg/detail/slab_page.hpp"
@@ -88,7 +89,37 @@ struct slab_slot {
   void* n;               // ... its kmem_cache_node ...
   std::uint32_t id;      // ... and the node's id (frees find their node without the id table)
   std::uint64_t uid;     // the pool whose heap this is (0: none)
+  // Objects this thread allocated minus objects it freed through the hint while the hint named
+  // `sink`'s node, not yet added to `sink` (the node's folded count): the hot paths count here,
+  // in the line they already touch. Statistics readers of other threads read live, sink and
+  // heap under the pool's lock (slot_live()): the owner writes them with relaxed atomic stores.
+  std::int64_t live;
+  std::atomic<std::int64_t>* sink;  // nullptr: live is 0
 };
+
+// Relaxed: a statistic; readers (slot_live()) take a snapshot, exact when the owner is quiet.
+template <class T>
+MEMCG_ALWAYS_INLINE void slab_slot_store(T& field, T v) noexcept {
+  std::atomic_ref<T>(field).store(v, std::memory_order_relaxed);
+}
+template <class T>
+MEMCG_ALWAYS_INLINE T slab_slot_load(T& field) noexcept {
+  return std::atomic_ref<T>(field).load(std::memory_order_relaxed);
+}
+// An object allocated (+1) or freed (-1) through the slot's hint.
+MEMCG_ALWAYS_INLINE void slab_slot_count(slab_slot& s, std::int64_t d) noexcept {
+  std::int64_t v = s.live;
+  // A signal handler that counts here now loses its count (test builds stretch this).
+  MEMCG_DELAY(slab_stat_update);
+  slab_slot_store(s.live, v + d);
+}
+// The slot's count goes to its sink; the slot then counts for `sink` (nullptr: nothing).
+// Requires: the sink's node lives (see slab_pool's locking of sinks).
+inline void slab_slot_fold(slab_slot& s, std::atomic<std::int64_t>* sink) noexcept {
+  if (s.sink && s.live) s.sink->fetch_add(s.live, std::memory_order_relaxed);  // a statistic
+  slab_slot_store(s.live, std::int64_t{0});
+  slab_slot_store(s.sink, sink);
+}
 struct slab_slot_table {
   slab_slot slot[slab_slots];
   int state;  // 0: no exit handler yet, 1: armed, 2: thread exiting
@@ -112,6 +143,23 @@ struct slab_heap {
   slab_heap* next_abandoned = nullptr;
   slab_heap* next_all = nullptr;
 };
+
+// A slot made empty; its shared fields with atomic stores (readers may look at them).
+inline void slab_slot_reset(slab_slot& s) noexcept {
+  slab_heap* none = nullptr;
+  std::atomic<std::int64_t>* no_sink = nullptr;
+  slab_slot_store(s.heap, none);
+  slab_slot_store(s.live, std::int64_t{0});
+  slab_slot_store(s.sink, no_sink);
+  s.serial = 0;
+  s.active = nullptr;
+  s.free = s.local_free = nullptr;
+  s.used = 0;
+  s.o = nullptr;
+  s.n = nullptr;
+  s.id = 0;
+  s.uid = 0;
+}
 
 // ---- the registry of pools ----
 
@@ -171,7 +219,7 @@ class slab_pool {
   ~slab_pool() {
     retire();
     slab_slot& s = slot();
-    if (s.uid == uid_) s = slab_slot{};
+    if (s.uid == uid_) slab_slot_reset(s);
     mutex_lock l(&mu_);
     for (slab_heap* h = all_; h;) {
       slab_heap* next = h->next_all;
@@ -238,7 +286,7 @@ class slab_pool {
     if (s.uid) release_slot(s);
     slab_heap* h = acquire_heap();
     if (!h) return false;
-    s.heap = h;
+    slab_slot_store(s.heap, h);
     hold(s, h->active);
     s.uid = uid_;
     s.serial = serial();
@@ -312,10 +360,37 @@ class slab_pool {
     const void* self = &slab_tls_slots();
     for (slab_heap* h = all_; h; h = h->next_all)
       if (h->owner && h->owner != self) {
+        // The gone thread's slot (its memory is copied into the child) gives its count up.
+        slab_slot& s = owner_slot(h);
+        if (s.heap == h) slab_slot_fold(s, nullptr);
         h->owner = nullptr;
         h->next_abandoned = abandoned_;
         abandoned_ = h;
       }
+  }
+
+  // Objects counted for sink in the slots of the threads that own a heap of this pool
+  // (kmem_cache_node::stat(): a snapshot, exact when those threads are quiet).
+  std::int64_t slot_live(const std::atomic<std::int64_t>* sink) noexcept {
+    std::int64_t n = 0;
+    mutex_lock l(&mu_);
+    for (slab_heap* h = all_; h; h = h->next_all) {
+      if (!h->owner) continue;
+      slab_slot& s = owner_slot(h);
+      if (slab_slot_load(s.heap) == h && slab_slot_load(s.sink) == sink) n += slab_slot_load(s.live);
+    }
+    return n;
+  }
+  // sink's node is going away: every slot counting for it gives its count to it first.
+  // Requires: the caller holds the cache's lock (hints change under it), and no thread
+  // allocates or frees through that node any more.
+  void unhint(std::atomic<std::int64_t>* sink) noexcept {
+    mutex_lock l(&mu_);
+    for (slab_heap* h = all_; h; h = h->next_all) {
+      if (!h->owner) continue;
+      slab_slot& s = owner_slot(h);
+      if (slab_slot_load(s.heap) == h && slab_slot_load(s.sink) == sink) slab_slot_fold(s, nullptr);
+    }
   }
 
   // Every live pool (the registry's lock held). Fn: void(slab_pool&).
@@ -328,6 +403,11 @@ class slab_pool {
 
  private:
   friend void slab_thread_exit() noexcept;
+
+  // The slot of h's owner for this pool (h owned; under mu_, or in the child of fork).
+  slab_slot& owner_slot(slab_heap* h) noexcept {
+    return const_cast<slab_slot_table*>(static_cast<const slab_slot_table*>(h->owner))->slot[slot_];
+  }
 
   MEMCG_ALWAYS_INLINE void push_free(slab_page* pg, void* p) noexcept {
     slab_poison(p, stride_);
@@ -507,6 +587,9 @@ class slab_pool {
   // another pool).
   void abandon(slab_heap* h) noexcept {
     mutex_lock l(&mu_);
+    // Under mu_: the sink's node cannot go meanwhile (unhint() takes mu_).
+    slab_slot& s = owner_slot(h);
+    if (s.heap == h) slab_slot_fold(s, nullptr);
     collect(h);
     h->owner = nullptr;
     h->next_abandoned = abandoned_;
@@ -531,7 +614,7 @@ class slab_pool {
       mutex_lock l(&r.retire_mu);
       --found->pins_;
     }
-    s = slab_slot{};
+    slab_slot_reset(s);  // a gone pool's nodes are gone: their counts with them
   }
   MEMCG_NOINLINE static void arm(slab_slot_table& t) noexcept {
     t.state = 1;  // first: registering the handler may allocate (a preloaded malloc)
