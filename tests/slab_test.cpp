@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -14,10 +15,12 @@
 #include <set>
 #include <sstream>
 #include <new>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -482,6 +485,78 @@ TEST_SUITE("concurrency") {
     CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
   }
 
+  // Threads allocate and free in two groups while a flipper moves them between CPUs (their
+  // object caches change under them) and drains, shrinks and limit writes race them: at the
+  // end every object, page and byte is accounted for.
+  TEST_CASE("object caches under migrations, drains and shrinks lose nothing") {
+    memcg::hierarchy h;
+    auto& a = make(h, "a");
+    auto& b = make(h, "a/b");
+    memcg::kmem_cache c("flipped", 96, 8, memcg::slab_flags::account);
+    std::vector<int> cpus;
+    for (int i = 0, cpu; (cpu = memcg_test::allowed_cpu(i)) >= 0; ++i) cpus.push_back(cpu);
+    constexpr int nr_threads = 6;
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    std::vector<std::vector<void*>> left(nr_threads);
+    for (int t = 0; t < nr_threads; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t) * 31u + 1u);
+        memcg::group* gs[2] = {&a, &b};
+        std::vector<void*> held;
+        // relaxed: a flag; the join orders the rest.
+        while (!stop.load(std::memory_order_relaxed)) {
+          memcg::scoped_active_memcg s(gs[rng() % 2]);
+          for (int i = 0; i < 64; ++i) {
+            if (held.empty() || rng() % 2) {
+              if (void* p = c.alloc()) held.push_back(p);
+            } else {
+              std::size_t j = rng() % held.size();
+              c.free(held[j]);
+              held[j] = held.back();
+              held.pop_back();
+            }
+          }
+        }
+        left[static_cast<std::size_t>(t)] = std::move(held);
+      });
+    }
+    std::thread flipper([&] {
+      std::mt19937 rng(7);
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (auto& t : threads) {
+          cpu_set_t set;
+          CPU_ZERO(&set);
+          CPU_SET(cpus[rng() % cpus.size()], &set);
+          (void)pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
+        }
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(800);
+    for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+      if (i % 4 == 0) h.drain_stocks(nullptr);
+      else if (i % 4 == 1) h.drain_stocks(&b);
+      else if (i % 4 == 2) memcg::kmem_cache_shrink(&c);
+      else (void)h.write_max(b, i % 8 == 3 ? 64 : memcg::page_counter_max);
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    stop.store(true, std::memory_order_relaxed);
+    for (auto& t : threads) t.join();
+    flipper.join();
+    std::int64_t kept = 0;
+    for (auto& l : left) kept += static_cast<std::int64_t>(l.size());
+    CHECK(c.stat().objects == kept);
+    for (auto& l : left)
+      for (void* p : l) c.free(p);
+    CHECK(c.stat().objects == 0);
+    h.drain_stocks(nullptr);
+    const kind k = kind::slab_unreclaimable;
+    CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
+    CHECK(usage_bytes(a) - usage_bytes(b) == a.objcg()->parked_bytes(k));
+    memcg::kmem_cache_shrink(&c);
+  }
+
   // A drainer empties a byte slot while an owner's fast path has loaded its bytes and handle:
   // the owner must not store its stale count (bytes charged for ever, or taken uncharged). 20 rounds: every round must end with nothing but the handle's rests charged.
   TEST_CASE("byte stocks racing with drains keep no byte and lose no byte") {
@@ -636,6 +711,105 @@ TEST_CASE("statistics count what a live thread holds through its hint, across hi
   step.store(4, std::memory_order_release);
   t.join();
   CHECK(c.stat().objects == 0);
+}
+
+// Per CPU, a free through the thread's hint keeps the object, still charged, in its CPU's
+// object cache; the next allocation there for the same group gets it back without a charge.
+// Drains give the caches' charges back, and a shrink their objects to their pages.
+TEST_CASE("a freed object waits, charged, in its CPU's object cache until reused or drained") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  memcg::kmem_cache c("oc", 64, 8, memcg::slab_flags::account);
+  const kind k = kind::slab_unreclaimable;
+  const auto full = static_cast<std::int64_t>(c.full_size());
+  std::vector<void*> objs;
+  {
+    memcg::scoped_active_memcg s(&a);
+    for (int i = 0; i < 200; ++i) objs.push_back(c.alloc());
+  }
+  for (void* p : objs) REQUIRE(p);
+  const std::int64_t charged = usage_bytes(a);
+  CHECK(charged >= 200 * full);
+  void* last = objs.back();
+  {
+    memcg::scoped_active_memcg s(&a);  // the hint names a's node
+    c.free(last);
+    objs.pop_back();
+    CHECK(c.stat(a).objects == 199);
+    void* again = c.alloc();
+    if (memcg_test::per_cpu_stocks) CHECK(again == last);  // from this CPU's cache
+    objs.push_back(again);
+  }
+  for (void* p : objs) c.free(p);
+  CHECK(c.stat().objects == 0);
+  CHECK(c.stat(a).bytes == 0);
+  if (memcg_test::per_cpu_stocks) {
+    // At most a page of objects stays charged in this CPU's cache for a.
+    const std::int64_t cap = std::max<std::int64_t>(1, memcg::page_size / full);
+    CHECK(usage_bytes(a) >= cap * full);
+  }
+  // b's objects find a's cache taken: they go the usual way.
+  {
+    memcg::scoped_active_memcg s(&b);
+    void* q = c.alloc();
+    REQUIRE(q);
+    CHECK(c.stat(b).objects == 1);
+    c.free(q);
+  }
+  // A drain of b leaves a's cache alone; a drain of a gives its charges back.
+  h.drain_stocks(&b);
+  CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
+  h.drain_stocks(&a);
+  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+  CHECK(a.memory.usage() <= 1);
+  // Every object is back on its page: the pages go back at a shrink.
+  memcg::kmem_cache_shrink(&c);
+  CHECK(c.slab_pages() == 0);
+}
+
+TEST_CASE("a cache destroyed while its objects wait in object caches gives them and their charges back") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  const kind k = kind::slab_unreclaimable;
+  {
+    auto* c = memcg::kmem_cache_create("short-lived", 128, 8, memcg::slab_flags::account);
+    REQUIRE(c);
+    memcg::scoped_active_memcg s(&a);
+    std::vector<void*> objs;
+    for (int i = 0; i < 100; ++i) objs.push_back(c->alloc());
+    for (void* p : objs) c->free(p);
+    CHECK(memcg::kmem_cache_destroy(c));
+  }
+  h.drain_stocks(nullptr);
+  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+  CHECK(a.memory.usage() <= 1);
+}
+
+TEST_CASE("a group at its limit gets the charges its object caches hold back before it is refused") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  REQUIRE(h.write_max(a, 4) == std::errc{});
+  memcg::kmem_cache c("tight", 1000, 8, memcg::slab_flags::account);
+  memcg::scoped_active_memcg s(&a);
+  std::vector<void*> objs;
+  for (void* p; (p = c.alloc(memcg::GFP_NOWAIT));) objs.push_back(p);
+  const std::size_t most = objs.size();
+  CHECK(most >= 12);
+  for (void* p : objs) c.free(p);  // some wait in this CPU's cache, charged
+  objs.clear();
+  {
+    // Another group's allocations on this CPU: a's cache keeps its objects.
+    memcg::scoped_active_memcg sb(&b);
+    void* q = c.alloc();
+    REQUIRE(q);
+    c.free(q);
+  }
+  // As many again: the cached ones first, then what the drain at the limit gives back.
+  for (void* p; (p = c.alloc(memcg::GFP_NOWAIT));) objs.push_back(p);
+  CHECK(objs.size() == most);
+  for (void* p : objs) c.free(p);
 }
 
 TEST_CASE("objects outliving their hierarchy stay freeable, uncharged") {

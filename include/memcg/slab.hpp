@@ -228,6 +228,14 @@ inline void node_id_give_back(std::uint32_t id) noexcept {
 
 }  // namespace detail
 
+namespace detail {
+// The caches with per-CPU object caches, for the stock's drain hook (obj_cache_drain_hook). An
+// entry is cleared only while every CPU's stock is held, so a holder of any of them reads the
+// caches it finds alive.
+inline constexpr int slab_oc_caches = 256;
+inline constinit std::atomic<kmem_cache*> slab_oc_table[slab_oc_caches] = {};
+}  // namespace detail
+
 // The objects of one cache charged to one obj_cgroup (the unaccounted ones: objcg null): their
 // statistics, and for a reclaimable cache the group's reclaimer (the kernel's per-memcg list_lru
 // node). After rmdir the reclaimer belongs to the parent, and the handle charges the parent.
@@ -317,6 +325,7 @@ class kmem_cache {
   // Destruction with live objects is reported on stderr and the nodes and pages are leaked;
   // the objects must not be freed afterwards (kmem_cache_destroy() keeps such a cache instead).
   ~kmem_cache() {
+    oc_retire();
     pool_.retire();
     for (auto& c : classes_) c->pool_.retire();
     slab_stat s = stat();
@@ -378,8 +387,20 @@ class kmem_cache {
   // kmem_cache_shrink(): the calling thread's heap of this cache, and the heaps of exited
   // threads, collect their remote frees and give their empty pages back (a family: every class).
   void flush_cpu_slab() noexcept {
+    if (oc_ || !classes_.empty()) drain_object_caches();
     pool_.shrink();
     for (auto& c : classes_) c->pool_.shrink();
+  }
+  // Every CPU's object caches (of every cache: it takes every CPU's stock once) give their
+  // objects back to the slab and their charges to their groups.
+  static void drain_object_caches() noexcept {
+    if constexpr (oc_supported) {
+      auto& r = detail::stock_registry<sync::atomic>::instance();
+      if (!r.cpu_array()) return;
+      r.with_cpus_held([](int nr_cpus) {
+        for (int c = 0; c < nr_cpus; ++c) oc_drain_cpu(c, &oc_match_any, nullptr);
+      });
+    }
   }
 
   // ---- variable-size objects (a family) ----
@@ -562,6 +583,7 @@ class kmem_cache {
     }
     // release: pairs with control.hpp's acquire (the function is code: nothing else to see).
     detail::slabinfo_source.store(&slabinfo_of_group, std::memory_order_release);
+    if (size != 0 && !large_) oc_setup();
   }
   static std::vector<detail::slabinfo_row> slabinfo_of_group(const void* g) {
     return slabinfo(static_cast<const group*>(g));
@@ -593,7 +615,17 @@ class kmem_cache {
     if (MEMCG_UNLIKELY(s.serial != pool_.serial()) && !pool_.adopt(s)) return nullptr;
     kmem_cache_node* n = &unaccounted_;
     if (o) {
-      n = MEMCG_LIKELY(s.o == o) ? static_cast<kmem_cache_node*>(s.n) : node_slow(o);
+      if (MEMCG_LIKELY(s.o == o)) {
+        n = static_cast<kmem_cache_node*>(s.n);
+        // This CPU's object cache: an object already charged to o, its vector entry n's.
+        if (void* p = oc_pop(o, n)) {
+          detail::slab_slot_count(s, 1);
+          if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
+          return p;
+        }
+      } else {
+        n = node_slow(o);
+      }
       if (MEMCG_UNLIKELY(!n)) return nullptr;
     }
     // The object first, then the charge: a charge that reclaims may run code that uses the
@@ -632,8 +664,9 @@ class kmem_cache {
     detail::slab_slot& s = pool_.slot();
     if (MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())) {
       detail::slab_slot_count(s, -1);
-      obj_cgroup_uncharge(static_cast<objcg*>(const_cast<void*>(s.o)), kind_,
-                          static_cast<std::int64_t>(full_size_));
+      auto* o = static_cast<objcg*>(const_cast<void*>(s.o));
+      if (oc_push(o, p)) return;  // kept for o's next allocation on this CPU, charged
+      obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     } else {
       kmem_cache_node* n = detail::node_of_id(id);
       n->account_free(0);
@@ -641,6 +674,165 @@ class kmem_cache {
         obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     }
     pool_.free(p);
+  }
+
+  // ---- Per-CPU object caches ----
+  // Each CPU keeps, per cache, a short list of free objects still charged to one obj_cgroup
+  // (the kernel's per-CPU slab and object stock in one): a free through the thread's hint pushes
+  // the object there instead of uncharging it, and the next allocation for that obj_cgroup on
+  // that CPU pops it, charged, its objcg-vector entry already naming the node. Each is one
+  // restartable sequence (detail/rseq.hpp), so the pair costs two. A cache holds at most one
+  // page's worth of charge (oc_cap_ objects, at least one), as the kernel's object stock holds
+  // less than a page. It belongs to its CPU's stock: while that stock is held the hits miss,
+  // and drains of the stock (memory.max, reclaim, rmdir, a hierarchy's end, fork's child) drain
+  // the object caches of their groups too: objects back to their pages as remote frees, charges
+  // to the counters and the handle (memcg_stock::give_back_obj_bytes()).
+  static constexpr bool oc_supported =
+      detail::memcg_stock<sync::atomic>::per_cpu && MEMCG_STOCK_RSEQ;
+  using oc_stock = detail::memcg_stock<sync::atomic>;
+  struct oc_slot {
+    std::uintptr_t key;  // obj_key_of(objcg, kind): accessed through std::atomic_ref
+    std::uint64_t word;  // detail/rseq.hpp's list word
+  };
+
+  MEMCG_ALWAYS_INLINE void* oc_pop(objcg* o, kmem_cache_node* n) noexcept {
+    if constexpr (oc_supported) {
+      oc_stock* cpus = oc_stock::hit_cpus();
+      if (MEMCG_UNLIKELY(!oc_ || !cpus)) return nullptr;
+      void* p = detail::rseq_oc_pop<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+          oc_stock::obj_key_word(cpus), oc_, oc_stock::obj_key_of(o, static_cast<int>(kind_)),
+          detail::slab_pages().base());
+      if (p) {
+        detail::slab_unpoison(p, pool_.stride());
+        if constexpr (MEMCG_DEBUG >= 1) {  // debug frees clear the entry (double frees)
+          detail::slab_page* pg = detail::slab_of(p);
+          pg->ids()[pg->index(p)] = n->id_;
+        }
+      }
+      return p;
+    } else {
+      (void)o;
+      (void)n;
+      return nullptr;
+    }
+  }
+  MEMCG_ALWAYS_INLINE bool oc_push(objcg* o, void* p) noexcept {
+    if constexpr (oc_supported) {
+      oc_stock* cpus = oc_stock::hit_cpus();
+      if (MEMCG_UNLIKELY(!oc_ || !cpus)) return false;
+      const std::uintptr_t want = oc_stock::obj_key_of(o, static_cast<int>(kind_));
+      const auto off = static_cast<std::uint64_t>(static_cast<char*>(p) - detail::slab_pages().base());
+      detail::slab_poison(p, pool_.stride());  // before: once pushed, another thread may pop it
+      constexpr std::size_t stride = sizeof(oc_stock);
+      constexpr std::uintptr_t hold = oc_stock::obj_hold_bits;
+      if (MEMCG_LIKELY((detail::rseq_oc_push<stride, hold>(oc_stock::obj_key_word(cpus), oc_, want,
+                                                          p, off, oc_cap_))))
+        return true;
+      return oc_push_slow(want, p, off, cpus);
+    } else {
+      (void)o;
+      (void)p;
+      return false;
+    }
+  }
+  // A missed push: an empty cache of another obj_cgroup becomes o's, then one more try.
+  MEMCG_NOINLINE bool oc_push_slow(std::uintptr_t want, void* p, std::uint64_t off,
+                                   oc_stock* cpus) noexcept {
+    if constexpr (oc_supported) {
+      if (detail::rseq_oc_claim<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+              oc_stock::obj_key_word(cpus), oc_, want) &&
+          detail::rseq_oc_push<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+              oc_stock::obj_key_word(cpus), oc_, want, p, off, oc_cap_))
+        return true;
+    }
+    (void)want;
+    (void)off;
+    (void)cpus;
+    detail::slab_unpoison(p, pool_.stride());  // the caller frees it the usual way
+    return false;
+  }
+
+  // The object caches of a cache with slab pages: one oc_slot per possible CPU, 64 bytes
+  // apart, mapped (not malloc: a preloaded malloc builds caches inside malloc).
+  void oc_setup() noexcept {
+    if constexpr (oc_supported) {
+      auto& r = detail::stock_registry<sync::atomic>::instance();
+      if (!r.cpu_array()) return;
+      std::size_t bytes = static_cast<std::size_t>(r.nr_cpus()) * detail::oc_stride;
+      void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED) return;
+      for (int i = 0; i < detail::slab_oc_caches; ++i) {
+        kmem_cache* none = nullptr;
+        // acq_rel: the cache is published to holders that find it (acquire in oc_drain_cpu).
+        if (detail::slab_oc_table[i].compare_exchange_strong(none, this, std::memory_order_acq_rel)) {
+          oc_index_ = i;
+          break;
+        }
+      }
+      if (oc_index_ < 0) {  // more caches than the table: this one goes without
+        munmap(m, bytes);
+        return;
+      }
+      oc_bytes_ = bytes;
+      oc_cap_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(page_size) / full_size_);
+      // release: pairs with the stock's acquire of the hook.
+      detail::obj_cache_drain_hook<sync::atomic>.store(&oc_drain_cpu, std::memory_order_release);
+      oc_ = static_cast<char*>(m);
+    }
+  }
+  // Before the cache goes: every CPU's stock held, its object caches drained and its table
+  // entry cleared (no holder can be walking it then).
+  void oc_retire() noexcept {
+    if constexpr (oc_supported) {
+      if (!oc_) return;
+      auto& r = detail::stock_registry<sync::atomic>::instance();
+      r.with_cpus_held([&](int nr_cpus) {
+        for (int c = 0; c < nr_cpus; ++c) oc_drain(c, &oc_match_any, nullptr);
+        // relaxed: every holder that could walk the table is excluded now.
+        detail::slab_oc_table[oc_index_].store(nullptr, std::memory_order_relaxed);
+      });
+      munmap(oc_, oc_bytes_);
+      oc_ = nullptr;
+    }
+  }
+  static bool oc_match_any(const void*, objcg*) noexcept { return true; }
+
+  // The stock's drain hook: CPU cpu's object caches of every cache, for a holder of its stock.
+  static void oc_drain_cpu(int cpu, detail::obj_cache_match<sync::atomic> match,
+                           const void* ctx) noexcept {
+    for (auto& e : detail::slab_oc_table) {
+      // acquire: pairs with oc_setup()'s publication.
+      kmem_cache* c = e.load(std::memory_order_acquire);
+      if (c) c->oc_drain(cpu, match, ctx);
+    }
+  }
+  void oc_drain(int cpu, detail::obj_cache_match<sync::atomic> match, const void* ctx) noexcept {
+    if constexpr (oc_supported) {
+      if (!oc_) return;
+      auto* sl = reinterpret_cast<oc_slot*>(oc_ + static_cast<std::size_t>(cpu) * detail::oc_stride);
+      // relaxed: the holder owns the slot (the hits miss while it holds the CPU's stock).
+      std::uintptr_t key = std::atomic_ref<std::uintptr_t>(sl->key).load(std::memory_order_relaxed);
+      std::uint64_t w = std::atomic_ref<std::uint64_t>(sl->word).load(std::memory_order_relaxed);
+      auto* o = reinterpret_cast<objcg*>(key & oc_stock::obj_key_mask);
+      if (!o || !match(ctx, o)) return;
+      std::uint64_t nr = w & detail::oc_count_mask;
+      char* base = detail::slab_pages().base();
+      for (std::uint64_t i = 0; i < nr; ++i) {
+        void* p = base + (w >> detail::oc_count_bits);
+        detail::slab_unpoison(p, sizeof w);
+        std::memcpy(&w, p, sizeof w);
+        pool_.free_remote(p);
+      }
+      if (nr)
+        oc_stock::give_back_obj_bytes(o, static_cast<int>(kind_),
+                                      static_cast<std::int64_t>(nr * full_size_));
+      std::atomic_ref<std::uint64_t>(sl->word).store(0, std::memory_order_relaxed);
+      std::atomic_ref<std::uintptr_t>(sl->key).store(0, std::memory_order_relaxed);
+    } else {
+      (void)cpu;
+      (void)match;
+      (void)ctx;
+    }
   }
 
   // A large object charged to o (nullptr: not charged), charged its whole block.
@@ -783,6 +975,10 @@ class kmem_cache {
   // Nodes of dead hierarchies.
   std::vector<std::unique_ptr<kmem_cache_node>> orphans_ ABSL_GUARDED_BY(mu_);
   kmem_cache_node unaccounted_;
+  char* oc_ = nullptr;  // per-CPU object caches (null: none)
+  std::size_t oc_bytes_ = 0;
+  std::uint64_t oc_cap_ = 0;
+  int oc_index_ = -1;   // in detail::slab_oc_table
   detail::slab_pool pool_;  // last: registered once the rest is built
 };
 

@@ -103,6 +103,16 @@ inline constexpr bool per_cpu_stocks = Sync::concurrent && Sync::accounting && M
 template <sync_policy Sync>
 class stock_registry;
 
+// The slab's per-CPU object caches (memcg/slab.hpp) belong to their CPU's stock: their hits
+// miss while it is held, and whoever holds it may drain them. The slab sets this hook once; a
+// holder calls it for its CPU: the objects of the caches whose obj_cgroup `match` accepts go
+// back to the slab and their charges through give_back_obj_bytes().
+template <sync_policy Sync>
+using obj_cache_match = bool (*)(const void* ctx, basic_objcg<Sync>* o);
+template <sync_policy Sync>
+inline constinit std::atomic<void (*)(int cpu, obj_cache_match<Sync> match, const void* ctx)>
+    obj_cache_drain_hook{nullptr};
+
 template <sync_policy Sync>
 class alignas(64) memcg_stock {
  public:
@@ -351,8 +361,45 @@ class alignas(64) memcg_stock {
     else return tls_self_.reclaiming_;
   }
 
+  // ---- Per CPU: what the slab's object caches need (memcg/slab.hpp, detail/rseq.hpp) ----
+
+  // The CPU array while the calling thread may hit it (null: no hits now).
+  MEMCG_ALWAYS_INLINE static memcg_stock* hit_cpus() noexcept {
+    if constexpr (per_cpu) return tls_view_.cpus;
+    else return nullptr;
+  }
+  // CPU 0's byte key: an object cache is used only while its CPU's has none of obj_hold_bits.
+  MEMCG_ALWAYS_INLINE static const void* obj_key_word(const memcg_stock* cpus) noexcept {
+    return &cpus->obj_slots_[0].key;
+  }
+  static constexpr std::uintptr_t obj_hold_bits = key_drain_bit | obj_busy_bit;
+  // nr_bytes of kind k charged through o go back with what o's group's handle has parked:
+  // whole pages to the counters, the rest parked there again (drain_obj_stock()'s way, so that
+  // the rests of several drains do not pile up into parked pages). For a holder draining an
+  // object cache.
+  static void give_back_obj_bytes(objcg* o, int k, std::int64_t nr_bytes) noexcept {
+    objcg* h = o->memcg()->objcg();  // o itself, unless rmdir redirected it
+    obj_slot t;
+    t.key.store_relaxed(obj_key_of(h, k));
+    t.nr_bytes.store_relaxed(nr_bytes + h->take_bytes(static_cast<kind>(k)));
+    drain_obj_slot(t);
+  }
+
  private:
   friend class stock_registry<Sync>;
+
+  // Per CPU: this CPU's object caches whose obj_cgroup matches give everything back.
+  void drain_obj_caches(obj_cache_match<Sync> match, const void* ctx) noexcept {
+    if constexpr (per_cpu) {
+      // acquire: pairs with the slab's release (the hook's code and its tables).
+      auto* hook = obj_cache_drain_hook<Sync>.load(std::memory_order_acquire);
+      if (hook) hook(cpu_, match, ctx);
+    } else {
+      (void)match;
+      (void)ctx;
+    }
+  }
+  static bool match_any(const void*, objcg*) noexcept { return true; }
 
   // What a drainer that skipped a held (or busy) stock asks its holder to do.
   static constexpr std::int64_t request_drain = 1;  // give back every slot (drain_all_stock)
@@ -520,6 +567,7 @@ class alignas(64) memcg_stock {
   void drain_all() noexcept {
     for (slot& sl : slots_) drain_slot(sl, true);
     for (obj_slot& o : obj_slots_) drain_obj_slot(o);
+    drain_obj_caches(&match_any, nullptr);
   }
 
   // ---- Slots ----
@@ -932,6 +980,7 @@ class stock_registry {
   using stock = memcg_stock<Sync>;
   using slot = typename stock::slot;
   using group = basic_group<Sync>;
+  using objcg = basic_objcg<Sync>;
   static constexpr bool per_cpu = stock::per_cpu;
 
   static stock_registry& instance() noexcept {
@@ -974,6 +1023,10 @@ class stock_registry {
   // if another drain is running, return at once (false), as the kernel's trylock of
   // percpu_charge_mutex: the charge path's drains.
   bool drain(const group* root, bool may_skip = false) ABSL_LOCKS_EXCLUDED(mu_) {
+    auto in_subtree = [](const void* ctx, objcg* o) {
+      auto* r = static_cast<const group*>(ctx);
+      return !r || o->memcg()->is_descendant_of(r);
+    };
     return quiesce(
         may_skip, busy_owner::skip, stock::request_drain,
         [&](slot& s) {
@@ -982,8 +1035,9 @@ class stock_registry {
         },
         [&](obj_slot& s) {
           auto* o = stock::obj_slot_objcg(s);
-          if (o && (!root || o->memcg()->is_descendant_of(root))) stock::drain_obj_slot(s);
-        });
+          if (o && in_subtree(root, o)) stock::drain_obj_slot(s);
+        },
+        +in_subtree, root);
   }
   // rmdir's drain: as drain(), but waits for busy owners and holders. One may be adding to the
   // group's statistics directly (it read live() before the group died); rmdir moves them to
@@ -995,6 +1049,9 @@ class stock_registry {
   // owners and holders, since the groups are freed after it.
   template <class Pred>
   void drain_if(Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
+    auto matches = [](const void* ctx, objcg* o) {
+      return (*static_cast<const Pred*>(ctx))(o->memcg());
+    };
     quiesce(
         false, busy_owner::wait, 0,
         [&](slot& s) {
@@ -1004,7 +1061,19 @@ class stock_registry {
         [&](obj_slot& s) {
           auto* o = stock::obj_slot_objcg(s);
           if (o && pred(o->memcg())) stock::drain_obj_slot(s);
-        });
+        },
+        +matches, &pred);
+  }
+  // Per CPU: fn(nr_cpus) with every CPU's stock held (waits for holders): the slab's object
+  // caches are then its to drain and its tables to change.
+  template <class Fn>
+  void with_cpus_held(Fn fn) ABSL_LOCKS_EXCLUDED(mu_) {
+    if constexpr (per_cpu) {
+      mutex_lock l(&mu_);
+      take_cpus(busy_owner::wait, 0);
+      fn(nr_cpus_);
+      release_cpus();
+    }
   }
   // The rstat flush: every stock's statistics deltas folded into their groups. A busy owner or
   // holder is asked to fold its own before it lets go (exact = false), or waited for (exact: a
@@ -1117,8 +1186,10 @@ class stock_registry {
   // Takes every stock it can (all with busy_owner::wait) and runs fn on its slots and obj_fn on
   // its byte slots; a busy owner's or a holder's stock is skipped with `request` left in it
   // (busy_owner::skip). Returns false when may_skip and another drain holds the lock.
+  // oc_match: the object caches (per CPU) whose obj_cgroup it accepts are drained too.
   template <class Fn, class ObjFn>
-  bool quiesce(bool may_skip, busy_owner busy, std::int64_t request, Fn fn, ObjFn obj_fn)
+  bool quiesce(bool may_skip, busy_owner busy, std::int64_t request, Fn fn, ObjFn obj_fn,
+               obj_cache_match<Sync> oc_match = nullptr, const void* oc_ctx = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_) {
     if (may_skip) {
       if (!mu_.try_lock()) return false;
@@ -1131,6 +1202,7 @@ class stock_registry {
       if (s->skipped_) return;
       for (slot& sl : s->slots_) fn(sl);
       for (obj_slot& o : s->obj_slots_) obj_fn(o);
+      if (oc_match) s->drain_obj_caches(oc_match, oc_ctx);
     });
     if constexpr (per_cpu) release_cpus();
     else if constexpr (Sync::concurrent) release_all();

@@ -10,8 +10,14 @@
 //   rseq_cpu_take()      this CPU's slot: nr -= n if key == want and nr >= n
 //   rseq_cpu_park()      this CPU's slot: nr += n if key == want and nr + n <= the slot's limit
 //   rseq_cpu_park_upto() ... within a limit given by the caller
+//   rseq_oc_pop()        this CPU's object cache (memcg/slab.hpp): its first object, if its key
+//                        is want
+//   rseq_oc_push()       ... an object onto it, if its key is want and it holds fewer than cap
+//   rseq_oc_claim()      ... its key made want, if it is empty
 // Each is one critical section: the CPU read, the key compare, the test and one commit store.
-// They serve the page stock (nr in pages) and the byte stock (nr in bytes).
+// They serve the page stock (nr in pages), the byte stock (nr in bytes) and the slab's object
+// caches (a list in one word; the CPU's stock's byte key must carry no busy bit: a holder of
+// that stock owns the CPU's object caches).
 //
 // Why: the kernel's stock is per CPU and its owner disables interrupts around a hit. Here the
 // kernel restarts a critical section that is preempted, migrated or interrupted by a signal
@@ -162,6 +168,115 @@ miss:
   return false;
 }
 
+// ---- The slab's per-CPU object caches ----
+// CPU c's cache of one kmem_cache is 64 bytes at oc0 + c * 64: its key (an obj_cgroup and a
+// kind: the group its objects are charged to) and its list word: the offset of the first free
+// object from `base` shifted left by oc_count_bits, and below it the number of objects. Each
+// object's first word holds the list word of the objects under it. CPU c's stock's byte key is
+// at busy0 + c * BusyStride; an object cache is used only while that key has none of the bits
+// of `busy` (the stock is held: by a drainer, which then owns the CPU's object caches).
+inline constexpr int oc_count_bits = 24;
+inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bits) - 1;
+inline constexpr std::size_t oc_stride = 64;
+
+#define MEMCG_RSEQ_OC_LOAD                                   \
+  "movslq %%fs:4(%[area]), %%rcx\n\t"                        \
+  "movq %%rcx, %%rdx\n\t"                                    \
+  ".if (%c[bstride] & (%c[bstride] - 1)) == 0\n\t"           \
+  "shlq %[bshift], %%rcx\n\t"                                \
+  ".else\n\t"                                                \
+  "imulq %[bstride], %%rcx, %%rcx\n\t"                       \
+  ".endif\n\t"                                               \
+  "addq %[busy0], %%rcx\n\t"                                 \
+  "testq %[busy], (%%rcx)\n\t"                               \
+  "jnz %l[miss]\n\t"                                         \
+  "shlq $6, %%rdx\n\t"                                       \
+  "addq %[oc0], %%rdx\n\t"                                   \
+  "cmpq %[want], (%%rdx)\n\t"                                \
+  "jne %l[miss]\n\t"
+#define MEMCG_RSEQ_OC_INPUTS                                                              \
+  [area] "r"(__rseq_offset), [busy0] "r"(busy0), [oc0] "r"(oc0), [want] "r"(want),        \
+      [busy] "i"(Busy), [bstride] "i"(BusyStride), [bshift] "i"(std::countr_zero(BusyStride))
+
+// The first object of this CPU's cache (nullptr: a miss).
+template <std::size_t BusyStride, std::uintptr_t Busy>
+MEMCG_ALWAYS_INLINE void* rseq_oc_pop(const void* busy0, void* oc0, std::uintptr_t want,
+                                      char* base) noexcept {
+  static_assert(oc_stride == 64);
+  std::uint64_t w;
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_LOAD
+               "movq 8(%%rdx), %%rax\n\t"
+               "testq %[cmask], %%rax\n\t"
+               "jz %l[miss]\n\t"
+               "movq %%rax, %%rcx\n\t"
+               "shrq %[cbits], %%rcx\n\t"
+               "movq (%[base], %%rcx, 1), %%rcx\n\t"
+               "movq %%rcx, 8(%%rdx)\n"
+               "2:\n\t"
+               "movq %%rax, %[w]\n\t"
+               : [w] "=r"(w)
+               : MEMCG_RSEQ_OC_INPUTS, [base] "r"(base), [cmask] "i"(oc_count_mask),
+                 [cbits] "i"(oc_count_bits)
+               : "rax", "rcx", "rdx", "memory", "cc"
+               : miss);
+  return base + (w >> oc_count_bits);
+miss:
+  return nullptr;
+}
+
+// Pushes p (at offset `off` from base) onto this CPU's cache.
+template <std::size_t BusyStride, std::uintptr_t Busy>
+MEMCG_ALWAYS_INLINE bool rseq_oc_push(const void* busy0, void* oc0, std::uintptr_t want, void* p,
+                                      std::uint64_t off, std::uint64_t cap) noexcept {
+  const std::uint64_t head = off << oc_count_bits;
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_LOAD
+               "movq 8(%%rdx), %%rax\n\t"
+               "movq %%rax, %%rcx\n\t"
+               "andq %[cmask], %%rcx\n\t"
+               "cmpq %[cap], %%rcx\n\t"
+               "jae %l[miss]\n\t"
+               "movq %%rax, (%[p])\n\t"  // the link: p is ours until the commit
+               "addq $1, %%rcx\n\t"
+               "orq %[head], %%rcx\n\t"
+               "movq %%rcx, 8(%%rdx)\n"
+               "2:\n\t"
+               :
+               : MEMCG_RSEQ_OC_INPUTS, [p] "r"(p), [cap] "r"(cap), [head] "r"(head),
+                 [cmask] "i"(oc_count_mask)
+               : "rax", "rcx", "rdx", "memory", "cc"
+               : miss);
+  return true;
+miss:
+  return false;
+}
+
+// Makes this CPU's cache want's, if it holds no object.
+template <std::size_t BusyStride, std::uintptr_t Busy>
+MEMCG_ALWAYS_INLINE bool rseq_oc_claim(const void* busy0, void* oc0, std::uintptr_t want) noexcept {
+  __asm__ goto(MEMCG_RSEQ_ENTER
+               "movslq %%fs:4(%[area]), %%rcx\n\t"
+               "movq %%rcx, %%rdx\n\t"
+               "imulq %[bstride], %%rcx, %%rcx\n\t"
+               "addq %[busy0], %%rcx\n\t"
+               "testq %[busy], (%%rcx)\n\t"
+               "jnz %l[miss]\n\t"
+               "shlq $6, %%rdx\n\t"
+               "addq %[oc0], %%rdx\n\t"
+               "testq %[cmask], 8(%%rdx)\n\t"
+               "jnz %l[miss]\n\t"
+               "movq %[want], (%%rdx)\n"
+               "2:\n\t"
+               :
+               : MEMCG_RSEQ_OC_INPUTS, [cmask] "i"(oc_count_mask)
+               : "rax", "rcx", "rdx", "memory", "cc"
+               : miss);
+  return true;
+miss:
+  return false;
+}
+
+#undef MEMCG_RSEQ_OC_LOAD
+#undef MEMCG_RSEQ_OC_INPUTS
 #undef MEMCG_RSEQ_ENTER
 #undef MEMCG_RSEQ_CPU_LOAD
 #undef MEMCG_RSEQ_CPU_COMMIT
@@ -171,6 +286,23 @@ miss:
 
 inline bool rseq_registered() noexcept { return false; }
 inline int rseq_cpu_id() noexcept { return 0; }
+inline constexpr int oc_count_bits = 24;
+inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bits) - 1;
+inline constexpr std::size_t oc_stride = 64;
+// No object caches without restartable sequences.
+template <std::size_t BusyStride, std::uintptr_t Busy>
+inline void* rseq_oc_pop(const void*, void*, std::uintptr_t, char*) noexcept {
+  return nullptr;
+}
+template <std::size_t BusyStride, std::uintptr_t Busy>
+inline bool rseq_oc_push(const void*, void*, std::uintptr_t, void*, std::uint64_t,
+                         std::uint64_t) noexcept {
+  return false;
+}
+template <std::size_t BusyStride, std::uintptr_t Busy>
+inline bool rseq_oc_claim(const void*, void*, std::uintptr_t) noexcept {
+  return false;
+}
 
 #endif
 

@@ -422,6 +422,14 @@ class slab_pool {
       if (pg != s.heap->active) settle(s.heap, pg);
       return;
     }
+    free_remote(p);
+  }
+
+ public:
+  // An object back as a remote free, from any thread (an object cache's drain): its page's
+  // owner takes it back when it next collects.
+  void free_remote(void* p) noexcept {
+    slab_page* pg = slab_of(p);
     slab_poison(p, stride_);
     if (slab_push_remote(pg, p)) {
       // The first remote free since the owner last looked: announce the page (once; the
@@ -434,6 +442,8 @@ class slab_pool {
                                                std::memory_order_relaxed));
     }
   }
+
+ private:
 
   // The slot's hold on its active page: the page's free lists move into the slot (hold) and
   // back (write_back) with its count of objects in use.

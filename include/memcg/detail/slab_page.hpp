@@ -153,6 +153,11 @@ class slab_region {
     return reinterpret_cast<std::uintptr_t>(p) - base_.load(std::memory_order_relaxed) < size;
   }
 
+  // The range's start (every slab object's address is above it; null before the first page).
+  MEMCG_ALWAYS_INLINE char* base() const noexcept {
+    return reinterpret_cast<char*>(base_.load(std::memory_order_relaxed));  // set once
+  }
+
   // A page, its header zeroed but for the geometry; nullptr when the range is used up (or
   // could not be reserved). Slow path: one lock.
   slab_page* take(std::size_t stride) noexcept {
