@@ -24,6 +24,13 @@
 // detail/kmalloc_classes.hpp (the size classes, large objects, mimalloc), detail/slab_stat.hpp
 // (statistics stripes), detail/slabinfo.hpp (the file's format).
 //
+// Per-CPU object caches: a free through the thread's hint keeps the object, still charged, in
+// its CPU's cache for that obj_cgroup (at most a page of charge per cache and CPU), where the
+// next allocation for the group on that CPU finds it: one restartable sequence each way
+// instead of a slab pop or push plus a byte-stock charge or uncharge. They belong to their
+// CPU's stock (memcg/stock.hpp): its drains drain them (obj_cache_drain_hook), and
+// kmem_cache_shrink() and the cache's destruction drain every CPU's.
+//
 // Objects of up to 8 KiB live packed in 64 KiB slab pages, with no header; beside them each
 // page keeps one 32-bit entry per object, the id of the object's kmem_cache_node (the node
 // names the cache and the obj_cgroup: the kernel's slabobj_ext). The charge of an object is its
@@ -761,23 +768,22 @@ class kmem_cache {
       std::size_t bytes = static_cast<std::size_t>(r.nr_cpus()) * detail::oc_stride;
       void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (m == MAP_FAILED) return;
+      // Everything set before the cache is published in the table.
+      oc_ = static_cast<char*>(m);
+      oc_bytes_ = bytes;
+      oc_cap_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(page_size) / full_size_);
+      // release: pairs with the stock's acquire of the hook.
+      detail::obj_cache_drain_hook<sync::atomic>.store(&oc_drain_cpu, std::memory_order_release);
       for (int i = 0; i < detail::slab_oc_caches; ++i) {
         kmem_cache* none = nullptr;
         // acq_rel: the cache is published to holders that find it (acquire in oc_drain_cpu).
         if (detail::slab_oc_table[i].compare_exchange_strong(none, this, std::memory_order_acq_rel)) {
           oc_index_ = i;
-          break;
+          return;
         }
       }
-      if (oc_index_ < 0) {  // more caches than the table: this one goes without
-        munmap(m, bytes);
-        return;
-      }
-      oc_bytes_ = bytes;
-      oc_cap_ = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(page_size) / full_size_);
-      // release: pairs with the stock's acquire of the hook.
-      detail::obj_cache_drain_hook<sync::atomic>.store(&oc_drain_cpu, std::memory_order_release);
-      oc_ = static_cast<char*>(m);
+      oc_ = nullptr;  // more caches than the table: this one goes without
+      munmap(m, bytes);
     }
   }
   // Before the cache goes: every CPU's stock held, its object caches drained and its table

@@ -6,6 +6,8 @@
 //                                 the byte stock of obj_cgroup charging; the charge path's entry
 //                                 points (consume, refill, uncharge_fast, consume_obj, ...)
 //   detail::stock_registry<Sync>  every stock, for drains, flushes and fork
+//   detail::obj_cache_drain_hook  how a stock's holder drains the slab's per-CPU object caches
+//                                 of its CPU (memcg/slab.hpp): they belong to the CPU's stock
 //
 // Per CPU (MEMCG_STOCK_RSEQ, memcg/detail/rseq.hpp; the default on x86-64 Linux), as the
 // kernel's memcg_stock_pcp: one stock per possible CPU, shared by the threads that run there.
