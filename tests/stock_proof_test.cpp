@@ -1,17 +1,20 @@
 // Tests of memcg/stock.hpp under adversarial schedules: an owner stopped inside its
-// stock while others drain and flush, a fork while owners are inside their stocks, a signal
-// handler that charges while its thread is inside a slow path of its stock. The delay hook
+// stock while others drain and flush, a fork while owners are inside their stocks (with the
+// program's fork handlers or none, and from a signal handler), a signal handler that charges
+// while its thread is inside a slow path of its stock. The delay hook
 // (MEMCG_DELAY in memcg/detail/fault.hpp) stops or stretches a thread at the busy sections.
 //
 // Built into memcg_proof_tests (MEMCG_FAULT_INJECTION).
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <new>
 #include <thread>
 #include <vector>
 
@@ -239,6 +242,258 @@ TEST_CASE("300 forks while two threads charge and uncharge: no child finds its c
   CHECK(bad == 0);
   h.drain_stocks(nullptr);
   CHECK(p.memory.usage() == 0);
+}
+
+// ---- fork without the program's handlers while a thread holds a stock ------------------------
+
+// Where the target thread holds a stock when the process is copied.
+enum class holder {
+  slow_path,  // a charge's slow path: its CPU's stock held (per thread: its own, busy)
+  drainer,    // a drain: the registry lock and every stock it could take
+};
+
+std::atomic<int> g_park_site{-1};  // the site the target parks at, once (-1: none)
+std::atomic<bool> g_parked{false};
+std::atomic<bool> g_forked{false};
+std::atomic<std::int64_t> g_fork_ns{0};  // steady clock; 0: no fork under way
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Parks the target at the armed site until the fork is done. If the fork waits for it (the
+// registry's own prepare handler does), it leaves 50 ms after the fork began, so that the fork
+// goes on with the stock free; without such a handler the process is copied while it is parked.
+void park_for_fork(delay_site site) noexcept {
+  if (!tl_target) return;
+  // acq_rel/acquire: flags between the test's threads; the joins order the rest.
+  int armed = static_cast<int>(site);
+  if (!g_park_site.compare_exchange_strong(armed, -1, std::memory_order_acq_rel)) return;
+  g_parked.store(true, std::memory_order_release);
+  const std::int64_t deadline = steady_ns() + 10'000'000'000;  // never for ever
+  for (;;) {
+    if (g_forked.load(std::memory_order_acquire)) break;
+    std::int64_t at = g_fork_ns.load(std::memory_order_acquire), now = steady_ns();
+    if ((at && now - at > 50'000'000) || now > deadline) break;
+    std::this_thread::sleep_for(100us);
+  }
+  g_parked.store(false, std::memory_order_release);
+}
+
+// What the child saw, in memory shared with the parent (the child may hang before it exits).
+struct child_report {
+  std::atomic<int> step;             // the last step begun (a hung child stops there)
+  std::atomic<std::int64_t> usage;   // the group's usage after the child's first drain
+};
+
+// Waits for the child up to `limit`; a child still running then is killed. Returns its exit
+// code, or -signal if a signal ended it (SIGALRM: its own alarm; SIGKILL: ours).
+int reap_child(pid_t pid, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > end) {
+      kill(pid, SIGKILL);
+      (void)waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(200us);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+// A program that forks with no fork handlers of its own, while another thread holds a stock:
+// the stocks must survive the fork on their own (the registry's pthread_atfork handlers). In
+// the child nothing may wait for the holder, who does not exist there, and no page may stay
+// charged in a stock nobody can drain.
+void fork_while_held(holder where) {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  hook_guard hook(&park_for_fork);
+  g_forked.store(false);
+  g_fork_ns.store(0);
+  g_parked.store(false);
+  std::atomic<bool> charged{false}, go{false};
+  std::atomic<int> second{-1};  // the target's second operation: 0 ok
+  std::thread target([&] {
+    tl_target = true;
+    // One CPU: its stock parks the batch, and the slow path below holds that stock.
+    memcg_test::cpu_pin pin(memcg_test::allowed_cpu(0));
+    second.store(h.try_charge(a, kind::anon, 1).error == ok ? -1 : 1);  // 63 pages parked
+    charged.store(true, std::memory_order_release);
+    wait_for(go, 10s);
+    if (where == holder::slow_path) {
+      // Another kind misses slot 0's key: the slow path, where the hook parks us.
+      g_park_site.store(static_cast<int>(delay_site::stock_busy), std::memory_order_release);
+      second.store(h.try_charge(a, kind::file, 1).error == ok ? 0 : 1);
+    } else {
+      g_park_site.store(static_cast<int>(delay_site::drain_poisoned), std::memory_order_release);
+      h.drain_stocks(nullptr);
+      second.store(0);
+    }
+    // Alive until the fork is done (TSan counts a finished, unjoined thread copied into the
+    // child as leaked).
+    wait_for(g_forked, 10s);
+  });
+  REQUIRE(wait_for(charged, 5s));
+  // The target's pages once its second operation ran (the registry's prepare waits for it).
+  const std::int64_t held = where == holder::slow_path ? 2 : 1;
+  go.store(true, std::memory_order_release);
+  REQUIRE(wait_for(g_parked, 5s));
+  void* shared = mmap(nullptr, sizeof(child_report), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(shared != MAP_FAILED);
+  auto* report = new (shared) child_report{};
+  report->usage.store(-1);
+  g_fork_ns.store(steady_ns(), std::memory_order_release);
+  pid_t pid = fork();  // no pthread_atfork handler of this program
+  if (pid == 0) {
+    alarm(5);  // a hang ends the child (the parent also kills it after 10 s)
+    int code = 0;
+    auto step = [&](int s) { report->step.store(s); };
+    // The child's own charges and uncharges through the stocks.
+    step(1);
+    for (int i = 0; i < 10; ++i)
+      if (h.try_charge(a, kind::anon, 1).error != ok) code = 2;
+    h.uncharge_unchecked(a, kind::anon, 10);
+    step(2);
+    h.drain_stocks(nullptr);  // never waits: a held stock is left a request
+    report->usage.store(a.memory.usage());
+    if (a.memory.usage() != held && !code) code = 3;  // pages stuck in a stock nobody drains
+    // Everything that waits for holders.
+    step(3);
+    (void)h.stat_local(a, kind::anon, true);
+    step(4);
+    if (h.parked(a) != 0 && !code) code = 4;
+    // The target's pages come back from the child too: then nothing is charged.
+    step(5);
+    h.uncharge_unchecked(a, kind::anon, 1);
+    if (where == holder::slow_path) h.uncharge_unchecked(a, kind::file, 1);
+    h.drain_stocks(nullptr);
+    if (a.memory.usage() != 0 && !code) code = 5;
+    if ((h.stat_local(a, kind::anon, true) != 0 || h.stat_local(a, kind::file, true) != 0) && !code)
+      code = 6;
+    step(6);
+    if (h.rmdir("A") != ok && !code) code = 7;
+    if (h.root().memory.usage() != 0 && !code) code = 8;
+    step(7);
+    {
+      memcg::hierarchy other;  // its destruction drains every stock, waiting for holders
+      auto& b = make(other, "B");
+      if (other.try_charge(b, kind::anon, 3).error != ok && !code) code = 9;
+    }
+    step(8);
+    _exit(code);
+  }
+  g_forked.store(true, std::memory_order_release);
+  REQUIRE(pid > 0);
+  const int status = reap_child(pid, 10s);
+  target.join();
+  MESSAGE("child: exit " << status << ", last step " << report->step.load()
+                         << ", usage after its drain " << report->usage.load() << " (want "
+                         << held << ")");
+  CHECK(status == 0);
+  CHECK(report->usage.load() == held);
+  CHECK(second.load() == 0);
+  munmap(shared, sizeof(child_report));
+  // The parent: the target's pages back, nothing left.
+  h.uncharge_unchecked(a, kind::anon, 1);
+  if (where == holder::slow_path) h.uncharge_unchecked(a, kind::file, 1);
+  h.drain_stocks(nullptr);
+  CHECK(a.memory.usage() == 0);
+  CHECK(h.stat_local(a, kind::anon, true) == 0);
+  CHECK(h.stat_local(a, kind::file, true) == 0);
+}
+
+TEST_CASE("a fork without the program's handlers while a thread is inside a stock's slow path") {
+  if (!memcg::detail::memcg_stock<memcg::sync::atomic>::local()->usable()) {
+    MESSAGE("the stock is off in this process (no rseq/membarrier): nothing to test");
+    return;
+  }
+  fork_while_held(holder::slow_path);
+}
+
+TEST_CASE("a fork without the program's handlers while a thread drains the stocks") {
+  fork_while_held(holder::drainer);
+}
+
+// A fork from a signal handler that interrupted its own thread inside a stock or a drain: the
+// registry's prepare must not wait for that thread (itself). The child of a slow path returns
+// from the handler and finishes the interrupted section (the stock's state is the thread's to
+// give back); the child of a drain exits at once (a pthread rwlock, the TSan builds' registry
+// lock, knows its writer by thread id: the child's thread could not unlock it).
+std::atomic<int> g_raise_site{-1};  // the site the target raises SIGUSR1 at, once
+std::atomic<pid_t> g_handler_child{0};
+volatile sig_atomic_t g_in_handler_child = 0;
+volatile sig_atomic_t g_handler_child_exits = 0;
+
+void forking_handler(int) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (g_handler_child_exits) _exit(0);
+    g_in_handler_child = 1;
+  } else {
+    g_handler_child.store(pid);  // lock-free: signal-safe
+  }
+}
+
+void raise_once(delay_site site) noexcept {
+  if (!tl_target) return;
+  int armed = static_cast<int>(site);
+  // acq_rel: the flag between the test and its hook (one thread here).
+  if (g_raise_site.compare_exchange_strong(armed, -1, std::memory_order_acq_rel)) raise(SIGUSR1);
+}
+
+// Runs in a process of its own (a hang there must not stop the test binary): returns its exit
+// code. 0: both the handler's child and this process ended with exact counters.
+int fork_in_signal_handler(holder where) {
+  memcg::hierarchy h;
+  auto& a = make(h, "A");
+  struct sigaction sa = {};
+  sa.sa_handler = &forking_handler;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGUSR1, &sa, nullptr) != 0) return 10;
+  tl_target = true;
+  if (h.try_charge(a, kind::anon, 1).error != ok) return 11;  // a batch parked
+  memcg::detail::set_delay_hook(&raise_once);
+  if (where == holder::slow_path) {
+    g_raise_site.store(static_cast<int>(delay_site::stock_busy));
+    if (h.try_charge(a, kind::file, 1).error != ok) return 12;  // the handler forks inside
+  } else {
+    g_handler_child_exits = 1;
+    g_raise_site.store(static_cast<int>(delay_site::drain_poisoned));
+    h.drain_stocks(nullptr);  // the handler forks with the registry lock and the stocks held
+  }
+  memcg::detail::set_delay_hook(nullptr);
+  const std::int64_t file = where == holder::slow_path ? 1 : 0;
+  int code = 0;
+  if (g_in_handler_child) alarm(5);  // the handler's child: a hang ends it
+  // Both processes: the interrupted section is done; what waits for holders does not hang.
+  h.uncharge_unchecked(a, kind::anon, 1);
+  h.uncharge_unchecked(a, kind::file, file);
+  h.drain_stocks(nullptr);
+  if (a.memory.usage() != 0) code = 13;
+  if (h.stat_local(a, kind::anon, true) != 0 && !code) code = 14;
+  if (h.rmdir("A") != ok && !code) code = 15;
+  if (g_in_handler_child) return code ? code : 0;
+  pid_t child = g_handler_child.load();
+  if (child <= 0) return 16;
+  int status = reap_child(child, 10s);
+  if (status != 0 && !code) code = status > 0 ? 20 + status : 17;
+  return code;
+}
+
+TEST_CASE("a fork from a signal handler inside its own thread's stock section or drain waits for nothing") {
+  for (holder where : {holder::slow_path, holder::drainer}) {
+    pid_t pid = fork();
+    if (pid == 0) _exit(fork_in_signal_handler(where));
+    REQUIRE(pid > 0);
+    const int status = reap_child(pid, 15s);
+    MESSAGE("holder " << static_cast<int>(where) << " (0 slow path, 1 drain): exit " << status);
+    CHECK(status == 0);
+  }
 }
 
 // ---- a signal handler that charges -----------------------------------------------------------

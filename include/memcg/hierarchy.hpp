@@ -82,6 +82,9 @@ class basic_hierarchy {
       : batch_(o.charge_batch),
         recursive_(o.recursive_protection),
         sock_accounting_(static_cast<std::uint8_t>(o.socket_accounting)) {
+    // The stocks survive fork(2) on their own from here on; registered before the handlers a
+    // program registers after building its hierarchy, so that theirs run first (stock.hpp).
+    detail::stock_registry<Sync>::register_fork_handlers();
     mutex_lock l(&tree_mu_);
     auto r = std::make_unique<group>(this, nullptr, "", "/", next_id_++);
     r->pressure_state_ = new_pressure_state();
@@ -448,7 +451,8 @@ class basic_hierarchy {
   //   4. pressure_        the registry's mutex, then each group's pressure state (creation
   //                       order), then the listeners' own locks (basic_pressure::fork_prepare)
   // memcg/slab.hpp's handlers take the slab's locks before these and the stocks'
-  // registry after. Not taken: a policy daemon's mutex (only its own thread and
+  // registry after. The stocks need no handler of the program: their registry registers its
+  // own (memcg/stock.hpp), whose prepare nests in slab_fork_prepare()'s. Not taken: a policy daemon's mutex (only its own thread and
   // wait_for_policy() take it, never a charge or a control path; its thread does not exist in
   // the child).
   void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {

@@ -1170,6 +1170,10 @@ inline void* krealloc(const void* p, std::size_t size, gfp flags) noexcept {
 // abandoned to their caches (pages and objects intact: the next thread that allocates adopts
 // them) and their statistics stripes are free for the child's new threads (what they counted
 // stays counted: their objects live on in the child's copy of the memory).
+// The stocks alone need no handler: their registry registers its own at the first hierarchy
+// (memcg/stock.hpp); these call the registry's handlers too, and the calls nest (the outermost
+// prepare takes the stocks, after the locks above). A program registers these after it built h,
+// so that they run before the registry's own prepare and take their locks first.
 // Requires: h is the only hierarchy whose locks can be held at fork (the others' callers must
 // not fork while they change them); the forking thread holds none of these locks.
 inline void slab_fork_prepare(hierarchy& h) ABSL_NO_THREAD_SAFETY_ANALYSIS {

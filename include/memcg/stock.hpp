@@ -69,6 +69,13 @@
 // handler's hit misses instead of taking from a half-written slot; a restartable hit that a
 // signal interrupts restarts. What a handler may call: README "Signal handlers".
 //
+// fork(2): the registry registers pthread_atfork handlers of its own (the first hierarchy, or a
+// thread's first stock, does: stock_registry::register_fork_handlers()), so that a program
+// that forks while other threads hold stocks needs no handler for them: prepare waits for every
+// holder and busy owner and takes every stock, the child gives back what they held. A
+// program's own handlers (memcg/slab.hpp's) call the same functions after their locks; the
+// calls nest. The lock order and a fork from a signal handler: stock_registry::fork_prepare().
+//
 // Reclaim context (memcg/task.hpp, set_reclaiming()): the thread's charges and uncharges bypass
 // every stock (PF_MEMALLOC), so that reclaimed pages leave the counters at once.
 //
@@ -83,6 +90,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -428,10 +436,15 @@ class alignas(64) memcg_stock {
   MEMCG_ALWAYS_INLINE bool enter() noexcept {
     if constexpr (per_cpu) {
       if (MEMCG_UNLIKELY(disabled_)) return false;
+      cpu_view& v = tls_view_;
+      ++v.inside;  // before the CAS: a fork from a signal handler here must not wait for us
       std::int64_t idle = 0;
       // acquire: pairs with the release in leave_slow(); the last holder's slot writes (and
       // the hits that committed before it took the stock) are visible.
-      if (MEMCG_UNLIKELY(!state_.cas_acq_rel(idle, state_held))) return false;
+      if (MEMCG_UNLIKELY(!state_.cas_acq_rel(idle, state_held))) {
+        --v.inside;
+        return false;
+      }
       seal();
       MEMCG_DELAY(stock_busy);
       return true;
@@ -470,7 +483,10 @@ class alignas(64) memcg_stock {
         unmark_keys();
         std::int64_t held = state_held;
         // release: pairs with the next holder's acquire in enter() or take_cpu().
-        if (MEMCG_LIKELY(state_.cas_acq_rel(held, 0))) return;
+        if (MEMCG_LIKELY(state_.cas_acq_rel(held, 0))) {
+          --tls_view_.inside;  // after the release (enter(), take_cpu())
+          return;
+        }
         seal();  // a request came after the keys let hits in: take the stock back to serve it
       }
     } else {
@@ -960,11 +976,15 @@ class alignas(64) memcg_stock {
   // Per CPU: what the calling thread knows of the CPU array. cpus is the array while the thread
   // may use it (null before its first use, in reclaim context, and without rseq or
   // membarrier(2)'s RSEQ command); array keeps it across reclaim.
+  // inside (both kinds of stock): how many CPU stocks the thread holds, plus the registry
+  // sections it is in (stock_registry::inside_scope); a fork from a signal handler that
+  // interrupted one of them must not wait for it (stock_registry::fork_prepare()).
   struct cpu_view {
     memcg_stock* cpus = nullptr;
     memcg_stock* array = nullptr;
     bool reclaiming = false;
     bool checked = false;
+    int inside = 0;
   };
   static thread_local cpu_view tls_view_;
 };
@@ -1003,11 +1023,13 @@ class stock_registry {
 
   // Per thread: a new stock joins.
   void add(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
+    inside_scope in;
     mutex_lock l(&mu_);
     list_push(s);
   }
   // Per thread, thread exit: the stock's pages and statistics go back, then it leaves.
   void remove(stock* s) ABSL_LOCKS_EXCLUDED(mu_) {
+    inside_scope in;
     mutex_lock l(&mu_);  // no drainer runs while we hold it
     detach(s);
     // Retired: its keys are 0 (fast paths miss) and its slow paths bypass it from now on.
@@ -1092,6 +1114,7 @@ class stock_registry {
   template <class Pred>
   std::int64_t stat_deltas(kind k, Pred pred) ABSL_LOCKS_EXCLUDED(mu_) {
     std::int64_t sum = 0;
+    inside_scope in;
     mutex_lock l(&mu_);
     for_each_stock([&](stock* s) {
       MEMCG_DELAY(stat_read);
@@ -1109,17 +1132,31 @@ class stock_registry {
     return sum;
   }
 
-  // fork(2), through pthread_atfork (memcg/slab.hpp's fork handlers, a preloaded malloc):
+  // fork(2). The registry registers these as pthread_atfork handlers of its own, once per
+  // process (register_fork_handlers()), so that a program needs no handler for the stocks;
+  // memcg/slab.hpp's handlers and the preload shim's call them too, after their own locks.
   // prepare takes the registry lock and every stock, waiting for busy owners and holders, so
-  // that no stock is half updated when the process is copied; the parent gives them back and
-  // releases the lock. In the child only the forking thread lives: it gets a fresh lock.
-  // Per CPU, the child gives back everything the CPU stocks held (its counters are exact at
-  // its start; its threads refill as they charge). Per thread, the other threads' stocks give
-  // back what they held (pages to the counters, byte rests to their handles, statistics deltas
-  // folded) and leave the registry; their memory is left (their owners never run in the child).
-  // A charge another thread had half done outside its stock when the process was copied stays
-  // charged in the child (at most one batch per thread); nothing is given back twice.
+  // that no stock is half updated or held by another thread when the process is copied; the
+  // parent gives them back and releases the lock. In the child only the forking thread lives:
+  // it gets a fresh lock. Per CPU, the child gives back everything the CPU stocks held (its
+  // counters are exact at its start; its threads refill as they charge). Per thread, the other
+  // threads' stocks give back what they held (pages to the counters, byte rests to their
+  // handles, statistics deltas folded) and leave the registry; their memory is left (their
+  // owners never run in the child). A charge another thread had half done outside its stock
+  // when the process was copied stays charged in the child (at most one batch per thread);
+  // nothing is given back twice.
+  // Nesting: calls nest per thread (a program's handlers and the registry's own both run at one
+  // fork, in either order): the outermost prepare takes, the matching last parent or child
+  // call gives back; the calls between do nothing. Another thread's fork waits for the lock.
+  // A fork from a signal handler that interrupted this thread inside the registry or a stock
+  // (a slow path, a drain) takes nothing: it would wait for itself. Its child is then as
+  // without handlers: what another thread held stays held there, and it should exec or _exit
+  // (fork(2) is not async-signal-safe anyway). _Fork(), vfork() and posix_spawn() run no
+  // handlers; their child must exec or _exit.
   void fork_prepare() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (fork_depth_++ != 0) return;
+    fork_took_ = !interrupted_inside();
+    if (!fork_took_) return;
     mu_.lock();
     if constexpr (per_cpu) {
       take_cpus(busy_owner::wait, 0);
@@ -1130,11 +1167,13 @@ class stock_registry {
     }
   }
   void fork_parent() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!fork_unwound()) return;
     if constexpr (per_cpu) release_cpus();
     else if constexpr (Sync::concurrent) release_all();
     mu_.unlock();
   }
   void fork_child() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!fork_unwound()) return;
     mu_.reset_after_fork();
     if constexpr (per_cpu) {
       for (int c = 0; c < nr_cpus_; ++c) cpus_[c].drain_all();
@@ -1147,6 +1186,37 @@ class stock_registry {
         s = next;
       }
       if constexpr (Sync::concurrent) release_all();
+    }
+  }
+
+  // Registers fork_prepare/parent/child as pthread_atfork handlers, once per process: the first
+  // hierarchy of the policy does (basic_hierarchy's constructor), or a thread's first stock.
+  // Lock order: pthread_atfork runs prepare handlers in reverse registration order. Handlers a
+  // program registers after it built its first hierarchy (memcg/slab.hpp's, through the preload
+  // shim) run first: they take their locks (the slab's, the hierarchy's), then call
+  // fork_prepare() last, as every path that nests a library lock and the registry lock does;
+  // the registry's own prepare then nests and does nothing. Handlers registered before that run
+  // after the registry's own prepare, which then takes the registry lock and the stocks before
+  // their locks. Per CPU that is deadlock-free too: a stock holder takes no lock and waits for
+  // nobody, and no library path waits for the registry lock or a stock while it holds another
+  // library lock (the charge path's drains only try the lock). Per thread, a thread's first
+  // stock use takes the registry lock wherever it happens (in a reclaimer, under the
+  // hierarchy's reclaimer lock): such a program registers its handlers after building its first
+  // hierarchy. A thread that finds another registering goes on at once: a fork racing with the
+  // registration itself may still copy a held stock.
+  // Not reentrant through malloc: pthread_atfork may allocate, and a preloaded malloc charges
+  // through the stocks; the nested call finds the registration under way and returns.
+  static void register_fork_handlers() noexcept {
+    if constexpr (Sync::concurrent && Sync::accounting) {
+      stock_registry& r = instance();
+      int idle = 0;
+      // relaxed: a once flag; it publishes nothing (the handlers reach the registry through
+      // instance()).
+      if (r.fork_handlers_.load(std::memory_order_relaxed) != 0 ||
+          !r.fork_handlers_.compare_exchange_strong(idle, 1, std::memory_order_relaxed))
+        return;
+      const bool ok = pthread_atfork(&at_fork_prepare, &at_fork_parent, &at_fork_child) == 0;
+      r.fork_handlers_.store(ok ? 2 : 0, std::memory_order_relaxed);  // 0: the next may retry
     }
   }
 
@@ -1172,6 +1242,36 @@ class stock_registry {
   using obj_slot = typename stock::obj_slot;
   static void no_obj(obj_slot&) noexcept {}
 
+  // A section of the registry lock on this thread (counted in the stocks' cpu_view::inside):
+  // from before the lock to after the unlock, so that a signal handler that interrupts it
+  // anywhere sees it (fork_prepare()).
+  struct inside_scope {
+    inside_scope() noexcept { ++stock::tls_view_.inside; }
+    ~inside_scope() { --stock::tls_view_.inside; }
+    inside_scope(const inside_scope&) = delete;
+    inside_scope& operator=(const inside_scope&) = delete;
+  };
+
+  // fork_prepare() on a thread that a signal handler interrupted inside a CPU stock it holds, a
+  // registry section, or (per thread) a busy section of its own stock.
+  static bool interrupted_inside() noexcept {
+    if (stock::tls_view_.inside != 0) return true;
+    if constexpr (!per_cpu && Sync::concurrent) {
+      stock* self = stock::peek();
+      return self && self->busy_.load_relaxed() != 0;  // relaxed: the thread's own flag
+    }
+    return false;
+  }
+  // The matching parent or child call of a fork_prepare(): true for the outermost one, if
+  // that prepare took the registry.
+  static bool fork_unwound() noexcept {
+    if (fork_depth_ == 0 || --fork_depth_ != 0) return false;
+    return fork_took_;
+  }
+  static void at_fork_prepare() noexcept { instance().fork_prepare(); }
+  static void at_fork_parent() noexcept { instance().fork_parent(); }
+  static void at_fork_child() noexcept { instance().fork_child(); }
+
   stock_registry() noexcept {
     if constexpr (per_cpu) map_cpus();
   }
@@ -1193,6 +1293,7 @@ class stock_registry {
   bool quiesce(bool may_skip, busy_owner busy, std::int64_t request, Fn fn, ObjFn obj_fn,
                obj_cache_match<Sync> oc_match = nullptr, const void* oc_ctx = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_) {
+    inside_scope in;
     if (may_skip) {
       if (!mu_.try_lock()) return false;
     } else {
@@ -1266,6 +1367,7 @@ class stock_registry {
       std::int64_t st = 0;
       // acquire: pairs with the holder's release in leave_slow().
       if (s->state_.cas_acq_rel(st, stock::state_held)) {
+        ++stock::tls_view_.inside;  // given back by leave_slow() (release_cpus())
         s->mark_keys();
         return true;
       }
@@ -1415,7 +1517,17 @@ class stock_registry {
   int nr_cpus_ = 0;
   pthread_key_t exit_key_{};
   std::atomic<std::int64_t> nr_skipped_{0};
+  std::atomic<int> fork_handlers_{0};  // 0: not registered, 1: being registered, 2: registered
+  // The calling thread's fork_prepare() calls not yet matched by a parent or child call, and
+  // whether the outermost took the registry (copied into the child with the thread).
+  static thread_local int fork_depth_;
+  static thread_local bool fork_took_;
 };
+
+template <sync_policy Sync>
+constinit thread_local int stock_registry<Sync>::fork_depth_ = 0;
+template <sync_policy Sync>
+constinit thread_local bool stock_registry<Sync>::fork_took_ = false;
 
 template <sync_policy Sync>
 memcg_stock<Sync>* memcg_stock<Sync>::create_local() noexcept {
@@ -1430,6 +1542,7 @@ memcg_stock<Sync>* memcg_stock<Sync>::create_local() noexcept {
     if (!light) self->pending_.store_relaxed(1);  // relaxed: not yet shared
   }
   self->registered_ = true;  // before anything that may allocate (a preloaded malloc charges)
+  stock_registry<Sync>::register_fork_handlers();
   registry.add(self);
   // The thread's exit takes it out again: a pthread key's destructor runs after the thread-local
   // destructors (which may still charge) and again if a key destructor registered it meanwhile.
@@ -1460,6 +1573,7 @@ memcg_stock<Sync>* memcg_stock<Sync>::local_slow() noexcept {
     // The hits need the thread's rseq area; a drainer needs the RSEQ fence to restart them.
     if (rseq_registered() && membarrier_restarts_rseq()) {
       auto& registry = stock_registry<Sync>::instance();
+      stock_registry<Sync>::register_fork_handlers();  // before this thread can hold a stock
       if (registry.cpu_array() && rseq_cpu_id() < registry.nr_cpus()) v.array = registry.cpu_array();
     }
     if (!v.reclaiming) v.cpus = v.array;
