@@ -96,24 +96,19 @@ inline int rseq_cpu_id() noexcept {
 
 // Inside the sequence: this CPU's slot (rcx = slot0 + cpu_id * stride), its key compared, its
 // count loaded into rax. Then, after the test, the commit store: the last instruction.
-// A stride that is a power of two is a shift (one cycle, not imul's three on the address).
-#define MEMCG_RSEQ_CPU_LOAD                                  \
-  "movslq %%fs:4(%[area]), %%rcx\n\t"                        \
-  ".if (%c[stride] & (%c[stride] - 1)) == 0\n\t"             \
-  "shlq %[shift], %%rcx\n\t"                                 \
-  ".else\n\t"                                                \
-  "imulq %[stride], %%rcx, %%rcx\n\t"                        \
-  ".endif\n\t"                                               \
-  "addq %[slot0], %%rcx\n\t"                                 \
-  "cmpq %[want], (%%rcx)\n\t"                               \
-  "jne %l[miss]\n\t"                                        \
+#define MEMCG_RSEQ_CPU_LOAD                 \
+  "movslq %%fs:4(%[area]), %%rcx\n\t"       \
+  "imulq %[stride], %%rcx, %%rcx\n\t"       \
+  "addq %[slot0], %%rcx\n\t"                \
+  "cmpq %[want], (%%rcx)\n\t"               \
+  "jne %l[miss]\n\t"                        \
   "movq %c[nr](%%rcx), %%rax\n\t"
 #define MEMCG_RSEQ_CPU_COMMIT      \
   "movq %%rax, %c[nr](%%rcx)\n"    \
   "2:\n"
 #define MEMCG_RSEQ_CPU_INPUTS                                                            \
   [area] "r"(__rseq_offset), [slot0] "r"(slot0), [want] "r"(want), [n] "r"(n),           \
-      [stride] "i"(Stride), [shift] "i"(std::countr_zero(Stride)), [nr] "i"(NrOff)
+      [stride] "i"(Stride), [nr] "i"(NrOff)
 
 // The per-CPU slots: CPU c's slot is at slot0 + c * Stride; its first word is the key, the
 // count is NrOff bytes further. The CPU is read inside the sequence, so a thread preempted or
@@ -182,11 +177,7 @@ inline constexpr std::size_t oc_stride = 64;
 #define MEMCG_RSEQ_OC_LOAD                                   \
   "movslq %%fs:4(%[area]), %%rcx\n\t"                        \
   "movq %%rcx, %%rdx\n\t"                                    \
-  ".if (%c[bstride] & (%c[bstride] - 1)) == 0\n\t"           \
-  "shlq %[bshift], %%rcx\n\t"                                \
-  ".else\n\t"                                                \
   "imulq %[bstride], %%rcx, %%rcx\n\t"                       \
-  ".endif\n\t"                                               \
   "addq %[busy0], %%rcx\n\t"                                 \
   "testq %[busy], (%%rcx)\n\t"                               \
   "jnz %l[miss]\n\t"                                         \
@@ -196,7 +187,7 @@ inline constexpr std::size_t oc_stride = 64;
   "jne %l[miss]\n\t"
 #define MEMCG_RSEQ_OC_INPUTS                                                              \
   [area] "r"(__rseq_offset), [busy0] "r"(busy0), [oc0] "r"(oc0), [want] "r"(want),        \
-      [busy] "i"(Busy), [bstride] "i"(BusyStride), [bshift] "i"(std::countr_zero(BusyStride))
+      [busy] "i"(Busy), [bstride] "i"(BusyStride)
 
 // The first object of this CPU's cache (nullptr: a miss).
 template <std::size_t BusyStride, std::uintptr_t Busy>
