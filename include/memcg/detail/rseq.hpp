@@ -27,7 +27,6 @@
 // running sequence with membarrier(2)'s RSEQ command (memcg/stock.hpp).
 #pragma once
 
-#include <bit>
 #include <cstddef>
 #include <cstdint>
 
