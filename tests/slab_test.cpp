@@ -493,8 +493,7 @@ TEST_SUITE("concurrency") {
     auto& a = make(h, "a");
     auto& b = make(h, "a/b");
     memcg::kmem_cache c("flipped", 96, 8, memcg::slab_flags::account);
-    std::vector<int> cpus;
-    for (int i = 0, cpu; (cpu = memcg_test::allowed_cpu(i)) >= 0; ++i) cpus.push_back(cpu);
+    const std::vector<int> cpus = memcg_test::allowed_cpus();
     constexpr int nr_threads = 6;
     std::atomic<bool> stop{false};
     std::vector<std::thread> threads;
@@ -521,18 +520,7 @@ TEST_SUITE("concurrency") {
         left[static_cast<std::size_t>(t)] = std::move(held);
       });
     }
-    std::thread flipper([&] {
-      std::mt19937 rng(7);
-      while (!stop.load(std::memory_order_relaxed)) {
-        for (auto& t : threads) {
-          cpu_set_t set;
-          CPU_ZERO(&set);
-          CPU_SET(cpus[rng() % cpus.size()], &set);
-          (void)pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
-        }
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
-      }
-    });
+    std::thread flipper([&] { memcg_test::flip_cpus(threads, cpus, stop, 7, false); });
     const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(800);
     for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
       if (i % 4 == 0) h.drain_stocks(nullptr);

@@ -337,8 +337,7 @@ TEST_CASE("threads flipped between CPUs while they charge, free and drain lose n
   memcg::hierarchy h;
   auto& a = make(h, "A");
   auto& b = make(h, "A/B");
-  std::vector<int> cpus;
-  for (int i = 0, c; (c = memcg_test::allowed_cpu(i)) >= 0; ++i) cpus.push_back(c);
+  const std::vector<int> cpus = memcg_test::allowed_cpus();
   constexpr int nr_threads = 8;
   std::atomic<bool> stop{false};
   std::atomic<std::int64_t> ops{0};
@@ -366,20 +365,7 @@ TEST_CASE("threads flipped between CPUs while they charge, free and drain lose n
           if (held[i][j]) h.uncharge_unchecked(*gs[i], kinds[j], held[i][j]);
     });
   }
-  std::thread flipper([&] {
-    std::mt19937 rng(42);
-    while (!stop.load(std::memory_order_relaxed)) {
-      for (auto& t : threads) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(cpus[rng() % cpus.size()], &set);
-        if (rng() % 4 == 0)
-          for (int c : cpus) CPU_SET(c, &set);  // sometimes anywhere
-        (void)pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
-  });
+  std::thread flipper([&] { memcg_test::flip_cpus(threads, cpus, stop, 42, true); });
   const std::int64_t seals_before = reg.remote_seals();
   // At least a second of flips, and enough operations that many slow paths ran mid-flip.
   const std::int64_t goal = memcg::sanitizer_build ? 1'000'000 : 20'000'000;

@@ -2,7 +2,14 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <pthread.h>
 #include <sched.h>
+
+#include <atomic>
+#include <chrono>
+#include <random>
+#include <thread>
+#include <vector>
 
 #include "memcg/hierarchy.hpp"
 
@@ -44,6 +51,33 @@ inline int allowed_cpu(int i) {
   for (int c = 0; c < CPU_SETSIZE; ++c)
     if (CPU_ISSET(c, &set) && i-- == 0) return c;
   return -1;
+}
+
+// Every CPU the process may run on.
+inline std::vector<int> allowed_cpus() {
+  std::vector<int> cpus;
+  for (int i = 0, c; (c = allowed_cpu(i)) >= 0; ++i) cpus.push_back(c);
+  return cpus;
+}
+
+// Until stop: every 200 us, each of threads is moved to a CPU of cpus drawn at random (with
+// sometimes_anywhere, one time in four to all of them). A flipper thread runs this so that the
+// threads under test migrate while they work (more threads than CPUs: also preempted).
+inline void flip_cpus(std::vector<std::thread>& threads, const std::vector<int>& cpus,
+                      const std::atomic<bool>& stop, unsigned seed, bool sometimes_anywhere) {
+  std::mt19937 rng(seed);
+  // relaxed: a flag; the test's joins order the rest.
+  while (!stop.load(std::memory_order_relaxed)) {
+    for (auto& t : threads) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpus[rng() % cpus.size()], &set);
+      if (sometimes_anywhere && rng() % 4 == 0)
+        for (int c : cpus) CPU_SET(c, &set);
+      (void)pthread_setaffinity_np(t.native_handle(), sizeof set, &set);
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
 }
 
 // Pins the calling thread to one CPU for its scope, then restores its mask: a test that needs
