@@ -95,8 +95,10 @@ class basic_hierarchy {
   basic_hierarchy(const basic_hierarchy&) = delete;
   basic_hierarchy& operator=(const basic_hierarchy&) = delete;
   ~basic_hierarchy() {
-    if (auto* hook = detail::hierarchy_exit_hook<Sync>.load(std::memory_order_acquire)) hook(this);
+    // The stocks first: the slab's object caches among them hold objects that still count as
+    // their nodes', which the hook then judges.
     drain_own_stocks(nullptr);
+    if (auto* hook = detail::hierarchy_exit_hook<Sync>.load(std::memory_order_acquire)) hook(this);
     // Other threads' over-high state keeps this id, which no later hierarchy has: they drop it
     // at their next throttle point or over-high charge (nothing of it is dereferenced).
     task::current().forget(id_);

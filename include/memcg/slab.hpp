@@ -24,10 +24,10 @@
 // detail/kmalloc_classes.hpp (the size classes, large objects, mimalloc), detail/slab_stat.hpp
 // (statistics stripes), detail/slabinfo.hpp (the file's format).
 //
-// Per-CPU object caches: a free through the thread's hint keeps the object, still charged, in
-// its CPU's cache for that obj_cgroup (at most a page of charge per cache and CPU), where the
-// next allocation for the group on that CPU finds it: one restartable sequence each way
-// instead of a slab pop or push plus a byte-stock charge or uncharge. They belong to their
+// Per-CPU object caches: a free keeps the object, still charged, in its CPU's cache for the
+// object's node when that cache is the node's (at most a page of charge per cache and CPU),
+// where the next allocation for the group on that CPU finds it: one restartable sequence each
+// way instead of a slab pop or push plus a byte-stock charge or uncharge. They belong to their
 // CPU's stock (memcg/stock.hpp): its drains drain them (obj_cache_drain_hook), and
 // kmem_cache_shrink() and the cache's destruction drain every CPU's.
 //
@@ -44,12 +44,13 @@
 // an object may be freed by any thread (onto its page's remote list, lock-free). Creating a
 // node (the first object of a cache for a group) takes the cache's lock; a thread's first
 // object of a cache, and a new slab page, take a lock each; so does a change of the thread's
-// hint (its last group for the cache). Statistics: an object allocated or freed through the
-// thread's hint is counted in the thread's slot, in the cache line the alloc already touches,
-// and folded into the node when the hint changes or the thread exits; the rest go to per-thread
-// stripes of the node. Readers sum the node, its stripes and the slots of the threads that own
-// a heap of the cache (under the pool's lock): exact when the writers are quiet, a snapshot
-// otherwise.
+// hint (its last group for the cache). Statistics: an object taken from or given back to a
+// slab page through the thread's hint is counted in the thread's slot, in the cache line the
+// alloc already touches, and folded into the node when the hint changes or the thread exits;
+// the rest go to per-thread stripes of the node; objects in object caches stay counted. Readers
+// sum the node, its stripes and the slots of the threads that own a heap of the cache (under
+// the pool's lock), less what the node's object caches hold: exact when the writers are quiet,
+// a snapshot otherwise.
 //
 // Requires: objects charged to a hierarchy's groups are freed before that hierarchy dies (a
 // dying hierarchy's cache nodes are forgotten through detail::hierarchy_exit_hook; a node that
@@ -270,6 +271,8 @@ class alignas(64) kmem_cache_node final : public basic_reclaimer<sync::atomic> {
     add(&detail::stat_stripe::frees, &detail::stat_stripe::bytes_out, bytes);
   }
   slab_stat stat() const noexcept;
+  // ... with the objects waiting in the per-CPU object caches of the node (the node's count).
+  slab_stat counted() const noexcept;
   // Where the threads whose hint names this node add what they counted (slab_slot::sink).
   std::atomic<std::int64_t>* folded() noexcept { return &folded_; }
 
@@ -622,18 +625,20 @@ class kmem_cache {
     if (MEMCG_UNLIKELY(s.serial != pool_.serial()) && !pool_.adopt(s)) return nullptr;
     kmem_cache_node* n = &unaccounted_;
     if (o) {
+      std::uint32_t id;
       if (MEMCG_LIKELY(s.o == o)) {
         n = static_cast<kmem_cache_node*>(s.n);
-        // This CPU's object cache: an object already charged to o, its vector entry n's.
-        if (void* p = oc_pop(o, n)) {
-          detail::slab_slot_count(s, 1);
-          if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
-          return p;
-        }
+        id = s.id;
       } else {
         n = node_slow(o);
+        if (MEMCG_UNLIKELY(!n)) return nullptr;
+        id = n->id_;
       }
-      if (MEMCG_UNLIKELY(!n)) return nullptr;
+      // This CPU's object cache of n: an object already charged to o and counted as n's.
+      if (void* p = oc_pop(id, n)) {
+        if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
+        return p;
+      }
     }
     // The object first, then the charge: a charge that reclaims may run code that uses the
     // slot. MEMCG_FAULT: a failed backing allocation injected by a test build.
@@ -666,13 +671,16 @@ class kmem_cache {
       e = 0;
     }
     (void)what;
-    // The thread's hint first (the node of its last allocation): no dependent load, and the
+    // This CPU's object cache of the object's node first: kept there, charged and counted, for
+    // the node's next allocation on this CPU (no slot, no hint, no node).
+    if (MEMCG_LIKELY(id != unaccounted_.id_) && oc_push(id, p)) return;
+    // The thread's hint next (the node of its last allocation): no dependent load, and the
     // count stays in the slot.
     detail::slab_slot& s = pool_.slot();
     if (MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())) {
+      if (oc_claim_push(id, p)) return;  // an empty cache of another node becomes this one's
       detail::slab_slot_count(s, -1);
       auto* o = static_cast<objcg*>(const_cast<void*>(s.o));
-      if (oc_push(o, p)) return;  // kept for o's next allocation on this CPU, charged
       obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     } else {
       kmem_cache_node* n = detail::node_of_id(id);
@@ -684,31 +692,36 @@ class kmem_cache {
   }
 
   // ---- Per-CPU object caches ----
-  // Each CPU keeps, per cache, a short list of free objects still charged to one obj_cgroup
-  // (the kernel's per-CPU slab and object stock in one): a free through the thread's hint pushes
-  // the object there instead of uncharging it, and the next allocation for that obj_cgroup on
-  // that CPU pops it, charged, its objcg-vector entry already naming the node. Each is one
-  // restartable sequence (detail/rseq.hpp), so the pair costs two. A cache holds at most one
-  // page's worth of charge (oc_cap_ objects, at least one), as the kernel's object stock holds
-  // less than a page. It belongs to its CPU's stock: while that stock is held the hits miss,
-  // and drains of the stock (memory.max, reclaim, rmdir, a hierarchy's end, fork's child) drain
-  // the object caches of their groups too: objects back to their pages as remote frees, charges
-  // to the counters and the handle (memcg_stock::give_back_obj_bytes()).
+  // Each CPU keeps, per cache, a short list of free objects of one kmem_cache_node, still
+  // charged to its obj_cgroup and still counted as its objects (the kernel's per-CPU slab and
+  // object stock in one). The list's key is the node's id, the value objects carry in their
+  // vector entry: a free pushes the object onto its CPU's list if the list is its node's, with
+  // no slot, hint or node to read; an allocation through the thread's hint pops from the list
+  // of the hint's node. Each is one restartable sequence (detail/rseq.hpp), so the pair costs
+  // two. A free through the hint that finds the list empty and another node's makes it its own
+  // (rseq_oc_claim). A list holds at most one page's worth of charge (oc_cap_ objects, at least
+  // one), as the kernel's object stock holds less than a page. Statistics read a node's count
+  // less what its lists hold (oc_held()). A list belongs to its CPU's stock: while that stock is
+  // held the hits miss, and drains of the stock (memory.max, reclaim, rmdir, a hierarchy's end,
+  // fork's child) drain the lists of their groups' nodes too: objects back to their pages as
+  // remote frees, out of the node's count, charges to the counters and the handle
+  // (memcg_stock::give_back_obj_bytes()). A node lives while its lists hold objects (they count
+  // as its objects), so a drain can find it from the key.
   static constexpr bool oc_supported =
       detail::memcg_stock<sync::atomic>::per_cpu && MEMCG_STOCK_RSEQ;
   using oc_stock = detail::memcg_stock<sync::atomic>;
   struct oc_slot {
-    std::uintptr_t key;  // obj_key_of(objcg, kind): accessed through std::atomic_ref
+    std::uintptr_t key;  // a node's id (0: none): accessed through std::atomic_ref
     std::uint64_t word;  // detail/rseq.hpp's list word
   };
 
-  MEMCG_ALWAYS_INLINE void* oc_pop(objcg* o, kmem_cache_node* n) noexcept {
+  // The first object of this CPU's list of node id (n: that node, for debug builds' entries).
+  MEMCG_ALWAYS_INLINE void* oc_pop(std::uint32_t id, kmem_cache_node* n) noexcept {
     if constexpr (oc_supported) {
       oc_stock* cpus = oc_stock::hit_cpus();
       if (MEMCG_UNLIKELY(!oc_ || !cpus)) return nullptr;
       void* p = detail::rseq_oc_pop<sizeof(oc_stock), oc_stock::obj_hold_bits>(
-          oc_stock::obj_key_word(cpus), oc_, oc_stock::obj_key_of(o, static_cast<int>(kind_)),
-          detail::slab_pages().base());
+          oc_stock::obj_key_word(cpus), oc_, id, detail::slab_pages().base());
       if (p) {
         detail::slab_unpoison(p, pool_.stride());
         if constexpr (MEMCG_DEBUG >= 1) {  // debug frees clear the entry (double frees)
@@ -718,45 +731,63 @@ class kmem_cache {
       }
       return p;
     } else {
-      (void)o;
+      (void)id;
       (void)n;
       return nullptr;
     }
   }
-  MEMCG_ALWAYS_INLINE bool oc_push(objcg* o, void* p) noexcept {
+  // Pushes p, an object of node id, onto this CPU's list if the list is id's and not full.
+  MEMCG_ALWAYS_INLINE bool oc_push(std::uint32_t id, void* p) noexcept {
     if constexpr (oc_supported) {
       oc_stock* cpus = oc_stock::hit_cpus();
       if (MEMCG_UNLIKELY(!oc_ || !cpus)) return false;
-      const std::uintptr_t want = oc_stock::obj_key_of(o, static_cast<int>(kind_));
       const auto off = static_cast<std::uint64_t>(static_cast<char*>(p) - detail::slab_pages().base());
       detail::slab_poison(p, pool_.stride());  // before: once pushed, another thread may pop it
-      constexpr std::size_t stride = sizeof(oc_stock);
-      constexpr std::uintptr_t hold = oc_stock::obj_hold_bits;
-      if (MEMCG_LIKELY((detail::rseq_oc_push<stride, hold>(oc_stock::obj_key_word(cpus), oc_, want,
-                                                          p, off, oc_cap_))))
+      if (MEMCG_LIKELY((detail::rseq_oc_push<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+              oc_stock::obj_key_word(cpus), oc_, id, p, off, oc_cap_))))
         return true;
-      return oc_push_slow(want, p, off, cpus);
+      detail::slab_unpoison(p, pool_.stride());  // the caller frees it another way
+      return false;
     } else {
-      (void)o;
+      (void)id;
       (void)p;
       return false;
     }
   }
-  // A missed push: an empty cache of another obj_cgroup becomes o's, then one more try.
-  MEMCG_NOINLINE bool oc_push_slow(std::uintptr_t want, void* p, std::uint64_t off,
-                                   oc_stock* cpus) noexcept {
+  // A missed push through the thread's hint: an empty list of another node becomes id's, then
+  // one more try.
+  MEMCG_NOINLINE bool oc_claim_push(std::uint32_t id, void* p) noexcept {
     if constexpr (oc_supported) {
-      if (detail::rseq_oc_claim<sizeof(oc_stock), oc_stock::obj_hold_bits>(
-              oc_stock::obj_key_word(cpus), oc_, want) &&
-          detail::rseq_oc_push<sizeof(oc_stock), oc_stock::obj_hold_bits>(
-              oc_stock::obj_key_word(cpus), oc_, want, p, off, oc_cap_))
-        return true;
+      oc_stock* cpus = oc_stock::hit_cpus();
+      if (!oc_ || !cpus ||
+          !detail::rseq_oc_claim<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+              oc_stock::obj_key_word(cpus), oc_, id))
+        return false;
+      return oc_push(id, p);
+    } else {
+      (void)id;
+      (void)p;
+      return false;
     }
-    (void)want;
-    (void)off;
-    (void)cpus;
-    detail::slab_unpoison(p, pool_.stride());  // the caller frees it the usual way
-    return false;
+  }
+  // Objects of node id waiting in the lists of every CPU (a snapshot, exact when quiet).
+  std::int64_t oc_held(std::uint32_t id) const noexcept {
+    std::int64_t n = 0;
+    if constexpr (oc_supported) {
+      if (!oc_) return 0;
+      const int nr_cpus = detail::stock_registry<sync::atomic>::instance().nr_cpus();
+      for (int c = 0; c < nr_cpus; ++c) {
+        auto* sl = reinterpret_cast<oc_slot*>(oc_ + static_cast<std::size_t>(c) * detail::oc_stride);
+        // relaxed: a statistic; the key and the word may be of different moments.
+        if (std::atomic_ref<std::uintptr_t>(sl->key).load(std::memory_order_relaxed) == id)
+          n += static_cast<std::int64_t>(
+              std::atomic_ref<std::uint64_t>(sl->word).load(std::memory_order_relaxed) &
+              detail::oc_count_mask);
+      }
+    } else {
+      (void)id;
+    }
+    return n;
   }
 
   // The object caches of a cache with slab pages: one oc_slot per possible CPU, 64 bytes
@@ -819,9 +850,13 @@ class kmem_cache {
       // relaxed: the holder owns the slot (the hits miss while it holds the CPU's stock).
       std::uintptr_t key = std::atomic_ref<std::uintptr_t>(sl->key).load(std::memory_order_relaxed);
       std::uint64_t w = std::atomic_ref<std::uint64_t>(sl->word).load(std::memory_order_relaxed);
-      auto* o = reinterpret_cast<objcg*>(key & oc_stock::obj_key_mask);
-      if (!o || !match(ctx, o)) return;
-      std::uint64_t nr = w & detail::oc_count_mask;
+      const std::uint64_t nr = w & detail::oc_count_mask;
+      // An empty list keeps its key: only objects of the node that has that id can enter it.
+      if (nr == 0) return;
+      // The node lives: its objects here count as its own.
+      kmem_cache_node* n = detail::node_of_id(static_cast<std::uint32_t>(key));
+      objcg* o = n->obj_cgroup();  // null: an orphan's (no charge); any drain takes them
+      if (o && !match(ctx, o)) return;
       char* base = detail::slab_pages().base();
       for (std::uint64_t i = 0; i < nr; ++i) {
         void* p = base + (w >> detail::oc_count_bits);
@@ -829,7 +864,9 @@ class kmem_cache {
         std::memcpy(&w, p, sizeof w);
         pool_.free_remote(p);
       }
-      if (nr)
+      // relaxed: a statistic.
+      n->folded_.fetch_sub(static_cast<std::int64_t>(nr), std::memory_order_relaxed);
+      if (o)
         oc_stock::give_back_obj_bytes(o, static_cast<int>(kind_),
                                       static_cast<std::int64_t>(nr * full_size_));
       std::atomic_ref<std::uint64_t>(sl->word).store(0, std::memory_order_relaxed);
@@ -950,7 +987,7 @@ class kmem_cache {
       pool_.unhint(&n->folded_);  // the threads' counts for it, before it is judged or goes
       objcg* o = n->objcg_;
       auto it = nodes_.find(o);
-      if (n->stat().objects != 0) {
+      if (n->counted().objects != 0) {  // objects in object caches too: drains need the node
         n->objcg_ = nullptr;
         n->origin_ = nullptr;
         orphans_.push_back(std::move(it->second));
@@ -988,7 +1025,7 @@ class kmem_cache {
   detail::slab_pool pool_;  // last: registered once the rest is built
 };
 
-inline slab_stat kmem_cache_node::stat() const noexcept {
+inline slab_stat kmem_cache_node::counted() const noexcept {
   slab_stat r;
   for (const auto& st : stripes_) {
     r.objects += st.allocs.load(std::memory_order_relaxed) - st.frees.load(std::memory_order_relaxed);
@@ -998,6 +1035,14 @@ inline slab_stat kmem_cache_node::stat() const noexcept {
   r.objects += folded_.load(std::memory_order_relaxed);  // relaxed: a statistic
   if (objcg_) r.objects += cache_->pool_.slot_live(&folded_);  // only accounted nodes are hints
   if (cache_->full_size_) r.bytes = r.objects * static_cast<std::int64_t>(cache_->full_size_);
+  return r;
+}
+inline slab_stat kmem_cache_node::stat() const noexcept {
+  slab_stat r = counted();
+  if (this != &cache_->unaccounted_ && cache_->full_size_) {  // only their nodes' lists exist
+    r.objects -= cache_->oc_held(id_);
+    r.bytes = r.objects * static_cast<std::int64_t>(cache_->full_size_);
+  }
   return r;
 }
 
