@@ -1248,6 +1248,61 @@ TEST_CASE("fork while another thread holds pages: the child allocates, frees its
   CHECK(c.stat().objects == 0);
 }
 
+// A thread keeps its active page's free lists and count in its slot; in the child of a fork
+// the threads that did not survive leave their slots as they were. Their pages must count the
+// objects those threads took: freeing what a page held before the gone thread adopted it must
+// not give the page back while the gone thread's objects, copied into the child, live on it.
+TEST_CASE("fork: a page a gone thread was allocating from keeps that thread's objects in the child") {
+  memcg::hierarchy h;
+  memcg::kmem_cache c("fork-held", 64, 8, memcg::slab_flags::none);
+  std::vector<void*> first, second;
+  std::thread t1([&] {
+    for (int i = 0; i < 8; ++i) first.push_back(c.alloc());
+  });
+  t1.join();  // its heap, with the page's count written back, is abandoned to the cache
+  std::atomic<int> step{0};
+  std::thread t2([&] {
+    for (int i = 0; i < 8; ++i) {  // adopts t1's heap: these are counted in t2's slot
+      void* p = c.alloc();
+      if (p) std::memset(p, 0xa5, 64);
+      second.push_back(p);
+    }
+    step.store(1, std::memory_order_release);
+    while (step.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+  });
+  while (step.load(std::memory_order_acquire) != 1) std::this_thread::yield();
+  for (void* p : first) REQUIRE(p);
+  for (void* p : second) REQUIRE(p);
+  CHECK(memcg::detail::slab_of(first[0]) == memcg::detail::slab_of(second[0]));
+  memcg::slab_fork_prepare(h);
+  pid_t pid = fork();
+  if (pid == 0) {
+    memcg::slab_fork_child(h);
+    int bad = 0;
+    for (void* p : first) c.free(p);
+    memcg::kmem_cache_shrink(&c);  // t2's page must stay: 8 objects live on it
+    for (void* p : second)
+      for (int i = 0; i < 64; ++i)
+        if (static_cast<unsigned char*>(p)[i] != 0xa5) ++bad;
+    for (void* p : second) c.free(p);
+    if (c.stat().objects != 0) bad += 1000;
+    memcg::kmem_cache_shrink(&c);
+    if (c.slab_pages() != 0) bad += 10000;
+    _exit(bad == 0 ? 0 : 1 + (bad >= 10000 ? 2 : bad >= 1000 ? 1 : 0));
+  }
+  memcg::slab_fork_parent(h);
+  REQUIRE(pid > 0);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  step.store(2, std::memory_order_release);
+  t2.join();
+  for (void* p : first) c.free(p);
+  for (void* p : second) c.free(p);
+  CHECK(c.stat().objects == 0);
+}
+
 #if defined(MEMCG_ASAN_BUILD)
 TEST_CASE("under AddressSanitizer a free slab object is poisoned and a live one is not") {
   memcg::kmem_cache c("poisoned", 64, 8, memcg::slab_flags::none);

@@ -360,9 +360,13 @@ class slab_pool {
     const void* self = &slab_tls_slots();
     for (slab_heap* h = all_; h; h = h->next_all)
       if (h->owner && h->owner != self) {
-        // The gone thread's slot (its memory is copied into the child) gives its count up.
+        // The gone thread's slot (its memory is copied into the child) gives its count up,
+        // and its active page's free lists and count back to the page.
         slab_slot& s = owner_slot(h);
-        if (s.heap == h) slab_slot_fold(s, nullptr);
+        if (s.heap == h) {
+          write_back(s);
+          slab_slot_fold(s, nullptr);
+        }
         h->owner = nullptr;
         h->next_abandoned = abandoned_;
         abandoned_ = h;
