@@ -375,12 +375,17 @@ class tracer final : public memcg::charge_tracer<policy>, public memcg::reclaim_
         break;
       case tp::uncharge:
         if (!note_uncharges) break;  // reclaim's own uncharges: the reclaim note says them
-        if (r.value == 0 && batch == 1)  // the stock takes them and gives them straight back
-          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
-                              std::to_string(r.nr_pages) + " went back to the counters (the stock is off)");
-        else if (r.value == 0)
+        if (r.value == 0)
           add("uncharge", pages_str(r.nr_pages) + " of " + kname + " went back to " + g +
                               "'s stock: the counters (memory.current) keep them until the stock drains");
+        else if (batch == 1)  // the stock takes them and gives them straight back
+          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
+                              std::to_string(r.value) + " went back to the counters (the stock is off)");
+        else if (r.value > r.nr_pages)  // the slot passed a batch: it gave back all it held
+          add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
+                              std::to_string(r.value) + " went back to the counters, with the " +
+                              std::to_string(r.value - r.nr_pages) + " that " + g +
+                              "'s stock held (more than a batch: the stock drains)");
         else
           add("uncharge", pages_str(r.nr_pages) + " of " + kname + " uncharged: " +
                               std::to_string(r.value) + " went back to the counters" +

@@ -387,9 +387,11 @@ class charge_path {
       return;
     }
     // Socket pages park with the hit's key (their sub-counter was uncharged above).
+    std::int64_t back = 0;  // pages that went back to the counters (the trace's value)
     if (k != kind::sock || !stock::uncharge_fast(&g, nr_pages, static_cast<int>(k)))
-      stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(), !h.traced());
-    h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, 0});
+      back = stock::refill(&g, nr_pages, static_cast<int>(k), -nr_pages, h.charge_batch(),
+                           !h.traced());
+    h.trace({trace_point::uncharge, &g, nullptr, counter_id::memory, k, nr_pages, back});
   }
 
   // ---- memory.high ----

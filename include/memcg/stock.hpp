@@ -255,24 +255,28 @@ class alignas(64) memcg_stock {
   // back to the counters. With batch <= 1 nothing is parked. Slow paths only (the uncharge fast
   // path is uncharge_fast()). fast_ok false: g's slot must not serve fast paths (its hierarchy
   // is traced).
-  static void refill(group* g, std::int64_t nr_pages, int stat_kind, std::int64_t stat_delta,
-                     std::int64_t batch, bool fast_ok = true) noexcept {
+  // Returns the pages of g that went back to the counters (the slot's own, too, when it passed
+  // a batch; 0: all parked).
+  static std::int64_t refill(group* g, std::int64_t nr_pages, int stat_kind,
+                             std::int64_t stat_delta, std::int64_t batch,
+                             bool fast_ok = true) noexcept {
     if (MEMCG_UNLIKELY(batch <= 1)) batch = 0;  // a batch of 1 turns the stock off
     memcg_stock* s = local();
     if (!reclaiming() && s->enter()) {
-      s->refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
+      std::int64_t back = s->refill_slow(g, nr_pages, stat_kind, stat_delta, batch, fast_ok);
       s->leave_slow();
-      return;
+      return back;
     }
     // Held by another thread or a drainer, off, or this thread reclaims: bypass it.
     if (nr_pages) (void)g->memory.uncharge(nr_pages);
     if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
+    return nr_pages;
   }
 
   // Records a statistic delta without touching pages (charges that took the counters).
   static void stat_only(group* g, int stat_kind, std::int64_t delta, std::int64_t batch,
                         bool fast_ok = true) noexcept {
-    refill(g, 0, stat_kind, delta, batch, fast_ok);
+    (void)refill(g, 0, stat_kind, delta, batch, fast_ok);
   }
 
   // consume_obj_stock(): takes nr_bytes of o's pre-charged bytes of kind k. The fast path
@@ -710,9 +714,9 @@ class alignas(64) memcg_stock {
     return true;
   }
 
-  MEMCG_NOINLINE void refill_slow(group* g, std::int64_t nr_pages, int stat_kind,
-                                  std::int64_t stat_delta, std::int64_t batch,
-                                  bool fast_ok) noexcept {
+  MEMCG_NOINLINE std::int64_t refill_slow(group* g, std::int64_t nr_pages, int stat_kind,
+                                          std::int64_t stat_delta, std::int64_t batch,
+                                          bool fast_ok) noexcept {
     const int primary = !fast_ok ? no_fast_kind : stat_kind >= 0 ? stat_kind : -1;
     int i = find_slot(g);
     if (i < 0) {
@@ -721,7 +725,7 @@ class alignas(64) memcg_stock {
       // counters leaves the stock as it was.
       if (nr_pages == 0) {
         if (stat_kind >= 0 && stat_delta) g->live()->stat_add(static_cast<kind>(stat_kind), stat_delta);
-        return;
+        return 0;
       }
       for (i = 0; i < nr_slots && slot_group(slots_[i]); ++i) {
       }
@@ -738,15 +742,18 @@ class alignas(64) memcg_stock {
     s.limit.store_relaxed(batch);
     if (primary >= 0) set_primary(s, primary);
     std::int64_t have = s.nr_pages.load_relaxed() + nr_pages;
+    std::int64_t back = 0;
     if (have > batch) {
       // Over one batch: the kernel drains the whole slot.
       (void)g->memory.uncharge(have);
+      back = have;
       have = 0;
       MEMCG_DELAY(stock_slot_half);  // uncharged, not yet taken out of the slot
     }
     set_pages(s, have);
     if (stat_kind >= 0) stat_add(s, stat_kind, stat_delta);
     else stat_add(s, 0, 0);  // fold what passed the bound
+    return back;
   }
 
   // ---- The byte stock ----
