@@ -255,17 +255,6 @@ class charge_path {
         }
         goto nomem;
       }
-      // Pages parked in the stocks for g (or for `over`) are charged to `over` and are room:
-      // the socket window advice counts them (memcg_stock::parked_for()). When they and the
-      // margin hold the charge, the drain comes before reclaim (the kernel reclaims first): no
-      // `max` event, and no reclaim that frees nothing and puts the group's sockets under
-      // pressure for a second (vmpressure) for memory it had.
-      if (!drained && stock::parked_for(&g) + (over != &g ? stock::parked_for(over) : 0) +
-                              over->memory.margin() >= nr_pages) {
-        drained = true;
-        h.drain_stocks_nowait(over);  // a trylock, as below
-        if (over->memory.margin() >= nr_pages) continue;
-      }
       over->memory_event(event::max);
       raised_max_event = true;
       {
