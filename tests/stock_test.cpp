@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "memcg/hierarchy.hpp"
+#include "memcg/pressure.hpp"
 
 #include "support.hpp"
 
@@ -236,6 +237,51 @@ TEST_CASE("slot keys keep a group's address whole, whatever its high bits") {
   }
   static_assert((stock::key_flag_mask & stock::key_kind_mask) == 0);
   static_assert((stock::key_flag_mask | stock::key_kind_mask) < alignof(memcg::group));
+}
+
+// Pages parked in the stocks for the charging group are room (the socket window advice counts
+// them: memcg_stock::parked_for()): a charge that they and the counters' margin can hold gets
+// them back with the drain after its reclaim (the kernel's order: one `max` event). The reclaim
+// frees nothing; its critical level is the tree's and must not hold the group's sockets under
+// pressure for a second, for memory the group had.
+TEST_CASE_TEMPLATE("a charge the stocks' parked pages can hold succeeds with no socket pressure", P,
+                   MEMCG_STOCK_POLICIES) {
+  hier<P> h;
+  auto& a = make(h, "A");
+  memcg_test::cpu_pin pin(memcg_test::allowed_cpu(0));  // per CPU: one stock for the test
+  REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);  // a batch: the rest parked
+  const std::int64_t parked = h.parked(a);
+  REQUIRE(parked == h.charge_batch() - 1);
+  REQUIRE(a.memory.set_max(a.memory.usage() + 1) == ok);
+  // More than the stock holds (a hit needs them all), less than it holds plus the margin.
+  REQUIRE(h.try_charge(a, kind::anon, parked + 1).error == ok);
+  CHECK(a.events(memcg::event::max) == 1);
+  CHECK_FALSE(memcg::under_socket_pressure(h, a));
+  CHECK(a.memory.usage() == parked + 2);
+  CHECK(h.parked(a) == 0);
+}
+
+// The same with the pages parked in another CPU's stock (a thread that migrated): per CPU, a
+// charge looks at its own CPU's stock only, and the advice counts every CPU's.
+TEST_CASE("a charge that pages parked in another CPU's stock can hold succeeds with no socket pressure") {
+  if (!memcg_test::per_cpu_stocks || memcg_test::allowed_cpu(1) < 0) return;
+  using P = memcg::sync::atomic;
+  hier<P> h;
+  auto& a = make(h, "A");
+  std::thread t([&] {
+    memcg_test::cpu_pin pin(memcg_test::allowed_cpu(0));
+    REQUIRE(pin.ok());
+    REQUIRE(h.try_charge(a, kind::anon, 1).error == ok);  // the rest of the batch parked there
+  });
+  t.join();  // per CPU, the thread's exit gives nothing back
+  memcg_test::cpu_pin pin(memcg_test::allowed_cpu(1));
+  REQUIRE(pin.ok());
+  REQUIRE(h.parked(a) == h.charge_batch() - 1);
+  REQUIRE(a.memory.set_max(a.memory.usage()) == ok);  // full, counting the parked pages
+  REQUIRE(h.try_charge(a, kind::anon, 2).error == ok);
+  CHECK(a.events(memcg::event::max) == 1);
+  CHECK_FALSE(memcg::under_socket_pressure(h, a));
+  CHECK(a.memory.usage() == 3);  // the thread's page and these two
 }
 
 TEST_SUITE("concurrency") {

@@ -605,6 +605,7 @@ class basic_pressure {
                   std::int64_t reclaimed) {
     state& s = st(root);
     std::array<pressure_level, 2> levels{};
+    std::array<bool, 2> socket_hold{};
     int n = 0;
     {
       detail::mutex_lock lk(&s.mu_);
@@ -613,23 +614,28 @@ class basic_pressure {
         s.scanned_ += scanned;
         s.reclaimed_ += std::max<std::int64_t>(reclaimed, 0);
         if (s.scanned_ >= vmpressure_win) {
+          socket_hold[n] = true;
           levels[n++] = vmpressure_calc_level(s.scanned_, s.reclaimed_);
           s.scanned_ = s.reclaimed_ = 0;
         }
       }
+      // The priority descent's critical level is the tree's (vmpressure_prio() calls
+      // vmpressure() with tree set): listeners hear it, the socket hold is not set. A group
+      // whose pages cannot be reclaimed (socket buffers, no swap) is not put under socket
+      // pressure by a refusal.
       if (target > 0 && reclaimed < target)
         levels[n++] = vmpressure_calc_level(vmpressure_win, 0);
     }
-    for (int i = 0; i < n; ++i) emit(root, levels[i]);
+    for (int i = 0; i < n; ++i) emit(root, levels[i], socket_hold[i]);
   }
 
   // Computes a level for g directly (as if a window had ended): records it, sets the socket
-  // hold for medium and critical, and delivers it. For tests and programs that model reclaim
-  // of their own.
-  void emit(group& g, pressure_level level) {
+  // hold for medium and critical (unless socket_hold is false: a tree-wide level), and
+  // delivers it. For tests and programs that model reclaim of their own.
+  void emit(group& g, pressure_level level, bool socket_hold = true) {
     state& s = st(g);
     s.level_.store_relaxed(static_cast<std::int64_t>(level));
-    if (level >= pressure_level::medium)
+    if (socket_hold && level >= pressure_level::medium)
       s.socket_until_.store_relaxed(clock().now_us() + socket_pressure_hold_us);
     if (count(listener_kind::pressure)) deliver_pressure(g, level);
   }
