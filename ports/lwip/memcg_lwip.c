@@ -540,11 +540,31 @@ static u32_t window_room(struct memcg_lwip_conn* c) {
   return room > c->pcb->rcv_wnd ? room - c->pcb->rcv_wnd : 0;
 }
 
+/* The window the peer was last told: from what it has sent to the right edge announced. */
+static u32_t told_window(const struct tcp_pcb* pcb) {
+  return TCP_SEQ_GT(pcb->rcv_ann_right_edge, pcb->rcv_nxt) ? pcb->rcv_ann_right_edge - pcb->rcv_nxt
+                                                           : 0;
+}
+
 static void give_window(struct tcp_pcb* pcb, u32_t n) {
+  u32_t told;
+  if (!n) return;
   while (n) {
     u16_t k = (u16_t)(n > 0xffffu ? 0xffffu : n);
     tcp_recved(pcb, k);
     n -= k;
+  }
+  /* tcp_recved() announces a window only when its right edge moves by
+   * TCP_WND_UPDATE_THRESHOLD; a window reopened from under a segment by a smaller grant (two
+   * segments under pressure) would wait for the peer's zero-window probe, which backs off. As
+   * Linux does after a read, announce it at once when it is a segment or more and at least
+   * twice what the peer knows (rcv_ann_wnd: what the next segment carries; `told` is read
+   * after tcp_recved(), which may have announced it itself). */
+  told = told_window(pcb);
+  if ((pcb->state == ESTABLISHED || pcb->state == FIN_WAIT_1 || pcb->state == FIN_WAIT_2) &&
+      told < TCP_MSS && pcb->rcv_ann_wnd >= TCP_MSS && pcb->rcv_ann_wnd >= 2 * told) {
+    tcp_ack_now(pcb);
+    (void)tcp_output(pcb);
   }
 }
 

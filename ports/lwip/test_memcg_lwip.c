@@ -8,7 +8,10 @@
  * the FIN is not taken before its data; once the group has room, data and FIN arrive, every byte
  * in order; the connection ends without a reset; then every counter is 0. And a connection
  * whose window its group's room held back is woken by the group's room callback once room
- * appears. Exit 0 on success. */
+ * appears. Then a second connection whose window closed (its peer told 0) and whose reader's
+ * group is full: the read reopens it by one segment, far under lwIP's own update threshold
+ * (TCP_WND/4), and the window update must be on the wire in that call, not after the peer's
+ * zero-window probe. Exit 0 on success. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +91,7 @@ struct end {
   struct tcp_pcb* pcb;
   struct pbuf* held; /* received, not yet read */
   u32_t sent, verified;
-  int fin, closed, err;
+  int fin, fin_sent, closed, err;
 };
 static struct end client, server;
 
@@ -145,6 +148,22 @@ static void write_n(struct end* e, u32_t n, int output) {
   if (output) tcp_output(e->pcb);
 }
 
+/* The window of the last frame on the wire from the server to the client since `from` (a
+ * wire index), or -1 if the server sent nothing. Frames are IPv4 packets; windows are not
+ * scaled. */
+static long server_window_since(unsigned from) {
+  long wnd = -1;
+  unsigned k;
+  for (k = from; k != wire_tail; ++k) {
+    unsigned i = k % WIRE_MAX;
+    const unsigned char* b = wire[i].bytes;
+    unsigned ihl = (unsigned)(b[0] & 0x0f) * 4u;
+    if (wire[i].to != &client_if || wire[i].len < ihl + 20u || b[9] != 6 /* TCP */) continue;
+    wnd = (long)((unsigned)b[ihl + 14] << 8 | b[ihl + 15]);
+  }
+  return wnd;
+}
+
 static err_t on_accept(void* arg, struct tcp_pcb* pcb, err_t err) {
   (void)arg;
   if (err != ERR_OK || !pcb) return ERR_VAL;
@@ -160,6 +179,12 @@ static err_t on_connected(void* arg, struct tcp_pcb* pcb, err_t err) {
   (void)pcb;
   (void)err;
   return ERR_OK;
+}
+
+/* The window the peer was last told (from what it sent to the right edge announced). */
+static u32_t told(const struct tcp_pcb* pcb) {
+  return TCP_SEQ_GT(pcb->rcv_ann_right_edge, pcb->rcv_nxt) ? pcb->rcv_ann_right_edge - pcb->rcv_nxt
+                                                           : 0;
 }
 
 static memcg_lwip_stats port_stats(void) {
@@ -187,7 +212,8 @@ int main(void) {
   memcg_sock_info si;
   ip4_addr_t ca, sa, mask, gw;
   struct tcp_pcb* l;
-  u32_t server_snd_nxt, i;
+  u32_t server_snd_nxt, i, checked;
+  long reopen_wnd = -1;
   int64_t fill = 0, sock_pages = -1, seg;
 
   if (memcg_hierarchy_create(NULL, &h) != 0 || memcg_proto_create(NULL, &proto) != 0) return 1;
@@ -303,6 +329,69 @@ int main(void) {
   CHECK(server.verified == client.sent && client.verified == server.sent, "every byte arrived");
   CHECK(!server.err && !client.err, "no reset");
   while ((tcp_active_pcbs || tcp_tw_pcbs || wire_head != wire_tail) && i++ < 200000) tick();
+  checked = server.verified + client.verified;
+
+  /* A closed window reopened by a small grant is announced at once (Linux announces a window
+   * that at least doubles what the peer knows; lwIP alone waits for an inflation of
+   * TCP_WND/4). The client sends more than a window; the server reads nothing until the
+   * window is shut and the client stalls on it, then reads with its group full: the port
+   * opens one segment (an empty receive queue always takes one). */
+  memset(&client, 0, sizeof client);
+  memset(&server, 0, sizeof server);
+  client.pcb = tcp_new();
+  CHECK(memcg_lwip_attach(client.pcb, cg) == 0, "attach the second client");
+  tcp_arg(client.pcb, &client);
+  tcp_recv(client.pcb, on_recv);
+  tcp_err(client.pcb, on_err);
+  tcp_bind(client.pcb, &ca, 0);
+  tcp_connect(client.pcb, &sa, 7000, on_connected);
+  for (i = 0; i < 20 && !server.pcb; ++i) tick();
+  if (!server.pcb || !memcg_lwip_sock(server.pcb)) {
+    fprintf(stderr, "FAIL: no second connection with a socket\n");
+    return 1;
+  }
+  for (i = 0; i < TCP_WND / TCP_MSS + 4; i += 4) write_n(&client, 4 * TCP_MSS, 1);
+  for (i = 0; i < 400; ++i) tick(); /* under the first zero-window probe (3 slow ticks) */
+  CHECK(server.pcb->rcv_wnd == 0 && told(server.pcb) == 0, "the server's window shut");
+  CHECK(client.pcb->snd_wnd == 0 && client.pcb->unsent, "the client stalled on it");
+  {
+    u32_t n = read_data(&server, &client), got;
+    u32_t client_nxt = client.pcb->snd_nxt;
+    unsigned mark;
+    int64_t more = 0;
+    long wnd;
+    while (memcg_charge(sg, MEMCG_KIND_ANON, 1, MEMCG_GFP_NORECLAIM) == 0) ++more;
+    mark = wire_tail;
+    got = memcg_lwip_recved(server.pcb, n);
+    CHECK(got >= TCP_MSS && got < TCP_WND_UPDATE_THRESHOLD, "a grant under lwIP's threshold");
+    wnd = server_window_since(mark);
+    CHECK(wnd >= TCP_MSS, "the reopened window announced in the same call");
+    reopen_wnd = wnd;
+    for (i = 0; i < 3 && client.pcb->snd_nxt == client_nxt; ++i) tick();
+    CHECK(client.pcb->snd_nxt != client_nxt, "the client sends again at once");
+    CHECK(memcg_uncharge(sg, MEMCG_KIND_ANON, more) == 0, "uncharge");
+  }
+  for (i = 0; i < 20000 && !(server.closed && client.closed); ++i) {
+    tick();
+    read_all(&server, &client);
+    read_all(&client, &server);
+    if (server.verified == client.sent && !client.fin_sent && client.pcb) {
+      CHECK(tcp_shutdown(client.pcb, 0, 1) == ERR_OK, "second shutdown");
+      client.fin_sent = 1;
+    }
+    if (server.fin && !server.closed && server.pcb) {
+      CHECK(memcg_lwip_close(server.pcb) == ERR_OK, "second server close");
+      server.closed = 1;
+    }
+    if (client.fin && !client.closed && client.pcb) {
+      CHECK(memcg_lwip_close(client.pcb) == ERR_OK, "second client close");
+      client.closed = 1;
+    }
+  }
+  CHECK(server.verified == client.sent && !server.err && !client.err,
+        "the second connection's bytes arrived, no reset");
+  checked += server.verified;
+  while ((tcp_active_pcbs || tcp_tw_pcbs || wire_head != wire_tail) && i++ < 200000) tick();
   tcp_close(l);
   CHECK(!tcp_active_pcbs && !tcp_tw_pcbs, "every pcb gone");
 
@@ -317,9 +406,9 @@ int main(void) {
         "the protocol holds nothing");
   CHECK(memcg_group_stat(sg, MEMCG_KIND_SOCK, 1, &sock_pages) == 0 && sock_pages == 0,
         "the server's group holds no sock pages");
-  printf("test_memcg_lwip: %u + %u bytes checked, %llu pages filled, %llu segments charged, "
-         "%llu refused: %s\n",
-         (unsigned)server.verified, (unsigned)client.verified, (unsigned long long)fill,
+  printf("test_memcg_lwip: %u bytes checked, %llu pages filled, window reopened to %ld at once, "
+         "%llu segments charged, %llu refused: %s\n",
+         (unsigned)checked, (unsigned long long)fill, reopen_wnd,
          (unsigned long long)after.rx_charged, (unsigned long long)after.rx_refused,
          errors ? "FAILED" : "ok");
   memcg_proto_destroy(proto);
