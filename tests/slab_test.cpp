@@ -806,6 +806,50 @@ TEST_CASE("a free through another group's hint keeps the object in its node's ob
   CHECK(c.slab_pages() == 0);
 }
 
+// One thread allocates, another frees (a producer and a consumer): the freeing thread's CPU
+// list becomes the node's, and when it is full its objects go back to their pages in one batch
+// (one uncharge) and it starts again. The freeing thread's own next allocation for the group
+// on its CPU takes the object it freed last.
+TEST_CASE("a thread that frees another thread's objects batches them through its CPU's list") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  const kind k = kind::slab_unreclaimable;
+  memcg::kmem_cache c("handed-over", 64, 8, memcg::slab_flags::account);
+  const std::vector<int> cpus = memcg_test::allowed_cpus();
+  const std::int64_t cap = std::max<std::int64_t>(1, memcg::page_size / static_cast<std::int64_t>(c.full_size()));
+  std::vector<void*> objs;
+  std::thread producer([&] {
+    memcg_test::cpu_pin pin(cpus.front());
+    memcg::scoped_active_memcg s(&a);
+    for (std::int64_t i = 0; i < 5 * cap + 7; ++i) objs.push_back(c.alloc());
+  });
+  producer.join();
+  for (void* p : objs) REQUIRE(p);
+  void* last = nullptr;
+  void* again = nullptr;
+  std::thread consumer([&] {
+    memcg_test::cpu_pin pin(cpus.back());  // no hint for a's node: its frees find its list
+    for (void* p : objs) c.free(p);
+    last = objs.back();
+    CHECK(c.stat(a).objects == 0);
+    CHECK(c.stat().objects == 0);
+    memcg::scoped_active_memcg s(&a);
+    again = c.alloc();
+  });
+  consumer.join();
+  REQUIRE(again);
+  if (memcg_test::per_cpu_stocks) CHECK(again == last);
+  CHECK(c.stat(a).objects == 1);
+  c.free(again);
+  CHECK(c.stat().objects == 0);
+  // What the lists and the byte stocks hold comes back with a drain.
+  h.drain_stocks(&a);
+  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+  CHECK(a.memory.usage() <= 1);
+  memcg::kmem_cache_shrink(&c);
+  CHECK(c.slab_pages() == 0);
+}
+
 TEST_CASE("a cache destroyed while its objects wait in object caches gives them and their charges back") {
   memcg::hierarchy h;
   auto& a = make(h, "a");

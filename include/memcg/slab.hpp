@@ -678,15 +678,16 @@ class kmem_cache {
     // count stays in the slot.
     detail::slab_slot& s = pool_.slot();
     if (MEMCG_LIKELY(s.id == id && s.serial == pool_.serial())) {
-      if (oc_claim_push(id, p)) return;  // an empty cache of another node becomes this one's
-      detail::slab_slot_count(s, -1);
       auto* o = static_cast<objcg*>(const_cast<void*>(s.o));
+      if (oc_make_room_push(static_cast<kmem_cache_node*>(s.n), o, id, p)) return;
+      detail::slab_slot_count(s, -1);
       obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     } else {
       kmem_cache_node* n = detail::node_of_id(id);
+      objcg* o = n->obj_cgroup();
+      if (o && oc_make_room_push(n, o, id, p)) return;
       n->account_free(0);
-      if (objcg* o = n->obj_cgroup())
-        obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
+      if (o) obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(full_size_));
     }
     pool_.free(p);
   }
@@ -754,17 +755,36 @@ class kmem_cache {
       return false;
     }
   }
-  // A missed push through the thread's hint: an empty list of another node becomes id's, then
-  // one more try.
-  MEMCG_NOINLINE bool oc_claim_push(std::uint32_t id, void* p) noexcept {
+  // A missed push of p, an object of node n (id, charged to o, not null): an empty list of
+  // another node becomes n's; a full list of n's (this CPU frees more of n's objects than it
+  // allocates: one thread allocates, another frees) gives its objects back to their pages at
+  // once, their charges in one uncharge, and starts again. Then one more try.
+  MEMCG_NOINLINE bool oc_make_room_push(kmem_cache_node* n, objcg* o, std::uint32_t id,
+                                        void* p) noexcept {
     if constexpr (oc_supported) {
       oc_stock* cpus = oc_stock::hit_cpus();
-      if (!oc_ || !cpus ||
-          !detail::rseq_oc_claim<sizeof(oc_stock), oc_stock::obj_hold_bits>(
-              oc_stock::obj_key_word(cpus), oc_, id))
-        return false;
+      if (!oc_ || !cpus) return false;
+      constexpr std::size_t stride = sizeof(oc_stock);
+      constexpr std::uintptr_t hold = oc_stock::obj_hold_bits;
+      if (detail::rseq_oc_claim<stride, hold>(oc_stock::obj_key_word(cpus), oc_, id))
+        return oc_push(id, p);
+      std::uint64_t w = detail::rseq_oc_take_all<stride, hold>(oc_stock::obj_key_word(cpus), oc_, id);
+      const std::uint64_t nr = w & detail::oc_count_mask;
+      if (nr == 0) return false;
+      char* base = detail::slab_pages().base();
+      for (std::uint64_t i = 0; i < nr; ++i) {
+        void* q = base + (w >> detail::oc_count_bits);
+        detail::slab_unpoison(q, sizeof w);
+        std::memcpy(&w, q, sizeof w);
+        pool_.free(q);
+      }
+      // relaxed: a statistic (they stop counting as n's objects).
+      n->folded_.fetch_sub(static_cast<std::int64_t>(nr), std::memory_order_relaxed);
+      obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(nr * full_size_));
       return oc_push(id, p);
     } else {
+      (void)n;
+      (void)o;
       (void)id;
       (void)p;
       return false;
@@ -790,8 +810,8 @@ class kmem_cache {
     return n;
   }
 
-  // The object caches of a cache with slab pages: one oc_slot per possible CPU, 64 bytes
-  // apart, mapped (not malloc: a preloaded malloc builds caches inside malloc).
+  // The object caches of a cache with slab pages: one oc_slot per possible CPU, oc_stride
+  // bytes apart, mapped (not malloc: a preloaded malloc builds caches inside malloc).
   void oc_setup() noexcept {
     if constexpr (oc_supported) {
       auto& r = detail::stock_registry<sync::atomic>::instance();

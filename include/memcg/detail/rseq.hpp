@@ -14,6 +14,7 @@
 //                        is want
 //   rseq_oc_push()       ... an object onto it, if its key is want and it holds fewer than cap
 //   rseq_oc_claim()      ... its key made want, if it is empty
+//   rseq_oc_take_all()   ... all its objects, if its key is want
 // Each is one critical section: the CPU read, the key compare, the test and one commit store.
 // They serve the page stock (nr in pages), the byte stock (nr in bytes) and the slab's object
 // caches (a list in one word; the CPU's stock's byte key must carry no busy bit: a holder of
@@ -163,15 +164,17 @@ miss:
 }
 
 // ---- The slab's per-CPU object caches ----
-// CPU c's cache of one kmem_cache is 64 bytes at oc0 + c * 64: its key (an obj_cgroup and a
-// kind: the group its objects are charged to) and its list word: the offset of the first free
-// object from `base` shifted left by oc_count_bits, and below it the number of objects. Each
-// object's first word holds the list word of the objects under it. CPU c's stock's byte key is
+// CPU c's cache of one kmem_cache is at oc0 + c * oc_stride: 128 bytes apart, not 64, because
+// x86's adjacent-line prefetch pairs 64-byte lines, and two CPUs' caches in one pair slowed
+// both (slab_bench with 2 threads). It holds its key (the id of the kmem_cache_node whose
+// objects it holds: the cache and the obj_cgroup they are charged to) and its list word: the
+// offset of the first free object from `base` shifted left by oc_count_bits, and below it the
+// number of objects. Each object's first word holds the list word of the objects under it. CPU c's stock's byte key is
 // at busy0 + c * BusyStride; an object cache is used only while that key has none of the bits
 // of `busy` (the stock is held: by a drainer, which then owns the CPU's object caches).
 inline constexpr int oc_count_bits = 24;
 inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bits) - 1;
-inline constexpr std::size_t oc_stride = 64;
+inline constexpr std::size_t oc_stride = 128;
 
 #define MEMCG_RSEQ_OC_LOAD                                   \
   "movslq %%fs:4(%[area]), %%rcx\n\t"                        \
@@ -180,7 +183,7 @@ inline constexpr std::size_t oc_stride = 64;
   "addq %[busy0], %%rcx\n\t"                                 \
   "testq %[busy], (%%rcx)\n\t"                               \
   "jnz %l[miss]\n\t"                                         \
-  "shlq $6, %%rdx\n\t"                                       \
+  "shlq $7, %%rdx\n\t"                                       \
   "addq %[oc0], %%rdx\n\t"                                   \
   "cmpq %[want], (%%rdx)\n\t"                                \
   "jne %l[miss]\n\t"
@@ -192,7 +195,7 @@ inline constexpr std::size_t oc_stride = 64;
 template <std::size_t BusyStride, std::uintptr_t Busy>
 MEMCG_ALWAYS_INLINE void* rseq_oc_pop(const void* busy0, void* oc0, std::uintptr_t want,
                                       char* base) noexcept {
-  static_assert(oc_stride == 64);
+  static_assert(oc_stride == 128);
   std::uint64_t w;
   __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_LOAD
                "movq 8(%%rdx), %%rax\n\t"
@@ -240,6 +243,29 @@ miss:
   return false;
 }
 
+// Takes this CPU's whole cache, if its key is want and it holds an object: returns the list
+// word it had (its first object's offset and the count; 0: a miss). The key stays.
+template <std::size_t BusyStride, std::uintptr_t Busy>
+MEMCG_ALWAYS_INLINE std::uint64_t rseq_oc_take_all(const void* busy0, void* oc0,
+                                                   std::uintptr_t want) noexcept {
+  static_assert(oc_stride == 128);
+  std::uint64_t w;
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_LOAD
+               "movq 8(%%rdx), %%rax\n\t"
+               "testq %[cmask], %%rax\n\t"
+               "jz %l[miss]\n\t"
+               "movq $0, 8(%%rdx)\n"
+               "2:\n\t"
+               "movq %%rax, %[w]\n\t"
+               : [w] "=r"(w)
+               : MEMCG_RSEQ_OC_INPUTS, [cmask] "i"(oc_count_mask)
+               : "rax", "rcx", "rdx", "memory", "cc"
+               : miss);
+  return w;
+miss:
+  return 0;
+}
+
 // Makes this CPU's cache want's, if it holds no object.
 template <std::size_t BusyStride, std::uintptr_t Busy>
 MEMCG_ALWAYS_INLINE bool rseq_oc_claim(const void* busy0, void* oc0, std::uintptr_t want) noexcept {
@@ -250,7 +276,7 @@ MEMCG_ALWAYS_INLINE bool rseq_oc_claim(const void* busy0, void* oc0, std::uintpt
                "addq %[busy0], %%rcx\n\t"
                "testq %[busy], (%%rcx)\n\t"
                "jnz %l[miss]\n\t"
-               "shlq $6, %%rdx\n\t"
+               "shlq $7, %%rdx\n\t"
                "addq %[oc0], %%rdx\n\t"
                "testq %[cmask], 8(%%rdx)\n\t"
                "jnz %l[miss]\n\t"
@@ -278,7 +304,7 @@ inline bool rseq_registered() noexcept { return false; }
 inline int rseq_cpu_id() noexcept { return 0; }
 inline constexpr int oc_count_bits = 24;
 inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bits) - 1;
-inline constexpr std::size_t oc_stride = 64;
+inline constexpr std::size_t oc_stride = 128;
 // No object caches without restartable sequences.
 template <std::size_t BusyStride, std::uintptr_t Busy>
 inline void* rseq_oc_pop(const void*, void*, std::uintptr_t, char*) noexcept {
@@ -292,6 +318,10 @@ inline bool rseq_oc_push(const void*, void*, std::uintptr_t, void*, std::uint64_
 template <std::size_t BusyStride, std::uintptr_t Busy>
 inline bool rseq_oc_claim(const void*, void*, std::uintptr_t) noexcept {
   return false;
+}
+template <std::size_t BusyStride, std::uintptr_t Busy>
+inline std::uint64_t rseq_oc_take_all(const void*, void*, std::uintptr_t) noexcept {
+  return 0;
 }
 
 #endif
