@@ -699,9 +699,10 @@ class kmem_cache {
   // vector entry: a free pushes the object onto its CPU's list if the list is its node's, with
   // no slot, hint or node to read; an allocation through the thread's hint pops from the list
   // of the hint's node. Each is one restartable sequence (detail/rseq.hpp), so the pair costs
-  // two. A free through the hint that finds the list empty and another node's makes it its own
-  // (rseq_oc_claim). A list holds at most one page's worth of charge (oc_cap_ objects, at least
-  // one), as the kernel's object stock holds less than a page. Statistics read a node's count
+  // two. A free that misses makes an empty list its node's (rseq_oc_claim), or gives a full
+  // list of its node back to the pages in one batch (rseq_oc_take_all: oc_make_room_push()). A
+  // list holds at most one page's worth of charge (oc_cap_ objects, at least one), as the
+  // kernel's object stock holds less than a page. Statistics read a node's count
   // less what its lists hold (oc_held()). A list belongs to its CPU's stock: while that stock is
   // held the hits miss, and drains of the stock (memory.max, reclaim, rmdir, a hierarchy's end,
   // fork's child) drain the lists of their groups' nodes too: objects back to their pages as
@@ -771,13 +772,7 @@ class kmem_cache {
       std::uint64_t w = detail::rseq_oc_take_all<stride, hold>(oc_stock::obj_key_word(cpus), oc_, id);
       const std::uint64_t nr = w & detail::oc_count_mask;
       if (nr == 0) return false;
-      char* base = detail::slab_pages().base();
-      for (std::uint64_t i = 0; i < nr; ++i) {
-        void* q = base + (w >> detail::oc_count_bits);
-        detail::slab_unpoison(q, sizeof w);
-        std::memcpy(&w, q, sizeof w);
-        pool_.free(q);
-      }
+      oc_free_list(w, false);
       // relaxed: a statistic (they stop counting as n's objects).
       n->folded_.fetch_sub(static_cast<std::int64_t>(nr), std::memory_order_relaxed);
       obj_cgroup_uncharge(o, kind_, static_cast<std::int64_t>(nr * full_size_));
@@ -788,6 +783,19 @@ class kmem_cache {
       (void)id;
       (void)p;
       return false;
+    }
+  }
+  // The objects of the list word w back to their pages (remote: as another thread's frees, for
+  // a drainer, whose pages they need not be).
+  void oc_free_list(std::uint64_t w, bool remote) noexcept {
+    const std::uint64_t nr = w & detail::oc_count_mask;
+    char* base = detail::slab_pages().base();
+    for (std::uint64_t i = 0; i < nr; ++i) {
+      void* p = base + (w >> detail::oc_count_bits);
+      detail::slab_unpoison(p, sizeof w);
+      std::memcpy(&w, p, sizeof w);
+      if (remote) pool_.free_remote(p);
+      else pool_.free(p);
     }
   }
   // Objects of node id waiting in the lists of every CPU (a snapshot, exact when quiet).
@@ -877,13 +885,7 @@ class kmem_cache {
       kmem_cache_node* n = detail::node_of_id(static_cast<std::uint32_t>(key));
       objcg* o = n->obj_cgroup();  // null: an orphan's (no charge); any drain takes them
       if (o && !match(ctx, o)) return;
-      char* base = detail::slab_pages().base();
-      for (std::uint64_t i = 0; i < nr; ++i) {
-        void* p = base + (w >> detail::oc_count_bits);
-        detail::slab_unpoison(p, sizeof w);
-        std::memcpy(&w, p, sizeof w);
-        pool_.free_remote(p);
-      }
+      oc_free_list(w, true);
       // relaxed: a statistic.
       n->folded_.fetch_sub(static_cast<std::int64_t>(nr), std::memory_order_relaxed);
       if (o)
