@@ -46,6 +46,16 @@ memcg::group& make(memcg::hierarchy& h, const char* path) {
 
 std::int64_t usage_bytes(memcg::group& g) { return g.memory.usage() * memcg::page_size; }
 
+// A drain of g gives back what g's object caches and byte stocks held (only the handle's parked
+// bytes stay charged: less than a page), and then a shrink gives every page of c back.
+void check_all_back(memcg::hierarchy& h, memcg::group& g, memcg::kmem_cache& c) {
+  h.drain_stocks(&g);
+  CHECK(usage_bytes(g) == g.objcg()->parked_bytes(kind::slab_unreclaimable));
+  CHECK(g.memory.usage() <= 1);
+  memcg::kmem_cache_shrink(&c);
+  CHECK(c.slab_pages() == 0);
+}
+
 }  // namespace
 
 TEST_CASE("an accounted cache charges the active group and an unaccounted one charges nobody") {
@@ -748,12 +758,8 @@ TEST_CASE("a freed object waits, charged, in its CPU's object cache until reused
   // A drain of b leaves a's cache alone; a drain of a gives its charges back.
   h.drain_stocks(&b);
   CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
-  h.drain_stocks(&a);
-  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
-  CHECK(a.memory.usage() <= 1);
   // Every object is back on its page: the pages go back at a shrink.
-  memcg::kmem_cache_shrink(&c);
-  CHECK(c.slab_pages() == 0);
+  check_all_back(h, a, c);
 }
 
 // A CPU's object cache is its node's, not a thread's: a free by a thread whose hint names
@@ -813,7 +819,6 @@ TEST_CASE("a free through another group's hint keeps the object in its node's ob
 TEST_CASE("a thread that frees another thread's objects batches them through its CPU's list") {
   memcg::hierarchy h;
   auto& a = make(h, "a");
-  const kind k = kind::slab_unreclaimable;
   memcg::kmem_cache c("handed-over", 64, 8, memcg::slab_flags::account);
   const std::vector<int> cpus = memcg_test::allowed_cpus();
   const std::int64_t cap = std::max<std::int64_t>(1, memcg::page_size / static_cast<std::int64_t>(c.full_size()));
@@ -843,11 +848,7 @@ TEST_CASE("a thread that frees another thread's objects batches them through its
   c.free(again);
   CHECK(c.stat().objects == 0);
   // What the lists and the byte stocks hold comes back with a drain.
-  h.drain_stocks(&a);
-  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
-  CHECK(a.memory.usage() <= 1);
-  memcg::kmem_cache_shrink(&c);
-  CHECK(c.slab_pages() == 0);
+  check_all_back(h, a, c);
 }
 
 TEST_CASE("a cache destroyed while its objects wait in object caches gives them and their charges back") {

@@ -203,6 +203,26 @@ static memcg_sock_info sock_info(const struct tcp_pcb* pcb) {
   return i;
 }
 
+/* Connects `client` (charged to cg) to the listener on sa:7000; false (a message printed)
+ * without an accepted server connection that has a socket. */
+static int connect_client(memcg_group* cg, const ip4_addr_t* ca, const ip4_addr_t* sa,
+                          const char* what) {
+  int i;
+  client.pcb = tcp_new();
+  CHECK(memcg_lwip_attach(client.pcb, cg) == 0, what);
+  tcp_arg(client.pcb, &client);
+  tcp_recv(client.pcb, on_recv);
+  tcp_err(client.pcb, on_err);
+  tcp_bind(client.pcb, ca, 0);
+  tcp_connect(client.pcb, sa, 7000, on_connected);
+  for (i = 0; i < 20 && !server.pcb; ++i) tick();
+  if (!server.pcb || !memcg_lwip_sock(server.pcb)) {
+    fprintf(stderr, "FAIL: %s: no accepted connection with a socket\n", what);
+    return 0;
+  }
+  return 1;
+}
+
 int main(void) {
   memcg_hierarchy* h;
   memcg_proto* proto;
@@ -235,18 +255,7 @@ int main(void) {
   l = tcp_listen(l);
   CHECK(memcg_lwip_attach(l, sg) == 0, "attach the listener"); /* after tcp_listen */
   tcp_accept(l, on_accept);
-  client.pcb = tcp_new();
-  CHECK(memcg_lwip_attach(client.pcb, cg) == 0, "attach the client");
-  tcp_arg(client.pcb, &client);
-  tcp_recv(client.pcb, on_recv);
-  tcp_err(client.pcb, on_err);
-  tcp_bind(client.pcb, &ca, 0);
-  tcp_connect(client.pcb, &sa, 7000, on_connected);
-  for (i = 0; i < 20 && !server.pcb; ++i) tick();
-  if (!server.pcb || !memcg_lwip_sock(server.pcb)) {
-    fprintf(stderr, "FAIL: no accepted connection with a socket\n");
-    return 1;
-  }
+  if (!connect_client(cg, &ca, &sa, "the client")) return 1;
 
   /* The port sized the send buffer for what lwIP queues (TCP_SND_BUF in heap), unlocked. */
   si = sock_info(server.pcb);
@@ -338,18 +347,7 @@ int main(void) {
    * opens one segment (an empty receive queue always takes one). */
   memset(&client, 0, sizeof client);
   memset(&server, 0, sizeof server);
-  client.pcb = tcp_new();
-  CHECK(memcg_lwip_attach(client.pcb, cg) == 0, "attach the second client");
-  tcp_arg(client.pcb, &client);
-  tcp_recv(client.pcb, on_recv);
-  tcp_err(client.pcb, on_err);
-  tcp_bind(client.pcb, &ca, 0);
-  tcp_connect(client.pcb, &sa, 7000, on_connected);
-  for (i = 0; i < 20 && !server.pcb; ++i) tick();
-  if (!server.pcb || !memcg_lwip_sock(server.pcb)) {
-    fprintf(stderr, "FAIL: no second connection with a socket\n");
-    return 1;
-  }
+  if (!connect_client(cg, &ca, &sa, "the second client")) return 1;
   for (i = 0; i < TCP_WND / TCP_MSS + 4; i += 4) write_n(&client, 4 * TCP_MSS, 1);
   for (i = 0; i < 400; ++i) tick(); /* under the first zero-window probe (3 slow ticks) */
   CHECK(server.pcb->rcv_wnd == 0 && told(server.pcb) == 0, "the server's window shut");
