@@ -622,24 +622,27 @@ class kmem_cache {
   // One slab object charged to o (nullptr: not charged).
   MEMCG_ALWAYS_INLINE void* alloc_obj(gfp flags, objcg* o) noexcept {
     detail::slab_slot& s = pool_.slot();
-    if (MEMCG_UNLIKELY(s.serial != pool_.serial()) && !pool_.adopt(s)) return nullptr;
     kmem_cache_node* n = &unaccounted_;
     if (o) {
       std::uint32_t id;
-      if (MEMCG_LIKELY(s.o == o)) {
+      // The hint is this pool's (its serial) and names o: one test for both, on the hit's path.
+      if (MEMCG_LIKELY(((s.serial ^ pool_.serial()) | (reinterpret_cast<std::uintptr_t>(s.o) ^
+                                                       reinterpret_cast<std::uintptr_t>(o))) == 0)) {
         n = static_cast<kmem_cache_node*>(s.n);
         id = s.id;
       } else {
-        n = node_slow(o);
+        n = node_slow(o);  // adopts the slot for this pool if it can
         if (MEMCG_UNLIKELY(!n)) return nullptr;
         id = n->id_;
       }
       // This CPU's object cache of n: an object already charged to o and counted as n's.
-      if (void* p = oc_pop(id, n)) {
+      void* p;
+      if (oc_pop(id, n, &p)) {
         if (has(flags, __GFP_ZERO)) std::memset(p, 0, size_);
         return p;
       }
     }
+    if (MEMCG_UNLIKELY(s.serial != pool_.serial()) && !pool_.adopt(s)) return nullptr;
     // The object first, then the charge: a charge that reclaims may run code that uses the
     // slot. MEMCG_FAULT: a failed backing allocation injected by a test build.
     if (MEMCG_FAULT(backing_alloc, this)) return nullptr;
@@ -717,32 +720,39 @@ class kmem_cache {
     std::uint64_t word;  // detail/rseq.hpp's list word
   };
 
-  // The first object of this CPU's list of node id (n: that node, for debug builds' entries).
-  MEMCG_ALWAYS_INLINE void* oc_pop(std::uint32_t id, kmem_cache_node* n) noexcept {
+  // The first object of this CPU's list of node id into *out (n: that node, for debug builds'
+  // entries). false: a miss.
+  MEMCG_ALWAYS_INLINE bool oc_pop(std::uint32_t id, kmem_cache_node* n, void** out) noexcept {
     if constexpr (oc_supported) {
       oc_stock* cpus = oc_stock::hit_cpus();
-      if (MEMCG_UNLIKELY(!oc_ || !cpus)) return nullptr;
-      void* p = detail::rseq_oc_pop<sizeof(oc_stock), oc_stock::obj_hold_bits>(
-          oc_stock::obj_key_word(cpus), oc_, id, detail::slab_pages().base());
-      if (p) {
-        detail::slab_unpoison(p, pool_.stride());
-        if constexpr (MEMCG_DEBUG >= 1) {  // debug frees clear the entry (double frees)
-          detail::slab_page* pg = detail::slab_of(p);
-          pg->ids()[pg->index(p)] = n->id_;
-        }
+      if (MEMCG_UNLIKELY(oc_off(cpus))) return false;
+      if (!detail::rseq_oc_pop<sizeof(oc_stock), oc_stock::obj_hold_bits>(
+              oc_stock::obj_key_word(cpus), oc_, id, detail::slab_pages().base(), out))
+        return false;
+      detail::slab_unpoison(*out, pool_.stride());
+      if constexpr (MEMCG_DEBUG >= 1) {  // debug frees clear the entry (double frees)
+        detail::slab_page* pg = detail::slab_of(*out);
+        pg->ids()[pg->index(*out)] = n->id_;
       }
-      return p;
+      return true;
     } else {
       (void)id;
       (void)n;
-      return nullptr;
+      (void)out;
+      return false;
     }
+  }
+  // This cache has no object caches, or this thread no stock to use them under. The smaller
+  // of the two pointers is null if either is: one branch on the hot paths, not two (compilers
+  // split `!a || !b`, and `|` of the two tests, into two).
+  MEMCG_ALWAYS_INLINE bool oc_off(const oc_stock* cpus) const noexcept {
+    return std::min(reinterpret_cast<std::uintptr_t>(oc_), reinterpret_cast<std::uintptr_t>(cpus)) == 0;
   }
   // Pushes p, an object of node id, onto this CPU's list if the list is id's and not full.
   MEMCG_ALWAYS_INLINE bool oc_push(std::uint32_t id, void* p) noexcept {
     if constexpr (oc_supported) {
       oc_stock* cpus = oc_stock::hit_cpus();
-      if (MEMCG_UNLIKELY(!oc_ || !cpus)) return false;
+      if (MEMCG_UNLIKELY(oc_off(cpus))) return false;
       const auto off = static_cast<std::uint64_t>(static_cast<char*>(p) - detail::slab_pages().base());
       detail::slab_poison(p, pool_.stride());  // before: once pushed, another thread may pop it
       if (MEMCG_LIKELY((detail::rseq_oc_push<sizeof(oc_stock), oc_stock::obj_hold_bits>(

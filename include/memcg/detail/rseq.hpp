@@ -191,10 +191,11 @@ inline constexpr std::size_t oc_stride = 128;
   [area] "r"(__rseq_offset), [busy0] "r"(busy0), [oc0] "r"(oc0), [want] "r"(want),        \
       [busy] "i"(Busy), [bstride] "i"(BusyStride)
 
-// The first object of this CPU's cache (nullptr: a miss).
+// The first object of this CPU's cache into *out (false: a miss, *out untouched). A bool, not
+// a null pointer, so that the caller's branch is the sequence's own (no test of the result).
 template <std::size_t BusyStride, std::uintptr_t Busy>
-MEMCG_ALWAYS_INLINE void* rseq_oc_pop(const void* busy0, void* oc0, std::uintptr_t want,
-                                      char* base) noexcept {
+MEMCG_ALWAYS_INLINE bool rseq_oc_pop(const void* busy0, void* oc0, std::uintptr_t want,
+                                     char* base, void** out) noexcept {
   static_assert(oc_stride == 128);
   std::uint64_t w;
   __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_LOAD
@@ -212,9 +213,10 @@ MEMCG_ALWAYS_INLINE void* rseq_oc_pop(const void* busy0, void* oc0, std::uintptr
                  [cbits] "i"(oc_count_bits)
                : "rax", "rcx", "rdx", "memory", "cc"
                : miss);
-  return base + (w >> oc_count_bits);
+  *out = base + (w >> oc_count_bits);
+  return true;
 miss:
-  return nullptr;
+  return false;
 }
 
 // Pushes p (at offset `off` from base) onto this CPU's cache.
@@ -307,8 +309,8 @@ inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bit
 inline constexpr std::size_t oc_stride = 128;
 // No object caches without restartable sequences.
 template <std::size_t BusyStride, std::uintptr_t Busy>
-inline void* rseq_oc_pop(const void*, void*, std::uintptr_t, char*) noexcept {
-  return nullptr;
+inline bool rseq_oc_pop(const void*, void*, std::uintptr_t, char*, void**) noexcept {
+  return false;
 }
 template <std::size_t BusyStride, std::uintptr_t Busy>
 inline bool rseq_oc_push(const void*, void*, std::uintptr_t, void*, std::uint64_t,
