@@ -495,6 +495,15 @@ void edge_phase() {
 
 extern "C" u32_t sys_now(void) { return g_now; }
 
+namespace {
+// The library's clock is lwIP's: vmpressure's one-second socket hold and tcp_mem's pressure
+// episodes run on the same virtual time as the wire and the timers (on the real clock a hold
+// would outlast the whole run, and the episodes would be measured in host time). Nothing here
+// throttles (no memory.high); a sleep would move the simulation's time on.
+std::int64_t clock_now_us(void*) { return static_cast<std::int64_t>(g_now) * 1000; }
+void clock_sleep_us(std::int64_t us, void*) { g_now += static_cast<std::uint32_t>((us + 999) / 1000); }
+}  // namespace
+
 int main(int argc, char** argv) {
   double mb = 4;
   int conns_per = 4;
@@ -514,10 +523,16 @@ int main(int argc, char** argv) {
   }
   g_bytes = static_cast<std::uint64_t>(mb * 1024 * 1024);
 
+  memcg_clock* clock = nullptr;
+  if (memcg_clock_create(clock_now_us, clock_sleep_us, nullptr, &clock) != 0) return 1;
+  memcg_hierarchy_options ho;
+  memcg_hierarchy_options_init(&ho);
+  ho.clock = clock;
   memcg_proto_options po;
   memcg_proto_options_init(&po);
   po.pcpu_reserve_pages = 0;
-  if (memcg_hierarchy_create(nullptr, &g_h) != 0 || memcg_proto_create(&po, &g_proto) != 0) return 1;
+  po.clock = clock;
+  if (memcg_hierarchy_create(&ho, &g_h) != 0 || memcg_proto_create(&po, &g_proto) != 0) return 1;
   // tcp_mem in pages: pressure above 1.5 MiB, back below 1 MiB, hard limit 32 MiB.
   memcg_proto_set_tcp_mem(g_proto, tcp_min, tcp_pressure, 8192);
   // (tcp_wmem stays the default: the port sizes each socket's sndbuf for TCP_SND_BUF.)
@@ -689,7 +704,7 @@ int main(int argc, char** argv) {
   std::printf("  ACKs of refused segments checked: %" PRIu64 "; data+FIN segments refused: %" PRIu64 "\n",
               g_acks_checked, g_fin_refused);
   std::printf("  tcp pressure: %" PRId64 " episodes (%" PRId64 " entered, %" PRId64
-              " left), %" PRId64 " ms in total (library clock); peak memory_allocated %" PRId64 " pages\n",
+              " left), %" PRId64 " ms in total (virtual clock); peak memory_allocated %" PRId64 " pages\n",
               episodes, g_pressure_enter, g_pressure_leave, pressure_ms, peak_allocated);
   std::printf("  virtual time: transfers %.3f s, until every pcb was gone %.3f s\n",
               transfer_ms / 1000.0, (g_now - main_start) / 1000.0);
@@ -724,6 +739,7 @@ int main(int argc, char** argv) {
   for (tenant* t : g_tenants_and_edge()) delete t;
   memcg_proto_destroy(g_proto);
   memcg_hierarchy_destroy(g_h);
+  memcg_clock_destroy(clock);
   std::printf(g_errors ? "FAILED (%d errors)\n" : "ok\n", g_errors);
   return g_errors ? 1 : 0;
 }
