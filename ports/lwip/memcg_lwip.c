@@ -45,7 +45,8 @@ struct memcg_lwip_room;
 struct memcg_lwip_conn {
   memcg_sock_storage storage; /* the socket's state (memcg_sock_init): no allocation of its own */
   memcg_sock* sock;     /* NULL for a listener */
-  memcg_group* group;   /* a listener's: the group of the connections it accepts */
+  memcg_group* group;   /* the group it was attached to (a listener's: of the connections it
+                           accepts) */
   struct tcp_pcb* pcb;  /* NULL once lwIP freed it */
   uint32_t refs;        /* the pcb, each charged pbuf, each charged heap block */
   uint32_t withheld;    /* bytes consumed whose window is not yet given back */
@@ -54,6 +55,11 @@ struct memcg_lwip_conn {
   struct memcg_lwip_room* waits_on;
   struct memcg_lwip_conn *wait_prev, *wait_next;
   int woken_by_room; /* on the woken list by a group's room callback (else by pressure's end) */
+  /* Parked: its pcb was freed in state CLOSED with nothing charged, which is what tcp_listen()
+   * does to the pcb it replaces after copying the pcb's ext args into the listener. Kept, as a
+   * listener's slot (no socket), until a listener is found holding it or none is (park_sweep). */
+  struct memcg_lwip_conn* park_next;
+  int parked;
 };
 
 /* A group whose room callback the port set: the connections its room holds back. One per group
@@ -75,6 +81,7 @@ static struct memcg_lwip_room* s_rooms; /* every group's record */
 static struct memcg_lwip_room s_woken;  /* connections woken, their window update not yet run */
 static struct memcg_lwip_room s_pressure; /* held back by memory pressure (no group's room) */
 static int s_waking;                     /* the window updates of woken connections run */
+static struct memcg_lwip_conn* s_parked; /* slots that may be a new listener's (park()) */
 
 /* ---- held-back connections ---- */
 
@@ -184,10 +191,13 @@ static void pressure_check(void) {
 
 static u32_t update_window(struct memcg_lwip_conn* c);
 
+static void park_sweep(void);
+
 uint32_t memcg_lwip_wake(void) {
   u32_t opened = 0;
   int round;
   if (s_waking) return 0;
+  park_sweep();
   pressure_check();
   if (!s_woken.head) return 0;
   s_waking = 1;
@@ -226,16 +236,74 @@ static struct memcg_lwip_conn* conn_of(const struct tcp_pcb* pcb) {
 
 static u32_t window_room(struct memcg_lwip_conn* c);
 
+/* ---- slots of pcbs that became listeners ----
+ * tcp_listen() makes a new listening pcb, copies the old pcb's ext args (our slot pointer and
+ * its callbacks) into it and frees the old pcb, which calls slot_destroyed(). A slot attached
+ * before tcp_listen() would be freed there while the listener still points at it. So a slot
+ * whose pcb is freed in state CLOSED with nothing charged (never connected, or reset with
+ * nothing held) is parked instead: its socket closed, itself kept as a listener's slot of the
+ * group it was attached to. The listener's first SYN (slot_passive_open) or the next port call
+ * that sweeps (memcg_lwip_attach, memcg_lwip_wake) adopts it if a listener holds it, and frees it
+ * otherwise. */
+
+static void park(struct memcg_lwip_conn* c) {
+  memcg_sock_fini(c->sock);
+  c->sock = NULL;
+  --s_stats.conns;  /* counted again if a listener adopts it */
+  c->parked = 1;
+  c->park_next = s_parked;
+  s_parked = c;
+}
+
+static void unpark(struct memcg_lwip_conn* c) {
+  struct memcg_lwip_conn** p = &s_parked;
+  while (*p != c) p = &(*p)->park_next;
+  *p = c->park_next;
+  c->park_next = NULL;
+  c->parked = 0;
+}
+
+/* c, parked, is the slot of the listener lpcb: a listener's slot again. */
+static void adopt_listener(struct memcg_lwip_conn* c, struct tcp_pcb_listen* lpcb) {
+  unpark(c);
+  c->pcb = (struct tcp_pcb*)lpcb;
+  ++s_stats.conns;
+}
+
+static void park_sweep(void) {
+  while (s_parked) {
+    struct memcg_lwip_conn* c = s_parked;
+    struct tcp_pcb_listen* lpcb;
+    for (lpcb = tcp_listen_pcbs.listen_pcbs; lpcb; lpcb = lpcb->next)
+      if (lpcb->ext_args[s_ext_id].data == c) break;
+    if (lpcb) {
+      adopt_listener(c, lpcb);
+    } else {
+      unpark(c);
+      MEMCG_LWIP_SYS_FREE(c);
+    }
+  }
+}
+
 static void slot_destroyed(u8_t id, void* data) {
   struct memcg_lwip_conn* c = (struct memcg_lwip_conn*)data;
+  int may_be_listening;
   LWIP_UNUSED_ARG(id);
   if (!c) return;
+  if (c->parked) { /* a listener closed before any port call adopted its slot */
+    unpark(c);
+    MEMCG_LWIP_SYS_FREE(c);
+    return;
+  }
+  /* The pcb is still readable: lwIP frees it after the callbacks. */
+  may_be_listening = c->sock && c->refs == 1 && c->pcb && c->pcb->state == CLOSED;
   c->pcb = NULL;
   c->withheld = 0;
   wait_remove(c);
   /* No window any more: the promise goes back (received data still held stays charged). */
   if (c->sock) (void)memcg_sock_release_promise(c->sock);
-  conn_put(c);
+  if (may_be_listening) park(c);
+  else conn_put(c);
 }
 
 static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb);
@@ -253,12 +321,12 @@ static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
   memset(c, 0, sizeof *c);
   c->pcb = pcb;
   c->refs = 1;
-  if (listener) {
-    c->group = g;
-  } else if ((rc = memcg_sock_init(&c->storage, sizeof c->storage, s_proto, g, &c->sock)) != 0) {
-    MEMCG_LWIP_SYS_FREE(c);
-    return rc;
-  } else {
+  c->group = g;
+  if (!listener) {
+    if ((rc = memcg_sock_init(&c->storage, sizeof c->storage, s_proto, g, &c->sock)) != 0) {
+      MEMCG_LWIP_SYS_FREE(c);
+      return rc;
+    }
     /* The send buffer is what lwIP is configured to queue (TCP_SND_BUF), in the heap it takes:
      * the stack's own setting, not locked (still moderated under pressure). */
     (void)memcg_sock_tune_sndbuf(c->sock, tx_bytes_of(TCP_SND_BUF));
@@ -277,6 +345,7 @@ static int conn_open(struct tcp_pcb* pcb, memcg_group* g, int listener) {
 static err_t slot_passive_open(u8_t id, struct tcp_pcb_listen* lpcb, struct tcp_pcb* cpcb) {
   struct memcg_lwip_conn* l = (struct memcg_lwip_conn*)lpcb->ext_args[id].data;
   if (!l) return ERR_OK;
+  if (l->parked) adopt_listener(l, lpcb); /* attached before tcp_listen() */
   return conn_open(cpcb, l->group, 0) == 0 ? ERR_OK : ERR_MEM;
 }
 
@@ -293,6 +362,7 @@ int memcg_lwip_init(memcg_proto* proto) {
 int memcg_lwip_attach(struct tcp_pcb* pcb, memcg_group* g) {
   int rc;
   if (!s_ready || !pcb) return -EINVAL;
+  park_sweep();
   if (tcp_ext_arg_get(pcb, s_ext_id)) return -EEXIST;
   if ((rc = rooms_watch(g)) != 0) return rc;
   return conn_open(pcb, g, pcb->state == LISTEN);

@@ -56,9 +56,11 @@ struct altcp_pcb;
 int memcg_lwip_init(memcg_proto* proto);
 
 /* A connection's or a listener's group. For an active pcb (after tcp_new): its socket is opened
- * and charged to g (NULL: the protocol only). For a listening pcb (after tcp_listen: it drops
- * the ext args it copies): connections it accepts get sockets in g from their SYN on, before any
- * data. -EEXIST if the pcb has a slot already (an accepted one), -ENOMEM, -EINVAL. */
+ * and charged to g (NULL: the protocol only). For a listening pcb (after tcp_listen, or on the
+ * pcb before tcp_listen: its slot, which lwIP copies into the listener, becomes the listener's
+ * at its first SYN or the port's next call): connections it accepts get sockets in g from their
+ * SYN on, before any data. -EEXIST if the pcb has a slot already (an accepted one), -ENOMEM,
+ * -EINVAL. */
 int memcg_lwip_attach(struct tcp_pcb* pcb, memcg_group* g);
 /* The pcb's socket, or NULL (no slot, or a listener). */
 memcg_sock* memcg_lwip_sock(const struct tcp_pcb* pcb);

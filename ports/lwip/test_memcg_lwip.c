@@ -11,7 +11,8 @@
  * appears. Then a second connection whose window closed (its peer told 0) and whose reader's
  * group is full: the read reopens it by one segment, far under lwIP's own update threshold
  * (TCP_WND/4), and the window update must be on the wire in that call, not after the peer's
- * zero-window probe. Exit 0 on success. */
+ * zero-window probe. Then a listener attached before tcp_listen() (the slot lwIP copies into the
+ * listener must stay alive) accepts a connection charged to its group. Exit 0 on success. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,9 +204,9 @@ static memcg_sock_info sock_info(const struct tcp_pcb* pcb) {
   return i;
 }
 
-/* Connects `client` (charged to cg) to the listener on sa:7000; false (a message printed)
+/* Connects `client` (charged to cg) to the listener on sa:port; false (a message printed)
  * without an accepted server connection that has a socket. */
-static int connect_client(memcg_group* cg, const ip4_addr_t* ca, const ip4_addr_t* sa,
+static int connect_client(memcg_group* cg, const ip4_addr_t* ca, const ip4_addr_t* sa, u16_t port,
                           const char* what) {
   int i;
   client.pcb = tcp_new();
@@ -214,13 +215,37 @@ static int connect_client(memcg_group* cg, const ip4_addr_t* ca, const ip4_addr_
   tcp_recv(client.pcb, on_recv);
   tcp_err(client.pcb, on_err);
   tcp_bind(client.pcb, ca, 0);
-  tcp_connect(client.pcb, sa, 7000, on_connected);
+  tcp_connect(client.pcb, sa, port, on_connected);
   for (i = 0; i < 20 && !server.pcb; ++i) tick();
   if (!server.pcb || !memcg_lwip_sock(server.pcb)) {
     fprintf(stderr, "FAIL: %s: no accepted connection with a socket\n", what);
     return 0;
   }
   return 1;
+}
+
+/* Both ends read until the client sent everything, then the client shuts its side and each end
+ * closes on the other's FIN; checks that every byte the client sent arrived, with no reset. */
+static void finish(const char* what) {
+  u32_t i;
+  for (i = 0; i < 20000 && !(server.closed && client.closed); ++i) {
+    tick();
+    read_all(&server, &client);
+    read_all(&client, &server);
+    if (server.verified == client.sent && !client.fin_sent && client.pcb) {
+      CHECK(tcp_shutdown(client.pcb, 0, 1) == ERR_OK, what);
+      client.fin_sent = 1;
+    }
+    if (server.fin && !server.closed && server.pcb) {
+      CHECK(memcg_lwip_close(server.pcb) == ERR_OK, what);
+      server.closed = 1;
+    }
+    if (client.fin && !client.closed && client.pcb) {
+      CHECK(memcg_lwip_close(client.pcb) == ERR_OK, what);
+      client.closed = 1;
+    }
+  }
+  CHECK(server.verified == client.sent && !server.err && !client.err, what);
 }
 
 int main(void) {
@@ -255,7 +280,7 @@ int main(void) {
   l = tcp_listen(l);
   CHECK(memcg_lwip_attach(l, sg) == 0, "attach the listener"); /* after tcp_listen */
   tcp_accept(l, on_accept);
-  if (!connect_client(cg, &ca, &sa, "the client")) return 1;
+  if (!connect_client(cg, &ca, &sa, 7000, "the client")) return 1;
 
   /* The port sized the send buffer for what lwIP queues (TCP_SND_BUF in heap), unlocked. */
   si = sock_info(server.pcb);
@@ -347,7 +372,7 @@ int main(void) {
    * opens one segment (an empty receive queue always takes one). */
   memset(&client, 0, sizeof client);
   memset(&server, 0, sizeof server);
-  if (!connect_client(cg, &ca, &sa, "the second client")) return 1;
+  if (!connect_client(cg, &ca, &sa, 7000, "the second client")) return 1;
   for (i = 0; i < TCP_WND / TCP_MSS + 4; i += 4) write_n(&client, 4 * TCP_MSS, 1);
   for (i = 0; i < 400; ++i) tick(); /* under the first zero-window probe (3 slow ticks) */
   CHECK(server.pcb->rcv_wnd == 0 && told(server.pcb) == 0, "the server's window shut");
@@ -369,27 +394,42 @@ int main(void) {
     CHECK(client.pcb->snd_nxt != client_nxt, "the client sends again at once");
     CHECK(memcg_uncharge(sg, MEMCG_KIND_ANON, more) == 0, "uncharge");
   }
-  for (i = 0; i < 20000 && !(server.closed && client.closed); ++i) {
-    tick();
-    read_all(&server, &client);
-    read_all(&client, &server);
-    if (server.verified == client.sent && !client.fin_sent && client.pcb) {
-      CHECK(tcp_shutdown(client.pcb, 0, 1) == ERR_OK, "second shutdown");
-      client.fin_sent = 1;
-    }
-    if (server.fin && !server.closed && server.pcb) {
-      CHECK(memcg_lwip_close(server.pcb) == ERR_OK, "second server close");
-      server.closed = 1;
-    }
-    if (client.fin && !client.closed && client.pcb) {
-      CHECK(memcg_lwip_close(client.pcb) == ERR_OK, "second client close");
-      client.closed = 1;
-    }
-  }
-  CHECK(server.verified == client.sent && !server.err && !client.err,
-        "the second connection's bytes arrived, no reset");
+  finish("the second connection: its bytes arrived, no reset");
   checked += server.verified;
-  while ((tcp_active_pcbs || tcp_tw_pcbs || wire_head != wire_tail) && i++ < 200000) tick();
+  for (i = 0; (tcp_active_pcbs || tcp_tw_pcbs || wire_head != wire_tail) && i < 200000; ++i) tick();
+
+  /* A listener attached before tcp_listen(), which copies the pcb's slot into the listener and
+   * frees the pcb: the slot becomes the listener's (it was freed under the listener before), and
+   * the connections it accepts are charged to its group. A pcb attached and closed unused
+   * leaves no slot after the next port call. Then the listener closes while its accepted
+   * connection lives on. */
+  {
+    struct tcp_pcb* early = tcp_new();
+    struct tcp_pcb* unused = tcp_new();
+    int64_t conns = port_stats().conns;
+    int64_t pages = 0;
+    CHECK(memcg_lwip_attach(unused, cg) == 0, "attach a pcb that is never used");
+    CHECK(tcp_close(unused) == ERR_OK, "close it");
+    tcp_bind(early, &sa, 7001);
+    CHECK(memcg_lwip_attach(early, sg) == 0, "attach before tcp_listen");
+    early = tcp_listen(early);
+    tcp_accept(early, on_accept);
+    (void)memcg_lwip_wake();
+    CHECK(port_stats().conns == conns + 1, "the listener's slot alive, the unused pcb's gone");
+    memset(&client, 0, sizeof client);
+    memset(&server, 0, sizeof server);
+    if (!connect_client(cg, &ca, &sa, 7001, "the client of a listener attached early")) return 1;
+    write_n(&client, 2 * TCP_MSS, 1);
+    for (i = 0; i < 3; ++i) tick();
+    CHECK(server.held && memcg_group_stat(sg, MEMCG_KIND_SOCK, 1, &pages) == 0 && pages > 0,
+          "the accepted connection charges the listener's group");
+    CHECK(tcp_close(early) == ERR_OK, "close the listener");
+    CHECK(port_stats().conns == conns + 2, "the listener's slot gone, both connections' alive");
+    finish("the connection of a listener attached early: its bytes arrived, no reset");
+    checked += server.verified;
+  }
+  for (i = 0; (tcp_active_pcbs || tcp_tw_pcbs || wire_head != wire_tail) && i < 200000; ++i) tick();
+  (void)memcg_lwip_wake();
   tcp_close(l);
   CHECK(!tcp_active_pcbs && !tcp_tw_pcbs, "every pcb gone");
 
