@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/report.py: turns Google Benchmark JSON runs into the README's performance report.
+"""bench/report.py: turns Google Benchmark JSON runs into the performance report (docs/performance.md).
 
 Usage:
   bench/report.py [--goals bench/goals.json] [--svg DIR] RUN.json...

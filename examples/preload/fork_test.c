@@ -8,7 +8,7 @@
  * a thread of its own that allocates too, and exits 0. Usage: fork_test LIMIT_MIB
  * Exit status 0 when every child passed; the parent prints one line per failure.
  *
- * fork_test signals SECONDS: a signal handler that allocates (README.md, "Signal handlers").
+ * fork_test signals SECONDS: a signal handler that allocates (docs/slab.md, "Signal handlers").
  * SIGALRM 100 microseconds after the handler last returned (a one-shot timer the handler
  * re-arms: with a periodic one, a handler slower than the period, as its page faults and
  * mmaps are on some machines, would leave the main thread no time at all, and the test would

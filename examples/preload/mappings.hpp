@@ -8,10 +8,10 @@
 //   memcg_preload::anon_mappings  mmap/munmap/mremap/mprotect/brk/sbrk that charge anonymous
 //                                 private memory to the group as anon
 //
-// What is charged (README.md, "Anonymous mappings"): whole pages of mmap(MAP_PRIVATE |
-// MAP_ANONYMOUS) and of MAP_PRIVATE mappings of /dev/zero, when mapped accessible (a PROT_NONE
-// mapping is a reservation: charged when mprotect opens it), mremap's growth, and brk/sbrk
-// growth. Given back: munmap of whole or partial ranges, mremap's shrink, a MAP_FIXED mapping
+// What is charged (docs/slab.md, "Anonymous mappings, processes, real programs"): whole pages of
+// mmap(MAP_PRIVATE | MAP_ANONYMOUS) and of MAP_PRIVATE mappings of /dev/zero, when mapped
+// accessible (a PROT_NONE mapping is a reservation: charged when mprotect opens it), mremap's
+// growth, and brk/sbrk growth. Given back: munmap of whole or partial ranges, mremap's shrink, a MAP_FIXED mapping
 // over a charged range, brk shrink. File-backed and shared mappings are not charged (page
 // cache and shmem are the kernel's business here).
 // The kernel charges a page when it is first touched; the shim can't see faults, so it charges
@@ -19,7 +19,7 @@
 //
 // Calls made inside one of the shim's entry points (the allocator's own arenas, nested blocks,
 // a signal handler that interrupted an entry point) pass through uncharged: what they map is
-// counted elsewhere (malloc's charges) or not at all (a handler's mapping, see README.md).
+// counted elsewhere (malloc's charges) or not at all (a handler's mapping, see docs/slab.md).
 #pragma once
 
 #include <fcntl.h>

@@ -14,7 +14,7 @@
 // pointer mimalloc does not know (memory from before the shim existed); realloc() moves such a
 // pointer's contents into a new block and leaves it alone too. fork() while other threads
 // allocate is safe (pthread_atfork handlers: shim::fork_prepare()). A signal handler may call
-// every entry point, also while it interrupted one (shim.hpp, "Nesting"; README.md, "Signal
+// every entry point, also while it interrupted one (shim.hpp, "Nesting"; docs/slab.md, "Signal
 // handlers").
 #include <pthread.h>
 #include <sys/mman.h>
@@ -112,7 +112,7 @@ MEMCG_EXPORT std::size_t malloc_usable_size(void* p) { return shim::usable_any(p
 
 // ---- anonymous mappings and the break (mappings.hpp) ----
 // Never builds the shim: mmap runs early (the loader's and the allocator's own), and the first
-// malloc builds it anyway. Calls through syscall(2) are not seen (README.md).
+// malloc builds it anyway. Calls through syscall(2) are not seen (docs/slab.md).
 
 MEMCG_EXPORT void* mmap(void* addr, std::size_t len, int prot, int flags, int fd, off_t off) {
   return shim::mmap_in(instance.load(std::memory_order_acquire), addr, len, prot, flags, fd, off);

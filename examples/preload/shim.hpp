@@ -24,7 +24,7 @@
 //   free          of such a block: munmap, its pages uncharged (exact); of an ordinary block:
 //                 pushed onto the thread's deferred list (a lock-free stack), freed and
 //                 uncharged by the ordinary path when the outermost entry returns
-// See README.md, "Signal handlers".
+// See docs/slab.md, "Signal handlers".
 #pragma once
 
 #include <cerrno>

@@ -67,7 +67,7 @@
 // Signal handlers: an operation that finds the stock held (per CPU) or its own thread inside a
 // busy section (per thread) bypasses the stock; a slow path marks slot 0's keys busy, so a
 // handler's hit misses instead of taking from a half-written slot; a restartable hit that a
-// signal interrupts restarts. What a handler may call: README "Signal handlers".
+// signal interrupts restarts. What a handler may call: docs/slab.md, "Signal handlers".
 //
 // fork(2): the registry registers pthread_atfork handlers of its own (the first hierarchy, or a
 // thread's first stock, does: stock_registry::register_fork_handlers()), so that a program
