@@ -484,7 +484,7 @@ void sock_room_arm(basic_group<Sync>& m) noexcept {
   // the flag seq_cst: either it sees the flag, or this re-read sees its room.
   if (p.armed.exchange_seq_cst(1) != 0) return;
   sock_rooms_armed.fetch_add(1, std::memory_order_seq_cst);
-  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with sock_room_check's loads
+  fence_seq_cst();  // pairs with sock_room_check's loads
   if (sock_unpromised(m, m.hierarchy().socket_accounting(), 0) > 0) sock_room_fire(m);
 }
 

@@ -8,6 +8,8 @@
 //   sync_policy          the concept a policy satisfies
 //   detail::asymmetric_fence_light / _heavy
 //                        the two sides of an asymmetric fence (membarrier(2)), used by stocks
+//   detail::fence_seq_cst
+//                        a sequentially consistent fence (ThreadSanitizer builds: see there)
 //
 // Every shared word goes through a named operation of the policy's `cell` (load_relaxed,
 // add_return_acq_rel, store_release, ...) so that a grep for `_release` lists every publishing
@@ -38,6 +40,18 @@
 
 namespace memcg {
 namespace detail {
+
+// std::atomic_thread_fence(seq_cst). ThreadSanitizer does not model fences (g++ warns: -Wtsan);
+// in its builds a seq_cst read-modify-write of one shared word stands in, which TSan does
+// model (it orders the fencing threads among themselves, as the fences do).
+inline void fence_seq_cst() noexcept {
+#if defined(MEMCG_TSAN_BUILD)
+  static constinit std::atomic<int> word{0};
+  word.fetch_add(0, std::memory_order_seq_cst);  // seq_cst: the fence it stands for
+#else
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+}
 
 // A word touched by one thread only (or under an external lock). Same interface as atomic_cell.
 template <class T>
@@ -223,7 +237,7 @@ inline long membarrier_call(int cmd) noexcept {
 // succeeds (a drain that went on without it would race the owners): a few yields, then sleeps
 // from 1 us doubling to 1 ms. Errors that cannot pass abort with their name. errno is kept.
 inline void asymmetric_fence_heavy() noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  fence_seq_cst();
 #if defined(__linux__) && defined(SYS_membarrier)
   auto st = static_cast<membarrier_state>(membarrier_state_word().load(std::memory_order_relaxed));
   if (st < membarrier_state::expedited) return;  // no stock is on
