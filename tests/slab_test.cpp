@@ -714,6 +714,57 @@ TEST_CASE("statistics count what a live thread holds through its hint, across hi
 // Per CPU, a free through the thread's hint keeps the object, still charged, in its CPU's
 // object cache; the next allocation there for the same group gets it back without a charge.
 // Drains give the caches' charges back, and a shrink their objects to their pages.
+// More caches than a thread has slots (detail::slab_slots): caches that share a slot take it
+// from each other on every allocation, so each one's hint names the other pool's node for the
+// same group (the pool's serial tells them apart), and every charge and count stays exact.
+TEST_CASE("caches sharing a thread's slot keep exact charges and statistics") {
+  memcg::hierarchy h;
+  auto& a = make(h, "a");
+  auto& b = make(h, "b");
+  constexpr int nr = memcg::detail::slab_slots + 6;  // at least 6 share a slot with one of them
+  std::vector<std::unique_ptr<memcg::kmem_cache>> caches;
+  for (int i = 0; i < nr; ++i)
+    caches.push_back(std::make_unique<memcg::kmem_cache>(
+        "shared" + std::to_string(i), 16 + 8 * static_cast<std::size_t>(i % 8), 8,
+        memcg::slab_flags::account));
+  std::vector<std::vector<void*>> in_a(nr), in_b(nr);
+  for (int round = 0; round < 20; ++round) {
+    for (int i = 0; i < nr; ++i) {
+      memcg::group* g = (round + i) % 2 ? &a : &b;
+      memcg::scoped_active_memcg s(g);
+      void* p = caches[i]->alloc();
+      void* q = caches[i]->alloc();
+      REQUIRE((p && q));
+      caches[i]->free(q);  // onto the CPU's list of the node; the next allocation may pop it
+      (g == &a ? in_a : in_b)[i].push_back(p);
+    }
+  }
+  std::int64_t bytes_a = 0, bytes_b = 0;
+  for (int i = 0; i < nr; ++i) {
+    CHECK(caches[i]->stat(a).objects == static_cast<std::int64_t>(in_a[i].size()));
+    CHECK(caches[i]->stat(b).objects == static_cast<std::int64_t>(in_b[i].size()));
+    const auto full = static_cast<std::int64_t>(caches[i]->full_size());
+    bytes_a += full * static_cast<std::int64_t>(in_a[i].size());
+    bytes_b += full * static_cast<std::int64_t>(in_b[i].size());
+  }
+  const kind k = kind::slab_unreclaimable;
+  h.drain_stocks(nullptr);
+  CHECK(usage_bytes(a) == bytes_a + a.objcg()->parked_bytes(k));
+  CHECK(usage_bytes(b) == bytes_b + b.objcg()->parked_bytes(k));
+  for (int i = 0; i < nr; ++i) {
+    for (void* p : in_a[i]) caches[i]->free(p);
+    for (void* p : in_b[i]) caches[i]->free(p);
+    CHECK(caches[i]->stat().objects == 0);
+  }
+  h.drain_stocks(nullptr);
+  CHECK(usage_bytes(a) == a.objcg()->parked_bytes(k));
+  CHECK(usage_bytes(b) == b.objcg()->parked_bytes(k));
+  for (auto& c : caches) {
+    memcg::kmem_cache_shrink(c.get());
+    CHECK(c->slab_pages() == 0);
+  }
+}
+
 TEST_CASE("a freed object waits, charged, in its CPU's object cache until reused or drained") {
   memcg::hierarchy h;
   auto& a = make(h, "a");
