@@ -48,6 +48,16 @@ std::int64_t usage_bytes(memcg::group& g) { return g.memory.usage() * memcg::pag
 
 // A drain of g gives back what g's object caches and byte stocks held (only the handle's parked
 // bytes stay charged: less than a page), and then a shrink gives every page of c back.
+// The parent's side of a fork test: its handler, then the child's exit, which must be 0.
+void check_child(memcg::hierarchy& h, pid_t pid) {
+  memcg::slab_fork_parent(h);
+  REQUIRE(pid > 0);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
 void check_all_back(memcg::hierarchy& h, memcg::group& g, memcg::kmem_cache& c) {
   h.drain_stocks(&g);
   CHECK(usage_bytes(g) == g.objcg()->parked_bytes(kind::slab_unreclaimable));
@@ -1331,12 +1341,7 @@ TEST_CASE("fork while another thread holds pages: the child allocates, frees its
     if (c.stat().objects != 0) ++bad;
     _exit(bad ? 1 : 0);
   }
-  memcg::slab_fork_parent(h);
-  REQUIRE(pid > 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  check_child(h, pid);
   step.store(2, std::memory_order_release);
   other.join();
   for (void* p : theirs) c.free(p);  // the parent's objects are untouched
@@ -1386,12 +1391,7 @@ TEST_CASE("fork: a page a gone thread was allocating from keeps that thread's ob
     if (c.slab_pages() != 0) bad += 10000;
     _exit(bad == 0 ? 0 : 1 + (bad >= 10000 ? 2 : bad >= 1000 ? 1 : 0));
   }
-  memcg::slab_fork_parent(h);
-  REQUIRE(pid > 0);
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  check_child(h, pid);
   step.store(2, std::memory_order_release);
   t2.join();
   for (void* p : first) c.free(p);

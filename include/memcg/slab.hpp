@@ -625,9 +625,7 @@ class kmem_cache {
     kmem_cache_node* n = &unaccounted_;
     if (o) {
       std::uint32_t id;
-      // The hint is this pool's (its serial) and names o: one test for both, on the hit's path.
-      if (MEMCG_LIKELY(((s.serial ^ pool_.serial()) | (reinterpret_cast<std::uintptr_t>(s.o) ^
-                                                       reinterpret_cast<std::uintptr_t>(o))) == 0)) {
+      if (MEMCG_LIKELY(hint_names(s, o))) {
         n = static_cast<kmem_cache_node*>(s.n);
         id = s.id;
       } else {
@@ -957,11 +955,16 @@ class kmem_cache {
     detail::large_free(p);
   }
 
-  // The node of o (not null) through the thread's hint: one compare on the hot path.
+  // The thread's hint is this pool's (its serial) and names o: one test for both, a branch
+  // fewer on the allocation's hit.
+  MEMCG_ALWAYS_INLINE bool hint_names(const detail::slab_slot& s, const objcg* o) const noexcept {
+    return ((s.serial ^ pool_.serial()) |
+            (reinterpret_cast<std::uintptr_t>(s.o) ^ reinterpret_cast<std::uintptr_t>(o))) == 0;
+  }
+  // The node of o (not null) through the thread's hint: one test on the hot path.
   MEMCG_ALWAYS_INLINE kmem_cache_node* node(objcg* o) noexcept {
     detail::slab_slot& s = pool_.slot();
-    if (MEMCG_LIKELY(s.serial == pool_.serial() && s.o == o))
-      return static_cast<kmem_cache_node*>(s.n);
+    if (MEMCG_LIKELY(hint_names(s, o))) return static_cast<kmem_cache_node*>(s.n);
     return node_slow(o);
   }
   // The hint changes under mu_ (forget() takes the counts of a node that goes, under mu_).

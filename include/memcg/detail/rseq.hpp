@@ -176,7 +176,8 @@ inline constexpr int oc_count_bits = 24;
 inline constexpr std::uint64_t oc_count_mask = (std::uint64_t{1} << oc_count_bits) - 1;
 inline constexpr std::size_t oc_stride = 128;
 
-#define MEMCG_RSEQ_OC_LOAD                                   \
+// Inside the sequence: a miss if this CPU's stock is held; rdx = this CPU's cache.
+#define MEMCG_RSEQ_OC_SLOT                                   \
   "movslq %%fs:4(%[area]), %%rcx\n\t"                        \
   "movq %%rcx, %%rdx\n\t"                                    \
   "imulq %[bstride], %%rcx, %%rcx\n\t"                       \
@@ -184,7 +185,10 @@ inline constexpr std::size_t oc_stride = 128;
   "testq %[busy], (%%rcx)\n\t"                               \
   "jnz %l[miss]\n\t"                                         \
   "shlq $7, %%rdx\n\t"                                       \
-  "addq %[oc0], %%rdx\n\t"                                   \
+  "addq %[oc0], %%rdx\n\t"
+// ... and a miss unless its key is want.
+#define MEMCG_RSEQ_OC_LOAD                                   \
+  MEMCG_RSEQ_OC_SLOT                                         \
   "cmpq %[want], (%%rdx)\n\t"                                \
   "jne %l[miss]\n\t"
 #define MEMCG_RSEQ_OC_INPUTS                                                              \
@@ -271,15 +275,7 @@ miss:
 // Makes this CPU's cache want's, if it holds no object.
 template <std::size_t BusyStride, std::uintptr_t Busy>
 MEMCG_ALWAYS_INLINE bool rseq_oc_claim(const void* busy0, void* oc0, std::uintptr_t want) noexcept {
-  __asm__ goto(MEMCG_RSEQ_ENTER
-               "movslq %%fs:4(%[area]), %%rcx\n\t"
-               "movq %%rcx, %%rdx\n\t"
-               "imulq %[bstride], %%rcx, %%rcx\n\t"
-               "addq %[busy0], %%rcx\n\t"
-               "testq %[busy], (%%rcx)\n\t"
-               "jnz %l[miss]\n\t"
-               "shlq $7, %%rdx\n\t"
-               "addq %[oc0], %%rdx\n\t"
+  __asm__ goto(MEMCG_RSEQ_ENTER MEMCG_RSEQ_OC_SLOT
                "testq %[cmask], 8(%%rdx)\n\t"
                "jnz %l[miss]\n\t"
                "movq %[want], (%%rdx)\n"
@@ -294,6 +290,7 @@ miss:
 }
 
 #undef MEMCG_RSEQ_OC_LOAD
+#undef MEMCG_RSEQ_OC_SLOT
 #undef MEMCG_RSEQ_OC_INPUTS
 #undef MEMCG_RSEQ_ENTER
 #undef MEMCG_RSEQ_CPU_LOAD
