@@ -828,49 +828,59 @@ TEST_CASE("a freed object waits, charged, in its CPU's object cache until reused
 // for the node's next allocation on that CPU. A hierarchy's end drains them before its nodes go.
 TEST_CASE("a free through another group's hint keeps the object in its node's object cache") {
   memcg_test::cpu_pin pin(memcg_test::allowed_cpus().front());  // one CPU: one object cache
-  memcg::kmem_cache c("node-oc", 64, 8, memcg::slab_flags::account);
-  auto h = std::make_unique<memcg::hierarchy>();
-  auto& a = make(*h, "a");
-  auto& b = make(*h, "b");
-  void* p[3];
-  {
-    memcg::scoped_active_memcg s(&a);
-    for (void*& q : p) REQUIRE((q = c.alloc()));
-    c.free(p[0]);  // through a's hint: the CPU's cache becomes a's node's
-  }
-  void* in_b = nullptr;
-  {
-    memcg::scoped_active_memcg s(&b);
-    REQUIRE((in_b = c.alloc()));  // the hint names b's node now
-  }
-  c.free(p[1]);  // not through the hint
-  CHECK(c.stat(a).objects == 1);
-  CHECK(c.stat(b).objects == 1);
-  CHECK(c.stat().objects == 2);
-  std::thread other([&] { c.free(p[2]); });  // a thread with no hint at all
-  other.join();
-  CHECK(c.stat(a).objects == 0);
-  {
-    memcg::scoped_active_memcg s(&a);
-    void* r[3];
-    for (void*& q : r) REQUIRE((q = c.alloc()));
-    if (memcg_test::per_cpu_stocks && pin.ok()) {
-      // The other thread ran on another CPU (the test's is pinned) or on this one: p[2] came
-      // back if it ran here. p[1] and p[0] are this CPU's, last in first out.
-      const bool here = r[0] == p[2];
-      CHECK(r[here ? 1 : 0] == p[1]);
-      CHECK(r[here ? 2 : 1] == p[0]);
+  // One attempt; true if the objects came back in the CPU's order. A restartable sequence that
+  // the kernel interrupts (the pinned thread preempted inside it) is a miss by design: the
+  // object goes back to its page instead (about 1 attempt in 600 with both CPUs busy), so the
+  // order is asked of one attempt in a few; everything else, of every attempt.
+  auto attempt = [&] {
+    bool in_order = true;
+    memcg::kmem_cache c("node-oc", 64, 8, memcg::slab_flags::account);
+    auto h = std::make_unique<memcg::hierarchy>();
+    auto& a = make(*h, "a");
+    auto& b = make(*h, "b");
+    void* p[3];
+    {
+      memcg::scoped_active_memcg s(&a);
+      for (void*& q : p) REQUIRE((q = c.alloc()));
+      c.free(p[0]);  // through a's hint: the CPU's cache becomes a's node's
     }
-    CHECK(c.stat(a).objects == 3);
-    for (void* q : r) c.free(q);
-  }
-  c.free(in_b);
-  CHECK(c.stat().objects == 0);
-  if (memcg_test::per_cpu_stocks) CHECK(a.memory.usage() >= 1);  // the cached objects' charge
-  h.reset();  // drains the caches of its groups, then forgets its nodes
-  CHECK(c.stat().objects == 0);
-  memcg::kmem_cache_shrink(&c);
-  CHECK(c.slab_pages() == 0);
+    void* in_b = nullptr;
+    {
+      memcg::scoped_active_memcg s(&b);
+      REQUIRE((in_b = c.alloc()));  // the hint names b's node now
+    }
+    c.free(p[1]);  // not through the hint
+    CHECK(c.stat(a).objects == 1);
+    CHECK(c.stat(b).objects == 1);
+    CHECK(c.stat().objects == 2);
+    std::thread other([&] { c.free(p[2]); });  // a thread with no hint at all
+    other.join();
+    CHECK(c.stat(a).objects == 0);
+    {
+      memcg::scoped_active_memcg s(&a);
+      void* r[3];
+      for (void*& q : r) REQUIRE((q = c.alloc()));
+      if (memcg_test::per_cpu_stocks && pin.ok()) {
+        // The other thread ran on another CPU (the test's is pinned) or on this one: p[2] came
+        // back if it ran here. p[1] and p[0] are this CPU's, last in first out.
+        const bool here = r[0] == p[2];
+        in_order = r[here ? 1 : 0] == p[1] && r[here ? 2 : 1] == p[0];
+      }
+      CHECK(c.stat(a).objects == 3);
+      for (void* q : r) c.free(q);
+    }
+    c.free(in_b);
+    CHECK(c.stat().objects == 0);
+    if (memcg_test::per_cpu_stocks) CHECK(a.memory.usage() >= 1);  // the cached objects' charge
+    h.reset();  // drains the caches of its groups, then forgets its nodes
+    CHECK(c.stat().objects == 0);
+    memcg::kmem_cache_shrink(&c);
+    CHECK(c.slab_pages() == 0);
+    return in_order;
+  };
+  bool in_order = false;
+  for (int i = 0; i < 5 && !in_order; ++i) in_order = attempt();
+  CHECK(in_order);
 }
 
 // One thread allocates, another frees (a producer and a consumer): the freeing thread's CPU
